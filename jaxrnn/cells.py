@@ -1,0 +1,563 @@
+"""Recurrent cells: one time step of a recurrence, as pure functions.
+
+A :class:`Cell` bundles three pure functions, in the spirit of ``optax.GradientTransformation``:
+
+* ``init(key) -> params``: a NamedTuple of arrays with named fields (the layout is part of the
+  contract: users port weights by name);
+* ``apply(params, carry, x) -> (carry, y)``: one step, exactly the signature ``jax.lax.scan``
+  wants for its body once ``params`` is bound;
+* ``initial_carry(batch_shape=(), dtype=jnp.float32) -> carry``: zeros.
+
+``x`` has shape ``(*batch, input_size)`` with any number of leading batch dimensions (or none);
+the cell does nothing about the batch beyond ordinary broadcasting. Use :func:`jaxrnn.scan` to
+run a cell over a sequence: it validates shapes and never broadcasts silently.
+
+Layout conventions (shared by every cell here):
+
+* weights are stored input-major, so a projection is ``x @ w`` with ``w`` of shape
+  ``(in_features, out_features)``;
+* the gates of a gated cell are fused into one matrix, gate blocks side by side along the output
+  axis in PyTorch's order (GRU: ``r, z, n``; LSTM: ``i, f, g, o``), so ``w[:, k*H:(k+1)*H]`` is
+  gate ``k``.
+
+Every cell also exposes its step split in two (``project`` then ``step``): ``project`` holds
+the input-side work (``x @ w_ih + b``), which depends on no carry, so :func:`jaxrnn.scan` can
+compute it for all time steps in one large matmul before the loop; ``step`` is the recurrent
+remainder. ``apply(p, c, x) == step(p, c, project(p, x))`` by construction.
+
+Default initialisers (``init`` splits its key once per parameter and never reuses a key):
+
+* input weights ``w_ih``: LeCun normal (truncated normal, variance ``1 / fan_in``);
+* recurrent weights ``w_hh``: orthogonal, drawn independently for each gate's square block
+  (orthogonal recurrent matrices neither explode nor vanish at initialisation);
+* biases: zeros, except the LSTM forget-gate block, set to ``forget_bias`` (1.0 by default, as
+  Jozefowicz et al. 2015 recommend, so the cell starts out remembering);
+* LSTM peephole weights and output/projection matrices: LeCun normal where a matrix, uniform in
+  ``[-1/sqrt(H), 1/sqrt(H)]`` for the diagonal peephole vectors (PyTorch's RNN default range).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+PRNGKey = jax.Array
+Params = Any
+Carry = Any
+
+__all__ = [
+    "Cell",
+    "GRUParams",
+    "JordanParams",
+    "LSTMCarry",
+    "LSTMParams",
+    "SimpleRNNParams",
+    "gru",
+    "jordan_rnn",
+    "lstm",
+    "simple_rnn",
+]
+
+
+class Cell(NamedTuple):
+    """One step of a recurrence as pure functions.
+
+    Attributes:
+        init: ``init(key) -> params``.
+        apply: ``apply(params, carry, x) -> (carry, y)``, one time step.
+        initial_carry: ``initial_carry(batch_shape=(), dtype=jnp.float32) -> carry`` (zeros).
+        input_size: feature size ``x`` must have (``None``: unchecked).
+        output_size: feature size of ``y``.
+        project: optional ``project(params, xs) -> xp``, the carry-independent input-side part of
+            a step, applicable to any number of leading axes at once.
+        step: optional ``step(params, carry, xp) -> (carry, y)``, the recurrent remainder, such
+            that ``apply(p, c, x) == step(p, c, project(p, x))``. When both are given,
+            :func:`jaxrnn.scan` hoists ``project`` out of the time loop.
+        config: how the cell was built, as ``(name, value)`` pairs (``dict(cell.config)``),
+            starting with ``("factory", <the factory function>)``; read by converters such as
+            :mod:`jaxrnn.interop`. A tuple, so a Cell stays hashable (usable as a static arg).
+
+    A custom cell needs only the first three fields:
+
+    >>> import jax, jax.numpy as jnp, jaxrnn as jr
+    >>> leaky = jr.Cell(
+    ...     init=lambda key: jnp.float32(0.9),
+    ...     apply=lambda decay, h, x: (decay * h + x, decay * h + x),
+    ...     initial_carry=lambda batch_shape=(), dtype=jnp.float32: jnp.zeros(
+    ...         (*batch_shape, 2), dtype
+    ...     ),
+    ... )
+    >>> carry, ys = jr.scan(leaky, leaky.init(None), jnp.ones((3, 2)))
+    >>> ys[:, 0].tolist()
+    [1.0, 1.899999976158142, 2.7100000381469727]
+    """
+
+    init: Callable[[PRNGKey], Params]
+    apply: Callable[[Params, Carry, Array], tuple[Carry, Array]]
+    initial_carry: Callable[..., Carry]
+    input_size: int | None = None
+    output_size: int | None = None
+    project: Callable[[Params, Array], Array] | None = None
+    step: Callable[[Params, Carry, Array], tuple[Carry, Array]] | None = None
+    config: tuple[tuple[str, Any], ...] = ()
+
+
+class SimpleRNNParams(NamedTuple):
+    """Parameters of :func:`simple_rnn`: ``w_ih (I, H)``, ``w_hh (H, H)``, ``b (H,)``."""
+
+    w_ih: Array
+    w_hh: Array
+    b: Array
+
+
+class GRUParams(NamedTuple):
+    """Parameters of :func:`gru`; gate blocks ``r, z, n`` along the last axis.
+
+    ``w_ih (I, 3H)``, ``w_hh (H, 3H)``, ``b_ih (3H,)``, ``b_hh (3H,)``.
+    """
+
+    w_ih: Array
+    w_hh: Array
+    b_ih: Array
+    b_hh: Array
+
+
+class LSTMParams(NamedTuple):
+    """Parameters of :func:`lstm`.
+
+    ``w_ih (I, G*H)``, ``w_hh (H or P, G*H)``, ``b (G*H,)`` with gate blocks ``i, f, g, o``
+    (``G = 4``), or ``f, g, o`` (``G = 3``) for the coupled cell; ``w_peep`` is ``(3, H)`` with rows
+    ``i, f, o`` (coupled: ``(2, H)``, rows ``f, o``) or ``None``; ``w_proj`` is ``(H, P)`` or
+    ``None``.
+    """
+
+    w_ih: Array
+    w_hh: Array
+    b: Array
+    w_peep: Array | None = None
+    w_proj: Array | None = None
+
+
+class LSTMCarry(NamedTuple):
+    """LSTM state: hidden ``h (*batch, H or P)`` and cell ``c (*batch, H)``."""
+
+    h: Array
+    c: Array
+
+
+class JordanParams(NamedTuple):
+    """Parameters of :func:`jordan_rnn`.
+
+    ``w_ih (I, H)`` (U), ``w_oh (O, H)`` (W), ``b (H,)``, ``w_ho (H, O)`` (V), ``b_o (O,)`` (c).
+    """
+
+    w_ih: Array
+    w_oh: Array
+    b: Array
+    w_ho: Array
+    b_o: Array
+
+
+# --------------------------------------------------------------------------------------------
+# Initialisers and shared pieces.
+
+_lecun_normal = jax.nn.initializers.lecun_normal()
+_orthogonal = jax.nn.initializers.orthogonal()
+
+
+def _block_orthogonal(key: PRNGKey, rows: int, hidden: int, blocks: int, dtype) -> Array:
+    """``blocks`` independent orthogonal ``(rows, hidden)`` matrices side by side."""
+    keys = jax.random.split(key, blocks)
+    return jnp.concatenate([_orthogonal(k, (rows, hidden), dtype) for k in keys], axis=-1)
+
+
+def _check_size(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return value
+
+
+def _check_features(name: str, x: Array, size: int) -> None:
+    """Trace-time check that the last axis of ``x`` is ``size``."""
+    shape = jnp.shape(x)
+    if len(shape) == 0 or shape[-1] != size:
+        got = shape[-1] if shape else "a scalar"
+        raise ValueError(
+            f"{name}: expected feature size (last axis) {size}, got {got} ({name}.shape={shape})"
+        )
+
+
+def _zeros_carry(size: int) -> Callable[..., Array]:
+    """``initial_carry`` returning zeros of shape ``(*batch_shape, size)``."""
+
+    def initial_carry(batch_shape=(), dtype=jnp.float32):
+        return jnp.zeros((*_as_shape(batch_shape), size), dtype)
+
+    return initial_carry
+
+
+def _as_shape(batch_shape) -> tuple[int, ...]:
+    if isinstance(batch_shape, int):
+        return (batch_shape,)
+    return tuple(int(d) for d in batch_shape)
+
+
+def _make_cell(init, initial_carry, input_size, output_size, project, step, config) -> Cell:
+    def apply(params, carry, x):
+        return step(params, carry, project(params, x))
+
+    return Cell(init, apply, initial_carry, input_size, output_size, project, step, config)
+
+
+def _affine_project(input_size: int, weight: str, bias: str):
+    """``project(params, x) = x @ params.<weight> + params.<bias>`` with a feature-size check."""
+
+    def project(params, x):
+        _check_features("x", x, input_size)
+        return x @ getattr(params, weight) + getattr(params, bias)
+
+    return project
+
+
+# --------------------------------------------------------------------------------------------
+# Cells.
+
+
+def simple_rnn(
+    input_size: int,
+    hidden_size: int,
+    *,
+    activation: Callable[[Array], Array] = jnp.tanh,
+    dtype=jnp.float32,
+) -> Cell:
+    r"""Vanilla (Elman) recurrent cell.
+
+    .. math::
+
+        a^{(t)} = f(W_{aa} a^{(t-1)} + W_{ax} x^{(t)} + b_a), \qquad y^{(t)} = a^{(t)}
+
+    stored input-major: ``a_t = f(x_t @ w_ih + a_{t-1} @ w_hh + b)`` with ``w_ih = W_ax^T``,
+    ``w_hh = W_aa^T``. The output layer :math:`\hat y = g(W_y a + b_y)` of the notes is left to
+    the model (a Dense head), so one cell serves every head.
+
+    Args:
+        input_size: ``I``, features of ``x``.
+        hidden_size: ``H``, features of the state ``a``.
+        activation: ``f``; ``jnp.tanh`` (default) or e.g. ``jax.nn.relu``.
+        dtype: parameter dtype.
+
+    Returns:
+        A :class:`Cell` with :class:`SimpleRNNParams` and a carry ``a`` of shape
+        ``(*batch, H)``.
+
+    >>> import jax, jax.numpy as jnp, jaxrnn as jr
+    >>> cell = jr.simple_rnn(3, 5)
+    >>> params = cell.init(jax.random.key(0))
+    >>> a, y = cell.apply(params, cell.initial_carry((2,)), jnp.ones((2, 3)))
+    >>> a.shape, bool((a == y).all())
+    ((2, 5), True)
+    """
+    _check_size("input_size", input_size)
+    _check_size("hidden_size", hidden_size)
+
+    def init(key):
+        k_ih, k_hh = jax.random.split(key)
+        return SimpleRNNParams(
+            w_ih=_lecun_normal(k_ih, (input_size, hidden_size), dtype),
+            w_hh=_orthogonal(k_hh, (hidden_size, hidden_size), dtype),
+            b=jnp.zeros((hidden_size,), dtype),
+        )
+
+    def step(params, a, xp):
+        a = activation(xp + a @ params.w_hh)
+        return a, a
+
+    return _make_cell(
+        init,
+        _zeros_carry(hidden_size),
+        input_size,
+        hidden_size,
+        _affine_project(input_size, "w_ih", "b"),
+        step,
+        config=(
+            ("factory", simple_rnn),
+            ("input_size", input_size),
+            ("hidden_size", hidden_size),
+            ("activation", activation),
+            ("dtype", dtype),
+        ),
+    )
+
+
+def gru(input_size: int, hidden_size: int, *, reset_after: bool = False, dtype=jnp.float32) -> Cell:
+    r"""Gated recurrent unit (Cho et al. 2014).
+
+    .. math::
+
+        r_t &= \sigma(x_t W_{xr} + b_{xr} + h_{t-1} W_{hr} + b_{hr}) \\
+        z_t &= \sigma(x_t W_{xz} + b_{xz} + h_{t-1} W_{hz} + b_{hz}) \\
+        n_t &= \tanh(x_t W_{xn} + b_{xn} + (r_t \odot h_{t-1}) W_{hn} + b_{hn})
+            \quad\text{(reset\_after=False)} \\
+        n_t &= \tanh(x_t W_{xn} + b_{xn} + r_t \odot (h_{t-1} W_{hn} + b_{hn}))
+            \quad\text{(reset\_after=True)} \\
+        h_t &= (1 - z_t) \odot n_t + z_t \odot h_{t-1}
+
+    ``reset_after=False`` is the formulation of Cho et al., d2l and the lecture notes
+    (:math:`\tilde H_t` there is :math:`n_t`); ``reset_after=True`` is cuDNN's, PyTorch's and
+    Keras' default. The notes' :math:`\Gamma_u` gates the candidate,
+    :math:`c_t = \Gamma_u \odot \tilde c_t + (1 - \Gamma_u) \odot c_{t-1}`, which is this cell
+    with :math:`z = 1 - \Gamma_u`.
+
+    Args:
+        input_size: ``I``.
+        hidden_size: ``H``.
+        reset_after: where the reset gate is applied (see above).
+        dtype: parameter dtype.
+
+    Returns:
+        A :class:`Cell` with :class:`GRUParams` (gate blocks ``r, z, n``) and a carry ``h`` of
+        shape ``(*batch, H)``.
+
+    >>> import jax, jax.numpy as jnp, jaxrnn as jr
+    >>> cell = jr.gru(3, 4, reset_after=True)
+    >>> params = cell.init(jax.random.key(0))
+    >>> params.w_ih.shape, params.w_hh.shape, params.b_hh.shape
+    ((3, 12), (4, 12), (12,))
+    """
+    _check_size("input_size", input_size)
+    _check_size("hidden_size", hidden_size)
+    H = hidden_size
+
+    def init(key):
+        k_ih, k_hh = jax.random.split(key)
+        return GRUParams(
+            w_ih=_lecun_normal(k_ih, (input_size, 3 * H), dtype),
+            w_hh=_block_orthogonal(k_hh, H, H, 3, dtype),
+            b_ih=jnp.zeros((3 * H,), dtype),
+            b_hh=jnp.zeros((3 * H,), dtype),
+        )
+
+    def step(params, h, xp):
+        xr, xz, xn = jnp.split(xp, 3, axis=-1)
+        if reset_after:
+            hr, hz, hn = jnp.split(h @ params.w_hh + params.b_hh, 3, axis=-1)
+            r = jax.nn.sigmoid(xr + hr)
+            z = jax.nn.sigmoid(xz + hz)
+            n = jnp.tanh(xn + r * hn)
+        else:
+            hrz = h @ params.w_hh[:, : 2 * H] + params.b_hh[: 2 * H]
+            hr, hz = jnp.split(hrz, 2, axis=-1)
+            r = jax.nn.sigmoid(xr + hr)
+            z = jax.nn.sigmoid(xz + hz)
+            n = jnp.tanh(xn + (r * h) @ params.w_hh[:, 2 * H :] + params.b_hh[2 * H :])
+        # (1 - z) * n + z * h, written with one multiply.
+        h = n + z * (h - n)
+        return h, h
+
+    return _make_cell(
+        init,
+        _zeros_carry(H),
+        input_size,
+        H,
+        _affine_project(input_size, "w_ih", "b_ih"),
+        step,
+        config=(
+            ("factory", gru),
+            ("input_size", input_size),
+            ("hidden_size", hidden_size),
+            ("reset_after", reset_after),
+            ("dtype", dtype),
+        ),
+    )
+
+
+def lstm(
+    input_size: int,
+    hidden_size: int,
+    *,
+    peephole: bool = False,
+    coupled: bool = False,
+    forget_bias: float = 1.0,
+    proj_size: int | None = None,
+    dtype=jnp.float32,
+) -> Cell:
+    r"""Long short-term memory cell, with optional peepholes, coupled gates and projection.
+
+    .. math::
+
+        i_t &= \sigma(x_t W_{xi} + h_{t-1} W_{hi} + w_{ci} \odot c_{t-1} + b_i) \\
+        f_t &= \sigma(x_t W_{xf} + h_{t-1} W_{hf} + w_{cf} \odot c_{t-1} + b_f) \\
+        \tilde c_t &= \tanh(x_t W_{xc} + h_{t-1} W_{hc} + b_c) \\
+        c_t &= f_t \odot c_{t-1} + i_t \odot \tilde c_t \\
+        o_t &= \sigma(x_t W_{xo} + h_{t-1} W_{ho} + w_{co} \odot c_t + b_o) \\
+        h_t &= o_t \odot \tanh(c_t)
+
+    The peephole terms :math:`w_{c\cdot} \odot c` (diagonal) are present only with
+    ``peephole=True``. ``coupled=True`` (CIFG) drops the input gate and sets
+    :math:`i_t = 1 - f_t`. With ``proj_size=P``, :math:`h_t = (o_t \odot \tanh c_t) W_{proj}`
+    as in PyTorch, and the recurrent weights read the ``P``-sized ``h``.
+    The candidate block is called ``g`` in the fused layout (PyTorch's name for
+    :math:`\tilde c`).
+
+    Args:
+        input_size: ``I``.
+        hidden_size: ``H``, size of the cell state ``c``.
+        peephole: add diagonal peephole connections (Gers & Schmidhuber 2000).
+        coupled: couple input and forget gates, ``i = 1 - f`` (Greff et al. 2017).
+        forget_bias: initial value of the forget-gate bias block.
+        proj_size: ``P``, size of the projected hidden state, or ``None``.
+        dtype: parameter dtype.
+
+    Returns:
+        A :class:`Cell` with :class:`LSTMParams` and carry :class:`LSTMCarry` ``(h, c)``; the
+        output ``y`` is ``h``.
+
+    >>> import jax, jax.numpy as jnp, jaxrnn as jr
+    >>> cell = jr.lstm(3, 4, proj_size=2)
+    >>> params = cell.init(jax.random.key(0))
+    >>> carry, y = cell.apply(params, cell.initial_carry(), jnp.ones(3))
+    >>> carry.h.shape, carry.c.shape, y.shape
+    ((2,), (4,), (2,))
+    """
+    _check_size("input_size", input_size)
+    _check_size("hidden_size", hidden_size)
+    if proj_size is not None:
+        _check_size("proj_size", proj_size)
+    H = hidden_size
+    R = proj_size or hidden_size  # size of h, which the recurrent weights read
+    G = 3 if coupled else 4  # fused gate blocks: (i,) f, g, o
+    f_block = 0 if coupled else 1
+
+    def init(key):
+        k_ih, k_hh, k_peep, k_proj = jax.random.split(key, 4)
+        b = jnp.zeros((G * H,), dtype).at[f_block * H : (f_block + 1) * H].set(forget_bias)
+        bound = 1.0 / math.sqrt(H)  # PyTorch's default init range for RNN weights
+        return LSTMParams(
+            w_ih=_lecun_normal(k_ih, (input_size, G * H), dtype),
+            w_hh=_block_orthogonal(k_hh, R, H, G, dtype),
+            b=b,
+            w_peep=(
+                jax.random.uniform(k_peep, (G - 1, H), dtype, -bound, bound) if peephole else None
+            ),
+            w_proj=_lecun_normal(k_proj, (H, R), dtype) if proj_size else None,
+        )
+
+    def step(params, carry, xp):
+        h, c = carry
+        gates = xp + h @ params.w_hh
+        if coupled:
+            f, g, o = jnp.split(gates, 3, axis=-1)
+        else:
+            i, f, g, o = jnp.split(gates, 4, axis=-1)
+        if peephole:
+            if coupled:
+                f = f + params.w_peep[0] * c
+            else:
+                i = i + params.w_peep[0] * c
+                f = f + params.w_peep[1] * c
+        f = jax.nn.sigmoid(f)
+        i = 1.0 - f if coupled else jax.nn.sigmoid(i)
+        c = f * c + i * jnp.tanh(g)
+        if peephole:
+            o = o + params.w_peep[-1] * c
+        h = jax.nn.sigmoid(o) * jnp.tanh(c)
+        if proj_size:
+            h = h @ params.w_proj
+        return LSTMCarry(h, c), h
+
+    def initial_carry(batch_shape=(), dtype=jnp.float32):
+        batch_shape = _as_shape(batch_shape)
+        return LSTMCarry(
+            h=jnp.zeros((*batch_shape, R), dtype), c=jnp.zeros((*batch_shape, H), dtype)
+        )
+
+    return _make_cell(
+        init,
+        initial_carry,
+        input_size,
+        R,
+        _affine_project(input_size, "w_ih", "b"),
+        step,
+        config=(
+            ("factory", lstm),
+            ("input_size", input_size),
+            ("hidden_size", hidden_size),
+            ("peephole", peephole),
+            ("coupled", coupled),
+            ("forget_bias", forget_bias),
+            ("proj_size", proj_size),
+            ("dtype", dtype),
+        ),
+    )
+
+
+def jordan_rnn(input_size: int, hidden_size: int, output_size: int, *, dtype=jnp.float32) -> Cell:
+    r"""Output-to-hidden recurrence (Goodfellow et al., *Deep Learning*, fig. 10.4; Jordan 1986).
+
+    The only recurrence is from the previous *output* to the hidden units:
+
+    .. math::
+
+        h^{(t)} &= \tanh(b + W o^{(t-1)} + U x^{(t)}) \\
+        o^{(t)} &= c + V h^{(t)}
+
+    so the carry is :math:`o^{(t-1)}`, and training can replace it by the ground truth
+    (teacher forcing), which decouples the time steps. Stored input-major: ``w_ih = U^T``,
+    ``w_oh = W^T``, ``w_ho = V^T``, ``b_o = c``.
+
+    Args:
+        input_size: ``I``.
+        hidden_size: ``H``.
+        output_size: ``O``, size of :math:`o` (e.g. the number of classes; apply the softmax in
+            the loss).
+        dtype: parameter dtype.
+
+    Returns:
+        A :class:`Cell` with :class:`JordanParams`; carry and output are :math:`o` of shape
+        ``(*batch, O)``.
+
+    >>> import jax, jax.numpy as jnp, jaxrnn as jr
+    >>> cell = jr.jordan_rnn(3, 8, 2)
+    >>> o, y = cell.apply(cell.init(jax.random.key(0)), cell.initial_carry((4,)), jnp.ones((4, 3)))
+    >>> o.shape
+    (4, 2)
+    """
+    _check_size("input_size", input_size)
+    _check_size("hidden_size", hidden_size)
+    _check_size("output_size", output_size)
+
+    def init(key):
+        k_ih, k_oh, k_ho = jax.random.split(key, 3)
+        return JordanParams(
+            w_ih=_lecun_normal(k_ih, (input_size, hidden_size), dtype),
+            w_oh=_lecun_normal(k_oh, (output_size, hidden_size), dtype),
+            b=jnp.zeros((hidden_size,), dtype),
+            w_ho=_lecun_normal(k_ho, (hidden_size, output_size), dtype),
+            b_o=jnp.zeros((output_size,), dtype),
+        )
+
+    def step(params, o, xp):
+        h = jnp.tanh(xp + o @ params.w_oh)
+        o = h @ params.w_ho + params.b_o
+        return o, o
+
+    return _make_cell(
+        init,
+        _zeros_carry(output_size),
+        input_size,
+        output_size,
+        _affine_project(input_size, "w_ih", "b"),
+        step,
+        config=(
+            ("factory", jordan_rnn),
+            ("input_size", input_size),
+            ("hidden_size", hidden_size),
+            ("output_size", output_size),
+            ("dtype", dtype),
+        ),
+    )

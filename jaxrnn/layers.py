@@ -1,0 +1,290 @@
+"""Recurrent layers: unidirectional, bidirectional and stacked, as pure init/apply pairs.
+
+A :class:`Layer` maps a whole sequence to a sequence,
+``apply(params, xs, carry=None, *, lengths=None, key=None) -> (carry, ys)``, like
+:func:`jaxrnn.scan` does for one cell. :func:`rnn` builds what ``torch.nn.RNN/GRU/LSTM`` build
+(``num_layers``, ``bidirectional``, ``dropout``):
+
+.. math::
+
+    a_l^{(t)} = \\text{cell}_l(a_l^{(t-1)}, y_{l-1}^{(t)}), \\qquad
+    y_0^{(t)} = x^{(t)}
+
+and a bidirectional layer runs one cell forward and one backward over the same inputs,
+:math:`y^{(t)} = [\\overrightarrow{a}^{(t)}; \\overleftarrow{a}^{(t)}]` (forward features first).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jaxrnn.cells import Array, Carry, Cell, Params, PRNGKey
+from jaxrnn.scan import scan
+
+__all__ = ["Bidirectional", "Layer", "bidirectional", "layer", "rnn", "stack"]
+
+
+class Layer(NamedTuple):
+    """A recurrent layer: a sequence-to-sequence map as pure functions.
+
+    Attributes:
+        init: ``init(key) -> params``.
+        apply: ``apply(params, xs, carry=None, *, lengths=None, key=None) -> (carry, ys)``;
+            ``key`` drives dropout and is ignored by layers without any.
+        initial_carry: ``initial_carry(batch_shape=(), dtype=jnp.float32) -> carry``.
+        input_size: features of ``xs``.
+        output_size: features of ``ys``.
+        config: how the layer was built, as ``(name, value)`` pairs (``dict(layer.config)``),
+            starting with ``("factory", <the factory function>)``.
+    """
+
+    init: Callable[[PRNGKey], Params]
+    apply: Callable[..., tuple[Carry, Array]]
+    initial_carry: Callable[..., Carry]
+    input_size: int | None
+    output_size: int | None
+    config: tuple[tuple[str, Any], ...] = ()
+
+
+class Bidirectional(NamedTuple):
+    """Params or carry of a bidirectional layer, one entry per direction."""
+
+    forward: Any
+    backward: Any
+
+
+def layer(
+    cell: Cell,
+    *,
+    reverse: bool = False,
+    time_major: bool = False,
+    unroll: int | bool = 1,
+    remat: bool = False,
+) -> Layer:
+    """One cell run over the sequence by :func:`jaxrnn.scan`; params and carry are the cell's.
+
+    >>> import jax, jax.numpy as jnp, jaxrnn as jr
+    >>> lay = jr.layer(jr.gru(3, 4))
+    >>> carry, ys = lay.apply(lay.init(jax.random.key(0)), jnp.ones((2, 6, 3)))
+    >>> ys.shape
+    (2, 6, 4)
+    """
+
+    def apply(params, xs, carry=None, *, lengths=None, key=None):
+        del key  # no randomness in a single cell layer
+        return scan(
+            cell,
+            params,
+            xs,
+            carry,
+            lengths=lengths,
+            reverse=reverse,
+            time_major=time_major,
+            unroll=unroll,
+            remat=remat,
+        )
+
+    config = (
+        ("factory", layer),
+        ("cell", cell),
+        ("reverse", reverse),
+        ("time_major", time_major),
+        ("unroll", unroll),
+        ("remat", remat),
+    )
+    return Layer(cell.init, apply, cell.initial_carry, cell.input_size, cell.output_size, config)
+
+
+def bidirectional(
+    forward: Cell,
+    backward: Cell | None = None,
+    *,
+    time_major: bool = False,
+    unroll: int | bool = 1,
+    remat: bool = False,
+) -> Layer:
+    """Run ``forward`` left to right and ``backward`` right to left; concatenate the outputs.
+
+    Params and carry are :class:`Bidirectional` ``(forward, backward)``. With ``lengths``, the
+    backward cell starts at each sequence's own last valid element. ``backward`` defaults to a
+    cell of the same kind as ``forward`` (own parameters, drawn from another key).
+
+    >>> import jax, jax.numpy as jnp, jaxrnn as jr
+    >>> bi = jr.bidirectional(jr.lstm(3, 4))
+    >>> params = bi.init(jax.random.key(0))
+    >>> carry, ys = bi.apply(params, jnp.ones((2, 6, 3)), lengths=jnp.array([6, 3]))
+    >>> ys.shape, carry.backward.h.shape
+    ((2, 6, 8), (2, 4))
+    """
+    backward = forward if backward is None else backward
+    if forward.input_size != backward.input_size:
+        raise ValueError(
+            "bidirectional: forward and backward cells must read the same input size, got "
+            f"{forward.input_size} and {backward.input_size}"
+        )
+    out = None
+    if forward.output_size is not None and backward.output_size is not None:
+        out = forward.output_size + backward.output_size
+    opts = dict(time_major=time_major, unroll=unroll, remat=remat)
+
+    def init(key):
+        k_f, k_b = jax.random.split(key)
+        return Bidirectional(forward.init(k_f), backward.init(k_b))
+
+    def apply(params, xs, carry=None, *, lengths=None, key=None):
+        del key
+        carry = Bidirectional(None, None) if carry is None else carry
+        c_f, y_f = scan(forward, params.forward, xs, carry.forward, lengths=lengths, **opts)
+        c_b, y_b = scan(
+            backward, params.backward, xs, carry.backward, lengths=lengths, reverse=True, **opts
+        )
+        return Bidirectional(c_f, c_b), jnp.concatenate([y_f, y_b], axis=-1)
+
+    def initial_carry(batch_shape=(), dtype=jnp.float32):
+        return Bidirectional(
+            forward.initial_carry(batch_shape, dtype), backward.initial_carry(batch_shape, dtype)
+        )
+
+    config = (
+        ("factory", bidirectional),
+        ("forward", forward),
+        ("backward", backward),
+        ("time_major", time_major),
+        ("unroll", unroll),
+        ("remat", remat),
+    )
+    return Layer(init, apply, initial_carry, forward.input_size, out, config)
+
+
+_bidirectional = bidirectional  # `rnn` has a flag of the same name
+
+
+def stack(layers: Sequence[Layer], *, dropout: float = 0.0) -> Layer:
+    """Feed each layer's outputs to the next; params and carry are tuples, one entry per layer.
+
+    Args:
+        layers: the layers, first to last; each one's ``output_size`` must equal the next one's
+            ``input_size``.
+        dropout: probability of zeroing an element of the outputs of every layer but the last
+            (as ``torch.nn.LSTM(dropout=...)``). Applied only when ``apply`` gets a ``key``;
+            without one the stack is deterministic (evaluation mode).
+
+    >>> import jax, jax.numpy as jnp, jaxrnn as jr
+    >>> deep = jr.stack([jr.layer(jr.gru(3, 8)), jr.layer(jr.gru(8, 5))], dropout=0.1)
+    >>> params = deep.init(jax.random.key(0))
+    >>> carry, ys = deep.apply(params, jnp.ones((2, 6, 3)), key=jax.random.key(1))
+    >>> ys.shape, [h.shape for h in carry]
+    ((2, 6, 5), [(2, 8), (2, 5)])
+    """
+    layers = tuple(layers)
+    if not layers:
+        raise ValueError("stack: expected at least one layer")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout: expected a probability in [0, 1), got {dropout}")
+    for k, (a, b) in enumerate(itertools.pairwise(layers)):
+        if None not in (a.output_size, b.input_size) and a.output_size != b.input_size:
+            raise ValueError(
+                f"stack: layer {k} outputs {a.output_size} features but layer {k + 1} expects "
+                f"input_size {b.input_size}"
+            )
+
+    def init(key):
+        keys = jax.random.split(key, len(layers))
+        return tuple(lay.init(k) for lay, k in zip(layers, keys, strict=True))
+
+    def apply(params, xs, carry=None, *, lengths=None, key=None):
+        if len(params) != len(layers):
+            raise ValueError(f"params: expected {len(layers)} layer entries, got {len(params)}")
+        carry = (None,) * len(layers) if carry is None else tuple(carry)
+        if len(carry) != len(layers):
+            raise ValueError(f"carry: expected {len(layers)} layer entries, got {len(carry)}")
+        use_dropout = key is not None and dropout > 0.0
+        keys = jax.random.split(key, len(layers)) if use_dropout else [None] * len(layers)
+        carries = []
+        for k, (lay, p, c, lk) in enumerate(zip(layers, params, carry, keys, strict=True)):
+            c, xs = lay.apply(p, xs, c, lengths=lengths, key=lk)
+            carries.append(c)
+            if use_dropout and k < len(layers) - 1:
+                keep = jax.random.bernoulli(jax.random.fold_in(lk, 1), 1.0 - dropout, xs.shape)
+                xs = jnp.where(keep, xs / (1.0 - dropout), jnp.zeros((), xs.dtype))
+        return tuple(carries), xs
+
+    def initial_carry(batch_shape=(), dtype=jnp.float32):
+        return tuple(lay.initial_carry(batch_shape, dtype) for lay in layers)
+
+    config = (("factory", stack), ("layers", layers), ("dropout", dropout))
+    return Layer(init, apply, initial_carry, layers[0].input_size, layers[-1].output_size, config)
+
+
+def rnn(
+    cell_fn: Callable[..., Cell],
+    input_size: int,
+    hidden_size: int,
+    *,
+    num_layers: int = 1,
+    bidirectional: bool = False,
+    dropout: float = 0.0,
+    time_major: bool = False,
+    unroll: int | bool = 1,
+    remat: bool = False,
+    **cell_kwargs,
+) -> Layer:
+    """A multi-layer, optionally bidirectional recurrent network, as ``torch.nn.LSTM`` builds.
+
+    Layer ``l`` reads ``input_size`` features if ``l == 0`` and the previous layer's outputs
+    otherwise (``2 * hidden_size`` when bidirectional, ``proj_size`` in place of
+    ``hidden_size`` for a projected LSTM). Always a :func:`stack`, even of one layer, so params
+    and carry are tuples of ``num_layers`` entries, each a :class:`Bidirectional` when
+    ``bidirectional``. ``time_major=False`` corresponds to torch's ``batch_first=True``.
+
+    Args:
+        cell_fn: a cell factory such as :func:`jaxrnn.lstm`, called as
+            ``cell_fn(in_size, hidden_size, **cell_kwargs)``.
+        input_size: features of ``xs``.
+        hidden_size: the cells' hidden size.
+        num_layers: number of stacked layers.
+        bidirectional: make every layer bidirectional.
+        dropout: dropout between layers (see :func:`stack`).
+        time_major: layout of ``xs``/``ys``.
+        unroll: passed to ``jax.lax.scan``.
+        remat: recompute steps in the backward pass.
+        **cell_kwargs: forwarded to ``cell_fn`` (e.g. ``proj_size``, ``reset_after``).
+
+    >>> import jax, jax.numpy as jnp, jaxrnn as jr
+    >>> net = jr.rnn(jr.lstm, 3, 16, num_layers=2, bidirectional=True)
+    >>> params = net.init(jax.random.key(0))
+    >>> carry, ys = net.apply(params, jnp.ones((4, 7, 3)))
+    >>> ys.shape, len(carry), carry[1].forward.c.shape
+    ((4, 7, 32), 2, (4, 16))
+    """
+    if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
+        raise ValueError(f"num_layers must be a positive int, got {num_layers!r}")
+    opts = dict(time_major=time_major, unroll=unroll, remat=remat)
+    layers, size = [], input_size
+    for _ in range(num_layers):
+        if bidirectional:
+            lay = _bidirectional(cell_fn(size, hidden_size, **cell_kwargs), **opts)
+        else:
+            lay = layer(cell_fn(size, hidden_size, **cell_kwargs), **opts)
+        layers.append(lay)
+        size = lay.output_size
+    net = stack(layers, dropout=dropout)
+    config = (
+        ("factory", rnn),
+        ("cell_fn", cell_fn),
+        ("input_size", input_size),
+        ("hidden_size", hidden_size),
+        ("num_layers", num_layers),
+        ("bidirectional", bidirectional),
+        ("dropout", dropout),
+        ("time_major", time_major),
+        ("unroll", unroll),
+        ("remat", remat),
+        ("cell_kwargs", tuple(cell_kwargs.items())),
+    )
+    return net._replace(config=config)

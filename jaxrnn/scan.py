@@ -1,0 +1,177 @@
+"""Running a cell over a sequence with ``jax.lax.scan``."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxrnn.cells import Array, Carry, Cell, Params
+
+__all__ = ["scan"]
+
+
+def scan(
+    cell: Cell,
+    params: Params,
+    xs: Array,
+    carry: Carry | None = None,
+    *,
+    lengths: Array | None = None,
+    reverse: bool = False,
+    time_major: bool = False,
+    unroll: int | bool = 1,
+    remat: bool = False,
+) -> tuple[Carry, Array]:
+    r"""Run ``cell`` over the time axis of ``xs``.
+
+    .. math::
+
+        (\text{carry}_t, y_t) = \text{cell.apply}(\text{params}, \text{carry}_{t-1}, x_t),
+        \qquad t = 1, \dots, T
+
+    When the cell provides ``project``/``step``, the input projection of all ``T`` steps is
+    computed in one matmul before the loop, and the loop runs only the recurrent part.
+
+    Args:
+        cell: the :class:`~jaxrnn.Cell` to run.
+        params: its parameters.
+        xs: inputs of shape ``(*batch, T, features)``, or ``(T, *batch, features)`` when
+            ``time_major``; any number of batch dimensions, including none.
+        carry: the initial carry with leading dims equal to the batch shape; ``None`` means
+            ``cell.initial_carry(batch_shape, xs.dtype)`` (zeros).
+        lengths: optional integer array of the batch shape, each sequence's true length. Steps
+            at ``t >= length`` leave the carry unchanged and output zeros, and the inputs there
+            are never read (garbage or NaN padding changes nothing), so the returned carry is
+            the carry after each sequence's last valid step.
+        reverse: run from the last step to the first; outputs stay aligned with inputs. With
+            ``lengths``, each sequence runs from its own last valid element back to its first.
+        time_major: layout of ``xs`` and of the returned ``ys``.
+        unroll: passed to ``jax.lax.scan``.
+        remat: recompute each step in the backward pass (``jax.checkpoint``) instead of storing
+            its intermediates: less memory for long sequences, about one more forward pass of
+            compute.
+
+    Returns:
+        ``(carry, ys)``: the final carry and the outputs, ``(*batch, T, out)`` (or
+        ``(T, *batch, out)`` when ``time_major``).
+
+    Raises:
+        ValueError: if ``xs`` has the wrong feature size or rank, the carry's batch shape
+            differs from the batch shape of ``xs``, ``lengths`` has the wrong shape, or concrete
+            ``lengths`` lie outside ``[0, T]``.
+        TypeError: if ``lengths`` is not an integer array or the carry's structure or dtype is
+            not the cell's.
+
+    >>> import jax, jax.numpy as jnp, jaxrnn as jr
+    >>> cell = jr.lstm(3, 8)
+    >>> params = cell.init(jax.random.key(0))
+    >>> xs = jnp.ones((2, 5, 3))  # (batch, time, features)
+    >>> carry, ys = jr.scan(cell, params, xs, lengths=jnp.array([5, 2]))
+    >>> ys.shape, carry.h.shape
+    ((2, 5, 8), (2, 8))
+    >>> bool((ys[1, 2:] == 0).all()), bool((carry.h[1] == ys[1, 1]).all())
+    (True, True)
+    """
+    xs = jnp.asarray(xs)
+    if xs.ndim < 2:
+        raise ValueError(
+            "xs: expected at least 2 dims (*batch, time, features) "
+            f"{'(time first)' if time_major else ''}, got shape {xs.shape}"
+        )
+    if cell.input_size is not None and xs.shape[-1] != cell.input_size:
+        raise ValueError(
+            f"xs: expected feature size (last axis) {cell.input_size} (the cell's input_size), "
+            f"got {xs.shape[-1]} (xs.shape={xs.shape})"
+        )
+    if not time_major:
+        xs = jnp.moveaxis(xs, -2, 0)
+    num_steps, batch_shape = xs.shape[0], xs.shape[1:-1]
+
+    if carry is None:
+        carry = cell.initial_carry(batch_shape, xs.dtype)
+    else:
+        check_carry(cell, carry, batch_shape, xs.dtype)
+
+    valid = None
+    if lengths is not None:
+        lengths = check_lengths(lengths, batch_shape, num_steps)
+        steps = jnp.arange(num_steps).reshape((num_steps,) + (1,) * len(batch_shape))
+        valid = steps < lengths  # (T, *batch)
+        # Padding is never read: zero it before any arithmetic so that NaN or inf there cannot
+        # leak into values or gradients.
+        xs = jnp.where(valid[..., None], xs, jnp.zeros((), xs.dtype))
+
+    if cell.project is not None and cell.step is not None:
+        inputs, step = cell.project(params, xs), cell.step  # hoisted: one matmul for all steps
+    else:
+        inputs, step = xs, cell.apply
+
+    if valid is None:
+
+        def body(carry, x):
+            return step(params, carry, x)
+
+        scan_inputs = inputs
+    else:
+
+        def body(carry, inp):
+            x, ok = inp
+            new_carry, y = step(params, carry, x)
+            new_carry = jax.tree.map(lambda n, o: jnp.where(_expand(ok, n), n, o), new_carry, carry)
+            y = jax.tree.map(lambda v: jnp.where(_expand(ok, v), v, jnp.zeros((), v.dtype)), y)
+            return new_carry, y
+
+        scan_inputs = (inputs, valid)
+
+    if remat:
+        body = jax.checkpoint(body, prevent_cse=False)
+    carry, ys = jax.lax.scan(body, carry, scan_inputs, reverse=reverse, unroll=unroll)
+    if not time_major:
+        ys = jax.tree.map(lambda v: jnp.moveaxis(v, 0, len(batch_shape)), ys)
+    return carry, ys
+
+
+def _expand(mask: Array, like: Array) -> Array:
+    """Append trailing unit axes to the batch-shaped ``mask`` so it lines up with ``like``."""
+    return mask.reshape(mask.shape + (1,) * (jnp.ndim(like) - mask.ndim))
+
+
+def check_carry(cell: Cell, carry: Carry, batch_shape: tuple[int, ...], dtype) -> None:
+    """Raise a clear error unless ``carry`` matches ``cell.initial_carry(batch_shape, dtype)``."""
+    expected = jax.eval_shape(lambda: cell.initial_carry(batch_shape, dtype))
+    exp_leaves, exp_tree = jax.tree_util.tree_flatten_with_path(expected)
+    got_leaves, got_tree = jax.tree_util.tree_flatten_with_path(carry)
+    if exp_tree != got_tree:
+        raise TypeError(f"carry: expected a pytree of structure {exp_tree}, got {got_tree}")
+    for (path, exp), (_, got) in zip(exp_leaves, got_leaves, strict=True):
+        name = "carry" + jax.tree_util.keystr(path)
+        shape = jnp.shape(got)
+        if shape != exp.shape:
+            raise ValueError(
+                f"{name}: expected shape {exp.shape} (batch shape {tuple(batch_shape)} of xs, "
+                f"then the cell's state size), got {shape}"
+            )
+        if jnp.result_type(got) != exp.dtype:
+            raise TypeError(f"{name}: expected dtype {exp.dtype}, got {jnp.result_type(got)}")
+
+
+def check_lengths(lengths, batch_shape: tuple[int, ...], num_steps: int) -> Array:
+    """Validate ``lengths`` (integer, of the batch shape; in ``[0, T]`` when concrete)."""
+    if not isinstance(lengths, jax.Array):
+        lengths = np.asarray(lengths)
+    if not jnp.issubdtype(lengths.dtype, jnp.integer):
+        raise TypeError(f"lengths: expected an integer array, got dtype {lengths.dtype}")
+    if lengths.shape != tuple(batch_shape):
+        raise ValueError(
+            f"lengths: expected shape {tuple(batch_shape)} (the batch shape of xs), "
+            f"got {lengths.shape}"
+        )
+    if not isinstance(lengths, jax.core.Tracer):
+        values = np.asarray(lengths)
+        if values.size and (values.min() < 0 or values.max() > num_steps):
+            raise ValueError(
+                f"lengths: every length must lie in [0, {num_steps}] (T of xs), got values in "
+                f"[{values.min()}, {values.max()}]"
+            )
+    return jnp.asarray(lengths)
