@@ -167,7 +167,13 @@ class JordanParams(NamedTuple):
 # Initialisers and shared pieces.
 
 _lecun_normal = jax.nn.initializers.lecun_normal()
-_orthogonal = jax.nn.initializers.orthogonal()
+_orthogonal_init = jax.nn.initializers.orthogonal()
+
+
+def _orthogonal(key: PRNGKey, shape: tuple[int, ...], dtype) -> Array:
+    """Orthogonal init; half-precision dtypes are drawn in float32 (LAPACK has no bf16 QR)."""
+    draw_dtype = jnp.float32 if jnp.finfo(dtype).bits < 32 else dtype
+    return _orthogonal_init(key, shape, draw_dtype).astype(dtype)
 
 
 def _block_orthogonal(key: PRNGKey, rows: int, hidden: int, blocks: int, dtype) -> Array:

@@ -139,6 +139,12 @@ def bidirectional(
     def apply(params, xs, carry=None, *, lengths=None, key=None):
         del key
         carry = Bidirectional(None, None) if carry is None else carry
+        for name, value in (("params", params), ("carry", carry)):
+            if not isinstance(value, Bidirectional):
+                raise TypeError(
+                    f"{name}: expected jr.Bidirectional(forward, backward), "
+                    f"got {type(value).__name__}"
+                )
         c_f, y_f = scan(forward, params.forward, xs, carry.forward, lengths=lengths, **opts)
         c_b, y_b = scan(
             backward, params.backward, xs, carry.backward, lengths=lengths, reverse=True, **opts
@@ -203,14 +209,17 @@ def stack(layers: Sequence[Layer], *, dropout: float = 0.0) -> Layer:
         carry = (None,) * len(layers) if carry is None else tuple(carry)
         if len(carry) != len(layers):
             raise ValueError(f"carry: expected {len(layers)} layer entries, got {len(carry)}")
+        # Every layer gets its own key whenever one is given: inner layers (a nested stack)
+        # may have dropout of their own even when this stack has none.
+        n = len(layers)
+        keys = [(None, None)] * n if key is None else jax.random.split(key, (n, 2))
         use_dropout = key is not None and dropout > 0.0
-        keys = jax.random.split(key, len(layers)) if use_dropout else [None] * len(layers)
         carries = []
-        for k, (lay, p, c, lk) in enumerate(zip(layers, params, carry, keys, strict=True)):
+        for k, (lay, p, c, (lk, dk)) in enumerate(zip(layers, params, carry, keys, strict=True)):
             c, xs = lay.apply(p, xs, c, lengths=lengths, key=lk)
             carries.append(c)
-            if use_dropout and k < len(layers) - 1:
-                keep = jax.random.bernoulli(jax.random.fold_in(lk, 1), 1.0 - dropout, xs.shape)
+            if use_dropout and k < n - 1:
+                keep = jax.random.bernoulli(dk, 1.0 - dropout, xs.shape)
                 xs = jnp.where(keep, xs / (1.0 - dropout), jnp.zeros((), xs.dtype))
         return tuple(carries), xs
 

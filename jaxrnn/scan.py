@@ -75,10 +75,8 @@ def scan(
     """
     xs = jnp.asarray(xs)
     if xs.ndim < 2:
-        raise ValueError(
-            "xs: expected at least 2 dims (*batch, time, features) "
-            f"{'(time first)' if time_major else ''}, got shape {xs.shape}"
-        )
+        layout = "(time, *batch, features)" if time_major else "(*batch, time, features)"
+        raise ValueError(f"xs: expected at least 2 dims {layout}, got shape {xs.shape}")
     if cell.input_size is not None and xs.shape[-1] != cell.input_size:
         raise ValueError(
             f"xs: expected feature size (last axis) {cell.input_size} (the cell's input_size), "

@@ -1,0 +1,338 @@
+r"""Autoregressive decoding: greedy, sampling and beam search, with fixed-size buffers.
+
+A decoding step is any function
+
+``step(carry, tokens) -> (carry, logits)``
+
+with ``tokens`` an ``int[batch]`` array (the previous token of every sequence), ``logits`` a
+``[batch, vocab]`` array (unnormalised scores of the next token), and ``carry`` any pytree
+whose leaves have a leading ``batch`` axis (e.g. an RNN state, plus an encoder memory to attend
+to). Decoding starts by feeding ``bos_id``; a sequence ends with the first ``eos_id`` it emits.
+
+All decoders run inside ``jit`` as one ``jax.lax.while_loop`` over at most ``max_len`` steps
+(stopping early once every sequence has finished), writing into preallocated
+``[..., max_len]`` token buffers. The returned tokens exclude the BOS; a finished sequence
+ends with its EOS, and every position after it holds ``pad_id`` (default: ``eos_id``). ``step``
+may be called with ``pad_id`` for finished sequences (its outputs are then ignored), so
+``pad_id`` must be a valid token id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from jaxrnn.cells import Array, PRNGKey
+
+__all__ = ["beam_search", "greedy", "length_penalty", "sample"]
+
+Step = Callable[[Any, Array], tuple[Any, Array]]
+
+
+def _check_int(name: str, value, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return value
+
+
+def _batch_size(carry) -> int:
+    leaves = jax.tree.leaves(carry)
+    if not leaves:
+        raise ValueError("carry: expected a pytree with at least one array leaf (batch axis 0)")
+    sizes = {jnp.shape(leaf)[0] if jnp.ndim(leaf) else None for leaf in leaves}
+    if None in sizes or len(sizes) != 1:
+        shapes = [jnp.shape(leaf) for leaf in leaves]
+        raise ValueError(
+            f"carry: every leaf must have the same leading (batch) axis, got shapes {shapes}"
+        )
+    return sizes.pop()
+
+
+def _call_step(step: Step, carry, tokens: Array, batch: int):
+    """Call ``step`` and check its logits at trace time; returns float32 log-probabilities."""
+    new_carry, logits = step(carry, tokens)
+    shape = jnp.shape(logits)
+    if len(shape) != 2 or shape[0] != batch:
+        raise ValueError(f"step: expected logits of shape (batch={batch}, vocab), got {shape}")
+    log_probs = jax.nn.log_softmax(jnp.asarray(logits).astype(jnp.float32), axis=-1)
+    return new_carry, logits, log_probs
+
+
+def _check_ids(vocab: int, **ids) -> None:
+    for name, value in ids.items():
+        if not 0 <= value < vocab:
+            raise ValueError(f"{name}: {value} is not a token id of the vocabulary [0, {vocab})")
+
+
+def _common(carry, bos_id, eos_id, max_len, pad_id):
+    _check_int("max_len", max_len, 1)
+    _check_int("bos_id", bos_id, 0)
+    _check_int("eos_id", eos_id, 0)
+    pad_id = eos_id if pad_id is None else _check_int("pad_id", pad_id, 0)
+    return _batch_size(carry), pad_id
+
+
+def _run_sequential(step, carry, pick, key, *, bos_id, eos_id, max_len, pad_id):
+    """Shared loop of greedy decoding and sampling: ``pick(key, logits) -> tokens``.
+
+    ``key`` (``None`` for greedy) is split at every step and the new half is passed to ``pick``.
+    """
+    batch, pad_id = _common(carry, bos_id, eos_id, max_len, pad_id)
+
+    def body(state):
+        t, key, carry, last, finished, out = state
+        carry, logits, _ = _call_step(step, carry, last, batch)
+        _check_ids(logits.shape[-1], bos_id=bos_id, eos_id=eos_id, pad_id=pad_id)
+        sub = None
+        if key is not None:
+            key, sub = jax.random.split(key)
+        tok = pick(sub, logits).astype(jnp.int32)
+        tok = jnp.where(finished, pad_id, tok)
+        out = out.at[:, t].set(tok)
+        return t + 1, key, carry, tok, finished | (tok == eos_id), out
+
+    def cond(state):
+        t, _, _, _, finished, _ = state
+        return (t < max_len) & ~jnp.all(finished)
+
+    state = (
+        jnp.int32(0),
+        key,
+        carry,
+        jnp.full((batch,), bos_id, jnp.int32),
+        jnp.zeros((batch,), bool),
+        jnp.full((batch, max_len), pad_id, jnp.int32),
+    )
+    return jax.lax.while_loop(cond, body, state)[-1]
+
+
+def greedy(
+    step: Step,
+    carry: Any,
+    *,
+    bos_id: int,
+    eos_id: int,
+    max_len: int,
+    pad_id: int | None = None,
+) -> Array:
+    r"""Greedy decoding: :math:`y_t = \arg\max_v p(v \mid y_{<t})`.
+
+    Args:
+        step: ``step(carry, tokens) -> (carry, logits)`` (see the module docstring).
+        carry: the initial carry, leaves with a leading batch axis.
+        bos_id: token fed at the first step.
+        eos_id: token that ends a sequence.
+        max_len: number of tokens to generate at most.
+        pad_id: token written after a sequence's EOS (default ``eos_id``).
+
+    Returns:
+        ``int32 [batch, max_len]``, without the BOS.
+
+    >>> import jax, jax.numpy as jnp, jaxrnn as jr
+    >>> table = jnp.log(jnp.array([[.1, .6, .3], [.7, .1, .2], [.2, .2, .6]]))  # p(next | last)
+    >>> step = lambda carry, tokens: (carry, table[tokens])
+    >>> jr.decode.greedy(step, jnp.zeros((1, 1)), bos_id=2, eos_id=0, max_len=4).tolist()
+    [[2, 2, 2, 2]]
+    >>> jr.decode.greedy(step, jnp.zeros((1, 1)), bos_id=0, eos_id=0, max_len=4).tolist()
+    [[1, 0, 0, 0]]
+    """
+
+    def pick(key, logits):
+        del key
+        return jnp.argmax(logits, axis=-1)
+
+    return _run_sequential(
+        step, carry, pick, None, bos_id=bos_id, eos_id=eos_id, max_len=max_len, pad_id=pad_id
+    )
+
+
+def sample(
+    step: Step,
+    carry: Any,
+    key: PRNGKey,
+    *,
+    bos_id: int,
+    eos_id: int,
+    max_len: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    pad_id: int | None = None,
+) -> Array:
+    r"""Ancestral sampling: :math:`y_t \sim \operatorname{softmax}(z_t / \tau)`.
+
+    With ``top_k=k``, only the ``k`` most likely tokens of each step can be drawn (their
+    probabilities renormalised); ties at the ``k``-th logit are all kept.
+
+    Args:
+        step: ``step(carry, tokens) -> (carry, logits)``.
+        carry: the initial carry.
+        key: PRNG key, split once per step (``key, sub = jax.random.split(key)``).
+        bos_id: token fed at the first step.
+        eos_id: token that ends a sequence.
+        max_len: number of tokens to generate at most.
+        temperature: :math:`\tau > 0`; lower is greedier.
+        top_k: restrict each draw to the ``top_k`` largest logits (``None``: no restriction).
+        pad_id: token written after a sequence's EOS (default ``eos_id``).
+
+    Returns:
+        ``int32 [batch, max_len]``, without the BOS.
+
+    >>> import jax, jax.numpy as jnp, jaxrnn as jr
+    >>> table = jnp.log(jnp.array([[.1, .6, .3], [.7, .1, .2], [.2, .2, .6]]))
+    >>> step = lambda carry, tokens: (carry, table[tokens])
+    >>> out = jr.decode.sample(step, jnp.zeros((5, 1)), jax.random.key(0), bos_id=2, eos_id=0,
+    ...                        max_len=6, top_k=1)  # top_k=1 is greedy
+    >>> out[0].tolist()
+    [2, 2, 2, 2, 2, 2]
+    """
+    if isinstance(temperature, int | float) and not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if top_k is not None:
+        _check_int("top_k", top_k, 1)
+
+    def pick(key, logits):
+        z = logits.astype(jnp.float32) / temperature
+        if top_k is not None and top_k < z.shape[-1]:
+            kth = jax.lax.top_k(z, top_k)[0][..., -1:]
+            z = jnp.where(z >= kth, z, -jnp.inf)
+        return jax.random.categorical(key, z, axis=-1)
+
+    return _run_sequential(
+        step, carry, pick, key, bos_id=bos_id, eos_id=eos_id, max_len=max_len, pad_id=pad_id
+    )
+
+
+def length_penalty(length: Array, alpha: float) -> Array:
+    r"""GNMT length penalty (Wu et al. 2016), :math:`lp(|Y|) = ((5 + |Y|) / 6)^\alpha`.
+
+    ``alpha = 0`` gives 1 (no penalty). :func:`beam_search` divides a hypothesis' summed
+    log-probability by it.
+
+    >>> import jax.numpy as jnp, jaxrnn as jr
+    >>> jr.decode.length_penalty(jnp.array([1, 7]), 1.0).tolist()
+    [1.0, 2.0]
+    """
+    return ((5.0 + jnp.asarray(length, jnp.float32)) / 6.0) ** alpha
+
+
+_length_penalty = length_penalty  # beam_search has an argument of the same name
+
+
+def beam_search(
+    step: Step,
+    carry: Any,
+    *,
+    bos_id: int,
+    eos_id: int,
+    beam_size: int,
+    max_len: int,
+    length_penalty: float = 0.0,
+    pad_id: int | None = None,
+) -> tuple[Array, Array]:
+    r"""Beam search for the most likely sequences, with an optional GNMT length penalty.
+
+    A hypothesis :math:`Y = (y_1, \dots, y_n)` scores
+
+    .. math::
+
+        \text{score}(Y) = \frac{\sum_{t=1}^n \log p(y_t \mid y_{<t})}{lp(n)}, \qquad
+        lp(n) = \left(\frac{5 + n}{6}\right)^\alpha
+
+    (Wu et al. 2016, :math:`\alpha` = ``length_penalty``; :math:`\alpha = 0` is the plain sum of
+    log-probabilities), where :math:`n` counts the generated tokens including the EOS, or is
+    ``max_len`` for a hypothesis that never emitted one.
+
+    The beam holds the ``beam_size`` best hypotheses, finished or not. At each step, every
+    unfinished hypothesis is extended by every token, every finished hypothesis is kept as it
+    is (it stops growing and keeps its score), and the ``beam_size`` best of all these
+    candidates by score form the next beam. The search stops when every hypothesis in the beam
+    has finished or after ``max_len`` steps. With ``beam_size=1`` and ``length_penalty=0`` this
+    is :func:`greedy`; with a beam wider than the number of possible hypotheses it is an
+    exhaustive search.
+
+    Args:
+        step: ``step(carry, tokens) -> (carry, logits)``; called with ``batch * beam_size``
+            rows (each carry leaf repeated ``beam_size`` times along axis 0, beam-minor).
+        carry: the initial carry, leaves with a leading batch axis.
+        bos_id: token fed at the first step.
+        eos_id: token that ends a hypothesis.
+        beam_size: number of hypotheses kept.
+        max_len: number of tokens to generate at most.
+        length_penalty: :math:`\alpha \ge 0`.
+        pad_id: token written after a hypothesis' EOS (default ``eos_id``).
+
+    Returns:
+        ``(tokens, scores)``: ``int32 [batch, beam_size, max_len]`` without the BOS and
+        ``float32 [batch, beam_size]``, best first. A score of ``-inf`` marks an empty slot
+        (fewer possible hypotheses than ``beam_size``); its tokens are meaningless.
+
+    >>> import jax, jax.numpy as jnp, jaxrnn as jr
+    >>> table = jnp.log(jnp.array([[1., 1e-9, 1e-9], [.4, .25, .35], [.1, .1, .8]]))
+    >>> step = lambda carry, tokens: (carry, table[tokens])  # p(next | last), EOS = 0
+    >>> tokens, scores = jr.decode.beam_search(step, jnp.zeros((1, 1)), bos_id=1, eos_id=0,
+    ...                                        beam_size=2, max_len=3)
+    >>> tokens[0].tolist(), [round(float(p), 3) for p in jnp.exp(scores[0])]
+    ([[0, 0, 0], [2, 2, 2]], [0.4, 0.224])
+    """
+    batch, pad_id = _common(carry, bos_id, eos_id, max_len, pad_id)
+    K = _check_int("beam_size", beam_size, 1)
+    alpha = float(length_penalty)
+    if alpha < 0:
+        raise ValueError(f"length_penalty must be >= 0, got {length_penalty}")
+    penalty = lambda n: _length_penalty(n, alpha)
+    neg_inf = jnp.float32(-jnp.inf)
+
+    def gather_carry(c, parent):
+        def one(leaf):
+            leaf = leaf.reshape(batch, K, *leaf.shape[1:])
+            idx = parent.reshape(batch, K, *(1,) * (leaf.ndim - 2))
+            return jnp.take_along_axis(leaf, idx, axis=1).reshape(batch * K, *leaf.shape[2:])
+
+        return jax.tree.map(one, c)
+
+    def body(state):
+        t, carry, last, raw, finished, length, out = state
+        carry, logits, log_probs = _call_step(step, carry, last.reshape(batch * K), batch * K)
+        vocab = logits.shape[-1]
+        _check_ids(vocab, bos_id=bos_id, eos_id=eos_id, pad_id=pad_id)
+        log_probs = log_probs.reshape(batch, K, vocab)
+        # Candidates (batch, K, vocab): extend unfinished hypotheses by every token; a finished
+        # one has a single candidate (column 0) that keeps it unchanged.
+        grow = raw[..., None] + log_probs
+        keep = jnp.where(jnp.arange(vocab) == 0, raw[..., None], neg_inf)
+        cand = jnp.where(finished[..., None], keep, grow)
+        cand_len = jnp.where(finished, length, length + 1)[..., None]
+        rank = (cand / penalty(cand_len)).reshape(batch, K * vocab)
+        _, idx = jax.lax.top_k(rank, K)  # (batch, K)
+        parent, tok = idx // vocab, (idx % vocab).astype(jnp.int32)
+        raw = jnp.take_along_axis(cand.reshape(batch, K * vocab), idx, axis=1)
+        was_finished = jnp.take_along_axis(finished, parent, axis=1)
+        length = jnp.take_along_axis(length, parent, axis=1) + (~was_finished).astype(jnp.int32)
+        tok = jnp.where(was_finished, pad_id, tok)
+        finished = was_finished | (tok == eos_id)
+        out = jnp.take_along_axis(out, parent[..., None], axis=1).at[:, :, t].set(tok)
+        carry = gather_carry(carry, parent)
+        return t + 1, carry, tok, raw, finished, length, out
+
+    def cond(state):
+        t, _, _, raw, finished, _, _ = state
+        done = finished | (raw == neg_inf)  # an empty slot never becomes a hypothesis
+        return (t < max_len) & ~jnp.all(done)
+
+    state = (
+        jnp.int32(0),
+        jax.tree.map(lambda leaf: jnp.repeat(leaf, K, axis=0), carry),
+        jnp.full((batch, K), bos_id, jnp.int32),
+        jnp.full((batch, K), neg_inf).at[:, 0].set(0.0),
+        jnp.zeros((batch, K), bool),
+        jnp.zeros((batch, K), jnp.int32),
+        jnp.full((batch, K, max_len), pad_id, jnp.int32),
+    )
+    _, _, _, raw, _, length, out = jax.lax.while_loop(cond, body, state)
+    scores = raw / penalty(length)  # an unfinished hypothesis has length max_len here
+    order = jnp.argsort(-scores, axis=1, stable=True)
+    scores = jnp.take_along_axis(scores, order, axis=1)
+    return jnp.take_along_axis(out, order[..., None], axis=1), scores

@@ -1,0 +1,166 @@
+"""Flax Linen modules around jaxrnn cells and layers.
+
+Each module stores the parameters of the wrapped cell (or layer) as **one** Linen param, the
+cell's own params NamedTuple as its ``init`` makes it, and its ``__call__`` is a single call to
+:func:`jaxrnn.scan` (or ``layer.apply``). The math lives in jaxrnn only: a module computes
+exactly what the pure function computes with the same params, and the param is the same object
+the pure API takes, so ``variables["params"]["cell"]`` can be passed straight to
+:func:`jaxrnn.scan`, to :mod:`optax`, or to another cell of the same kind.
+
+>>> import jax, jax.numpy as jnp, jaxrnn as jr
+>>> import jaxrnn.flax as jrf
+>>> model = jrf.RNN(jr.gru(3, 4))
+>>> xs = jnp.ones((2, 5, 3))
+>>> variables = model.init(jax.random.key(0), xs)
+>>> params = variables["params"]["cell"]
+>>> type(params).__name__, params.w_hh.shape
+('GRUParams', (4, 12))
+>>> _, ys = jr.scan(model.cell, params, xs)
+>>> bool((model.apply(variables, xs) == ys).all())
+True
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+
+from jaxrnn.cells import Array, Cell
+from jaxrnn.flax._common import uses_key
+from jaxrnn.layers import Layer as _Layer
+from jaxrnn.scan import scan
+
+__all__ = ["RNN", "Layer"]
+
+
+class RNN(nn.Module):
+    """A jaxrnn cell run over a sequence by :func:`jaxrnn.scan`, as a Linen module.
+
+    The cell's params NamedTuple (for :func:`jaxrnn.lstm`, :class:`~jaxrnn.LSTMParams` with
+    fields ``w_ih, w_hh, b, w_peep, w_proj``) is one param named ``"cell"``, initialised by
+    ``cell.init`` with a key from the ``"params"`` rng stream.
+
+    Attributes:
+        cell: the :class:`~jaxrnn.Cell`.
+        reverse: run from the last step to the first (see :func:`jaxrnn.scan`).
+        time_major: ``xs`` and ``ys`` are ``(T, *batch, F)`` instead of ``(*batch, T, F)``.
+        unroll: passed to ``jax.lax.scan``.
+        remat: recompute each step in the backward pass.
+
+    >>> import jax, jax.numpy as jnp, flax.linen as nn, jaxrnn as jr, jaxrnn.flax as jrf
+    >>> class Tagger(nn.Module):
+    ...     @nn.compact
+    ...     def __call__(self, tokens, lengths):
+    ...         x = nn.Embed(10, 3)(tokens)
+    ...         h = jrf.RNN(jr.lstm(3, 8))(x, lengths=lengths)
+    ...         return nn.Dense(2)(h)
+    >>> tokens, lengths = jnp.zeros((4, 7), jnp.int32), jnp.array([7, 5, 2, 0])
+    >>> variables = Tagger().init(jax.random.key(0), tokens, lengths)
+    >>> Tagger().apply(variables, tokens, lengths).shape
+    (4, 7, 2)
+    >>> variables["params"]["RNN_0"]["cell"]._fields
+    ('w_ih', 'w_hh', 'b', 'w_peep', 'w_proj')
+    """
+
+    cell: Cell
+    reverse: bool = False
+    time_major: bool = False
+    unroll: int | bool = 1
+    remat: bool = False
+
+    @nn.compact
+    def __call__(
+        self,
+        xs: Array,
+        *,
+        lengths: Array | None = None,
+        initial_carry: Any = None,
+        return_carry: bool = False,
+    ) -> Array | tuple[Any, Array]:
+        """Run the cell over ``xs``.
+
+        Args:
+            xs: ``(*batch, T, F)`` inputs, or ``(T, *batch, F)`` when ``time_major``.
+            lengths: optional integer array of the batch shape (see :func:`jaxrnn.scan`).
+            initial_carry: the initial carry; ``None`` means zeros.
+            return_carry: also return the final carry.
+
+        Returns:
+            ``ys``, or ``(carry, ys)`` when ``return_carry``.
+        """
+        params = self.param("cell", self.cell.init)
+        carry, ys = scan(
+            self.cell,
+            params,
+            xs,
+            initial_carry,
+            lengths=lengths,
+            reverse=self.reverse,
+            time_major=self.time_major,
+            unroll=self.unroll,
+            remat=self.remat,
+        )
+        return (carry, ys) if return_carry else ys
+
+
+class Layer(nn.Module):
+    """A jaxrnn :class:`~jaxrnn.Layer` (bidirectional, stacked, ...) as a Linen module.
+
+    The layer's params pytree (e.g. a tuple of :class:`~jaxrnn.Bidirectional` of
+    :class:`~jaxrnn.LSTMParams` for ``jr.rnn(jr.lstm, ..., bidirectional=True)``) is one param
+    named ``"layer"``, initialised by ``layer.init``; ``__call__`` is ``layer.apply``.
+
+    Dropout (of :func:`jaxrnn.rnn` / :func:`jaxrnn.stack` layers with ``dropout > 0``) follows
+    Linen's convention: ``deterministic`` is set on the module or at call time (exactly one of
+    the two), and when it is ``False`` the layer gets a key from the ``"dropout"`` rng stream.
+    Layers without dropout ignore ``deterministic`` and need no rng. A layer not built by
+    jaxrnn's factories is assumed to use its key.
+
+    Attributes:
+        layer: the :class:`~jaxrnn.Layer`.
+        deterministic: disable dropout (``None``: decided at call time).
+
+    >>> import jax, jax.numpy as jnp, jaxrnn as jr, jaxrnn.flax as jrf
+    >>> net = jrf.Layer(jr.rnn(jr.lstm, 3, 8, num_layers=2, bidirectional=True, dropout=0.2))
+    >>> xs = jnp.ones((4, 7, 3))
+    >>> variables = net.init(jax.random.key(0), xs, deterministic=True)
+    >>> rngs = {"dropout": jax.random.key(1)}
+    >>> carry, ys = net.apply(variables, xs, deterministic=False, rngs=rngs, return_carry=True)
+    >>> ys.shape, carry[1].backward.h.shape
+    ((4, 7, 16), (4, 8))
+    """
+
+    layer: _Layer
+    deterministic: bool | None = None
+
+    @nn.compact
+    def __call__(
+        self,
+        xs: Array,
+        *,
+        lengths: Array | None = None,
+        initial_carry: Any = None,
+        return_carry: bool = False,
+        deterministic: bool | None = None,
+    ) -> Array | tuple[Any, Array]:
+        """Apply the layer to ``xs``.
+
+        Args:
+            xs: the input sequence, laid out as the layer expects.
+            lengths: optional integer array of the batch shape.
+            initial_carry: the initial carry (the layer's structure); ``None`` means zeros.
+            return_carry: also return the final carry.
+            deterministic: disable dropout; give it here or on the module, not both.
+
+        Returns:
+            ``ys``, or ``(carry, ys)`` when ``return_carry``.
+        """
+        params = self.param("layer", self.layer.init)
+        key = None
+        if uses_key(self.layer) and not nn.merge_param(
+            "deterministic", self.deterministic, deterministic
+        ):
+            key = self.make_rng("dropout")
+        carry, ys = self.layer.apply(params, xs, initial_carry, lengths=lengths, key=key)
+        return (carry, ys) if return_carry else ys

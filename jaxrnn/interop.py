@@ -1,0 +1,1058 @@
+"""Interoperability with PyTorch and Flax: the same weights in, the same function out.
+
+Nothing here imports ``torch`` or ``flax`` when the module is imported: :func:`from_torch` and
+:func:`to_torch` import ``torch`` when called, :func:`from_flax_nnx` and :func:`to_flax_nnx`
+import ``flax.nnx``, and everything else works on plain arrays and dicts.
+
+**PyTorch.** :func:`from_torch` turns a ``torch.nn.RNN`` (tanh or relu), ``torch.nn.GRU`` or
+``torch.nn.LSTM`` into a :func:`jaxrnn.rnn` layer and its parameters; :func:`to_torch` goes
+back. The correspondence:
+
+==========================  =================================================================
+torch                       jaxrnn
+==========================  =================================================================
+``RNN(nonlinearity=...)``   ``jr.simple_rnn`` (``activation=jnp.tanh`` or ``jax.nn.relu``)
+``GRU``                     ``jr.gru(reset_after=True)``
+``LSTM(proj_size=P)``       ``jr.lstm(proj_size=P or None)``
+``num_layers``,             ``jr.rnn(num_layers=..., bidirectional=...)``
+``bidirectional``
+``batch_first``             ``time_major=not batch_first``
+``dropout``                 ``jr.rnn(dropout=...)`` (active only when ``apply`` gets a ``key``)
+``bias=False``              biases held at zero
+``weight_ih_l{k}``          ``w_ih = weight_ih.T`` (torch is output-major, jaxrnn input-major)
+``weight_hh_l{k}``          ``w_hh = weight_hh.T``
+``weight_hr_l{k}``          ``w_proj = weight_hr.T``
+``bias_ih + bias_hh``       ``b`` (RNN, LSTM: one bias); GRU keeps ``b_ih`` and ``b_hh``
+``..._reverse``             ``params[k].backward``
+==========================  =================================================================
+
+Gate blocks are in the same order on both sides (GRU ``r, z, n``; LSTM ``i, f, g, o``). Where
+jaxrnn keeps one bias, :func:`to_torch` writes it to ``bias_ih`` and zeros to ``bias_hh``, so
+``torch -> jaxrnn -> torch`` returns the same function with ``bias_ih`` replaced by the sum of
+the two biases (every other tensor, and the whole GRU, come back bit for bit).
+
+States: torch stacks every layer and direction on a leading axis, ``h_n`` of shape
+``(num_layers * num_directions, batch, H_out)``, row ``2 * k + d`` for layer ``k`` and direction
+``d``; a jaxrnn :func:`~jaxrnn.rnn` carry is a tuple with one entry per layer (a
+:class:`~jaxrnn.Bidirectional` when bidirectional, an :class:`~jaxrnn.LSTMCarry` ``(h, c)`` for
+an LSTM). :func:`torch_state` turns a carry into ``h_n`` (or ``(h_n, c_n)``) and
+:func:`carry_from_torch` turns ``h_0`` (and ``c_0``) into a carry. Variable lengths: jaxrnn's
+``lengths=`` computes what torch computes on
+``pack_padded_sequence(xs, lengths, enforce_sorted=False)`` followed by
+``pad_packed_sequence(..., total_length=T)`` (zeros past each length; the backward direction
+starts at each sequence's last element).
+
+**Flax.** Cells only (Flax's ``nn.RNN``/``nnx.RNN`` scan a cell, as :func:`jaxrnn.scan` does):
+``LSTMCell`` and ``OptimizedLSTMCell`` (identical parameters in Linen), ``GRUCell`` and
+``SimpleCell``, from Linen parameter dicts (:func:`from_flax_linen`, :func:`to_flax_linen`) or
+NNX modules (:func:`from_flax_nnx`, :func:`to_flax_nnx`). Flax's LSTM carry is ``(c, h)``,
+jaxrnn's ``LSTMCarry(h, c)``: :func:`carry_from_flax` and :func:`carry_to_flax` convert. Flax
+puts the LSTM bias on the hidden-side kernels only (``hi, hf, hg, ho``), which is jaxrnn's ``b``;
+Flax's GRU computes the ``reset_after=True`` form with input-side biases ``b_ir, b_iz, b_in``
+and, in Linen only, a hidden-side ``b_hn`` (NNX's ``GRUCell`` has no ``b_hn``).
+
+Conversions are exact or refused: where the target cannot hold the source's function (a GRU
+with ``reset_after=False``, peepholes, coupled gates, custom activations, a Jordan cell, a
+nonzero ``b_hn`` for NNX, nonzero biases for ``bias=False``), a ``ValueError`` names what
+blocks it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxrnn.cells import (
+    Cell,
+    GRUParams,
+    LSTMCarry,
+    LSTMParams,
+    SimpleRNNParams,
+    gru,
+    jordan_rnn,
+    lstm,
+    simple_rnn,
+)
+from jaxrnn.layers import Bidirectional, Layer, bidirectional, layer, rnn, stack
+
+__all__ = [
+    "carry_from_flax",
+    "carry_from_torch",
+    "carry_to_flax",
+    "from_flax_linen",
+    "from_flax_nnx",
+    "from_torch",
+    "to_flax_linen",
+    "to_flax_nnx",
+    "to_torch",
+    "torch_state",
+    "torch_state_dict",
+]
+
+_TANH = (jnp.tanh, jax.lax.tanh)
+_RELU = (jax.nn.relu,)
+_SIGMOID = (jax.nn.sigmoid,)
+
+
+def _is(fn, candidates) -> bool:
+    return any(fn is c for c in candidates)
+
+
+def _name(fn) -> str:
+    return getattr(fn, "__name__", None) or repr(fn)
+
+
+# ============================================================================================
+# PyTorch.
+
+
+class _TorchSpec(NamedTuple):
+    """What a torch ``RNNBase`` module is, read from a jaxrnn layer or a torch module."""
+
+    mode: str  # torch's RNNBase.mode: "RNN_TANH", "RNN_RELU", "GRU" or "LSTM"
+    input_size: int
+    hidden_size: int
+    proj_size: int  # 0: no projection
+    num_layers: int
+    bidirectional: bool
+    batch_first: bool
+    dropout: float
+    dtype: Any
+    wrapper: str  # how params/carry are nested: "stack" (tuple per layer) or "single"
+
+    @property
+    def num_directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    @property
+    def out_size(self) -> int:  # size of h
+        return self.proj_size or self.hidden_size
+
+    @property
+    def gates(self) -> int:
+        return {"GRU": 3, "LSTM": 4}.get(self.mode, 1)
+
+
+def _single_layout(lay, where: str) -> tuple[list[Cell], bool]:
+    """Cells (one per direction) and ``time_major`` of a non-stacked layer or a bare cell."""
+    if isinstance(lay, Cell):
+        return [lay], False
+    if not isinstance(lay, Layer):
+        raise TypeError(f"{where}: expected a jaxrnn Layer or Cell, got {type(lay).__name__}")
+    cfg = dict(lay.config)
+    factory = cfg.get("factory")
+    if factory is layer:
+        if cfg["reverse"]:
+            raise ValueError(
+                f"{where}: a reverse-only layer (jr.layer(..., reverse=True)) has no torch "
+                "equivalent; torch runs a backward direction only next to a forward one "
+                "(bidirectional=True)"
+            )
+        return [cfg["cell"]], cfg["time_major"]
+    if factory is bidirectional:
+        return [cfg["forward"], cfg["backward"]], cfg["time_major"]
+    raise ValueError(
+        f"{where}: cannot convert a layer built by {_name(factory) if factory else 'hand'} "
+        "(expected jr.rnn, jr.stack, jr.layer or jr.bidirectional)"
+    )
+
+
+def _cell_mode(cell: Cell, where: str) -> str:
+    cfg = dict(cell.config)
+    factory = cfg.get("factory")
+    if factory is simple_rnn:
+        act = cfg["activation"]
+        if _is(act, _TANH):
+            return "RNN_TANH"
+        if _is(act, _RELU):
+            return "RNN_RELU"
+        raise ValueError(
+            f"{where}: simple_rnn with activation {_name(act)}: torch.nn.RNN supports only "
+            "tanh (jnp.tanh) and relu (jax.nn.relu)"
+        )
+    if factory is gru:
+        if not cfg["reset_after"]:
+            raise ValueError(
+                f"{where}: gru(reset_after=False) applies the reset gate before the recurrent "
+                "matmul; torch.nn.GRU computes the reset_after=True form, which is a different "
+                "function"
+            )
+        return "GRU"
+    if factory is lstm:
+        for opt in ("peephole", "coupled"):
+            if cfg[opt]:
+                raise ValueError(f"{where}: lstm({opt}=True) has no torch.nn.LSTM equivalent")
+        return "LSTM"
+    if factory is jordan_rnn:
+        raise ValueError(
+            f"{where}: jordan_rnn (output-to-hidden recurrence) has no torch.nn equivalent"
+        )
+    raise ValueError(
+        f"{where}: custom cell (factory {_name(factory) if factory else 'unknown'}); only "
+        "simple_rnn, gru and lstm cells map to torch modules"
+    )
+
+
+def _torch_spec(obj) -> _TorchSpec:
+    """Read the torch configuration a jaxrnn layer corresponds to, or raise why there is none."""
+    if isinstance(obj, Layer) and dict(obj.config).get("factory") is rnn:
+        cfg = dict(obj.config)
+        kwargs = dict(cfg["cell_kwargs"])
+        rows, size = [], cfg["input_size"]
+        for _ in range(cfg["num_layers"]):
+            row = [cfg["cell_fn"](size, cfg["hidden_size"], **kwargs)]
+            row *= 2 if cfg["bidirectional"] else 1
+            rows.append(row)
+            size = len(row) * row[0].output_size
+        time_majors, dropout, wrapper = {cfg["time_major"]}, cfg["dropout"], "stack"
+    elif isinstance(obj, Layer) and dict(obj.config).get("factory") is stack:
+        cfg = dict(obj.config)
+        rows, time_majors = [], set()
+        for k, lay in enumerate(cfg["layers"]):
+            cells, tm = _single_layout(lay, f"layer {k} of the stack")
+            rows.append(cells)
+            time_majors.add(tm)
+        dropout, wrapper = cfg["dropout"], "stack"
+    else:
+        cells, tm = _single_layout(obj, "layer")
+        rows, time_majors, dropout, wrapper = [cells], {tm}, 0.0, "single"
+
+    if len(time_majors) != 1:
+        raise ValueError("the layers of the stack disagree on time_major; torch has one layout")
+    if len({len(r) for r in rows}) != 1:
+        raise ValueError(
+            "the stack mixes unidirectional and bidirectional layers; a torch module is "
+            "bidirectional in every layer or in none"
+        )
+    first = rows[0][0]
+    ref = dict(first.config)
+    mode = _cell_mode(first, "layer 0")
+    in_size = first.input_size
+    for k, row in enumerate(rows):
+        for d, cell in enumerate(row):
+            where = f"layer {k}" + (" (backward)" if d else "")
+            if _cell_mode(cell, where) != mode:
+                raise ValueError(f"{where}: cell kind differs from layer 0's ({mode})")
+            cfg = dict(cell.config)
+            for opt in ("hidden_size", "proj_size", "dtype"):
+                if cfg.get(opt) != ref.get(opt):
+                    raise ValueError(
+                        f"{where}: {opt}={cfg.get(opt)!r} differs from layer 0's "
+                        f"{ref.get(opt)!r}; torch uses one value for every layer"
+                    )
+            if cell.input_size != in_size:
+                raise ValueError(
+                    f"{where}: input_size {cell.input_size}, but torch feeds it {in_size} "
+                    "features (the input size, or the previous layer's output size)"
+                )
+        in_size = len(row) * first.output_size
+    return _TorchSpec(
+        mode=mode,
+        input_size=first.input_size,
+        hidden_size=ref["hidden_size"],
+        proj_size=ref.get("proj_size") or 0,
+        num_layers=len(rows),
+        bidirectional=len(rows[0]) == 2,
+        batch_first=not time_majors.pop(),
+        dropout=float(dropout),
+        dtype=ref.get("dtype", jnp.float32),
+        wrapper=wrapper,
+    )
+
+
+def _grid(spec: _TorchSpec, tree, what: str) -> list[list[Any]]:
+    """Split params or carry of a layer into ``[layer][direction]`` entries."""
+    if spec.wrapper == "stack":
+        if type(tree) not in (tuple, list) or len(tree) != spec.num_layers:
+            got = type(tree).__name__
+            if type(tree) in (tuple, list):
+                got += f" of length {len(tree)}"
+            raise TypeError(
+                f"{what}: expected a tuple with one entry per layer ({spec.num_layers}), got {got}"
+            )
+        rows = list(tree)
+    else:
+        rows = [tree]
+    grid = []
+    for k, row in enumerate(rows):
+        if spec.bidirectional:
+            if not isinstance(row, Bidirectional):
+                where = f"{what}[{k}]" if spec.wrapper == "stack" else what
+                raise TypeError(f"{where}: expected a jr.Bidirectional, got {type(row).__name__}")
+            grid.append([row.forward, row.backward])
+        else:
+            grid.append([row])
+    return grid
+
+
+def _ungrid(spec: _TorchSpec, grid: list[list[Any]]):
+    rows = [Bidirectional(*r) if spec.bidirectional else r[0] for r in grid]
+    return tuple(rows) if spec.wrapper == "stack" else rows[0]
+
+
+def _suffix(k: int, d: int) -> str:
+    return f"_l{k}" + ("_reverse" if d else "")
+
+
+def _check_shape(where: str, value, shape: tuple[int, ...]) -> np.ndarray:
+    value = np.asarray(value)
+    if value.shape != shape:
+        raise ValueError(f"{where}: expected shape {shape}, got {value.shape}")
+    return value
+
+
+def torch_state_dict(lay, params, *, bias: bool = True) -> dict[str, np.ndarray]:
+    """The ``state_dict`` of the torch module that computes what ``lay`` computes.
+
+    Torch-free: values are NumPy arrays under torch's parameter names (``weight_ih_l0``,
+    ``bias_hh_l1_reverse``, ...). Load them into an existing module with
+    ``module.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()})``, or let
+    :func:`to_torch` build the module.
+
+    Args:
+        lay: a :func:`jaxrnn.rnn` layer, a :func:`jaxrnn.stack` of :func:`jaxrnn.layer` or
+            :func:`jaxrnn.bidirectional` layers, one such layer, or a bare cell.
+        params: its parameters.
+        bias: whether the torch module has biases. With ``bias=False`` every bias in
+            ``params`` must be zero.
+
+    Returns:
+        ``{name: array}`` in torch's layout (output-major weights). Where a jaxrnn cell keeps
+        one bias ``b`` (simple RNN, LSTM), ``bias_ih = b`` and ``bias_hh = 0``.
+
+    Raises:
+        ValueError: if torch cannot represent the layer (see :func:`to_torch`), ``bias=False``
+            with a nonzero bias, or a parameter of the wrong shape.
+        TypeError: if ``params`` is not nested as the layer's params are.
+
+    >>> import jax, jaxrnn as jr
+    >>> net = jr.rnn(jr.gru, 3, 4, num_layers=2, bidirectional=True, reset_after=True)
+    >>> sd = jr.interop.torch_state_dict(net, net.init(jax.random.key(0)))
+    >>> sd["weight_ih_l1_reverse"].shape, sd["bias_hh_l0"].shape, len(sd)
+    ((12, 8), (12,), 16)
+    """
+    spec = _torch_spec(lay)
+    grid = _grid(spec, params, "params")
+    G, H, P, R = spec.gates, spec.hidden_size, spec.proj_size, spec.out_size
+    out: dict[str, np.ndarray] = {}
+    for k, row in enumerate(grid):
+        in_size = spec.input_size if k == 0 else spec.num_directions * R
+        for d, p in enumerate(row):
+            sfx = _suffix(k, d)
+            where = f"params[{k}]" if spec.wrapper == "stack" else "params"
+            where += ".backward" if d else (".forward" if spec.bidirectional else "")
+            expected = {"GRU": GRUParams, "LSTM": LSTMParams}.get(spec.mode, SimpleRNNParams)
+            if not isinstance(p, expected):
+                raise TypeError(f"{where}: expected {expected.__name__}, got {type(p).__name__}")
+            out["weight_ih" + sfx] = _check_shape(f"{where}.w_ih", p.w_ih, (in_size, G * H)).T
+            out["weight_hh" + sfx] = _check_shape(f"{where}.w_hh", p.w_hh, (R, G * H)).T
+            if spec.mode == "GRU":
+                biases = {
+                    "bias_ih": _check_shape(f"{where}.b_ih", p.b_ih, (G * H,)),
+                    "bias_hh": _check_shape(f"{where}.b_hh", p.b_hh, (G * H,)),
+                }
+                names = {"bias_ih": "b_ih", "bias_hh": "b_hh"}
+            else:
+                b = _check_shape(f"{where}.b", p.b, (G * H,))
+                biases = {"bias_ih": b, "bias_hh": np.zeros_like(b)}
+                names = {"bias_ih": "b", "bias_hh": "b"}
+            if bias:
+                out.update({name + sfx: v for name, v in biases.items()})
+            else:
+                for name, v in biases.items():
+                    if np.any(v != 0):
+                        raise ValueError(
+                            f"bias=False, but {where}.{names[name]} is nonzero; a torch module "
+                            "without biases cannot hold it"
+                        )
+            if P:
+                out["weight_hr" + sfx] = _check_shape(f"{where}.w_proj", p.w_proj, (H, P)).T
+    return out
+
+
+def to_torch(lay, params, *, bias: bool = True):
+    """A ``torch.nn.RNN``/``GRU``/``LSTM`` computing the same function as ``lay`` with ``params``.
+
+    The module is built from ``lay.config`` (cell kind, sizes, ``num_layers``,
+    ``bidirectional``, ``dropout``, ``batch_first = not time_major``, ``proj_size``) in the
+    parameters' dtype, and holds the same weights (see :func:`torch_state_dict`). It is in
+    torch's default training mode, where its ``dropout`` (if any) is active: call ``.eval()``
+    for the deterministic function jaxrnn computes without a ``key``. A bare cell becomes a
+    one-layer module with ``batch_first=True`` (the layout of :func:`jaxrnn.scan`).
+
+    Args:
+        lay: a :func:`jaxrnn.rnn` layer, a :func:`jaxrnn.stack` of :func:`jaxrnn.layer` or
+            :func:`jaxrnn.bidirectional` layers, one such layer, or a cell.
+        params: its parameters.
+        bias: build the module with biases (``bias=False`` requires every bias to be zero).
+
+    Returns:
+        The torch module.
+
+    Raises:
+        ValueError: for what torch cannot represent: ``gru(reset_after=False)``, peephole or
+            coupled LSTMs, activations other than tanh and relu, ``jordan_rnn``, custom cells,
+            reverse-only layers, stacks mixing directions or options, nonzero biases with
+            ``bias=False``, wrongly shaped parameters.
+    """
+    import torch
+
+    spec = _torch_spec(lay)
+    weights = torch_state_dict(lay, params, bias=bias)
+    dtype = {
+        "float32": torch.float32,
+        "float64": torch.float64,
+        "float16": torch.float16,
+        "bfloat16": torch.bfloat16,
+    }[jnp.dtype(spec.dtype).name]
+    kwargs = dict(
+        input_size=spec.input_size,
+        hidden_size=spec.hidden_size,
+        num_layers=spec.num_layers,
+        bias=bias,
+        batch_first=spec.batch_first,
+        dropout=spec.dropout,
+        bidirectional=spec.bidirectional,
+        dtype=dtype,
+    )
+    if spec.mode.startswith("RNN"):
+        module = torch.nn.RNN(nonlinearity=spec.mode[4:].lower(), **kwargs)
+    elif spec.mode == "GRU":
+        module = torch.nn.GRU(**kwargs)
+    else:
+        module = torch.nn.LSTM(proj_size=spec.proj_size, **kwargs)
+    names = {name for name, _ in module.named_parameters()}
+    if names != set(weights):
+        raise AssertionError(f"torch parameters {sorted(names)} != {sorted(weights)}")
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            value = np.asarray(weights[name])
+            # float32 holds float16/bfloat16 exactly; copy_ casts to the module's dtype.
+            value = value.astype(np.float64 if value.dtype == np.float64 else np.float32)
+            p.copy_(torch.from_numpy(np.ascontiguousarray(value)))
+    return module
+
+
+def _torch_to_numpy(t) -> np.ndarray:
+    t = t.detach().cpu()
+    if not t.dtype.is_floating_point:
+        raise TypeError(f"expected a floating-point tensor, got {t.dtype}")
+    if str(t.dtype) in ("torch.float16", "torch.bfloat16"):
+        t = t.float()  # NumPy has no bfloat16; float32 holds both exactly
+    return t.numpy()
+
+
+def from_torch(module):
+    """Convert a ``torch.nn.RNN``, ``torch.nn.GRU`` or ``torch.nn.LSTM`` to ``(layer, params)``.
+
+    ``layer`` is ``jr.rnn(cell_fn, input_size, hidden_size, num_layers=..., bidirectional=...,
+    dropout=..., time_major=not batch_first, ...)`` with ``jr.simple_rnn`` (tanh or relu),
+    ``jr.gru(reset_after=True)`` or ``jr.lstm(proj_size=...)``, and
+    ``layer.apply(params, xs, carry, lengths=lengths)`` returns ``(carry, ys)`` with ``ys``
+    equal to the module's ``output`` in the module's layout (with ``lengths``: the output of
+    the packed, then zero-padded sequence), and ``torch_state(carry)`` equal to its ``h_n`` (or
+    ``(h_n, c_n)``). Pass torch-style initial states as ``carry_from_torch(layer, h_0, c_0)``.
+
+    Biases: a module with ``bias=False`` gets zero biases; where a jaxrnn cell has one bias
+    (simple RNN, LSTM) it is ``bias_ih + bias_hh``. Parameters keep the module's dtype (a
+    float64 module needs ``jax_enable_x64``). The module's ``dropout`` becomes the layer's,
+    applied only when ``apply`` gets a ``key`` (as torch applies it only in training mode).
+
+    Args:
+        module: the torch module (any device; it is not modified).
+
+    Returns:
+        ``(layer, params)``; ``params[k]`` is layer ``k``'s cell params, or a
+        :class:`~jaxrnn.Bidirectional` of them (``backward`` holds the ``_reverse`` weights).
+
+    Raises:
+        TypeError: if ``module`` is not one of these three torch classes (subclasses count).
+    """
+    import torch
+
+    if not isinstance(module, (torch.nn.RNN, torch.nn.GRU, torch.nn.LSTM)):
+        raise TypeError(
+            f"from_torch: expected torch.nn.RNN, GRU or LSTM, got {type(module).__name__}"
+        )
+    mode = module.mode
+    dtype = {
+        torch.float32: jnp.float32,
+        torch.float64: jnp.float64,
+        torch.float16: jnp.float16,
+        torch.bfloat16: jnp.bfloat16,
+    }[module.weight_ih_l0.dtype]
+    if mode == "RNN_TANH":
+        cell_fn, kwargs = simple_rnn, {}
+    elif mode == "RNN_RELU":
+        cell_fn, kwargs = simple_rnn, {"activation": jax.nn.relu}
+    elif mode == "GRU":
+        cell_fn, kwargs = gru, {"reset_after": True}
+    elif mode == "LSTM":
+        cell_fn, kwargs = lstm, {"proj_size": module.proj_size or None}
+    else:  # pragma: no cover - torch has no other RNNBase modes
+        raise TypeError(f"from_torch: unsupported torch RNN mode {mode!r}")
+    if dtype is not jnp.float32:
+        kwargs["dtype"] = dtype
+    net = rnn(
+        cell_fn,
+        module.input_size,
+        module.hidden_size,
+        num_layers=module.num_layers,
+        bidirectional=module.bidirectional,
+        dropout=float(module.dropout),
+        time_major=not module.batch_first,
+        **kwargs,
+    )
+
+    def get(name):
+        return _torch_to_numpy(getattr(module, name))
+
+    def arr(x):
+        return jnp.asarray(np.asarray(x).astype(jnp.dtype(dtype)))
+
+    G = {"GRU": 3, "LSTM": 4}.get(mode, 1)
+    H = module.hidden_size
+    grid = []
+    for k in range(module.num_layers):
+        row = []
+        for d in range(2 if module.bidirectional else 1):
+            sfx = _suffix(k, d)
+            w_ih, w_hh = get("weight_ih" + sfx).T, get("weight_hh" + sfx).T
+            if module.bias:
+                b_ih, b_hh = get("bias_ih" + sfx), get("bias_hh" + sfx)
+            else:
+                b_ih = b_hh = np.zeros((G * H,), w_ih.dtype)
+            if mode == "GRU":
+                p = GRUParams(arr(w_ih), arr(w_hh), arr(b_ih), arr(b_hh))
+            elif mode == "LSTM":
+                w_proj = arr(get("weight_hr" + sfx).T) if module.proj_size else None
+                p = LSTMParams(arr(w_ih), arr(w_hh), arr(b_ih + b_hh), None, w_proj)
+            else:
+                p = SimpleRNNParams(arr(w_ih), arr(w_hh), arr(b_ih + b_hh))
+            row.append(p)
+        grid.append(row)
+    spec = _torch_spec(net)
+    return net, _ungrid(spec, grid)
+
+
+def _carry_rows(carry) -> list:
+    """Per layer and direction, in torch's order, the cell carries of a layer's carry."""
+    if isinstance(carry, LSTMCarry) or not isinstance(carry, (tuple, list)):
+        return [carry]
+    if isinstance(carry, Bidirectional):
+        return _carry_rows(carry.forward) + _carry_rows(carry.backward)
+    return [c for entry in carry for c in _carry_rows(entry)]
+
+
+def torch_state(carry):
+    """Torch's ``h_n`` (or ``(h_n, c_n)`` for an LSTM) from the carry of a jaxrnn layer.
+
+    Rows are stacked on a new leading axis in torch's order (layer 0 forward, layer 0
+    backward, layer 1 forward, ...), giving ``(num_layers * num_directions, *batch, H_out)``;
+    for an LSTM, ``h_n`` has the projected size and ``c_n`` the hidden size.
+
+    Args:
+        carry: the carry returned by the ``apply`` of a :func:`jaxrnn.rnn` layer (also a stack,
+            a bidirectional or plain layer, or a single cell carry).
+
+    Returns:
+        ``h_n`` as a JAX array, or ``(h_n, c_n)`` when the cells are LSTMs.
+
+    >>> import jax, jax.numpy as jnp, jaxrnn as jr
+    >>> net = jr.rnn(jr.lstm, 3, 4, num_layers=2, bidirectional=True, proj_size=2)
+    >>> carry, ys = net.apply(net.init(jax.random.key(0)), jnp.ones((5, 7, 3)))
+    >>> h_n, c_n = jr.interop.torch_state(carry)
+    >>> h_n.shape, c_n.shape
+    ((4, 5, 2), (4, 5, 4))
+    >>> bool((h_n[3] == carry[1].backward.h).all())
+    True
+    """
+    rows = _carry_rows(carry)
+    lstm_rows = [isinstance(r, LSTMCarry) for r in rows]
+    if all(lstm_rows):
+        return jnp.stack([r.h for r in rows]), jnp.stack([r.c for r in rows])
+    if any(lstm_rows):
+        raise TypeError("torch_state: the carry mixes LSTM and non-LSTM cells")
+    return jnp.stack([jnp.asarray(r) for r in rows])
+
+
+def _as_jax(x, what: str):
+    if hasattr(x, "detach") and hasattr(x, "cpu"):  # a torch tensor; torch itself not needed
+        x = _torch_to_numpy(x)
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(f"{what}: expected a floating-point array, got dtype {x.dtype}")
+    return x
+
+
+def carry_from_torch(lay, h_0, c_0=None):
+    """The carry of ``lay`` holding torch's initial state ``h_0`` (and ``c_0`` for an LSTM).
+
+    The inverse of :func:`torch_state`: ``carry_from_torch(lay, *torch_state(carry))`` rebuilds
+    ``carry``. ``h_0`` and ``c_0`` may be torch tensors, NumPy or JAX arrays; their dtype is
+    kept and must equal the dtype of the inputs ``xs`` passed to ``apply``.
+
+    Args:
+        lay: the layer (e.g. from :func:`from_torch`).
+        h_0: ``(num_layers * num_directions, *batch, H_out)``.
+        c_0: ``(num_layers * num_directions, *batch, H)``; required for an LSTM, else ``None``.
+
+    Returns:
+        A carry for ``lay.apply``.
+
+    Raises:
+        ValueError: on a wrong shape, or ``c_0`` missing for an LSTM (given for another cell).
+
+    >>> import numpy as np, jax.numpy as jnp, jaxrnn as jr
+    >>> net = jr.rnn(jr.gru, 3, 4, num_layers=2, reset_after=True)
+    >>> h_0 = np.arange(16, dtype=np.float32).reshape(2, 2, 4)  # (layers, batch, H)
+    >>> carry = jr.interop.carry_from_torch(net, h_0)
+    >>> [h.shape for h in carry], bool((jr.interop.torch_state(carry) == h_0).all())
+    ([(2, 4), (2, 4)], True)
+    """
+    spec = _torch_spec(lay)
+    rows = spec.num_layers * spec.num_directions
+    h_0 = _as_jax(h_0, "h_0")
+    if h_0.ndim < 2 or h_0.shape[0] != rows or h_0.shape[-1] != spec.out_size:
+        raise ValueError(
+            f"h_0: expected shape ({rows}, *batch, {spec.out_size}) (num_layers * "
+            f"num_directions, batch, {'proj_size' if spec.proj_size else 'hidden_size'}), "
+            f"got {h_0.shape}"
+        )
+    if spec.mode == "LSTM":
+        if c_0 is None:
+            raise ValueError("c_0: an LSTM needs both h_0 and c_0")
+        c_0 = _as_jax(c_0, "c_0")
+        expected = (rows, *h_0.shape[1:-1], spec.hidden_size)
+        if c_0.shape != expected:
+            raise ValueError(f"c_0: expected shape {expected}, got {c_0.shape}")
+    elif c_0 is not None:
+        raise ValueError(f"c_0: only an LSTM has a cell state; this layer's cells are {spec.mode}")
+    grid = []
+    for k in range(spec.num_layers):
+        row = []
+        for d in range(spec.num_directions):
+            i = k * spec.num_directions + d
+            row.append(LSTMCarry(h_0[i], c_0[i]) if spec.mode == "LSTM" else h_0[i])
+        grid.append(row)
+    return _ungrid(spec, grid)
+
+
+# ============================================================================================
+# Flax.
+
+_FLAX_KINDS = ("lstm", "optimized_lstm", "gru", "simple")
+_LSTM_GATES = ("i", "f", "g", "o")
+_GRU_GATES = ("r", "z", "n")
+
+
+def _flax_class_kind(obj, namespace: str) -> str | None:
+    """``kind`` of a Flax cell (module instance) from ``namespace`` ("linen" or "nnx")."""
+    cls = type(obj)
+    if not cls.__module__.startswith(f"flax.{namespace}"):
+        return None
+    return {
+        "LSTMCell": "lstm",
+        "OptimizedLSTMCell": "optimized_lstm",
+        "GRUCell": "gru",
+        "SimpleCell": "simple",
+    }.get(cls.__name__)
+
+
+def _flax_activation(module, kind: str):
+    """Check a Flax cell's functions are those jaxrnn's cell computes; the activation to use."""
+    name = type(module).__name__
+    if kind == "simple":
+        if getattr(module, "residual", False):
+            raise ValueError(
+                f"{name}(residual=True) adds h before the activation; jr.simple_rnn has no "
+                "residual term"
+            )
+        return module.activation_fn
+    if not _is(module.gate_fn, _SIGMOID):
+        raise ValueError(
+            f"{name} with gate_fn={_name(module.gate_fn)}: jaxrnn's gated cells use sigmoid"
+        )
+    if not _is(module.activation_fn, _TANH):
+        raise ValueError(
+            f"{name} with activation_fn={_name(module.activation_fn)}: jaxrnn's gated cells "
+            "use tanh"
+        )
+    return None
+
+
+def _cell_fields(cell: Cell) -> dict:
+    if not isinstance(cell, Cell):
+        raise TypeError(f"expected a jaxrnn Cell, got {type(cell).__name__}")
+    return dict(cell.config)
+
+
+def _flax_kind_of_cell(cell: Cell, params) -> str:
+    """``"lstm"``, ``"gru"`` or ``"simple"`` for a jaxrnn cell Flax can represent, else raise."""
+    cfg = _cell_fields(cell)
+    factory = cfg.get("factory")
+    if factory is lstm:
+        for opt in ("peephole", "coupled", "proj_size"):
+            if cfg[opt]:
+                raise ValueError(f"lstm({opt}={cfg[opt]!r}) has no Flax LSTMCell equivalent")
+        expected = LSTMParams
+    elif factory is gru:
+        if not cfg["reset_after"]:
+            raise ValueError(
+                "gru(reset_after=False) applies the reset gate before the recurrent matmul; "
+                "Flax's GRUCell computes the reset_after=True form, a different function"
+            )
+        expected = GRUParams
+    elif factory is simple_rnn:
+        expected = SimpleRNNParams
+    elif factory is jordan_rnn:
+        raise ValueError("jordan_rnn (output-to-hidden recurrence) has no Flax cell equivalent")
+    else:
+        raise ValueError(
+            f"custom cell (factory {_name(factory) if factory else 'unknown'}); only lstm, gru "
+            "and simple_rnn cells map to Flax cells"
+        )
+    if not isinstance(params, expected):
+        raise TypeError(f"params: expected {expected.__name__}, got {type(params).__name__}")
+    return {LSTMParams: "lstm", GRUParams: "gru", SimpleRNNParams: "simple"}[expected]
+
+
+def _split(x, n: int) -> list:
+    return jnp.split(jnp.asarray(x), n, axis=-1)
+
+
+def _dtype_kwargs(dtype) -> dict:
+    return {} if jnp.dtype(dtype) == jnp.float32 else {"dtype": dtype}
+
+
+def _build(kind: str, w_ih, w_hh, biases: dict, activation=None) -> tuple[Cell, Any]:
+    """A jaxrnn cell and params from fused, input-major ``w_ih``/``w_hh`` and biases."""
+    w_ih, w_hh = jnp.asarray(w_ih), jnp.asarray(w_hh)
+    input_size = w_ih.shape[0]
+    hidden = w_hh.shape[0]
+    kw = _dtype_kwargs(w_ih.dtype)
+    if kind in ("lstm", "optimized_lstm"):
+        return lstm(input_size, hidden, **kw), LSTMParams(w_ih, w_hh, biases["b"])
+    if kind == "gru":
+        cell = gru(input_size, hidden, reset_after=True, **kw)
+        return cell, GRUParams(w_ih, w_hh, biases["b_ih"], biases["b_hh"])
+    act = {} if activation is None or _is(activation, _TANH) else {"activation": activation}
+    return simple_rnn(input_size, hidden, **act, **kw), SimpleRNNParams(w_ih, w_hh, biases["b"])
+
+
+def from_flax_linen(variables, kind) -> tuple[Cell, Any]:
+    """Convert the parameters of a Flax Linen RNN cell to ``(cell, params)``.
+
+    ``LSTMCell`` and ``OptimizedLSTMCell`` -> :func:`jaxrnn.lstm` (``b`` = the hidden-side
+    biases ``hi, hf, hg, ho``; Flax has no input-side LSTM bias); ``GRUCell`` ->
+    ``jaxrnn.gru(reset_after=True)`` (``b_ih`` = the biases of ``ir, iz, in``, ``b_hh`` =
+    ``(0, 0, b_hn)``); ``SimpleCell`` -> :func:`jaxrnn.simple_rnn`. Run the result with
+    :func:`jaxrnn.scan`, converting Flax carries with :func:`carry_from_flax`.
+
+    Args:
+        variables: the dict from ``module.init``, with or without its ``"params"`` level.
+        kind: ``"lstm"``, ``"optimized_lstm"``, ``"gru"`` or ``"simple"``, or the Linen cell
+            itself (e.g. ``nn.GRUCell(features=4)``); given the cell, its ``gate_fn`` and
+            ``activation_fn`` are checked (a ``SimpleCell``'s activation is carried over),
+            given a string they are assumed to be Flax's defaults.
+
+    Returns:
+        ``(cell, params)``, with the parameters' dtype.
+
+    Raises:
+        ValueError: for an unknown ``kind``, missing parameters, or a cell jaxrnn cannot
+            reproduce (non-default gate/activation functions, ``SimpleCell(residual=True)``).
+
+    >>> import jax, jax.numpy as jnp, flax.linen as nn, jaxrnn as jr
+    >>> flax_cell = nn.LSTMCell(features=4)
+    >>> x = jnp.ones((2, 3))
+    >>> carry = flax_cell.initialize_carry(jax.random.key(0), x.shape)
+    >>> variables = flax_cell.init(jax.random.key(1), carry, x)
+    >>> cell, params = jr.interop.from_flax_linen(variables, "lstm")
+    >>> (c, h), y = flax_cell.apply(variables, carry, x)
+    >>> new, y_jr = cell.apply(params, jr.interop.carry_from_flax(carry), x)
+    >>> bool(jnp.allclose(y, y_jr, atol=1e-6)), bool(jnp.allclose(c, new.c, atol=1e-6))
+    (True, True)
+    """
+    activation = None
+    if isinstance(kind, str):
+        if kind not in _FLAX_KINDS:
+            raise ValueError(f"kind: expected one of {_FLAX_KINDS}, got {kind!r}")
+    else:
+        module, kind = kind, _flax_class_kind(kind, "linen")
+        if kind is None:
+            raise ValueError(
+                "kind: expected a string or a flax.linen LSTMCell, OptimizedLSTMCell, GRUCell "
+                f"or SimpleCell, got {type(module).__name__}"
+            )
+        activation = _flax_activation(module, kind)
+    params = variables.get("params", variables)
+
+    def get(name, leaf):
+        try:
+            return jnp.asarray(params[name][leaf])
+        except (KeyError, TypeError):
+            raise ValueError(
+                f"variables: no {name}/{leaf} parameter for a Linen {kind} cell (found "
+                f"{sorted(params)})"
+            ) from None
+
+    if kind in ("lstm", "optimized_lstm"):
+        w_ih = jnp.concatenate([get("i" + g, "kernel") for g in _LSTM_GATES], axis=-1)
+        w_hh = jnp.concatenate([get("h" + g, "kernel") for g in _LSTM_GATES], axis=-1)
+        b = jnp.concatenate([get("h" + g, "bias") for g in _LSTM_GATES], axis=-1)
+        return _build(kind, w_ih, w_hh, {"b": b})
+    if kind == "gru":
+        w_ih = jnp.concatenate([get("i" + g, "kernel") for g in _GRU_GATES], axis=-1)
+        w_hh = jnp.concatenate([get("h" + g, "kernel") for g in _GRU_GATES], axis=-1)
+        b_ih = jnp.concatenate([get("i" + g, "bias") for g in _GRU_GATES], axis=-1)
+        b_hn = get("hn", "bias")
+        b_hh = jnp.concatenate([jnp.zeros_like(b_hn), jnp.zeros_like(b_hn), b_hn], axis=-1)
+        return _build(kind, w_ih, w_hh, {"b_ih": b_ih, "b_hh": b_hh})
+    biases = {"b": get("i", "bias")}
+    return _build(kind, get("i", "kernel"), get("h", "kernel"), biases, activation)
+
+
+def _gru_flax_biases(params: GRUParams) -> tuple:
+    """Input-side biases ``b_ir + b_hr, b_iz + b_hz, b_in`` and the hidden-side ``b_hn``."""
+    b_ir, b_iz, b_in = _split(params.b_ih, 3)
+    b_hr, b_hz, b_hn = _split(params.b_hh, 3)
+    return b_ir + b_hr, b_iz + b_hz, b_in, b_hn
+
+
+def to_flax_linen(cell: Cell, params) -> dict:
+    """The Linen variables of the Flax cell that computes what ``cell`` computes.
+
+    The target is ``nn.LSTMCell``/``nn.OptimizedLSTMCell`` (same parameters), ``nn.GRUCell``
+    or ``nn.SimpleCell`` with ``features = hidden_size``; for a :func:`jaxrnn.simple_rnn` with a
+    non-tanh activation, build the ``SimpleCell`` with that ``activation_fn``. A GRU's
+    hidden-side ``r, z`` biases are added to the input-side ones (Flax has only the latter);
+    ``b_hn`` keeps its place.
+
+    Args:
+        cell: a :func:`jaxrnn.lstm` (no peepholes, coupling or projection),
+            :func:`jaxrnn.gru` (``reset_after=True``) or :func:`jaxrnn.simple_rnn` cell.
+        params: its parameters.
+
+    Returns:
+        ``{"params": {...}}``, ready for ``flax_cell.apply``.
+
+    Raises:
+        ValueError: if Flax has no such cell (``gru(reset_after=False)``, peepholes, coupled
+            gates, projection, ``jordan_rnn``, custom cells).
+
+    >>> import jax, jaxrnn as jr
+    >>> cell = jr.gru(3, 4, reset_after=True)
+    >>> variables = jr.interop.to_flax_linen(cell, cell.init(jax.random.key(0)))
+    >>> sorted(variables["params"]), variables["params"]["hn"]["bias"].shape
+    (['hn', 'hr', 'hz', 'in', 'ir', 'iz'], (4,))
+    """
+    kind = _flax_kind_of_cell(cell, params)
+    out: dict[str, dict] = {}
+    if kind == "lstm":
+        parts = zip(
+            _LSTM_GATES,
+            _split(params.w_ih, 4),
+            _split(params.w_hh, 4),
+            _split(params.b, 4),
+            strict=True,
+        )
+        for g, w_i, w_h, b in parts:
+            out["i" + g] = {"kernel": w_i}
+            out["h" + g] = {"kernel": w_h, "bias": b}
+    elif kind == "gru":
+        w_i, w_h = _split(params.w_ih, 3), _split(params.w_hh, 3)
+        b_r, b_z, b_n, b_hn = _gru_flax_biases(params)
+        for k, (g, b) in enumerate(zip(_GRU_GATES, (b_r, b_z, b_n), strict=True)):
+            out["i" + g] = {"kernel": w_i[k], "bias": b}
+            out["h" + g] = {"kernel": w_h[k]}
+        out["hn"]["bias"] = b_hn
+    else:
+        out = {"i": {"kernel": params.w_ih, "bias": params.b}, "h": {"kernel": params.w_hh}}
+    return {"params": out}
+
+
+def _nnx_value(var):
+    return jnp.asarray(var[...])
+
+
+def from_flax_nnx(module) -> tuple[Cell, Any]:
+    """Convert a Flax NNX RNN cell module to ``(cell, params)``.
+
+    Supports ``nnx.LSTMCell``, ``nnx.OptimizedLSTMCell``, ``nnx.GRUCell`` (it has no ``b_hn``:
+    ``b_hh`` comes out zero) and ``nnx.SimpleCell``, with the mapping of
+    :func:`from_flax_linen`. The module is only read.
+
+    Args:
+        module: the NNX cell.
+
+    Returns:
+        ``(cell, params)``.
+
+    Raises:
+        TypeError: if ``module`` is not one of these NNX cells.
+        ValueError: if it uses functions jaxrnn's cell does not (non-default ``gate_fn`` or
+            ``activation_fn`` in a gated cell, ``SimpleCell(residual=True)``).
+
+    >>> import jax.numpy as jnp, jaxrnn as jr
+    >>> from flax import nnx
+    >>> flax_cell = nnx.GRUCell(3, 4, rngs=nnx.Rngs(0))
+    >>> cell, params = jr.interop.from_flax_nnx(flax_cell)
+    >>> x, h = jnp.ones((2, 3)), jnp.full((2, 4), 0.5)
+    >>> bool(jnp.allclose(flax_cell(h, x)[0], cell.apply(params, h, x)[0], atol=1e-6))
+    True
+    """
+    kind = _flax_class_kind(module, "nnx")
+    if kind is None:
+        raise TypeError(
+            "from_flax_nnx: expected a flax.nnx LSTMCell, OptimizedLSTMCell, GRUCell or "
+            f"SimpleCell, got {type(module).__name__}"
+        )
+    activation = _flax_activation(module, kind)
+    if kind == "lstm":
+        names = {"i": "ii", "f": "if_", "g": "ig", "o": "io"}
+        w_ih = jnp.concatenate(
+            [_nnx_value(getattr(module, names[g]).kernel) for g in _LSTM_GATES], axis=-1
+        )
+        hidden = [getattr(module, "h" + g) for g in _LSTM_GATES]
+        w_hh = jnp.concatenate([_nnx_value(m.kernel) for m in hidden], axis=-1)
+        b = jnp.concatenate([_nnx_value(m.bias) for m in hidden], axis=-1)
+        return _build(kind, w_ih, w_hh, {"b": b})
+    w_ih = _nnx_value(module.dense_i.kernel)
+    w_hh = _nnx_value(module.dense_h.kernel)
+    if kind == "optimized_lstm":
+        return _build(kind, w_ih, w_hh, {"b": _nnx_value(module.dense_h.bias)})
+    b_ih = _nnx_value(module.dense_i.bias)
+    if kind == "gru":
+        return _build(kind, w_ih, w_hh, {"b_ih": b_ih, "b_hh": jnp.zeros_like(b_ih)})
+    return _build(kind, w_ih, w_hh, {"b": b_ih}, activation)
+
+
+def to_flax_nnx(cell: Cell, params, *, kind: str | None = None):
+    """A new Flax NNX cell module computing what ``cell`` computes with ``params``.
+
+    Args:
+        cell: a :func:`jaxrnn.lstm` (no peepholes, coupling or projection), :func:`jaxrnn.gru`
+            (``reset_after=True``) or :func:`jaxrnn.simple_rnn` cell.
+        params: its parameters.
+        kind: for an LSTM, ``"lstm"`` (default, ``nnx.LSTMCell``) or ``"optimized_lstm"``
+            (``nnx.OptimizedLSTMCell``); ignored otherwise (``nnx.GRUCell``,
+            ``nnx.SimpleCell``, which gets the cell's activation).
+
+    Returns:
+        The module, with ``param_dtype`` the parameters' dtype.
+
+    Raises:
+        ValueError: if NNX has no such cell: those :func:`to_flax_linen` refuses, and a GRU
+            with a nonzero ``b_hn`` (``params.b_hh[2H:]``): ``nnx.GRUCell`` has no bias inside
+            ``r * (h @ W_hn)``, and ``r`` varies, so no other bias can absorb it.
+
+    >>> import jax, jax.numpy as jnp, jaxrnn as jr
+    >>> cell = jr.lstm(3, 4)
+    >>> params = cell.init(jax.random.key(0))
+    >>> flax_cell = jr.interop.to_flax_nnx(cell, params, kind="optimized_lstm")
+    >>> type(flax_cell).__name__, flax_cell.dense_h.bias[...].tolist()[4:8]
+    ('OptimizedLSTMCell', [1.0, 1.0, 1.0, 1.0])
+    """
+    from flax import nnx
+
+    family = _flax_kind_of_cell(cell, params)
+    if family == "lstm":
+        kind = kind or "lstm"
+        if kind not in ("lstm", "optimized_lstm"):
+            raise ValueError(f"kind: expected 'lstm' or 'optimized_lstm', got {kind!r}")
+    else:
+        kind = family
+    w_ih, w_hh = jnp.asarray(params.w_ih), jnp.asarray(params.w_hh)
+    in_size, hidden = w_ih.shape[0], w_hh.shape[0]
+    opts = dict(param_dtype=w_ih.dtype, rngs=nnx.Rngs(0))
+
+    def put(var, value):
+        var[...] = jnp.asarray(value, var[...].dtype)
+
+    if kind == "lstm":
+        module = nnx.LSTMCell(in_size, hidden, **opts)
+        names = {"i": "ii", "f": "if_", "g": "ig", "o": "io"}
+        parts = zip(
+            _LSTM_GATES,
+            _split(w_ih, 4),
+            _split(w_hh, 4),
+            _split(params.b, 4),
+            strict=True,
+        )
+        for g, w_i, w_h, b in parts:
+            put(getattr(module, names[g]).kernel, w_i)
+            put(getattr(module, "h" + g).kernel, w_h)
+            put(getattr(module, "h" + g).bias, b)
+    elif kind == "optimized_lstm":
+        module = nnx.OptimizedLSTMCell(in_size, hidden, **opts)
+        put(module.dense_i.kernel, w_ih)
+        put(module.dense_h.kernel, w_hh)
+        put(module.dense_h.bias, params.b)
+    elif kind == "gru":
+        b_r, b_z, b_n, b_hn = _gru_flax_biases(params)
+        if bool(jnp.any(b_hn != 0)):
+            raise ValueError(
+                "this GRU has a nonzero b_hn (params.b_hh[2H:], inside r * (h @ W_hn + b_hn)); "
+                "flax.nnx.GRUCell has no such bias and r varies, so no other bias can hold it "
+                "(flax.linen.GRUCell has it: use to_flax_linen)"
+            )
+        module = nnx.GRUCell(in_size, hidden, **opts)
+        put(module.dense_i.kernel, w_ih)
+        put(module.dense_i.bias, jnp.concatenate([b_r, b_z, b_n], axis=-1))
+        put(module.dense_h.kernel, w_hh)
+    else:
+        activation = dict(cell.config)["activation"]
+        module = nnx.SimpleCell(in_size, hidden, activation_fn=activation, **opts)
+        put(module.dense_i.kernel, w_ih)
+        put(module.dense_i.bias, params.b)
+        put(module.dense_h.kernel, w_hh)
+    return module
+
+
+def _is_leaf(x) -> bool:
+    return not isinstance(x, (tuple, list, dict))
+
+
+def carry_from_flax(carry):
+    """A Flax cell carry as a jaxrnn carry: an LSTM's ``(c, h)`` becomes ``LSTMCarry(h, c)``.
+
+    A GRU or simple-cell carry (one array) is returned as is. For the ``(forward, backward)``
+    carry of Flax's ``Bidirectional``, convert each direction.
+
+    >>> import jax.numpy as jnp, jaxrnn as jr
+    >>> jr.interop.carry_from_flax((jnp.zeros(4), jnp.ones(4))).h.tolist()
+    [1.0, 1.0, 1.0, 1.0]
+    """
+    if _is_leaf(carry):
+        return carry
+    if isinstance(carry, (tuple, list)) and len(carry) == 2 and all(map(_is_leaf, carry)):
+        c, h = carry
+        return LSTMCarry(h=h, c=c)
+    raise TypeError(
+        "carry_from_flax: expected a cell carry, an array or a (c, h) pair of arrays, got "
+        f"{type(carry).__name__}"
+    )
+
+
+def carry_to_flax(carry):
+    """A jaxrnn cell carry as a Flax carry: ``LSTMCarry(h, c)`` becomes ``(c, h)``.
+
+    Arrays (GRU and simple-cell carries) are returned as is.
+
+    >>> import jax.numpy as jnp, jaxrnn as jr
+    >>> c, h = jr.interop.carry_to_flax(jr.LSTMCarry(h=jnp.ones(2), c=jnp.zeros(2)))
+    >>> c.tolist(), h.tolist()
+    ([0.0, 0.0], [1.0, 1.0])
+    """
+    if isinstance(carry, LSTMCarry):
+        return (carry.c, carry.h)
+    if _is_leaf(carry):
+        return carry
+    raise TypeError(
+        "carry_to_flax: expected a cell carry, an array or a jr.LSTMCarry, got "
+        f"{type(carry).__name__}"
+    )

@@ -1,0 +1,428 @@
+r"""Encoder–decoder (sequence-to-sequence) models, with or without attention.
+
+An encoder (any :class:`jaxrnn.Layer`: uni- or bidirectional, stacked, with lengths) reads the
+embedded source :math:`x^{(1)}, \dots, x^{(n_x)}` into outputs :math:`h_t` and a final state; a
+bridge maps the final state to the decoder's initial state; the decoder (a cell, wrapped with
+:func:`jaxrnn.attention.decoder` when attention is used) then models
+
+.. math::
+
+    p(y^{(1)}, \dots, y^{(n_y)} \mid x) = \prod_{t'} p(y^{(t')} \mid y^{(<t')}, x), \qquad
+    p(\cdot \mid y^{(<t')}, x) = \operatorname{softmax}(W_o [s_{t'}; c_{t'}] + b_o)
+
+where :math:`s_{t'}` is the decoder state and :math:`c_{t'}` the attention context (absent
+without attention). Training uses *teacher forcing*: the decoder input at step :math:`t'` is the
+ground truth :math:`y^{(t'-1)}` (with :math:`y^{(0)}` = BOS), so the whole target runs through
+one :func:`jaxrnn.scan`; :meth:`Seq2Seq.scheduled_sampling` replaces some of those inputs by
+the model's own predictions (Bengio et al. 2015): at every step after the first, with
+probability ``rate``, the input is a token drawn from the model's output distribution of the
+previous step (or its argmax, ``greedy=True``) instead of the ground truth; no gradient flows
+through that choice. For inference, :meth:`Seq2Seq.encode` and
+:meth:`Seq2Seq.decode_step` plug into :mod:`jaxrnn.decode`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxrnn import attention as _attention
+from jaxrnn.cells import Array, Carry, Cell, PRNGKey
+from jaxrnn.layers import Layer
+from jaxrnn.scan import check_lengths, scan
+
+__all__ = [
+    "Bridge",
+    "DecodeState",
+    "DenseParams",
+    "Seq2Seq",
+    "Seq2SeqOutput",
+    "Seq2SeqParams",
+    "bridge",
+    "encoder_decoder",
+    "shift_right",
+]
+
+_lecun_normal = jax.nn.initializers.lecun_normal()
+
+
+class DenseParams(NamedTuple):
+    """An affine map ``x @ w + b``: ``w (in, out)``, ``b (out,)``."""
+
+    w: Array
+    b: Array
+
+
+def _dense_init(key: PRNGKey, in_size: int, out_size: int, dtype) -> DenseParams:
+    return DenseParams(
+        _lecun_normal(key, (in_size, out_size), dtype), jnp.zeros((out_size,), dtype)
+    )
+
+
+def _dense(params: DenseParams, x: Array) -> Array:
+    return x @ params.w + params.b
+
+
+def shift_right(targets: Array, bos_id: int) -> Array:
+    """Teacher-forcing decoder inputs: ``[bos, y_1, ..., y_{T-1}]`` from targets ``y``.
+
+    >>> import jax.numpy as jnp, jaxrnn as jr
+    >>> jr.seq2seq.shift_right(jnp.array([[5, 6, 7]]), bos_id=1).tolist()
+    [[1, 5, 6]]
+    """
+    targets = jnp.asarray(targets)
+    if targets.ndim < 1 or not jnp.issubdtype(targets.dtype, jnp.integer):
+        raise TypeError(f"targets: expected integer tokens (*batch, T), got {targets.dtype}")
+    bos = jnp.full((*targets.shape[:-1], 1), bos_id, targets.dtype)
+    return jnp.concatenate([bos, targets[..., :-1]], axis=-1)
+
+
+# --------------------------------------------------------------------------------------------
+# Bridge.
+
+
+class Bridge(NamedTuple):
+    """Maps an encoder's final carry to a decoder cell's initial carry.
+
+    Attributes:
+        init: ``init(key) -> DenseParams``.
+        apply: ``apply(params, encoder_carry) -> decoder_carry``.
+        input_size: features of the concatenated final state read.
+        output_size: features of the decoder carry written (all leaves together).
+    """
+
+    init: Callable[[PRNGKey], DenseParams]
+    apply: Callable[[DenseParams, Carry], Carry]
+    input_size: int
+    output_size: int
+
+
+def _last_layer(carry):
+    """The carry of the last layer of a :func:`jaxrnn.stack` (a plain tuple), else the carry."""
+    return carry[-1] if type(carry) is tuple else carry
+
+
+def bridge(encoder: Layer, decoder_cell: Cell, *, dtype=jnp.float32) -> Bridge:
+    r"""Dense + tanh from the encoder's final state to the decoder's initial state.
+
+    .. math::
+
+        s_0 = \tanh(W_b [\overrightarrow{h}_{n}; \overleftarrow{h}_{1}] + b_b)
+
+    The input concatenates every leaf of the final carry of the encoder's last layer (both
+    directions when bidirectional; ``h`` and ``c`` for an LSTM), in ``jax.tree.leaves`` order;
+    the output is split into the leaves of the decoder cell's carry (e.g. ``h`` and ``c``).
+
+    >>> import jax, jax.numpy as jnp, jaxrnn as jr
+    >>> enc = jr.rnn(jr.lstm, 3, 4, num_layers=2, bidirectional=True)
+    >>> br = jr.seq2seq.bridge(enc, jr.gru(5, 6))
+    >>> final = enc.initial_carry((2,))  # stands for the carry returned by enc.apply
+    >>> br.input_size, br.apply(br.init(jax.random.key(1)), final).shape  # fwd/bwd h and c
+    (16, (2, 6))
+    """
+    enc_leaves = jax.tree.leaves(
+        jax.eval_shape(lambda: _last_layer(encoder.initial_carry((1,), dtype)))
+    )
+    dec_shape = jax.eval_shape(lambda: decoder_cell.initial_carry((1,), dtype))
+    dec_leaves, dec_tree = jax.tree.flatten(dec_shape)
+    for leaf in (*enc_leaves, *dec_leaves):
+        if leaf.ndim != 2:
+            raise ValueError(f"bridge: expected carries of (batch, features) leaves, got {leaf}")
+    in_size = sum(leaf.shape[-1] for leaf in enc_leaves)
+    sizes = [leaf.shape[-1] for leaf in dec_leaves]
+    out_size = sum(sizes)
+    splits = np.cumsum(sizes)[:-1].tolist()
+
+    def init(key):
+        return _dense_init(key, in_size, out_size, dtype)
+
+    def apply(params, encoder_carry):
+        leaves = jax.tree.leaves(_last_layer(encoder_carry))
+        s0 = jnp.tanh(_dense(params, jnp.concatenate(leaves, axis=-1)))
+        return jax.tree.unflatten(dec_tree, jnp.split(s0, splits, axis=-1))
+
+    return Bridge(init, apply, in_size, out_size)
+
+
+# --------------------------------------------------------------------------------------------
+# The model.
+
+
+class Seq2SeqParams(NamedTuple):
+    """Parameters of :func:`encoder_decoder`.
+
+    ``src_embed (V_src, E_src)``, ``tgt_embed (V_tgt, E_tgt)``, ``encoder`` (the encoder
+    layer's), ``bridge`` (:class:`DenseParams` or ``None``), ``decoder`` (the cell's, or
+    :class:`jaxrnn.attention.AttentionDecoderParams`), ``readout`` (:class:`DenseParams`,
+    decoder output to logits).
+    """
+
+    src_embed: Array
+    tgt_embed: Array
+    encoder: Any
+    bridge: DenseParams | None
+    decoder: Any
+    readout: DenseParams
+
+
+class DecodeState(NamedTuple):
+    """Decoding carry: the decoder cell's ``carry`` and the encoder ``memory`` it attends to
+    (a :class:`jaxrnn.attention.Memory`, or ``None`` without attention)."""
+
+    carry: Any
+    memory: Any
+
+
+class Seq2SeqOutput(NamedTuple):
+    """``logits (*batch, T, V_tgt)`` and attention ``weights (*batch, T, S)`` (or ``None``)."""
+
+    logits: Array
+    weights: Array | None
+
+
+class Seq2Seq(NamedTuple):
+    """An encoder–decoder model as pure functions (see :func:`encoder_decoder`).
+
+    Attributes:
+        init: ``init(key) -> Seq2SeqParams``.
+        apply: ``apply(params, src, tgt_in, *, src_lengths=None, tgt_lengths=None,
+            dropout_key=None) -> Seq2SeqOutput``, teacher forcing.
+        scheduled_sampling: ``scheduled_sampling(params, src, tgt_in, key, *, rate,
+            src_lengths=None, tgt_lengths=None, greedy=False, dropout_key=None)
+            -> Seq2SeqOutput``.
+        encode: ``encode(params, src, src_lengths=None, *, dropout_key=None) -> DecodeState``,
+            the decoder's initial state (bridge applied, attention memory precomputed).
+        decode_step: ``decode_step(params) -> step`` with
+            ``step(state, tokens) -> (state, logits)`` for :mod:`jaxrnn.decode`.
+        src_vocab: source vocabulary size.
+        tgt_vocab: target vocabulary size.
+        config: ``(name, value)`` pairs starting with ``("factory", encoder_decoder)``.
+    """
+
+    init: Callable[[PRNGKey], Seq2SeqParams]
+    apply: Callable[..., Seq2SeqOutput]
+    scheduled_sampling: Callable[..., Seq2SeqOutput]
+    encode: Callable[..., DecodeState]
+    decode_step: Callable[[Seq2SeqParams], Callable[[DecodeState, Array], tuple[Any, Array]]]
+    src_vocab: int
+    tgt_vocab: int
+    config: tuple[tuple[str, Any], ...] = ()
+
+
+def _check_tokens(name: str, tokens, ndim: int | None = None) -> Array:
+    tokens = jnp.asarray(tokens)
+    if not jnp.issubdtype(tokens.dtype, jnp.integer):
+        raise TypeError(f"{name}: expected integer token ids, got dtype {tokens.dtype}")
+    if tokens.ndim < 1 or (ndim is not None and tokens.ndim != ndim):
+        raise ValueError(f"{name}: expected token ids of shape (*batch, T), got {tokens.shape}")
+    return tokens
+
+
+def encoder_decoder(
+    encoder: Layer,
+    decoder_cell: Cell,
+    *,
+    src_vocab: int,
+    tgt_vocab: int,
+    attention: _attention.Attention | None = None,
+    use_bridge: bool = True,
+    dtype=jnp.float32,
+) -> Seq2Seq:
+    r"""Build an encoder–decoder model from an encoder layer and a decoder cell.
+
+    Sizes follow from the parts: the source embedding has ``encoder.input_size`` features, the
+    memory ``encoder.output_size``, and the target embedding
+    ``decoder_cell.input_size - encoder.output_size`` with attention (the context is appended to
+    the decoder input, see :func:`jaxrnn.attention.decoder`) or ``decoder_cell.input_size``
+    without. The readout is linear, :math:`z = W_o [s; c] + b_o`.
+
+    Args:
+        encoder: e.g. ``jr.rnn(jr.gru, E, H, bidirectional=True)``.
+        decoder_cell: e.g. ``jr.gru(E_tgt + 2 * H, H_dec)``.
+        src_vocab: source vocabulary size.
+        tgt_vocab: target vocabulary size.
+        attention: an :class:`jaxrnn.attention.Attention` with ``key_size ==
+            encoder.output_size`` and ``query_size`` the decoder state size, or ``None`` for a
+            plain encoder–decoder (Sutskever et al. 2014; Cho et al. 2014) whose only link is
+            the bridge.
+        use_bridge: initialise the decoder with :func:`bridge` (else with zeros; only sensible
+            with attention).
+        dtype: parameter dtype.
+
+    Returns:
+        A :class:`Seq2Seq`.
+
+    >>> import jax, jax.numpy as jnp, jaxrnn as jr
+    >>> model = jr.seq2seq.encoder_decoder(
+    ...     jr.rnn(jr.gru, 8, 16),  # memory: 16 features (32 if bidirectional=True)
+    ...     jr.gru(8 + 16, 16),  # target embedding 8 + context 16
+    ...     src_vocab=10, tgt_vocab=12,
+    ...     attention=jr.attention.additive(query_size=16, key_size=16, hidden_size=16),
+    ... )
+    >>> params = model.init(jax.random.key(0))
+    >>> src, src_len = jnp.ones((2, 7), jnp.int32), jnp.array([7, 4])
+    >>> tgt_in = jr.seq2seq.shift_right(jnp.ones((2, 5), jnp.int32), bos_id=1)
+    >>> out = model.apply(params, src, tgt_in, src_lengths=src_len)
+    >>> out.logits.shape, out.weights.shape
+    ((2, 5, 12), (2, 5, 7))
+
+    Decoding (see :mod:`jaxrnn.decode`)::
+
+        state = model.encode(params, src, src_len)
+        tokens = jr.decode.greedy(model.decode_step(params), state, bos_id=1, eos_id=2, max_len=6)
+        beams, scores = jr.decode.beam_search(
+            model.decode_step(params), state, bos_id=1, eos_id=2, beam_size=4, max_len=6
+        )
+    """
+    if not isinstance(encoder, Layer):
+        raise TypeError(f"encoder: expected a jaxrnn.Layer, got {type(encoder).__name__}")
+    if not isinstance(decoder_cell, Cell):
+        raise TypeError(f"decoder_cell: expected a jaxrnn.Cell, got {type(decoder_cell).__name__}")
+    for name, value in (("src_vocab", src_vocab), ("tgt_vocab", tgt_vocab)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if None in (encoder.input_size, encoder.output_size):
+        raise ValueError("encoder: needs known input_size and output_size")
+    src_embed_size, memory_size = encoder.input_size, encoder.output_size
+
+    if attention is not None:
+        if attention.key_size != memory_size:
+            raise ValueError(
+                f"attention: key_size {attention.key_size} must equal the encoder's output_size "
+                f"{memory_size}"
+            )
+        dec = _attention.decoder(decoder_cell, attention, value_size=memory_size)
+        tgt_embed_size, readout_size = dec.input_size, dec.output_size
+        dec_init = dec.init
+    else:
+        dec = None
+        tgt_embed_size, readout_size = decoder_cell.input_size, decoder_cell.output_size
+        dec_init = decoder_cell.init
+    br = bridge(encoder, decoder_cell, dtype=dtype) if use_bridge else None
+
+    def init(key):
+        keys = jax.random.split(key, 6)
+        return Seq2SeqParams(
+            src_embed=jax.random.normal(keys[0], (src_vocab, src_embed_size), dtype),
+            tgt_embed=jax.random.normal(keys[1], (tgt_vocab, tgt_embed_size), dtype),
+            encoder=encoder.init(keys[2]),
+            bridge=br.init(keys[3]) if br is not None else None,
+            decoder=dec_init(keys[4]),
+            readout=_dense_init(keys[5], readout_size, tgt_vocab, dtype),
+        )
+
+    def encode(params, src, src_lengths=None, *, dropout_key=None):
+        src = _check_tokens("src", src, ndim=2)
+        batch, src_len = src.shape
+        mask = None
+        if src_lengths is not None:
+            src_lengths = check_lengths(src_lengths, (batch,), src_len)
+            mask = _attention.length_mask(src_lengths, src_len)
+        enc_carry, enc_out = encoder.apply(
+            params.encoder, params.src_embed[src], lengths=src_lengths, key=dropout_key
+        )
+        if br is not None:
+            carry = br.apply(params.bridge, enc_carry)
+        else:
+            carry = decoder_cell.initial_carry((batch,), enc_out.dtype)
+        memory = dec.precompute(params.decoder, enc_out, mask=mask) if dec is not None else None
+        return DecodeState(carry, memory)
+
+    def decoder_for(memory) -> Cell:
+        return dec.bind(memory) if dec is not None else decoder_cell
+
+    def split_output(y):
+        """(readout input, attention weights or None) from a decoder step's output."""
+        if dec is not None:
+            return y.output, y.weights
+        return y, None
+
+    def decode_step(params):
+        def step(state, tokens):
+            cell = decoder_for(state.memory)
+            carry, y = cell.apply(params.decoder, state.carry, params.tgt_embed[tokens])
+            out, _ = split_output(y)
+            return DecodeState(carry, state.memory), _dense(params.readout, out)
+
+        return step
+
+    def apply(params, src, tgt_in, *, src_lengths=None, tgt_lengths=None, dropout_key=None):
+        tgt_in = _check_tokens("tgt_in", tgt_in, ndim=2)
+        state = encode(params, src, src_lengths, dropout_key=dropout_key)
+        cell = decoder_for(state.memory)
+        _, ys = scan(
+            cell, params.decoder, params.tgt_embed[tgt_in], state.carry, lengths=tgt_lengths
+        )
+        out, weights = split_output(ys)
+        logits = _dense(params.readout, out)
+        if tgt_lengths is not None:  # zero like every other output past the end
+            valid = _attention.length_mask(jnp.asarray(tgt_lengths), tgt_in.shape[1])
+            logits = jnp.where(valid[..., None], logits, jnp.zeros((), logits.dtype))
+        return Seq2SeqOutput(logits, weights)
+
+    def scheduled_sampling(
+        params,
+        src,
+        tgt_in,
+        key,
+        *,
+        rate,
+        src_lengths=None,
+        tgt_lengths=None,
+        greedy=False,
+        dropout_key=None,
+    ):
+        tgt_in = _check_tokens("tgt_in", tgt_in, ndim=2)
+        batch, tgt_len = tgt_in.shape
+        if tgt_lengths is not None:
+            tgt_lengths = check_lengths(tgt_lengths, (batch,), tgt_len)
+        state = encode(params, src, src_lengths, dropout_key=dropout_key)
+        cell = decoder_for(state.memory)  # the memory stays out of the loop carry
+        k_coin, k_draw = jax.random.split(key)
+        use_model = jax.random.bernoulli(k_coin, rate, (tgt_len, batch))
+        use_model = use_model.at[0].set(False)  # the first input is always BOS
+        if greedy:
+            noise = jnp.zeros((tgt_len, batch, tgt_vocab), params.readout.b.dtype)
+        else:  # Gumbel-max: argmax(z + g) is a draw from softmax(z)
+            noise = jax.random.gumbel(k_draw, (tgt_len, batch, tgt_vocab), params.readout.b.dtype)
+
+        def body(loop_carry, inputs):
+            carry, prev_logits = loop_carry
+            truth, coin, g = inputs
+            predicted = jnp.argmax(jax.lax.stop_gradient(prev_logits) + g, axis=-1)
+            tokens = jnp.where(coin, predicted.astype(truth.dtype), truth)
+            carry, y = cell.apply(params.decoder, carry, params.tgt_embed[tokens])
+            out, weights = split_output(y)
+            logits = _dense(params.readout, out)
+            return (carry, logits), (logits, weights)
+
+        first = jnp.zeros((batch, tgt_vocab), params.readout.b.dtype)
+        _, (logits, weights) = jax.lax.scan(
+            body, (state.carry, first), (tgt_in.T, use_model, noise)
+        )
+        logits = jnp.moveaxis(logits, 0, 1)
+        weights = None if weights is None else jnp.moveaxis(weights, 0, 1)
+        if tgt_lengths is not None:
+            valid = _attention.length_mask(tgt_lengths, tgt_len)
+            logits = jnp.where(valid[..., None], logits, jnp.zeros((), logits.dtype))
+            if weights is not None:
+                weights = jnp.where(valid[..., None], weights, jnp.zeros((), weights.dtype))
+        return Seq2SeqOutput(logits, weights)
+
+    config = (
+        ("factory", encoder_decoder),
+        ("encoder", encoder),
+        ("decoder_cell", decoder_cell),
+        ("src_vocab", src_vocab),
+        ("tgt_vocab", tgt_vocab),
+        ("attention", attention),
+        ("use_bridge", use_bridge),
+        ("dtype", dtype),
+    )
+    return Seq2Seq(
+        init, apply, scheduled_sampling, encode, decode_step, src_vocab, tgt_vocab, config
+    )

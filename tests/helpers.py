@@ -1,0 +1,39 @@
+"""Small shared test helpers for comparing pytrees."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+
+def assert_trees_close(a, b, rtol=1e-6, atol=1e-6):
+    """Asserts two pytrees have the same structure and numerically close leaves.
+
+    Args:
+      a: First pytree (arrays or array-likes as leaves; ``None`` leaves allowed).
+      b: Second pytree, compared against ``a``.
+      rtol: Relative tolerance passed to ``np.testing.assert_allclose``.
+      atol: Absolute tolerance passed to ``np.testing.assert_allclose``.
+
+    Raises:
+      AssertionError: If the tree structures differ, a leaf's shape differs,
+        or any leaf differs beyond the tolerances. The message names the path
+        of the offending leaf.
+    """
+    leaves_a, tree_a = jax.tree_util.tree_flatten_with_path(a)
+    leaves_b, tree_b = jax.tree_util.tree_flatten_with_path(b)
+    if tree_a != tree_b:
+        raise AssertionError(f"tree structures differ:\n  {tree_a}\n  {tree_b}")
+    for (path, x), (_, y) in zip(leaves_a, leaves_b, strict=True):
+        name = jax.tree_util.keystr(path) or "<root>"
+        x = np.asarray(x)
+        y = np.asarray(y)
+        if x.shape != y.shape:
+            raise AssertionError(f"leaf {name}: shape {x.shape} != {y.shape}")
+        np.testing.assert_allclose(
+            x.astype(np.float64) if x.dtype.kind in "fc" else x,
+            y.astype(np.float64) if y.dtype.kind in "fc" else y,
+            rtol=rtol,
+            atol=atol,
+            err_msg=f"leaf {name} differs",
+        )

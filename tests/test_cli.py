@@ -1,0 +1,86 @@
+"""The command line: ``python -m jaxrnn demo`` trains and prints text, ``sample`` reads its
+checkpoint, and a checkpoint directory of another run is refused (tiny sizes, subprocesses)."""
+
+from __future__ import annotations
+
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+TINY = [
+    "--hidden-size",
+    "16",
+    "--embed-size",
+    "8",
+    "--batch-size",
+    "4",
+    "--seq-len",
+    "16",
+    "--no-progress",
+]
+
+
+def jaxrnn(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "jaxrnn", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("cli") / "ckpt"
+    proc = jaxrnn(
+        "demo", "--steps", "5", *TINY, "--checkpoint-dir", str(directory), "--length", "40"
+    )
+    return directory, proc
+
+
+def test_demo_trains_saves_and_prints_text(demo_run):
+    directory, proc = demo_run
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    assert "no checkpoint in" in out and "starting from scratch" in out
+    assert "lstm language model" in out and "standard-library" in out
+    assert "step 5: train loss" in out and "validation loss" in out
+    sample_header = "--- sample 1 of 1 (temperature 0.7, prompt 'def ') ---"
+    assert sample_header in out
+    text = out.split(sample_header + "\n", 1)[1].split("\ntotal wall time", 1)[0]
+    assert text.startswith("def ") and len(text) == len("def ") + 40
+    assert (directory / "5").is_dir()
+
+
+def test_sample_reads_the_checkpoint(demo_run):
+    directory, _ = demo_run
+    proc = jaxrnn(
+        "sample",
+        "--checkpoint-dir",
+        str(directory),
+        "--prompt",
+        "class ",
+        "--length",
+        "30",
+        "--num-samples",
+        "2",
+        "--temperature",
+        "0",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "step 5" in proc.stdout
+    texts = [block.split("\n", 1)[1].rstrip("\n") for block in proc.stdout.split("--- sample ")[1:]]
+    assert len(texts) == 2
+    assert all(t.startswith("class ") and len(t) == len("class ") + 30 for t in texts)
+    assert texts[0] == texts[1]  # greedy
+
+
+def test_demo_refuses_a_checkpoint_of_other_settings(demo_run):
+    directory, _ = demo_run
+    proc = jaxrnn("demo", "--cell", "gru", *TINY, "--checkpoint-dir", str(directory))
+    assert proc.returncode == 1
+    assert "other settings: --cell gru (checkpoint: lstm)" in proc.stderr

@@ -1,0 +1,263 @@
+"""Bad input fails early with an error that names the argument and the expected vs actual value.
+
+Every :func:`jaxrnn.scan` check runs at trace time, so each is exercised both eagerly and under
+``jax.jit`` (where the wrong shapes and dtypes are abstract). The regexes pin the argument name
+and the numbers, not the rest of the wording.
+"""
+
+from __future__ import annotations
+
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxrnn as jr
+
+# Input size, hidden size, batch, time steps.
+I, H, B, T = 3, 4, 2, 5  # noqa: E741
+
+
+def zeros_params(cell):
+    """Zero params of the cell's layout (the checks under test never look at their values)."""
+    shapes = jax.eval_shape(cell.init, jax.random.key(0))
+    return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+
+LSTM = jr.lstm(I, H)
+LSTM_PARAMS = zeros_params(LSTM)
+RNN = jr.simple_rnn(I, H)
+RNN_PARAMS = zeros_params(RNN)
+XS = np.ones((B, T, I), np.float32)
+
+
+def run_eager(fn, *args):
+    return fn(*args)
+
+
+def run_jit(fn, *args):
+    return jax.jit(fn)(*args)
+
+
+modes = pytest.mark.parametrize("run", [run_eager, run_jit], ids=["eager", "jit"])
+
+
+def scan_lstm(**kwargs):
+    """``(xs, carry, lengths) -> scan(...)`` with the LSTM and fixed keyword options."""
+    return lambda xs, carry=None, lengths=None: jr.scan(
+        LSTM, LSTM_PARAMS, xs, carry, lengths=lengths, **kwargs
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# xs
+
+
+@modes
+def test_wrong_feature_size(run):
+    with pytest.raises(ValueError, match=r"^xs: .*feature size.*\b3\b.*got 6\b.*\(2, 5, 6\)"):
+        run(scan_lstm(), np.ones((B, T, 6), np.float32))
+
+
+@modes
+def test_wrong_feature_size_time_major(run):
+    with pytest.raises(ValueError, match=r"^xs: .*feature size.*\b3\b.*got 2\b"):
+        run(scan_lstm(time_major=True), np.ones((T, B, 2), np.float32))
+
+
+@modes
+@pytest.mark.parametrize("shape", [(I,), ()], ids=str)
+def test_xs_rank_below_two(run, shape):
+    with pytest.raises(
+        ValueError, match=r"^xs: expected at least 2 dims.*got shape " + re.escape(str(shape))
+    ):
+        run(scan_lstm(), np.ones(shape, np.float32))
+
+
+def test_layer_reports_feature_size_of_xs():
+    net = jr.rnn(jr.gru, I, H, num_layers=2, bidirectional=True)
+    params = zeros_params(net)
+    with pytest.raises(ValueError, match=r"^xs: .*feature size.*\b3\b.*got 7\b"):
+        net.apply(params, np.ones((B, T, 7), np.float32))
+
+
+def test_cell_apply_reports_feature_size_of_x():
+    with pytest.raises(ValueError, match=r"^x: .*feature size.*\b3\b.*got 5\b"):
+        RNN.apply(RNN_PARAMS, jnp.zeros(H), jnp.ones(5))
+
+
+# --------------------------------------------------------------------------------------------
+# carry
+
+
+@modes
+def test_carry_batch_shape_differs_from_xs(run):
+    carry = LSTM.initial_carry((B + 1,))
+    with pytest.raises(ValueError, match=r"^carry\.h: expected shape \(2, 4\).*got \(3, 4\)"):
+        run(scan_lstm(), XS, carry)
+
+
+@modes
+def test_carry_batch_shape_time_major(run):
+    """With time_major the batch shape is xs.shape[1:-1]; a batch-major carry is rejected."""
+    carry = LSTM.initial_carry((T,))
+    xs_tm = np.ones((T, B, I), np.float32)
+    with pytest.raises(ValueError, match=r"^carry\.h: expected shape \(2, 4\).*got \(5, 4\)"):
+        run(scan_lstm(time_major=True), xs_tm, carry)
+
+
+@modes
+def test_carry_missing_batch_dims(run):
+    fn = lambda xs, carry: jr.scan(RNN, RNN_PARAMS, xs, carry)
+    with pytest.raises(ValueError, match=r"^carry: expected shape \(2, 4\).*got \(4,\)"):
+        run(fn, XS, np.zeros(H, np.float32))
+
+
+@modes
+def test_carry_wrong_state_size(run):
+    carry = jr.LSTMCarry(np.zeros((B, H), np.float32), np.zeros((B, H + 1), np.float32))
+    with pytest.raises(ValueError, match=r"^carry\.c: expected shape \(2, 4\).*got \(2, 5\)"):
+        run(scan_lstm(), XS, carry)
+
+
+@modes
+@pytest.mark.parametrize(
+    "carry",
+    [
+        np.zeros((B, H), np.float32),  # an array where an LSTMCarry is expected
+        (np.zeros((B, H), np.float32),) * 2,  # a bare tuple
+        jr.LSTMCarry(np.zeros((B, H), np.float32), None),  # a missing leaf
+    ],
+    ids=["array", "tuple", "missing-leaf"],
+)
+def test_carry_wrong_structure(run, carry):
+    with pytest.raises(TypeError, match=r"^carry: expected a pytree of structure.*LSTMCarry"):
+        run(scan_lstm(), XS, carry)
+
+
+@modes
+def test_carry_wrong_dtype(run):
+    carry = LSTM.initial_carry((B,), jnp.float16)
+    with pytest.raises(TypeError, match=r"^carry\.h: expected dtype float32, got float16"):
+        run(scan_lstm(), XS, carry)
+
+
+def test_stack_carry_and_params_entries():
+    net = jr.rnn(jr.lstm, I, H, num_layers=2)
+    params = zeros_params(net)
+    with pytest.raises(ValueError, match=r"^params: expected 2 layer entries, got 1"):
+        net.apply(params[:1], XS)
+    with pytest.raises(ValueError, match=r"^carry: expected 2 layer entries, got 1"):
+        net.apply(params, XS, net.initial_carry((B,))[:1])
+
+
+def test_bidirectional_carry_must_be_bidirectional():
+    bi = jr.bidirectional(jr.gru(I, H))
+    carry = tuple(bi.initial_carry((B,)))
+    with pytest.raises(TypeError, match=r"^carry: expected jr.Bidirectional.*got tuple"):
+        bi.apply(zeros_params(bi), XS, carry)
+    with pytest.raises(TypeError, match=r"^params: expected jr.Bidirectional.*got tuple"):
+        bi.apply(tuple(zeros_params(bi)), XS)
+
+
+# --------------------------------------------------------------------------------------------
+# lengths
+
+
+@modes
+@pytest.mark.parametrize(
+    ("lengths", "dtype"),
+    [(np.array([1.0, 2.0], np.float32), "float32"), (np.array([True, False]), "bool")],
+    ids=["float", "bool"],
+)
+def test_lengths_must_be_integer(run, lengths, dtype):
+    with pytest.raises(TypeError, match=rf"^lengths: expected an integer array, got dtype {dtype}"):
+        run(scan_lstm(), XS, None, lengths)
+
+
+def test_lengths_python_floats_rejected():
+    with pytest.raises(TypeError, match=r"^lengths: .*integer.*float64"):
+        scan_lstm()(XS, None, [1.5, 2.0])
+
+
+@modes
+@pytest.mark.parametrize(
+    ("lengths", "shape"),
+    [(np.array([1, 2, 3]), (3,)), (np.array(2), ()), (np.array([[1, 2]]), (1, 2))],
+    ids=["too-long", "scalar", "extra-dim"],
+)
+def test_lengths_wrong_shape(run, lengths, shape):
+    expected = re.escape(f"expected shape {(B,)}") + r".*got " + re.escape(str(shape))
+    with pytest.raises(ValueError, match=r"^lengths: " + expected):
+        run(scan_lstm(), XS, None, lengths)
+
+
+@pytest.mark.parametrize(
+    ("lengths", "low", "high"),
+    [([-1, 2], -1, 2), ([1, T + 1], 1, 6), ([-3, 9], -3, 9)],
+    ids=["negative", "above-T", "both"],
+)
+@pytest.mark.parametrize("run", ["eager", "jit-closed-over"])
+def test_concrete_lengths_out_of_range(lengths, low, high, run):
+    """Concrete lengths (also constants closed over by a jitted function) are range-checked."""
+    lengths = np.array(lengths, np.int32)
+    pattern = r"^lengths: .*\[0, 5\].*got values in " + re.escape(f"[{low}, {high}]")
+    with pytest.raises(ValueError, match=pattern):
+        if run == "eager":
+            scan_lstm()(XS, None, lengths)
+        else:
+            jax.jit(lambda xs: scan_lstm()(xs, None, lengths))(XS)
+
+
+# --------------------------------------------------------------------------------------------
+# Construction: layers and factories.
+
+
+def test_stack_mismatched_layer_sizes():
+    layers = [jr.layer(jr.gru(I, H)), jr.layer(jr.gru(H + 1, 2))]
+    with pytest.raises(ValueError, match=r"^stack: layer 0 outputs 4 .*layer 1 .*input_size 5"):
+        jr.stack(layers)
+
+
+def test_stack_needs_a_layer():
+    with pytest.raises(ValueError, match=r"^stack: expected at least one layer"):
+        jr.stack([])
+
+
+def test_bidirectional_mismatched_input_sizes():
+    with pytest.raises(ValueError, match=r"^bidirectional: .*input size, got 3 and 2"):
+        jr.bidirectional(jr.gru(I, H), jr.gru(2, H))
+
+
+@pytest.mark.parametrize("p", [1.0, 1.5, -0.1, float("nan")])
+def test_dropout_out_of_range(p):
+    pattern = r"^dropout: expected a probability in \[0, 1\), got " + re.escape(str(p))
+    with pytest.raises(ValueError, match=pattern):
+        jr.stack([jr.layer(jr.gru(I, H)), jr.layer(jr.gru(H, H))], dropout=p)
+    with pytest.raises(ValueError, match=pattern):
+        jr.rnn(jr.gru, I, H, num_layers=2, dropout=p)
+
+
+@pytest.mark.parametrize(
+    ("make", "name", "bad"),
+    [
+        (lambda: jr.simple_rnn(0, H), "input_size", "0"),
+        (lambda: jr.simple_rnn(I, -2), "hidden_size", "-2"),
+        (lambda: jr.gru(2.5, H), "input_size", "2.5"),
+        (lambda: jr.gru(I, True), "hidden_size", "True"),
+        (lambda: jr.lstm(I, 0), "hidden_size", "0"),
+        (lambda: jr.lstm(I, H, proj_size=0), "proj_size", "0"),
+        (lambda: jr.lstm(I, H, proj_size=1.0), "proj_size", "1.0"),
+        (lambda: jr.jordan_rnn(I, H, 0), "output_size", "0"),
+        (lambda: jr.jordan_rnn(I, "4", 2), "hidden_size", "'4'"),
+        (lambda: jr.rnn(jr.gru, I, H, num_layers=0), "num_layers", "0"),
+        (lambda: jr.rnn(jr.gru, I, H, num_layers=2.0), "num_layers", "2.0"),
+        (lambda: jr.rnn(jr.lstm, 0, H), "input_size", "0"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else None,
+)
+def test_bad_factory_sizes(make, name, bad):
+    with pytest.raises(ValueError, match=rf"^{name} must be a positive int, got {re.escape(bad)}$"):
+        make()

@@ -1,0 +1,113 @@
+"""Data parallelism: the same train step on 1 and on 8 (virtual CPU) devices gives the same losses.
+
+``XLA_FLAGS=--xla_force_host_platform_device_count=8`` only takes effect before JAX initialises
+its backend, so the comparison runs in a fresh subprocess that prints its results as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+SCRIPT = textwrap.dedent(
+    """
+    import json, sys, tempfile
+    import jax, jax.numpy as jnp, numpy as np
+    jax.config.update("jax_numpy_dtype_promotion", "strict")
+    jax.config.update("jax_debug_key_reuse", True)
+    import jaxrnn.train as jt
+    from jaxrnn import data
+
+    assert len(jax.devices()) == 8, jax.devices()
+    text = "to be, or not to be, that is the question: " * 6
+    vocab = data.Vocab.from_text(text)
+    model = jt.char_lm(vocab.size, 16, cell="lstm", embed_size=8, dropout=0.1)
+    batches = data.TextBatches(vocab.encode(text), 8, 10, seed=0)
+    opt = jt.default_optimizer(1e-2, 6, warmup_steps=1)
+    out = {}
+
+    def fresh():
+        return jt.init_state(
+            model.init(jax.random.key(0)), opt, jax.random.key(1), model.initial_carry((8,))
+        )
+
+    for name, mesh in [("mesh1", jt.data_mesh(jax.devices()[:1])), ("mesh8", jt.data_mesh())]:
+        step = jt.make_train_step(jt.lm_loss(model), opt, mesh=mesh)
+        state, history = jt.fit(fresh(), step, batches, 6, mesh=mesh, progress=False)
+        out[name] = {
+            "loss": history.train["loss"],
+            "params": [np.asarray(x).ravel().tolist() for x in jax.tree.leaves(state.params)],
+            "param_devices": len(state.params.w_out.sharding.device_set),
+            "params_replicated": bool(state.params.w_out.sharding.is_fully_replicated),
+            "carry_shard_rows": [s.data.shape[0] for s in state.carry[0].h.addressable_shards],
+        }
+        if name == "mesh8":
+            sharded = jt.shard_batch(batches(0), mesh)
+            out[name]["batch_shard_rows"] = [
+                s.data.shape[0] for s in sharded["inputs"].addressable_shards
+            ]
+            # Sharded checkpoints round-trip, with the template's shardings.
+            with tempfile.TemporaryDirectory() as tmp:
+                with jt.Checkpoints(tmp) as ckpt:
+                    ckpt.save(state)
+                    template = jt.shard_state(fresh(), mesh)
+                    restored = ckpt.restore(template)
+            same = jax.tree.map(
+                lambda a, b: bool(np.array_equal(a, b)),
+                jt._to_saveable(restored), jt._to_saveable(state),
+            )
+            out[name]["restored_equal"] = all(jax.tree.leaves(same))
+            out[name]["restored_carry_rows"] = [
+                s.data.shape[0] for s in restored.carry[0].c.addressable_shards
+            ]
+            try:
+                jt.shard_batch({"x": jnp.ones((6, 2))}, mesh)
+            except ValueError as e:
+                out[name]["indivisible_error"] = str(e)
+    print("RESULT " + json.dumps(out))
+    """
+)
+
+
+def test_one_and_eight_devices_give_the_same_training():
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = (
+        env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+    ).strip()
+    env["JAX_PLATFORMS"] = "cpu"
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    (line,) = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    out = json.loads(line[len("RESULT ") :])
+    one, eight = out["mesh1"], out["mesh8"]
+
+    # Really spread over 8 devices: batch and carry split by rows, parameters replicated.
+    assert eight["batch_shard_rows"] == [1] * 8
+    assert eight["carry_shard_rows"] == [1] * 8
+    assert eight["param_devices"] == 8 and eight["params_replicated"]
+    assert one["param_devices"] == 1 and one["carry_shard_rows"] == [8]
+
+    # Same losses (float32 tolerance: the gradient all-reduce sums in another order).
+    assert len(one["loss"]) == len(eight["loss"]) == 6
+    np.testing.assert_allclose(eight["loss"], one["loss"], rtol=1e-5)
+    assert one["loss"][-1] < one["loss"][0]  # it trained
+    for a, b in zip(eight["params"], one["params"], strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+    assert eight["restored_equal"] and eight["restored_carry_rows"] == [1] * 8
+    assert "divisible by the 8 devices" in eight["indivisible_error"]
