@@ -74,7 +74,17 @@ except ImportError:  # optional peer
 LSTM_GATES = "ifgo"  # Flax's per-gate dense names and jaxrnn's fused block order agree
 GRU_GATES = "rzn"
 MODES = ("infer", "train")
-VARIANTS = ("nohoist", "biasstep", "chunk8", "chunk32", "unroll2", "unroll4", "unroll8")
+VARIANTS = (
+    "nohoist",
+    "biasstep",
+    "pergate",
+    "nohoist-pergate",
+    "chunk8",
+    "chunk32",
+    "unroll2",
+    "unroll4",
+    "unroll8",
+)
 GRU_MODE_NOTE = (
     "flax GRUCell computes n = tanh(x W_in + b_in + r * (h W_hn + b_hn)), i.e. the reset gate "
     "multiplies the recurrent projection including its bias; that is jr.gru(reset_after=True) "
@@ -115,9 +125,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=[],
         help="also time these jaxrnn variants, to diagnose where time goes: nohoist (cell "
         "without project/step, so the input projection runs inside the loop), biasstep (project "
-        "without the bias, which step adds instead), chunkK (an outer scan over chunks of K "
-        "steps, each run by jr.scan, so only K steps of projected inputs exist at a time), "
-        "unrollN (jaxrnn and Flax with unroll=N)",
+        "without the bias, which step adds instead), pergate (the recurrent matmul split into "
+        "one matmul per gate, input projection hoisted), nohoist-pergate (per-gate matmuls for "
+        "the input and the recurrence inside the loop, like Flax's LSTMCell), chunkK (an outer "
+        "scan over chunks of K steps, each run by jr.scan, so only K steps of projected inputs "
+        "exist at a time), unrollN (jaxrnn and Flax with unroll=N)",
     )
     p.add_argument(
         "--remat-time", type=int, default=1024, help="T for the remat comparison (default 1024)"
@@ -296,6 +308,59 @@ def chunked_forward(cell: jr.Cell, k: int, unroll: int):
     return forward
 
 
+def per_gate(cell_name: str, cell: jr.Cell, *, hoist: bool) -> jr.Cell:
+    """The same cell, computing each gate's matmuls separately instead of one fused matmul.
+
+    Same parameters and math as ``jr.lstm`` / ``jr.gru(reset_after=True)``; only the matmuls
+    are split along the gate axis (``h @ w_hh[:, k*H:(k+1)*H]`` for each gate ``k``). XLA:CPU
+    can run such independent matmuls concurrently on different cores, whereas one
+    ``(B, H) @ (H, G*H)`` matmul with a small ``B`` runs on one. With ``hoist=False`` the input
+    projection is split per gate too and computed inside the loop, as Flax's ``LSTMCell`` does;
+    with ``hoist=True`` it stays one hoisted matmul over all time steps.
+    """
+    gates = 4 if cell_name == "lstm" else 3
+    hidden = cell.output_size
+
+    def cols(a, k):
+        return a[..., k * hidden : (k + 1) * hidden]
+
+    def core(params, carry, xps):
+        if cell_name == "lstm":
+            h, c = carry
+            i, f, g, o = (xps[k] + h @ cols(params.w_hh, k) for k in range(gates))
+            c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+            h = jax.nn.sigmoid(o) * jnp.tanh(c)
+            return jr.LSTMCarry(h, c), h
+        h = carry
+        hr, hz, hn = (h @ cols(params.w_hh, k) + cols(params.b_hh, k) for k in range(gates))
+        r = jax.nn.sigmoid(xps[0] + hr)
+        z = jax.nn.sigmoid(xps[1] + hz)
+        n = jnp.tanh(xps[2] + r * hn)
+        h = n + z * (h - n)
+        return h, h
+
+    def bias(params):
+        return params.b if cell_name == "lstm" else params.b_ih
+
+    if hoist:
+
+        def step(params, carry, xp):
+            return core(params, carry, [cols(xp, k) for k in range(gates)])
+
+        def apply(params, carry, x):
+            return step(params, carry, cell.project(params, x))
+
+        return jr.Cell(
+            cell.init, apply, cell.initial_carry, cell.input_size, hidden, cell.project, step
+        )
+
+    def apply(params, carry, x):
+        xps = [x @ cols(params.w_ih, k) + cols(bias(params), k) for k in range(gates)]
+        return core(params, carry, xps)
+
+    return jr.Cell(cell.init, apply, cell.initial_carry, cell.input_size, hidden)
+
+
 def unroll_of(variant: str) -> int:
     return int(variant.removeprefix("unroll"))
 
@@ -414,6 +479,12 @@ def build_entries(args, xs, target, key) -> tuple[list[Entry], list[dict]]:
         variant_cells = {
             "nohoist": ("no hoist", without_hoisting(cell), unroll),
             "biasstep": ("bias in step", bias_in_step(cell), unroll),
+            "pergate": ("per-gate matmuls", per_gate(cell_name, cell, hoist=True), unroll),
+            "nohoist-pergate": (
+                "no hoist, per-gate matmuls",
+                per_gate(cell_name, cell, hoist=False),
+                unroll,
+            ),
         }
         for v in args.variants:
             if v in variant_cells:

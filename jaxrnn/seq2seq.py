@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrnn import attention as _attention
+from jaxrnn import decode as _decode
 from jaxrnn.cells import Array, Carry, Cell, PRNGKey
 from jaxrnn.layers import Layer
 from jaxrnn.scan import check_lengths, scan
@@ -44,6 +45,7 @@ __all__ = [
     "Seq2SeqParams",
     "bridge",
     "encoder_decoder",
+    "generate",
     "shift_right",
 ]
 
@@ -425,4 +427,46 @@ def encoder_decoder(
     )
     return Seq2Seq(
         init, apply, scheduled_sampling, encode, decode_step, src_vocab, tgt_vocab, config
+    )
+
+
+def generate(
+    model: Seq2Seq,
+    params: Seq2SeqParams,
+    src: Array,
+    src_lengths: Array | None = None,
+    *,
+    bos_id: int,
+    eos_id: int,
+    max_len: int,
+    beam_size: int | None = None,
+    length_penalty: float = 0.0,
+):
+    """Translate ``src``: :func:`jaxrnn.decode.greedy`, or beam search when ``beam_size``.
+
+    Returns:
+        Greedy tokens ``[batch, max_len]``, or with ``beam_size`` the
+        ``(tokens [batch, beam, max_len], scores [batch, beam])`` of
+        :func:`jaxrnn.decode.beam_search`, best first. BOS is not included.
+
+    >>> import jax, jax.numpy as jnp, jaxrnn as jr
+    >>> model = jr.seq2seq.encoder_decoder(jr.rnn(jr.gru, 4, 8), jr.gru(4, 8), src_vocab=9,
+    ...                                    tgt_vocab=9)
+    >>> params = model.init(jax.random.key(0))
+    >>> src = jnp.ones((2, 5), jnp.int32)
+    >>> jr.seq2seq.generate(model, params, src, bos_id=1, eos_id=2, max_len=4).shape
+    (2, 4)
+    """
+    state = model.encode(params, src, src_lengths)
+    step = model.decode_step(params)
+    if beam_size is None:
+        return _decode.greedy(step, state, bos_id=bos_id, eos_id=eos_id, max_len=max_len)
+    return _decode.beam_search(
+        step,
+        state,
+        bos_id=bos_id,
+        eos_id=eos_id,
+        beam_size=beam_size,
+        max_len=max_len,
+        length_penalty=length_penalty,
     )

@@ -5,18 +5,27 @@ every implementation produced outputs of the same shape, and, since the benchmar
 them the same weights (Flax's, with random biases, mapped to every other layout), that their
 outputs and losses agree. Flax, Equinox and PyTorch are independent references here, so this
 also checks jaxrnn's LSTM and GRU against them.
+
+The whole run happens in one test function: the suite runs under pytest-xdist, where a
+module-scoped fixture would run the benchmark once per worker.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
+import flax.linen as nn
+import jax
+import numpy as np
 import pytest
 
+import jaxrnn as jr
+
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_core.py"
-QUICK = {"batch": 2, "time": 5, "hidden": 4}  # the sizes --quick selects
+QUICK = {"batch": 2, "time": 5, "input": 3, "hidden": 4}  # the sizes --quick selects
 
 
 def load_bench():
@@ -32,81 +41,70 @@ def bench():
     return load_bench()
 
 
-@pytest.fixture(scope="module")
-def results(bench, tmp_path_factory):
-    out = tmp_path_factory.mktemp("bench") / "results.json"
-    return bench.main(["--quick", "--repeats", "1", "--json", str(out)]) | {"json_path": out}
+def test_quick_run(bench, tmp_path):
+    out = tmp_path / "results.json"
+    results = bench.main(["--quick", "--repeats", "1", "--json", str(out)])
+    rows = results["rows"]
 
-
-def test_every_implementation_ran(bench, results):
-    impls = {(r["cell"], r["family"], r["mode"]) for r in results["rows"]}
+    # Every implementation ran, in both modes, for both cells.
     families = ["jaxrnn", "flax"]
     families += ["equinox"] * (bench.eqx is not None) + ["torch"] * (bench.torch is not None)
-    for cell in ("lstm", "gru"):
-        for family in families:
-            for mode in ("infer", "train"):
-                assert (cell, family, mode) in impls
-    flax_lstm = [
-        r["impl"] for r in results["rows"] if r["cell"] == "lstm" and r["family"] == "flax"
-    ]
-    assert len(flax_lstm) == 4  # LSTMCell and OptimizedLSTMCell, two modes each
-    assert all(r["median_ms"] > 0 for r in results["rows"])
+    ran = {(r["cell"], r["family"], r["mode"]) for r in rows}
+    expected = {(c, f, m) for c in ("lstm", "gru") for f in families for m in ("infer", "train")}
+    assert expected <= ran, expected - ran
+    assert sum(r["cell"] == "lstm" and r["family"] == "flax" for r in rows) == 4  # 2 cells x 2
+    assert all(r["median_ms"] > 0 for r in rows)
 
+    # Same output shapes: ys for inference, a scalar loss for training.
+    shapes = {"infer": [QUICK["batch"], QUICK["time"], QUICK["hidden"]], "train": []}
+    for r in rows:
+        assert r["out_shape"] == shapes[r["mode"]], (r["impl"], r["mode"])
 
-def test_outputs_have_the_same_shape(results):
-    expected = {"infer": [QUICK["batch"], QUICK["time"], QUICK["hidden"]], "train": []}
-    for r in results["rows"]:
-        assert r["out_shape"] == expected[r["mode"]], r["impl"]
-
-
-def test_all_implementations_agree_given_the_same_weights(results):
-    for r in results["rows"]:
+    # Same weights everywhere, so the same ys and loss as jaxrnn.
+    for r in rows:
         assert r["max_abs_diff_vs_jaxrnn"] is not None, r["impl"]
         assert r["max_abs_diff_vs_jaxrnn"] < 1e-5, (r["impl"], r["mode"])
 
+    # Flax's GRUCell is jr.gru(reset_after=True), and the other form really differs.
+    checks = {c["check"]: c["value"] for c in results["checks"]}
+    assert next(v for k, v in checks.items() if "reset_after=True" in k) < 1e-5
+    assert next(v for k, v in checks.items() if "reset_after=False" in k) > 1e-3
 
-def test_gru_mode_matches_flax_only_with_reset_after(results):
-    diffs = {c["check"]: c["value"] for c in results["checks"]}
-    after = next(v for k, v in diffs.items() if "reset_after=True" in k)
-    before = next(v for k, v in diffs.items() if "reset_after=False" in k)
-    assert after < 1e-5
-    assert before > 1e-3  # the other form really computes something else with these weights
-
-
-def test_remat_reduces_temp_memory(results):
-    rows = {(r["cell"], r["remat"]): r for r in results["remat"] if r["form"] == "jr.scan"}
+    # remat=True computes the same loss with less XLA temp memory.
+    remat = {(r["cell"], r["remat"]): r for r in results["remat"] if r["form"] == "jr.scan"}
     for cell in ("lstm", "gru"):
-        off, on = rows[(cell, False)], rows[(cell, True)]
+        off, on = remat[(cell, False)], remat[(cell, True)]
         assert on["loss"] == pytest.approx(off["loss"], rel=1e-5)
         if off["temp_bytes"] is not None:
             assert on["temp_bytes"] < off["temp_bytes"]
 
-
-def test_acceptance_and_json(results):
-    import json
-
+    # One acceptance ratio per cell and mode, and the JSON dump holds everything.
     assert {(a["cell"], a["mode"]) for a in results["acceptance"]} == {
         (c, m) for c in ("lstm", "gru") for m in ("infer", "train")
     }
-    dumped = json.loads(results["json_path"].read_text())
-    assert len(dumped["rows"]) == len(results["rows"])
+    assert all(a["ratio"] > 0 for a in results["acceptance"])
+    dumped = json.loads(out.read_text())
+    assert len(dumped["rows"]) == len(rows)
+    assert dumped["config"]["hidden"] == QUICK["hidden"]
 
 
-def test_flax_lstm_mapping_single_step(bench):
-    """The weight mapping alone: one Flax LSTMCell step equals one jaxrnn step."""
-    import flax.linen as nn
-    import jax
-    import jax.numpy as jnp
-    import numpy as np
-
-    import jaxrnn as jr
-
+@pytest.mark.parametrize("cell_name", ["lstm", "gru"])
+def test_flax_weight_mapping_single_step(bench, cell_name):
+    """The weight mapping alone: one Flax cell step equals one jaxrnn step."""
+    n_in, H = 5, 6
     k_params, k_x, k_h, k_c = jax.random.split(jax.random.key(1), 4)
-    xs = jax.random.normal(k_x, (3, 1, 5))
-    fp = bench.flax_params("lstm", 6, xs, k_params)
-    h, c = jax.random.normal(k_h, (3, 6)), jax.random.normal(k_c, (3, 6))
-    (c_flax, h_flax), _ = nn.LSTMCell(6).apply({"params": fp["cell"]}, (c, h), xs[:, 0])
-    carry, _ = jr.lstm(5, 6).apply(bench.flax_lstm_to_jaxrnn(fp), jr.LSTMCarry(h, c), xs[:, 0])
-    np.testing.assert_allclose(carry.h, h_flax, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(carry.c, c_flax, rtol=1e-5, atol=1e-6)
-    assert float(jnp.max(jnp.abs(fp["cell"]["hf"]["bias"]))) > 0  # biases were randomised
+    xs = jax.random.normal(k_x, (3, 1, n_in))
+    x = xs[:, 0]
+    fp = bench.flax_params(cell_name, H, xs, k_params)
+    assert float(np.max(np.abs(fp["cell"]["hn" if cell_name == "gru" else "hf"]["bias"]))) > 0
+    h, c = jax.random.normal(k_h, (3, H)), jax.random.normal(k_c, (3, H))
+    if cell_name == "lstm":
+        (c_ref, h_ref), _ = nn.LSTMCell(H).apply({"params": fp["cell"]}, (c, h), x)
+        carry, _ = jr.lstm(n_in, H).apply(bench.flax_lstm_to_jaxrnn(fp), jr.LSTMCarry(h, c), x)
+        np.testing.assert_allclose(carry.c, c_ref, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(carry.h, h_ref, rtol=1e-5, atol=1e-6)
+    else:
+        h_ref, _ = nn.GRUCell(H).apply({"params": fp["cell"]}, h, x)
+        cell = jr.gru(n_in, H, reset_after=True)
+        h_new, _ = cell.apply(bench.flax_gru_to_jaxrnn(fp), h, x)
+        np.testing.assert_allclose(h_new, h_ref, rtol=1e-5, atol=1e-6)

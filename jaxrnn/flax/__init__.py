@@ -2,7 +2,8 @@
 
 ``import jaxrnn`` never imports Flax; this subpackage does. The Linen modules are
 :class:`RNN` (one cell over a sequence, via :func:`jaxrnn.scan`) and :class:`Layer` (any
-:class:`jaxrnn.Layer`: bidirectional, stacked, with dropout), defined in
+:class:`jaxrnn.Layer`: bidirectional, stacked, with dropout) and :class:`Seq2Seq` (an
+encoder–decoder of :mod:`jaxrnn.seq2seq`), defined in
 :mod:`jaxrnn.flax.linen`; their NNX counterparts live in :mod:`jaxrnn.flax.nnx`. The modules
 hold parameters and call the pure functions; they contain no recurrence math of their own.
 
@@ -18,6 +19,6 @@ True
 """
 
 from jaxrnn.flax import linen, nnx
-from jaxrnn.flax.linen import RNN, Layer
+from jaxrnn.flax.linen import RNN, Layer, Seq2Seq
 
-__all__ = ["RNN", "Layer", "linen", "nnx"]
+__all__ = ["RNN", "Layer", "Seq2Seq", "linen", "nnx"]

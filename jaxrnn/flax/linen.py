@@ -26,12 +26,15 @@ from typing import Any
 
 import flax.linen as nn
 
+from jaxrnn import seq2seq as _seq2seq
 from jaxrnn.cells import Array, Cell
 from jaxrnn.flax._common import uses_key
 from jaxrnn.layers import Layer as _Layer
 from jaxrnn.scan import scan
+from jaxrnn.seq2seq import Seq2Seq as _Seq2Seq
+from jaxrnn.seq2seq import Seq2SeqOutput
 
-__all__ = ["RNN", "Layer"]
+__all__ = ["RNN", "Layer", "Seq2Seq"]
 
 
 class RNN(nn.Module):
@@ -164,3 +167,92 @@ class Layer(nn.Module):
             key = self.make_rng("dropout")
         carry, ys = self.layer.apply(params, xs, initial_carry, lengths=lengths, key=key)
         return (carry, ys) if return_carry else ys
+
+
+class Seq2Seq(nn.Module):
+    """A jaxrnn encoder–decoder (:func:`jaxrnn.seq2seq.encoder_decoder`) as a Linen module.
+
+    The model's :class:`~jaxrnn.seq2seq.Seq2SeqParams` are one param named ``"model"``,
+    initialised by ``model.init``. ``__call__`` is ``model.apply`` (teacher forcing);
+    :meth:`generate` is :func:`jaxrnn.seq2seq.generate` (greedy or beam-search decoding).
+    Dropout in the encoder follows Linen's convention, as in :class:`Layer`.
+
+    Attributes:
+        model: the :class:`~jaxrnn.seq2seq.Seq2Seq`.
+        deterministic: disable dropout (``None``: decided at call time).
+
+    >>> import jax, jax.numpy as jnp, jaxrnn as jr, jaxrnn.flax as jrf
+    >>> model = jr.seq2seq.encoder_decoder(
+    ...     jr.rnn(jr.gru, 8, 16, bidirectional=True), jr.gru(8 + 32, 16),
+    ...     src_vocab=20, tgt_vocab=20,
+    ...     attention=jr.attention.additive(query_size=16, key_size=32, hidden_size=16),
+    ... )
+    >>> net = jrf.Seq2Seq(model)
+    >>> src, src_len = jnp.ones((2, 7), jnp.int32), jnp.array([7, 4])
+    >>> tgt_in = jr.seq2seq.shift_right(jnp.full((2, 5), 3, jnp.int32), bos_id=1)
+    >>> variables = net.init(jax.random.key(0), src, tgt_in, src_lengths=src_len)
+    >>> out = net.apply(variables, src, tgt_in, src_lengths=src_len)
+    >>> out.logits.shape, out.weights.shape
+    ((2, 5, 20), (2, 5, 7))
+    >>> tokens = net.apply(variables, src, src_len, bos_id=1, eos_id=2, max_len=6,
+    ...                    method="generate")
+    >>> tokens.shape
+    (2, 6)
+    """
+
+    model: _Seq2Seq
+    deterministic: bool | None = None
+
+    def setup(self):
+        self.params_ = self.param("model", self.model.init)
+
+    def _dropout_key(self, deterministic: bool | None):
+        encoder = dict(self.model.config).get("encoder")
+        if encoder is None or not uses_key(encoder):
+            return None
+        if nn.merge_param("deterministic", self.deterministic, deterministic):
+            return None
+        return self.make_rng("dropout")
+
+    def __call__(
+        self,
+        src: Array,
+        tgt_in: Array,
+        *,
+        src_lengths: Array | None = None,
+        tgt_lengths: Array | None = None,
+        deterministic: bool | None = None,
+    ) -> Seq2SeqOutput:
+        """Teacher-forced logits (and attention weights) for ``tgt_in``; see ``model.apply``."""
+        return self.model.apply(
+            self.params_,
+            src,
+            tgt_in,
+            src_lengths=src_lengths,
+            tgt_lengths=tgt_lengths,
+            dropout_key=self._dropout_key(deterministic),
+        )
+
+    def generate(
+        self,
+        src: Array,
+        src_lengths: Array | None = None,
+        *,
+        bos_id: int,
+        eos_id: int,
+        max_len: int,
+        beam_size: int | None = None,
+        length_penalty: float = 0.0,
+    ):
+        """Decode ``src`` with :func:`jaxrnn.seq2seq.generate` (greedy, or beam search)."""
+        return _seq2seq.generate(
+            self.model,
+            self.params_,
+            src,
+            src_lengths,
+            bos_id=bos_id,
+            eos_id=eos_id,
+            max_len=max_len,
+            beam_size=beam_size,
+            length_penalty=length_penalty,
+        )

@@ -42,8 +42,10 @@ from jaxrnn.cells import Array, Cell
 from jaxrnn.flax._common import uses_key
 from jaxrnn.layers import Layer as _Layer
 from jaxrnn.scan import scan
+from jaxrnn.seq2seq import Seq2Seq as _Seq2Seq
+from jaxrnn.seq2seq import Seq2SeqOutput, generate
 
-__all__ = ["RNN", "Layer", "ParamTree"]
+__all__ = ["RNN", "Layer", "ParamTree", "Seq2Seq"]
 
 
 class ParamTree(nnx.Module):
@@ -318,6 +320,71 @@ class Layer(nnx.Module):
             key = _draw_key(self.rngs if rngs is None else rngs)
         carry, ys = self.layer.apply(self.get_params(), xs, initial_carry, lengths=lengths, key=key)
         return (carry, ys) if return_carry else ys
+
+
+class Seq2Seq(nnx.Module):
+    """A jaxrnn encoder–decoder (:func:`jaxrnn.seq2seq.encoder_decoder`) as an NNX module.
+
+    Same calls and results as :class:`jaxrnn.flax.Seq2Seq` (Linen): ``__call__`` is
+    ``model.apply`` (teacher forcing) and :meth:`generate` is :func:`jaxrnn.seq2seq.generate`.
+    Parameters and encoder dropout work as in :class:`Layer`.
+
+    Args:
+        model: the :class:`~jaxrnn.seq2seq.Seq2Seq`.
+        deterministic: disable dropout.
+        rngs: ``model.init`` gets a key from the ``params`` stream; dropout uses ``dropout``.
+
+    >>> import jax.numpy as jnp, jaxrnn as jr
+    >>> from flax import nnx
+    >>> import jaxrnn.flax.nnx as jrnnx
+    >>> model = jr.seq2seq.encoder_decoder(
+    ...     jr.rnn(jr.gru, 8, 16), jr.gru(8 + 16, 16), src_vocab=20, tgt_vocab=20,
+    ...     attention=jr.attention.dot(16),
+    ... )
+    >>> net = jrnnx.Seq2Seq(model, rngs=nnx.Rngs(0))
+    >>> src, tgt_in = jnp.ones((2, 7), jnp.int32), jnp.ones((2, 5), jnp.int32)
+    >>> net(src, tgt_in).logits.shape, net.generate(src, bos_id=1, eos_id=2, max_len=6).shape
+    ((2, 5, 20), (2, 6))
+    """
+
+    def __init__(self, model: _Seq2Seq, *, deterministic: bool = False, rngs: nnx.Rngs):
+        self.model = model
+        self.deterministic = deterministic
+        self.params = _to_nnx(model.init(rngs.params()))
+        self._encoder_dropout = uses_key(dict(model.config)["encoder"])
+        self.rngs = rngs["dropout"].fork() if self._encoder_dropout else nnx.data(None)
+
+    get_params = Layer.get_params
+    set_params = Layer.set_params
+    set_view = Layer.set_view
+
+    def __call__(
+        self,
+        src: Array,
+        tgt_in: Array,
+        *,
+        src_lengths: Array | None = None,
+        tgt_lengths: Array | None = None,
+        deterministic: bool | None = None,
+        rngs: nnx.Rngs | nnx.RngStream | jax.Array | None = None,
+    ) -> Seq2SeqOutput:
+        """Teacher-forced logits (and attention weights) for ``tgt_in``; see ``model.apply``."""
+        deterministic = self.deterministic if deterministic is None else deterministic
+        key = None
+        if self._encoder_dropout and not deterministic:
+            key = _draw_key(self.rngs if rngs is None else rngs)
+        return self.model.apply(
+            self.get_params(),
+            src,
+            tgt_in,
+            src_lengths=src_lengths,
+            tgt_lengths=tgt_lengths,
+            dropout_key=key,
+        )
+
+    def generate(self, src: Array, src_lengths: Array | None = None, **kwargs):
+        """Decode ``src``: :func:`jaxrnn.seq2seq.generate` with this module's params."""
+        return generate(self.model, self.get_params(), src, src_lengths, **kwargs)
 
 
 def _draw_key(rngs: Any) -> jax.Array:
