@@ -27,6 +27,10 @@ Finally it measures what ``remat=True`` buys: the compiled training step of a lo
 (``--remat-time``) with and without rematerialisation, reporting XLA's temporary buffer size
 (``compiled.memory_analysis().temp_size_in_bytes``) and the time per step.
 
+``--variants`` adds jaxrnn built other ways (no hoisted input projection, bias added in the
+step, per-gate matmuls, chunked projection, unrolling) to find where time goes; see
+benchmarks/README.md for what they showed.
+
 Run from the repository root::
 
     python benchmarks/bench_core.py                  # full size, (B, T, I, H) = (32, 128, 128, 256)
@@ -75,6 +79,7 @@ LSTM_GATES = "ifgo"  # Flax's per-gate dense names and jaxrnn's fused block orde
 GRU_GATES = "rzn"
 MODES = ("infer", "train")
 VARIANTS = (
+    "hoist",
     "nohoist",
     "biasstep",
     "pergate",
@@ -123,7 +128,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         nargs="*",
         choices=VARIANTS,
         default=[],
-        help="also time these jaxrnn variants, to diagnose where time goes: nohoist (cell "
+        help="also time these jaxrnn variants, to diagnose where time goes: hoist (jr.scan "
+        "with hoist=True, the input projection of all steps in one matmul before the loop; the "
+        "default on accelerators), nohoist (cell "
         "without project/step, so the input projection runs inside the loop), biasstep (project "
         "without the bias, which step adds instead), pergate (the recurrent matmul split into "
         "one matmul per gate, input projection hoisted), nohoist-pergate (per-gate matmuls for "
@@ -250,9 +257,9 @@ def jax_entry(cell, impl, family, forward, params, xs, target, **kw) -> Entry:
     return Entry(cell, impl, family, run_infer, run_train, **kw)
 
 
-def jaxrnn_forward(cell: jr.Cell, unroll: int):
+def jaxrnn_forward(cell: jr.Cell, unroll: int, hoist: bool | None = None):
     def forward(params, xs):
-        return jr.scan(cell, params, xs, unroll=unroll)[1]
+        return jr.scan(cell, params, xs, unroll=unroll, hoist=hoist)[1]
 
     return forward
 
@@ -487,9 +494,11 @@ def build_entries(args, xs, target, key) -> tuple[list[Entry], list[dict]]:
             ),
         }
         for v in args.variants:
-            if v in variant_cells:
+            if v == "hoist":
+                name, forward = "hoist=True", jaxrnn_forward(cell, unroll, hoist=True)
+            elif v in variant_cells:
                 name, c, u = variant_cells[v]
-                forward = jaxrnn_forward(c, u)
+                forward = jaxrnn_forward(c, u, hoist=True)
             elif v.startswith("chunk"):
                 k = int(v.removeprefix("chunk"))
                 if args.time % k:

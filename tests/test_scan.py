@@ -25,6 +25,11 @@ import jaxrnn as jr
 
 # Input, hidden, Jordan output and LSTM projection sizes; time steps.
 I, H, O, P, T = 3, 4, 2, 2, 5  # noqa: E741
+# The library cells' tests run the hoisted path (input projection before the loop) explicitly:
+# on the CPU jr.scan's default is the per-step form, which the "-nohoist" cells (built from
+# ``apply`` alone) exercise against the same references.
+scan = functools.partial(jr.scan, hoist=True)
+
 TOL = dict(rtol=2e-5, atol=2e-5)  # float32, batched/hoisted vs per-sequence rounding
 
 FACTORIES = {
@@ -157,10 +162,10 @@ def variants_fn(name):
 
     def run(params, xs, carry, lengths):
         return {
-            "plain": jr.scan(cell, params, xs),
-            "reverse+carry": jr.scan(cell, params, xs, carry, reverse=True),
-            "lengths+carry": jr.scan(cell, params, xs, carry, lengths=lengths),
-            "reverse+lengths": jr.scan(cell, params, xs, lengths=lengths, reverse=True),
+            "plain": scan(cell, params, xs),
+            "reverse+carry": scan(cell, params, xs, carry, reverse=True),
+            "lengths+carry": scan(cell, params, xs, carry, lengths=lengths),
+            "reverse+lengths": scan(cell, params, xs, lengths=lengths, reverse=True),
         }
 
     return jax.jit(run)
@@ -210,7 +215,7 @@ OPTION_ROWS = [
 def options_fn(name, time_major, unroll, remat, reverse):
     cell = CELLS[name]
     opts = dict(time_major=time_major, unroll=unroll, remat=remat, reverse=reverse)
-    return jax.jit(lambda p, xs, c, lengths: jr.scan(cell, p, xs, c, lengths=lengths, **opts))
+    return jax.jit(lambda p, xs, c, lengths: scan(cell, p, xs, c, lengths=lengths, **opts))
 
 
 @pytest.mark.parametrize(
@@ -268,10 +273,10 @@ def empty_fn(name):
     def run(params, xs, carry, lengths):
         xs_tm = jnp.moveaxis(xs, -2, 0)
         return {
-            "default carry": jr.scan(cell, params, xs),
-            "given carry": jr.scan(cell, params, xs, carry, reverse=True),
-            "lengths": jr.scan(cell, params, xs, carry, lengths=lengths),
-            "time major": jr.scan(cell, params, xs_tm, carry, time_major=True),
+            "default carry": scan(cell, params, xs),
+            "given carry": scan(cell, params, xs, carry, reverse=True),
+            "lengths": scan(cell, params, xs, carry, lengths=lengths),
+            "time major": scan(cell, params, xs_tm, carry, time_major=True),
         }
 
     return jax.jit(run)
@@ -300,7 +305,7 @@ def test_concrete_and_traced_lengths_agree(name):
     cell, params, batch_shape = CELLS[name], params_of(name), (2, 3)
     xs, carry = random_xs(rng, batch_shape), random_carry(rng, cell, batch_shape)
     lengths = mixed_lengths(rng, batch_shape)
-    eager = jr.scan(cell, params, xs, carry, lengths=lengths)
+    eager = scan(cell, params, xs, carry, lengths=lengths)
     traced = variants_fn(name)(params, xs, carry, lengths)["lengths+carry"]
     assert_trees_close(eager, traced, **TOL)
     assert_trees_close(eager, loop_scan(cell, params, xs, carry, lengths), **TOL)
@@ -315,7 +320,7 @@ def test_vmap_equals_batched_call(name):
     lengths = mixed_lengths(rng, batch_shape)
 
     def single(xs, carry, lengths):
-        return jr.scan(cell, params, xs, carry, lengths=lengths, reverse=True)
+        return scan(cell, params, xs, carry, lengths=lengths, reverse=True)
 
     @jax.jit
     def run(xs, carry, lengths):
@@ -340,7 +345,7 @@ def grad_fn(name):
     cell = CELLS[name]
 
     def loss(params, xs, carry, lengths, w_carry, w_ys, remat):
-        c, ys = jr.scan(cell, params, xs, carry, lengths=lengths, reverse=True, remat=remat)
+        c, ys = scan(cell, params, xs, carry, lengths=lengths, reverse=True, remat=remat)
         return weighted_sum(c, ys, w_carry, w_ys)
 
     value_and_grad = jax.value_and_grad(loss, argnums=(0, 1, 2))
@@ -430,7 +435,7 @@ def test_jvp_matches_loop(name):
     )
 
     def scan_fn(p, x, c):
-        return jr.scan(cell, p, x, c, lengths=lengths, reverse=True)
+        return scan(cell, p, x, c, lengths=lengths, reverse=True)
 
     def loop_fn(p, x, c):
         return loop_scan(cell, p, x, c, lengths, reverse=True)
@@ -465,7 +470,7 @@ def test_grad_matches_finite_differences_float64():
         @jax.jit
         @functools.partial(jax.value_and_grad, argnums=(0, 1, 2))
         def loss(params, xs, carry):
-            c, ys = jr.scan(cell, params, xs, carry, lengths=lengths, reverse=True)
+            c, ys = scan(cell, params, xs, carry, lengths=lengths, reverse=True)
             return jnp.sum(ys * w_ys) + jnp.sum(c.h) - jnp.sum(c.c**2)
 
         grads = jax.tree.leaves(loss(*args)[1])
@@ -476,3 +481,18 @@ def test_grad_matches_finite_differences_float64():
             minus = loss(*jax.tree.map(lambda a, d: a - eps * d, args, v))[0]
             directional = sum(np.vdot(g, d) for g, d in zip(grads, jax.tree.leaves(v), strict=True))
             np.testing.assert_allclose(directional, (plus - minus) / (2 * eps), rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", LIBRARY_CELLS)
+def test_hoist_default_and_both_settings_agree(name):
+    """``hoist=None`` (per backend), ``True`` and ``False`` compute the same function."""
+    rng = np.random.default_rng(4)
+    cell, params, batch_shape = CELLS[name], params_of(name), (2, 3)
+    xs, lengths = random_xs(rng, batch_shape), mixed_lengths(rng, batch_shape)
+    run = jax.jit(
+        lambda p, xs, lengths, hoist: jr.scan(cell, p, xs, lengths=lengths, hoist=hoist),
+        static_argnums=3,
+    )
+    default = run(params, xs, lengths, None)
+    assert_trees_close(run(params, xs, lengths, True), default, **TOL)
+    assert_trees_close(run(params, xs, lengths, False), default, **TOL)

@@ -233,26 +233,7 @@ class Seq2Seq(nn.Module):
             dropout_key=self._dropout_key(deterministic),
         )
 
-    def generate(
-        self,
-        src: Array,
-        src_lengths: Array | None = None,
-        *,
-        bos_id: int,
-        eos_id: int,
-        max_len: int,
-        beam_size: int | None = None,
-        length_penalty: float = 0.0,
-    ):
-        """Decode ``src`` with :func:`jaxrnn.seq2seq.generate` (greedy, or beam search)."""
-        return _seq2seq.generate(
-            self.model,
-            self.params_,
-            src,
-            src_lengths,
-            bos_id=bos_id,
-            eos_id=eos_id,
-            max_len=max_len,
-            beam_size=beam_size,
-            length_penalty=length_penalty,
-        )
+    def generate(self, src: Array, src_lengths: Array | None = None, **kwargs):
+        """Decode ``src``: :func:`jaxrnn.seq2seq.generate` with this module's params
+        (``bos_id``, ``eos_id``, ``max_len``, and ``beam_size`` for beam search)."""
+        return _seq2seq.generate(self.model, self.params_, src, src_lengths, **kwargs)
