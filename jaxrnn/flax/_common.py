@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from jaxrnn.layers import Layer, bidirectional, layer, rnn, stack
+from jaxrnn.scan import scan
 
 
 def uses_key(lay: Layer) -> bool:
@@ -22,3 +25,19 @@ def uses_key(lay: Layer) -> bool:
     if factory is stack:
         return cfg["dropout"] > 0.0 or any(uses_key(sub) for sub in cfg["layers"])
     return True
+
+
+def run_cell(module: Any, params: Any, xs, initial_carry, lengths, return_carry: bool):
+    """``jr.scan`` with the options a Linen or NNX ``RNN`` module holds; the modules' body."""
+    carry, ys = scan(
+        module.cell,
+        params,
+        xs,
+        initial_carry,
+        lengths=lengths,
+        reverse=module.reverse,
+        time_major=module.time_major,
+        unroll=module.unroll,
+        remat=module.remat,
+    )
+    return (carry, ys) if return_carry else ys

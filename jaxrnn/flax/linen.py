@@ -28,9 +28,8 @@ import flax.linen as nn
 
 from jaxrnn import seq2seq as _seq2seq
 from jaxrnn.cells import Array, Cell
-from jaxrnn.flax._common import uses_key
+from jaxrnn.flax._common import run_cell, uses_key
 from jaxrnn.layers import Layer as _Layer
-from jaxrnn.scan import scan
 from jaxrnn.seq2seq import Seq2Seq as _Seq2Seq
 from jaxrnn.seq2seq import Seq2SeqOutput
 
@@ -93,18 +92,7 @@ class RNN(nn.Module):
             ``ys``, or ``(carry, ys)`` when ``return_carry``.
         """
         params = self.param("cell", self.cell.init)
-        carry, ys = scan(
-            self.cell,
-            params,
-            xs,
-            initial_carry,
-            lengths=lengths,
-            reverse=self.reverse,
-            time_major=self.time_major,
-            unroll=self.unroll,
-            remat=self.remat,
-        )
-        return (carry, ys) if return_carry else ys
+        return run_cell(self, params, xs, initial_carry, lengths, return_carry)
 
 
 class Layer(nn.Module):

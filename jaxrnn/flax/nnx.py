@@ -39,9 +39,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxrnn.cells import Array, Cell
-from jaxrnn.flax._common import uses_key
+from jaxrnn.flax._common import run_cell, uses_key
 from jaxrnn.layers import Layer as _Layer
-from jaxrnn.scan import scan
 from jaxrnn.seq2seq import Seq2Seq as _Seq2Seq
 from jaxrnn.seq2seq import Seq2SeqOutput, generate
 
@@ -221,18 +220,7 @@ class RNN(nnx.Module):
         Returns:
             ``ys``, or ``(carry, ys)`` when ``return_carry``.
         """
-        carry, ys = scan(
-            self.cell,
-            self.get_params(),
-            xs,
-            initial_carry,
-            lengths=lengths,
-            reverse=self.reverse,
-            time_major=self.time_major,
-            unroll=self.unroll,
-            remat=self.remat,
-        )
-        return (carry, ys) if return_carry else ys
+        return run_cell(self, self.get_params(), xs, initial_carry, lengths, return_carry)
 
 
 class Layer(nnx.Module):
