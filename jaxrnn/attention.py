@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrnn.cells import Array, Carry, Cell, Params, PRNGKey
+from jaxrnn.cells import Array, Carry, Cell, Params, PRNGKey, _check_size
 
 __all__ = [
     "AdditiveParams",
@@ -171,12 +171,6 @@ def masked_softmax(scores: Array, mask: Array | None = None) -> Array:
     z = jnp.where(mask, jnp.exp(safe - m), zero)
     total = jnp.sum(z, axis=-1, keepdims=True)
     return z / jnp.where(total > 0, total, jnp.ones((), scores.dtype))
-
-
-def _check_size(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
 
 
 def _prepare_memory(keys, values, mask, key_size: int):

@@ -35,6 +35,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxrnn.cells import _check_size
+
 __all__ = [
     "DATE_FORMATS",
     "STDLIB_MODULES",
@@ -292,9 +294,8 @@ class TextBatches:
         ids = np.asarray(ids)
         if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
             raise ValueError(f"ids: expected a 1-D integer array, got {ids.dtype} {ids.shape}")
-        for name, value in (("batch_size", batch_size), ("seq_len", seq_len)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        _check_size("batch_size", batch_size)
+        _check_size("seq_len", seq_len)
         # The largest offset is seq_len - 1 and every input needs its next token as target.
         num_chunks = (ids.size - seq_len) // (batch_size * seq_len)
         if num_chunks < 1:

@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxrnn.cells import Array, Carry, Cell, Params, PRNGKey
+from jaxrnn.cells import Array, Carry, Cell, Params, PRNGKey, _check_size
 from jaxrnn.scan import scan
 
 __all__ = ["Bidirectional", "Layer", "bidirectional", "layer", "rnn", "stack"]
@@ -271,8 +271,7 @@ def rnn(
     >>> ys.shape, len(carry), carry[1].forward.c.shape
     ((4, 7, 32), 2, (4, 16))
     """
-    if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
-        raise ValueError(f"num_layers must be a positive int, got {num_layers!r}")
+    _check_size("num_layers", num_layers)
     opts = dict(time_major=time_major, unroll=unroll, remat=remat)
     layers, size = [], input_size
     for _ in range(num_layers):

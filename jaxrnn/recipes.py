@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxrnn.cells import Array, Cell, PRNGKey
+from jaxrnn.cells import Array, Cell, PRNGKey, _check_size
 from jaxrnn.layers import Bidirectional, Layer, layer
 from jaxrnn.seq2seq import DenseParams, _dense, _dense_init
 
@@ -57,12 +57,6 @@ def _as_layer(rnn: Layer | Cell) -> Layer:
     if isinstance(rnn, Layer):
         return rnn
     raise TypeError(f"rnn: expected a jaxrnn.Cell or jaxrnn.Layer, got {type(rnn).__name__}")
-
-
-def _check_out(output_size) -> int:
-    if isinstance(output_size, bool) or not isinstance(output_size, int) or output_size < 1:
-        raise ValueError(f"output_size must be a positive int, got {output_size!r}")
-    return output_size
 
 
 def _init(rnn_init, in_size: int, out_size: int, dtype):
@@ -112,7 +106,7 @@ def many_to_many(rnn: Layer | Cell, output_size: int, *, dtype=jnp.float32) -> M
     (2, 7, 5)
     """
     net = _as_layer(rnn)
-    _check_out(output_size)
+    _check_size("output_size", output_size)
 
     def apply(params, xs, *, lengths=None, key=None):
         _, ys = net.apply(params.rnn, xs, lengths=lengths, key=key)
@@ -144,7 +138,7 @@ def many_to_one(rnn: Layer | Cell, output_size: int, *, dtype=jnp.float32) -> Mo
     (2, 4)
     """
     net = _as_layer(rnn)
-    _check_out(output_size)
+    _check_size("output_size", output_size)
 
     def apply(params, xs, *, lengths=None, key=None):
         carry, _ = net.apply(params.rnn, xs, lengths=lengths, key=key)
@@ -192,7 +186,7 @@ def one_to_many(
     >>> model.generate(params, jnp.ones((4, 2)), length=6).shape
     (4, 6, 1)
     """
-    _check_out(output_size)
+    _check_size("output_size", output_size)
     if cell.input_size != vector_size + output_size:
         raise ValueError(
             f"cell: input_size {cell.input_size} must be vector_size + output_size = "

@@ -32,7 +32,7 @@ import numpy as np
 
 from jaxrnn import attention as _attention
 from jaxrnn import decode as _decode
-from jaxrnn.cells import Array, Carry, Cell, PRNGKey
+from jaxrnn.cells import Array, Carry, Cell, PRNGKey, _check_size
 from jaxrnn.layers import Layer
 from jaxrnn.scan import check_lengths, scan
 
@@ -284,9 +284,8 @@ def encoder_decoder(
         raise TypeError(f"encoder: expected a jaxrnn.Layer, got {type(encoder).__name__}")
     if not isinstance(decoder_cell, Cell):
         raise TypeError(f"decoder_cell: expected a jaxrnn.Cell, got {type(decoder_cell).__name__}")
-    for name, value in (("src_vocab", src_vocab), ("tgt_vocab", tgt_vocab)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    _check_size("src_vocab", src_vocab)
+    _check_size("tgt_vocab", tgt_vocab)
     if None in (encoder.input_size, encoder.output_size):
         raise ValueError("encoder: needs known input_size and output_size")
     src_embed_size, memory_size = encoder.input_size, encoder.output_size

@@ -74,6 +74,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm import tqdm
 
 from jaxrnn import data as _data
+from jaxrnn import losses as _losses
 from jaxrnn.cells import gru, lstm, simple_rnn
 from jaxrnn.layers import rnn
 
@@ -897,8 +898,7 @@ def char_lm(
 
 def cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
     """Mean negative log-likelihood (nats) of integer ``targets`` under ``logits``."""
-    logp = jax.nn.log_softmax(logits, axis=-1)
-    return -jnp.mean(jnp.take_along_axis(logp, targets[..., None], axis=-1))
+    return _losses.softmax_cross_entropy(logits, targets, reduction="mean")
 
 
 def lm_loss(model: CharLM) -> LossFn:
