@@ -23,8 +23,11 @@ untimed call), blocking on the result. The table reports the median over rounds 
 call. Interleaving the entries spreads background load on a shared machine over all of them
 instead of penalising whichever ran during a busy spell.
 
-Finally it measures what ``remat=True`` buys: the compiled training step of a longer sequence
-(``--remat-time``) with and without rematerialisation, reporting XLA's temporary buffer size
+Finally it measures what each ``remat`` form costs and buys: the compiled training step of a
+longer sequence (``--remat-time``) keeping every intermediate of a step (plain JAX autodiff,
+``jax.checkpoint_policies.everything_saveable``), keeping the outputs of matmuls and
+nonlinearities (the default ``remat=False``, ``jr.save_nonlinear``), or only the carry
+(``remat=True``), reporting XLA's temporary buffer size
 (``compiled.memory_analysis().temp_size_in_bytes``) and the time per step.
 
 ``--variants`` adds jaxrnn built other ways (no hoisted input projection, bias added in the
@@ -58,12 +61,36 @@ import numpy as np
 # Benchmark the working tree's jaxrnn even if another copy is installed.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import flax
-import flax.linen as nn
-import jax
-import jax.numpy as jnp
 
-import jaxrnn as jr
+def _pin_cores(argv: Sequence[str]) -> int | None:
+    """Apply ``--cores N`` before JAX and PyTorch size their thread pools (at import).
+
+    The process is restricted to its first ``N`` usable CPUs (``os.sched_setaffinity``); XLA
+    and PyTorch then start ``N`` threads each.
+    """
+    cores = None
+    for i, a in enumerate(argv):
+        if a == "--cores" and i + 1 < len(argv):
+            cores = int(argv[i + 1])
+        elif a.startswith("--cores="):
+            cores = int(a.split("=", 1)[1])
+    if cores is not None:
+        usable = sorted(os.sched_getaffinity(0))
+        if not 1 <= cores <= len(usable):
+            raise SystemExit(f"--cores: expected 1..{len(usable)}, got {cores}")
+        os.sched_setaffinity(0, usable[:cores])
+    return cores
+
+
+_PINNED_CORES = _pin_cores(sys.argv[1:]) if __name__ == "__main__" else None
+
+# Imported after the pinning above, which must precede their thread pools (hence E402).
+import flax  # noqa: E402
+import flax.linen as nn  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+
+import jaxrnn as jr  # noqa: E402
 
 try:
     import equinox as eqx
@@ -80,6 +107,7 @@ GRU_GATES = "rzn"
 MODES = ("infer", "train")
 VARIANTS = (
     "hoist",
+    "saveall",
     "nohoist",
     "biasstep",
     "pergate",
@@ -130,7 +158,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=[],
         help="also time these jaxrnn variants, to diagnose where time goes: hoist (jr.scan "
         "with hoist=True, the input projection of all steps in one matmul before the loop; the "
-        "default on accelerators), nohoist (cell "
+        "default on accelerators), saveall (remat=jax.checkpoint_policies.everything_saveable: "
+        "the backward pass keeps every intermediate of a step, plain JAX autodiff), nohoist (cell "
         "without project/step, so the input projection runs inside the loop), biasstep (project "
         "without the bias, which step adds instead), pergate (the recurrent matmul split into "
         "one matmul per gate, input projection hoisted), nohoist-pergate (per-gate matmuls for "
@@ -145,6 +174,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--remat-repeats", type=int, default=None, help="timed rounds for remat (default repeats/4)"
     )
     p.add_argument("--no-remat", action="store_true", help="skip the remat comparison")
+    p.add_argument(
+        "--cores",
+        type=int,
+        default=None,
+        help="run on the first N usable CPUs only (command line only: applied before JAX and "
+        "PyTorch start their thread pools); --cores 1 gives the steadiest timings",
+    )
     p.add_argument(
         "--torch-threads",
         type=int,
@@ -257,9 +293,9 @@ def jax_entry(cell, impl, family, forward, params, xs, target, **kw) -> Entry:
     return Entry(cell, impl, family, run_infer, run_train, **kw)
 
 
-def jaxrnn_forward(cell: jr.Cell, unroll: int, hoist: bool | None = None):
+def jaxrnn_forward(cell: jr.Cell, unroll: int, hoist: bool | None = None, remat=False):
     def forward(params, xs):
-        return jr.scan(cell, params, xs, unroll=unroll, hoist=hoist)[1]
+        return jr.scan(cell, params, xs, unroll=unroll, hoist=hoist, remat=remat)[1]
 
     return forward
 
@@ -496,6 +532,9 @@ def build_entries(args, xs, target, key) -> tuple[list[Entry], list[dict]]:
         for v in args.variants:
             if v == "hoist":
                 name, forward = "hoist=True", jaxrnn_forward(cell, unroll, hoist=True)
+            elif v == "saveall":
+                name = "remat=everything_saveable"
+                forward = jaxrnn_forward(cell, unroll, remat=SAVE_ALL)
             elif v in variant_cells:
                 name, c, u = variant_cells[v]
                 forward = jaxrnn_forward(c, u, hoist=True)
@@ -652,7 +691,11 @@ def acceptance(rows: list[dict]) -> list[dict]:
             if not flax_rows:
                 continue
             best = min(flax_rows, key=lambda r: r["median_ms"])
-            ratio = base["median_ms"] / best["median_ms"]
+            # Paired: the two entries' times in the same round share that round's background
+            # load, so the per-round ratio cancels most of it.
+            paired = [a / b for a, b in zip(base["samples_ms"], best["samples_ms"], strict=True)]
+            q25, q75 = np.percentile(paired, [25, 75])
+            ratio = statistics.median(paired)
             out.append(
                 {
                     "cell": cell,
@@ -660,7 +703,10 @@ def acceptance(rows: list[dict]) -> list[dict]:
                     "jaxrnn_ms": base["median_ms"],
                     "best_flax": best["impl"],
                     "best_flax_ms": best["median_ms"],
+                    "ratio_of_medians": base["median_ms"] / best["median_ms"],
                     "ratio": ratio,
+                    "ratio_q25": float(q25),
+                    "ratio_q75": float(q75),
                     "pass": ratio <= 1.0,
                 }
             )
@@ -671,8 +717,14 @@ def acceptance(rows: list[dict]) -> list[dict]:
 # Remat.
 
 
+# What a step keeps for the backward pass: every intermediate (plain JAX autodiff), jr.scan's
+# default (outputs of matmuls and nonlinearities, jr.save_nonlinear), or only the carry.
+SAVE_ALL = jax.checkpoint_policies.everything_saveable
+REMAT_FORMS = {"everything_saveable": SAVE_ALL, "False": False, "True": True}
+
+
 def run_remat(args, key) -> list[dict]:
-    """Temp memory and time of the jaxrnn training step with ``remat=False`` vs ``True``.
+    """Temp memory and time of the jaxrnn training step for each of ``REMAT_FORMS``.
 
     With ``--variants nohoist`` the same is measured for the cell without ``project``/``step``.
     """
@@ -692,10 +744,10 @@ def run_remat(args, key) -> list[dict]:
         if "nohoist" in args.variants:
             forms.append(("no hoist", without_hoisting(cell)))
         for form, c in forms:
-            for remat in (False, True):
+            for remat in REMAT_FORMS:
 
                 def loss(p, x, y, c=c, remat=remat):
-                    return mse(jr.scan(c, p, x, unroll=args.unroll, remat=remat)[1], y)
+                    return mse(jr.scan(c, p, x, unroll=args.unroll, remat=REMAT_FORMS[remat])[1], y)
 
                 lowered = jax.jit(jax.value_and_grad(loss)).lower(params, xs, target)
                 t0 = time.perf_counter()
@@ -769,7 +821,8 @@ def report(results: dict) -> str:
         f"calls, median ms per call",
         f"jax {env['jax']} ({env['jax_backend']}), flax {env['flax']}, equinox {env['equinox']}, "
         f"torch {env['torch']} (threads={env['torch_threads']}), "
-        f"{env['usable_cpus']} usable CPUs",
+        f"{env['usable_cpus']} usable CPUs"
+        + (f" (pinned with --cores {cfg['cores']})" if cfg.get("cores") else ""),
         "GRU: " + GRU_MODE_NOTE,
         "",
     ]
@@ -808,10 +861,25 @@ def report(results: dict) -> str:
         "same weights everywhere.)"
     )
     if results["acceptance"]:
-        parts += ["", "Acceptance: jaxrnn / best Flax cell <= 1.0", ""]
+        parts += [
+            "",
+            "Acceptance: jaxrnn / best Flax cell <= 1.0 (ratio: median over rounds of the "
+            "per-round ratio)",
+            "",
+        ]
         parts.append(
             fmt_table(
-                ["cell", "mode", "jaxrnn ms", "best flax", "flax ms", "ratio", "result"],
+                [
+                    "cell",
+                    "mode",
+                    "jaxrnn ms",
+                    "best flax",
+                    "flax ms",
+                    "ratio of medians",
+                    "ratio",
+                    "ratio IQR",
+                    "result",
+                ],
                 [
                     [
                         a["cell"].upper(),
@@ -819,7 +887,9 @@ def report(results: dict) -> str:
                         f"{a['jaxrnn_ms']:.2f}",
                         a["best_flax"],
                         f"{a['best_flax_ms']:.2f}",
+                        f"{a['ratio_of_medians']:.3f}",
                         f"{a['ratio']:.3f}",
+                        f"{a['ratio_q25']:.3f}-{a['ratio_q75']:.3f}",
                         "PASS" if a["pass"] else "FAIL",
                     ]
                     for a in results["acceptance"]
@@ -834,17 +904,19 @@ def report(results: dict) -> str:
         parts += [
             "",
             f"Remat: jaxrnn training step at T={rem[0]['T']} (same B, I, H); ratios relative to "
-            "jr.scan without remat",
+            "jr.scan with its default remat=False",
             "",
         ]
         body = []
         for cell in dict.fromkeys(r["cell"] for r in rem):
             base = next(
-                r for r in rem if r["cell"] == cell and r["form"] == "jr.scan" and not r["remat"]
+                r
+                for r in rem
+                if r["cell"] == cell and r["form"] == "jr.scan" and r["remat"] == "False"
             )
             for r in (r for r in rem if r["cell"] == cell):
                 less = (
-                    f"{base['temp_bytes'] / r['temp_bytes']:.1f}x less"
+                    f"{base['temp_bytes'] / r['temp_bytes']:.2f}x"
                     if r["temp_bytes"] and r is not base
                     else ""
                 )
@@ -852,7 +924,7 @@ def report(results: dict) -> str:
                     [
                         cell.upper(),
                         r["form"],
-                        str(r["remat"]),
+                        r["remat"],
                         mib(r["temp_bytes"]),
                         less,
                         f"{r['median_ms']:.1f}",
@@ -861,7 +933,15 @@ def report(results: dict) -> str:
                 )
         parts.append(
             fmt_table(
-                ["cell", "form", "remat", "XLA temp memory", "memory", "median ms", "time ratio"],
+                [
+                    "cell",
+                    "form",
+                    "remat",
+                    "XLA temp memory",
+                    "memory ratio",
+                    "median ms",
+                    "time ratio",
+                ],
                 body,
             )
         )
@@ -871,6 +951,8 @@ def report(results: dict) -> str:
 def main(argv: Sequence[str] | None = None) -> dict:
     """Run the benchmark, print the report, and return all results as a dict."""
     args = parse_args(argv)
+    if args.cores is not None and args.cores != _PINNED_CORES:
+        raise SystemExit("--cores works only on the command line (python benchmarks/bench_core.py)")
     if torch is not None:
         usable = (
             len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()

@@ -19,7 +19,7 @@ from jaxrnn.cells import (
     simple_rnn,
 )
 from jaxrnn.layers import Bidirectional, Layer, bidirectional, layer, rnn, stack
-from jaxrnn.scan import scan
+from jaxrnn.scan import save_nonlinear, scan
 
 __version__ = "0.1.0"
 
@@ -44,6 +44,7 @@ __all__ = [
     "lstm",
     "recipes",
     "rnn",
+    "save_nonlinear",
     "scan",
     "seq2seq",
     "simple_rnn",

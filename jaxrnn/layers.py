@@ -64,7 +64,7 @@ def layer(
     reverse: bool = False,
     time_major: bool = False,
     unroll: int | bool = 1,
-    remat: bool = False,
+    remat: bool | Callable[..., bool] = False,
 ) -> Layer:
     """One cell run over the sequence by :func:`jaxrnn.scan`; params and carry are the cell's.
 
@@ -106,7 +106,7 @@ def bidirectional(
     *,
     time_major: bool = False,
     unroll: int | bool = 1,
-    remat: bool = False,
+    remat: bool | Callable[..., bool] = False,
 ) -> Layer:
     """Run ``forward`` left to right and ``backward`` right to left; concatenate the outputs.
 
@@ -240,7 +240,7 @@ def rnn(
     dropout: float = 0.0,
     time_major: bool = False,
     unroll: int | bool = 1,
-    remat: bool = False,
+    remat: bool | Callable[..., bool] = False,
     **cell_kwargs,
 ) -> Layer:
     """A multi-layer, optionally bidirectional recurrent network, as ``torch.nn.LSTM`` builds.
@@ -261,7 +261,7 @@ def rnn(
         dropout: dropout between layers (see :func:`stack`).
         time_major: layout of ``xs``/``ys``.
         unroll: passed to ``jax.lax.scan``.
-        remat: recompute steps in the backward pass.
+        remat: what each step keeps for the backward pass; see :func:`jaxrnn.scan`.
         **cell_kwargs: forwarded to ``cell_fn`` (e.g. ``proj_size``, ``reset_after``).
 
     >>> import jax, jax.numpy as jnp, jaxrnn as jr

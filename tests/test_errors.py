@@ -261,3 +261,13 @@ def test_dropout_out_of_range(p):
 def test_bad_factory_sizes(make, name, bad):
     with pytest.raises(ValueError, match=rf"^{name} must be a positive int, got {re.escape(bad)}$"):
         make()
+
+
+# --------------------------------------------------------------------------------------------
+# remat
+
+
+@pytest.mark.parametrize("remat", ["yes", 1, None])
+def test_remat_must_be_bool_or_policy(remat):
+    with pytest.raises(TypeError, match=r"^remat: expected a bool or a jax.checkpoint policy, got"):
+        scan_lstm(remat=remat)(XS)

@@ -341,7 +341,7 @@ def test_vmap_equals_batched_call(name):
 
 @functools.cache
 def grad_fn(name):
-    """Jitted value and gradients (params, xs, carry) of a weighted sum, with and without remat."""
+    """Jitted value and gradients (params, xs, carry) of a weighted sum under each remat form."""
     cell = CELLS[name]
 
     def loss(params, xs, carry, lengths, w_carry, w_ys, remat):
@@ -351,7 +351,11 @@ def grad_fn(name):
     value_and_grad = jax.value_and_grad(loss, argnums=(0, 1, 2))
 
     def run(*args):
-        return {"no remat": value_and_grad(*args, False), "remat": value_and_grad(*args, True)}
+        return {
+            "no remat": value_and_grad(*args, False),
+            "remat": value_and_grad(*args, True),
+            "save all": value_and_grad(*args, jax.checkpoint_policies.everything_saveable),
+        }
 
     return jax.jit(run)
 
@@ -384,12 +388,13 @@ GRAD_CELLS = ["simple_rnn", "gru-reset_after", "lstm-proj", "custom"]
 
 
 @pytest.mark.parametrize("name", GRAD_CELLS)
-def test_grad_matches_loop_with_and_without_remat(name):
+def test_grad_matches_loop_under_every_remat(name):
     xs, carry, lengths, w_carry, w_ys = grad_inputs(name)
     got = grad_fn(name)(params_of(name), xs, carry, lengths, w_carry, w_ys)
     expected = loop_value_and_grad(name, xs, carry, lengths, w_carry, w_ys)
     assert_trees_close(got["no remat"], expected, rtol=1e-4, atol=1e-5)
     assert_trees_close(got["remat"], got["no remat"], **TOL)
+    assert_trees_close(got["save all"], got["no remat"], **TOL)
     # Sanity: gradients reach the parameters, and the padded inputs get exactly zero.
     assert any(np.abs(g).max() > 0 for g in jax.tree.leaves(got["no remat"][1][0]))
     d_xs = np.asarray(got["no remat"][1][1])

@@ -22,6 +22,7 @@ True
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
@@ -48,7 +49,9 @@ class RNN(nn.Module):
         reverse: run from the last step to the first (see :func:`jaxrnn.scan`).
         time_major: ``xs`` and ``ys`` are ``(T, *batch, F)`` instead of ``(*batch, T, F)``.
         unroll: passed to ``jax.lax.scan``.
-        remat: recompute each step in the backward pass.
+        remat: what each step keeps for the backward pass: ``False`` (default) the outputs of
+            matmuls and nonlinearities, ``True`` only the carry, or a ``jax.checkpoint``
+            policy; see :func:`jaxrnn.scan`.
 
     >>> import jax, jax.numpy as jnp, flax.linen as nn, jaxrnn as jr, jaxrnn.flax as jrf
     >>> class Tagger(nn.Module):
@@ -69,7 +72,7 @@ class RNN(nn.Module):
     reverse: bool = False
     time_major: bool = False
     unroll: int | bool = 1
-    remat: bool = False
+    remat: bool | Callable[..., bool] = False
 
     @nn.compact
     def __call__(

@@ -32,6 +32,7 @@ True
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -147,7 +148,9 @@ class RNN(nnx.Module):
         reverse: run from the last step to the first (see :func:`jaxrnn.scan`).
         time_major: ``xs`` and ``ys`` are ``(T, *batch, F)`` instead of ``(*batch, T, F)``.
         unroll: passed to ``jax.lax.scan``.
-        remat: recompute each step in the backward pass.
+        remat: what each step keeps for the backward pass: ``False`` (default) the outputs of
+            matmuls and nonlinearities, ``True`` only the carry, or a ``jax.checkpoint``
+            policy; see :func:`jaxrnn.scan`.
         rngs: ``cell.init`` gets a key from its ``params`` stream.
 
     Attributes:
@@ -178,7 +181,7 @@ class RNN(nnx.Module):
         reverse: bool = False,
         time_major: bool = False,
         unroll: int | bool = 1,
-        remat: bool = False,
+        remat: bool | Callable[..., bool] = False,
         rngs: nnx.Rngs,
     ):
         self.cell = cell
