@@ -68,12 +68,9 @@ def _pin_cores(argv: Sequence[str]) -> int | None:
     The process is restricted to its first ``N`` usable CPUs (``os.sched_setaffinity``); XLA
     and PyTorch then start ``N`` threads each.
     """
-    cores = None
-    for i, a in enumerate(argv):
-        if a == "--cores" and i + 1 < len(argv):
-            cores = int(argv[i + 1])
-        elif a.startswith("--cores="):
-            cores = int(a.split("=", 1)[1])
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--cores", type=int)
+    cores = pre.parse_known_args(argv)[0].cores
     if cores is not None:
         usable = sorted(os.sched_getaffinity(0))
         if not 1 <= cores <= len(usable):

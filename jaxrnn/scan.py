@@ -188,12 +188,14 @@ def scan(
         scan_inputs = (inputs, valid)
 
     if remat is True:
-        body = jax.checkpoint(body, prevent_cse=False)
-    elif remat is False or callable(remat):
-        policy = save_nonlinear if remat is False else remat
-        body = jax.checkpoint(body, prevent_cse=False, policy=policy)
+        policy = None  # keep nothing but the carry: recompute the whole step
+    elif remat is False:
+        policy = save_nonlinear
+    elif callable(remat):
+        policy = remat
     else:
         raise TypeError(f"remat: expected a bool or a jax.checkpoint policy, got {remat!r}")
+    body = jax.checkpoint(body, prevent_cse=False, policy=policy)
     carry, ys = jax.lax.scan(body, carry, scan_inputs, reverse=reverse, unroll=unroll)
     if not time_major:
         ys = jax.tree.map(lambda v: jnp.moveaxis(v, 0, len(batch_shape)), ys)
