@@ -3,9 +3,18 @@
 A cell is one step, ``apply(params, carry, x) -> (carry, y)``; :func:`scan` runs it over a
 sequence with ``jax.lax.scan``; layers stack and reverse cells. Everything is a pure function of
 explicit parameters, so ``jit``, ``vmap``, ``grad`` and ``jvp`` apply directly.
+
+The modules, in the order data flows through them::
+
+    cells -> scan -> layers -> attention -> seq2seq / decode -> losses -> train -> models -> flax
+    (beside them: data (corpora and tasks), recipes (small architectures), interop (PyTorch,
+    Flax))
 """
 
-from jaxrnn import attention, data, decode, interop, losses, recipes, seq2seq
+# The imports follow the data flow, not the alphabet.
+# ruff: noqa: I001
+
+# cells -> scan -> layers: one step, a sequence, stacks and directions.
 from jaxrnn.cells import (
     Cell,
     GRUParams,
@@ -18,8 +27,14 @@ from jaxrnn.cells import (
     lstm,
     simple_rnn,
 )
-from jaxrnn.layers import Bidirectional, Layer, bidirectional, layer, rnn, stack
 from jaxrnn.scan import save_nonlinear, scan
+from jaxrnn.layers import Bidirectional, Layer, bidirectional, layer, rnn, stack
+
+# -> attention -> seq2seq / decode -> losses; data and recipes beside them.
+from jaxrnn import attention, seq2seq, decode, losses, data, recipes
+
+# Weights to and from PyTorch and Flax (imports neither until a conversion is called).
+from jaxrnn import interop
 
 __version__ = "0.1.0"
 
@@ -42,6 +57,7 @@ __all__ = [
     "layer",
     "losses",
     "lstm",
+    "models",
     "recipes",
     "rnn",
     "save_nonlinear",
@@ -52,9 +68,10 @@ __all__ = [
     "train",
 ]
 
-# Submodules imported on first attribute access (PEP 562): `jr.train` needs optax,
-# orbax-checkpoint and tqdm and `jr.flax` needs Flax, which `import jaxrnn` alone does not load.
-_LAZY_SUBMODULES = ("flax", "train")
+# -> train -> models -> flax: imported on first attribute access (PEP 562). `jr.train` and
+# `jr.models` need optax, orbax-checkpoint and tqdm, and `jr.flax` needs Flax, which
+# `import jaxrnn` alone does not load.
+_LAZY_SUBMODULES = ("train", "models", "flax")
 
 
 def __getattr__(name):

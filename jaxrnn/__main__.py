@@ -110,7 +110,7 @@ def _sampling_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _config_defaults() -> dict:
-    from jaxrnn.train import CharLMConfig
+    from jaxrnn.models import CharLMConfig
 
     return dataclasses.asdict(CharLMConfig())
 
@@ -118,7 +118,7 @@ def _config_defaults() -> dict:
 def _print_samples(model, params, vocab, args, *, seed: int) -> None:
     import jax
 
-    from jaxrnn.train import sample
+    from jaxrnn.models import sample
 
     prompt_ids = vocab.encode(args.prompt)
     ids = sample(
@@ -141,7 +141,8 @@ def _print_samples(model, params, vocab, args, *, seed: int) -> None:
 
 def _demo(args: argparse.Namespace) -> int:
     from jaxrnn import data
-    from jaxrnn.train import CharLMConfig, Checkpoints, bits_per_char, train_char_lm
+    from jaxrnn.models import CharLMConfig, bits_per_char, train_char_lm
+    from jaxrnn.train import Checkpoints
 
     overrides = {k: getattr(args, k) for k in _MODEL_OPTIONS if getattr(args, k) is not None}
     config = CharLMConfig(**overrides)
@@ -227,7 +228,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _sample(args: argparse.Namespace) -> int:
-    from jaxrnn.train import load_char_lm
+    from jaxrnn.models import load_char_lm
 
     model, params, vocab, config, meta = load_char_lm(args.checkpoint_dir, step=args.step)
     print(

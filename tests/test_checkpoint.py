@@ -17,8 +17,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import jaxrnn.models as jm
 import jaxrnn.train as jt
 from jaxrnn import data
+from jaxrnn.train.checkpoints import _to_saveable
 
 TESTS_DIR = pathlib.Path(__file__).resolve().parent
 REPO = TESTS_DIR.parent
@@ -32,14 +34,14 @@ TOTAL, SAVE_EVERY, CRASH_AT = 12, 3, 7
 def setup_run(directory=None, *, max_to_keep=2):
     """A fresh run: (state, train_step, batches, checkpoints or None)."""
     vocab = data.Vocab.from_text(TEXT)
-    model = jt.char_lm(vocab.size, 8, embed_size=4, dropout=0.25)
+    model = jm.char_lm(vocab.size, 8, embed_size=4, dropout=0.25)
     batches = data.TextBatches(vocab.encode(TEXT), 3, 10, seed=1)
     assert batches.num_chunks < TOTAL  # the run crosses an epoch boundary
     opt = jt.default_optimizer(1e-2, TOTAL, warmup_steps=2)
     state = jt.init_state(
         model.init(jax.random.key(0)), opt, jax.random.key(1), model.initial_carry((3,))
     )
-    step = jt.make_train_step(jt.lm_loss(model), opt)
+    step = jt.make_train_step(jm.lm_loss(model), opt)
     ckpt = None
     if directory is not None:
         ckpt = jt.Checkpoints(
@@ -49,8 +51,8 @@ def setup_run(directory=None, *, max_to_keep=2):
 
 
 def leaves_equal(a, b):
-    la, ta = jax.tree.flatten(jt._to_saveable(a))
-    lb, tb = jax.tree.flatten(jt._to_saveable(b))
+    la, ta = jax.tree.flatten(_to_saveable(a))
+    lb, tb = jax.tree.flatten(_to_saveable(b))
     return ta == tb and all(
         x.dtype == y.dtype and np.array_equal(x, y)
         for x, y in zip(map(np.asarray, la), map(np.asarray, lb), strict=True)
@@ -92,7 +94,7 @@ def test_roundtrip_is_exact_and_keeps_last_k(tmp_path):
         assert len(meta["history"]["train"]["loss"]) == 2
         # Abstract templates work too (shardings default to the first device).
         abstract = jax.eval_shape(lambda: template)
-        assert leaves_equal(again.restore(jt._with_default_sharding(abstract)), saved[3])
+        assert leaves_equal(again.restore(abstract), saved[3])
 
 
 def test_empty_directory_starts_from_scratch(tmp_path):
@@ -245,7 +247,7 @@ def test_corrupt_latest_checkpoint_is_an_error(saved_run, tmp_path, corruption):
 def test_mismatched_template_is_an_error(saved_run):
     directory, _ = saved_run
     vocab = data.Vocab.from_text(TEXT)
-    other = jt.char_lm(vocab.size, 16, embed_size=4)  # another hidden size
+    other = jm.char_lm(vocab.size, 16, embed_size=4)  # another hidden size
     opt = jt.default_optimizer(1e-2, TOTAL)
     template = jt.init_state(
         other.init(jax.random.key(0)), opt, jax.random.key(1), other.initial_carry((3,))
@@ -264,19 +266,19 @@ def test_unknown_step_is_an_error(saved_run):
 
 def test_train_char_lm_refuses_another_runs_checkpoints(tmp_path):
     text = TEXT * 2  # long enough to hold out one batch for validation
-    config = jt.CharLMConfig(
+    config = jm.CharLMConfig(
         hidden_size=8, embed_size=4, batch_size=2, seq_len=8, steps=2, eval_chunks=1
     )
-    run = jt.train_char_lm(text, config, checkpoint_dir=tmp_path, progress=False)
+    run = jm.train_char_lm(text, config, checkpoint_dir=tmp_path, progress=False)
     assert int(run.state.step) == 2 and run.history.eval["step"] == [2]
     with pytest.raises(ValueError, match="hidden_size: checkpoint 8, now 12"):
-        jt.train_char_lm(text, dataclasses.replace(config, hidden_size=12), checkpoint_dir=tmp_path)
+        jm.train_char_lm(text, dataclasses.replace(config, hidden_size=12), checkpoint_dir=tmp_path)
     with pytest.raises(ValueError, match="corpus"):
-        jt.train_char_lm(text + "!", config, checkpoint_dir=tmp_path)
+        jm.train_char_lm(text + "!", config, checkpoint_dir=tmp_path)
     # The same run resumes (and, being complete, trains no further).
-    again = jt.train_char_lm(text, config, checkpoint_dir=tmp_path, progress=False)
+    again = jm.train_char_lm(text, config, checkpoint_dir=tmp_path, progress=False)
     assert again.history == run.history
-    _, params, _, loaded_config, meta = jt.load_char_lm(tmp_path)
+    _, params, _, loaded_config, meta = jm.load_char_lm(tmp_path)
     assert loaded_config == config and meta["step"] == 2
     assert leaves_equal(params, run.state.params)
 
@@ -284,6 +286,6 @@ def test_train_char_lm_refuses_another_runs_checkpoints(tmp_path):
 def test_load_char_lm_errors(tmp_path):
     os.makedirs(tmp_path / "empty")
     with pytest.raises(jt.CheckpointError, match="no checkpoint"):
-        jt.load_char_lm(tmp_path / "empty")
+        jm.load_char_lm(tmp_path / "empty")
     with pytest.raises(FileNotFoundError):
-        jt.load_char_lm(tmp_path / "nowhere")
+        jm.load_char_lm(tmp_path / "nowhere")

@@ -23,13 +23,15 @@ SCRIPT = textwrap.dedent(
     import jax, jax.numpy as jnp, numpy as np
     jax.config.update("jax_numpy_dtype_promotion", "strict")
     jax.config.update("jax_debug_key_reuse", True)
+    import jaxrnn.models as jm
     import jaxrnn.train as jt
+    from jaxrnn.train.checkpoints import _to_saveable
     from jaxrnn import data
 
     assert len(jax.devices()) == 8, jax.devices()
     text = "to be, or not to be, that is the question: " * 6
     vocab = data.Vocab.from_text(text)
-    model = jt.char_lm(vocab.size, 16, cell="lstm", embed_size=8, dropout=0.1)
+    model = jm.char_lm(vocab.size, 16, cell="lstm", embed_size=8, dropout=0.1)
     batches = data.TextBatches(vocab.encode(text), 8, 10, seed=0)
     opt = jt.default_optimizer(1e-2, 6, warmup_steps=1)
     out = {}
@@ -40,7 +42,7 @@ SCRIPT = textwrap.dedent(
         )
 
     for name, mesh in [("mesh1", jt.data_mesh(jax.devices()[:1])), ("mesh8", jt.data_mesh())]:
-        step = jt.make_train_step(jt.lm_loss(model), opt, mesh=mesh)
+        step = jt.make_train_step(jm.lm_loss(model), opt, mesh=mesh)
         state, history = jt.fit(fresh(), step, batches, 6, mesh=mesh, progress=False)
         out[name] = {
             "loss": history.train["loss"],
@@ -62,7 +64,7 @@ SCRIPT = textwrap.dedent(
                     restored = ckpt.restore(template)
             same = jax.tree.map(
                 lambda a, b: bool(np.array_equal(a, b)),
-                jt._to_saveable(restored), jt._to_saveable(state),
+                _to_saveable(restored), _to_saveable(state),
             )
             out[name]["restored_equal"] = all(jax.tree.leaves(same))
             out[name]["restored_carry_rows"] = [

@@ -17,6 +17,7 @@ import pytest
 from helpers import assert_trees_close
 
 import jaxrnn as jr
+import jaxrnn.models as jm
 import jaxrnn.train as jt
 from jaxrnn import data
 
@@ -26,7 +27,7 @@ B, T = 2, 5
 
 
 def tiny_model(cell="lstm", **kwargs):
-    return jt.char_lm(VOCAB.size, 8, cell=cell, embed_size=4, **kwargs)
+    return jm.char_lm(VOCAB.size, 8, cell=cell, embed_size=4, **kwargs)
 
 
 def jitted(model):
@@ -130,7 +131,7 @@ def test_training_reduces_loss(cell):
     state = jt.init_state(
         model.init(jax.random.key(0)), opt, jax.random.key(1), model.initial_carry((4,))
     )
-    step = jt.make_train_step(jt.lm_loss(model), opt)
+    step = jt.make_train_step(jm.lm_loss(model), opt)
     _, history = jt.fit(state, step, batches, 60, progress=False)
     losses = history.train["loss"]
     assert losses[0] == pytest.approx(math.log(VOCAB.size), rel=0.15)
@@ -156,7 +157,7 @@ def test_truncated_loss_has_no_carry_gradient(cell):
     params = model.init(jax.random.key(0))
     carry = random_carry(model, jax.random.key(1))
     batch = tiny_batches()(1)  # reset is False: the carry matters
-    loss = jt.lm_loss(model)
+    loss = jm.lm_loss(model)
 
     @jax.jit
     def values_and_grads(carry):
@@ -178,7 +179,7 @@ def test_train_steps_pass_the_carry_and_stop_its_gradient(cell):
     """Two consecutive chunks: the second starts from the first one's carry, and its update is
     the gradient of the second chunk's loss alone, with that carry held constant."""
     model, lr = tiny_model(cell), 1.0
-    loss = jt.lm_loss(model)
+    loss = jm.lm_loss(model)
     batches = tiny_batches()
     b0, b1 = batches(0), batches(1)
     assert not bool(b1["reset"].any())
@@ -232,7 +233,7 @@ def test_reset_restarts_the_carry():
     first_of_epoch_1 = batches(batches.num_chunks)
     assert bool(first_of_epoch_1["reset"].all())
     no_reset = {**first_of_epoch_1, "reset": jnp.zeros((B,), bool)}
-    loss = jax.jit(jt.lm_loss(model))
+    loss = jax.jit(jm.lm_loss(model))
     junk = random_carry(model, jax.random.key(1))
     zero = model.initial_carry((B,))
     assert float(loss(params, junk, first_of_epoch_1, None)[0]) == float(
@@ -257,7 +258,7 @@ def test_fit_matches_manual_loop_and_records_history():
             model.init(jax.random.key(0)), opt, jax.random.key(1), model.initial_carry((B,))
         )
 
-    step = jt.make_train_step(jt.lm_loss(model), opt)
+    step = jt.make_train_step(jm.lm_loss(model), opt)
     state, manual = fresh(), []
     for s in range(7):
         state, metrics = step(state, batches(s))
@@ -322,7 +323,7 @@ def test_char_lm_cells(cell, params_type, w_ih_cols, peep):
 
 def test_char_lm_rejects_unknown_cell():
     with pytest.raises(ValueError, match="cell"):
-        jt.char_lm(5, cell="transformer")
+        jm.char_lm(5, cell="transformer")
 
 
 def test_evaluate_lm_matches_a_loop():
@@ -337,7 +338,7 @@ def test_evaluate_lm_matches_a_loop():
         logp = jax.nn.log_softmax(np.asarray(logits, np.float64), axis=-1)
         targets = np.asarray(batch["targets"])
         losses.append(-np.take_along_axis(np.asarray(logp), targets[..., None], -1).mean())
-    assert float(jt.evaluate_lm(model, params, stacked)) == pytest.approx(np.mean(losses), rel=1e-5)
+    assert float(jm.evaluate_lm(model, params, stacked)) == pytest.approx(np.mean(losses), rel=1e-5)
 
 
 def python_loop_sample(model, params, key, prompt, length, temperature, num_samples):
@@ -362,7 +363,7 @@ def test_sample_matches_python_loop(temperature):
     model = jitted(tiny_model("lstm"))
     params = model.init(jax.random.key(0))
     prompt = VOCAB.encode("the ")
-    ids = jt.sample(
+    ids = jm.sample(
         model, params, jax.random.key(3), prompt, 12, temperature=temperature, num_samples=3
     )
     ref = python_loop_sample(model, params, jax.random.key(3), prompt, 12, temperature, 3)
@@ -378,6 +379,6 @@ def test_sample_rejects_bad_arguments():
     model = jitted(tiny_model("gru"))
     params = model.init(jax.random.key(0))
     with pytest.raises(ValueError, match="prompt"):
-        jt.sample(model, params, jax.random.key(1), [], 5)
+        jm.sample(model, params, jax.random.key(1), [], 5)
     with pytest.raises(ValueError, match="temperature"):
-        jt.sample(model, params, jax.random.key(2), [0], 5, temperature=-1.0)
+        jm.sample(model, params, jax.random.key(2), [0], 5, temperature=-1.0)

@@ -1,0 +1,39 @@
+"""Models and applications built on jaxrnn, the way a user's own model would be.
+
+* :mod:`jaxrnn.models.language_model`: a character-level language model (embedding ->
+  :func:`jaxrnn.rnn` -> dense head), its loss, evaluation and sampler, and
+  :func:`train_char_lm` / :func:`load_char_lm`, trained with :mod:`jaxrnn.train` — what
+  ``python -m jaxrnn demo`` runs.
+"""
+
+from jaxrnn.models.language_model import (
+    CELLS,
+    CharLM,
+    CharLMConfig,
+    CharLMParams,
+    CharLMRun,
+    bits_per_char,
+    char_lm,
+    evaluate_lm,
+    lm_loss,
+    load_char_lm,
+    run_metadata,
+    sample,
+    train_char_lm,
+)
+
+__all__ = [
+    "CELLS",
+    "CharLM",
+    "CharLMConfig",
+    "CharLMParams",
+    "CharLMRun",
+    "bits_per_char",
+    "char_lm",
+    "evaluate_lm",
+    "lm_loss",
+    "load_char_lm",
+    "run_metadata",
+    "sample",
+    "train_char_lm",
+]

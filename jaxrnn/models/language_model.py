@@ -1,0 +1,505 @@
+r"""A character-level language model, trained with :mod:`jaxrnn.train` like any user's model.
+
+Embedding, recurrent layers (:func:`jaxrnn.rnn`), and a dense head over the vocabulary, as pure
+functions (:func:`char_lm`); its next-character loss in the form
+:func:`jaxrnn.train.make_train_step` takes (:func:`lm_loss`); held-out evaluation with the carry
+passed from chunk to chunk (:func:`evaluate_lm`); sampling, one ``lax.scan`` step per generated
+token (:func:`sample`); and the end-to-end run behind ``python -m jaxrnn demo``:
+:class:`CharLMConfig`, :func:`train_char_lm` (truncated BPTT over a text, resumable from
+checkpoints) and :func:`load_char_lm` (rebuild the model from a checkpoint directory).
+
+This module uses only the public API of :mod:`jaxrnn.train`, :mod:`jaxrnn.data` and
+:mod:`jaxrnn.losses`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import os
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh
+
+from jaxrnn import data as _data
+from jaxrnn import losses as _losses
+from jaxrnn import train as _train
+from jaxrnn.cells import gru, lstm, simple_rnn
+from jaxrnn.layers import rnn
+
+__all__ = [
+    "CELLS",
+    "CharLM",
+    "CharLMConfig",
+    "CharLMParams",
+    "CharLMRun",
+    "bits_per_char",
+    "char_lm",
+    "evaluate_lm",
+    "lm_loss",
+    "load_char_lm",
+    "run_metadata",
+    "sample",
+    "train_char_lm",
+]
+
+
+#: ``--cell`` choices: name -> (cell factory, keyword arguments).
+CELLS: dict[str, tuple[Callable[..., Any], dict[str, Any]]] = {
+    "lstm": (lstm, {}),
+    "gru": (gru, {}),
+    "rnn": (simple_rnn, {}),
+    "peephole": (lstm, {"peephole": True}),
+    "coupled": (lstm, {"coupled": True}),
+}
+
+
+class CharLMParams(NamedTuple):
+    """Parameters of :func:`char_lm`.
+
+    ``embed (V, E)``, ``rnn`` (the :func:`jaxrnn.rnn` stack's tuple, one entry per layer),
+    ``w_out (H, V)``, ``b_out (V,)``.
+    """
+
+    embed: jax.Array
+    rnn: Any
+    w_out: jax.Array
+    b_out: jax.Array
+
+
+class CharLM(NamedTuple):
+    """A character-level language model as pure functions (see :func:`char_lm`).
+
+    Attributes:
+        init: ``init(key) -> CharLMParams``.
+        apply: ``apply(params, carry, ids, *, reset=None, key=None) -> (carry, logits)``,
+            ``ids (B, T)`` int -> ``logits (B, T, V)``; rows with ``reset`` true start from a
+            zero carry; ``key`` enables dropout.
+        initial_carry: ``initial_carry(batch_shape) -> carry`` (zeros).
+        vocab_size: ``V``.
+        config: how it was built, as ``(name, value)`` pairs.
+    """
+
+    init: Callable[[jax.Array], CharLMParams]
+    apply: Callable[..., tuple[Any, jax.Array]]
+    initial_carry: Callable[..., Any]
+    vocab_size: int
+    config: tuple[tuple[str, Any], ...] = ()
+
+
+def char_lm(
+    vocab_size: int,
+    hidden_size: int = 256,
+    *,
+    cell: str = "lstm",
+    embed_size: int = 64,
+    num_layers: int = 1,
+    dropout: float = 0.0,
+) -> CharLM:
+    """Embedding -> recurrent layers (:func:`jaxrnn.rnn`) -> dense head over the vocabulary.
+
+    .. math::
+
+        e_t = E[x_t], \\qquad (a_t, h_t) = \\text{cell}(a_{t-1}, e_t), \\qquad
+        p(x_{t+1} \\mid x_{\\le t}) = \\operatorname{softmax}(h_t W + b)
+
+    Args:
+        vocab_size: ``V``.
+        hidden_size: ``H`` of every recurrent layer.
+        cell: one of :data:`CELLS`: ``lstm``, ``gru``, ``rnn`` (Elman), ``peephole`` (LSTM
+            with peepholes), ``coupled`` (LSTM with coupled input and forget gates).
+        embed_size: ``E``.
+        num_layers: stacked recurrent layers.
+        dropout: dropout rate between layers and before the head (only with a ``key``).
+
+    >>> import jax, jax.numpy as jnp, jaxrnn as jr
+    >>> model = jr.models.char_lm(10, 16, cell="gru", embed_size=8)
+    >>> params = model.init(jax.random.key(0))
+    >>> ids = jnp.zeros((2, 5), jnp.int32)  # (batch, time)
+    >>> carry, logits = jax.jit(model.apply)(params, model.initial_carry((2,)), ids)
+    >>> logits.shape, carry[0].shape
+    ((2, 5, 10), (2, 16))
+    """
+    if cell not in CELLS:
+        raise ValueError(f"cell: expected one of {sorted(CELLS)}, got {cell!r}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout: expected a probability in [0, 1), got {dropout}")
+    cell_fn, cell_kwargs = CELLS[cell]
+    net = rnn(
+        cell_fn, embed_size, hidden_size, num_layers=num_layers, dropout=dropout, **cell_kwargs
+    )
+    embed_init = jax.nn.initializers.normal(1.0)
+    head_init = jax.nn.initializers.lecun_normal()
+
+    def init(key):
+        k_embed, k_rnn, k_out = jax.random.split(key, 3)
+        return CharLMParams(
+            embed=embed_init(k_embed, (vocab_size, embed_size), jnp.float32),
+            rnn=net.init(k_rnn),
+            w_out=head_init(k_out, (net.output_size, vocab_size), jnp.float32),
+            b_out=jnp.zeros((vocab_size,), jnp.float32),
+        )
+
+    def apply(params, carry, ids, *, reset=None, key=None):
+        if reset is not None:
+            carry = jax.tree.map(
+                lambda c: jnp.where(reset.reshape((-1,) + (1,) * (c.ndim - 1)), 0.0, c), carry
+            )
+        xs = params.embed[ids]
+        k_net = k_out = None
+        if key is not None and dropout > 0.0:
+            k_net, k_out = jax.random.split(key)
+        carry, ys = net.apply(params.rnn, xs, carry, key=k_net)
+        if k_out is not None:
+            keep = jax.random.bernoulli(k_out, 1.0 - dropout, ys.shape)
+            ys = jnp.where(keep, ys / (1.0 - dropout), 0.0)
+        return carry, ys @ params.w_out + params.b_out
+
+    config = (
+        ("factory", "char_lm"),
+        ("vocab_size", vocab_size),
+        ("hidden_size", hidden_size),
+        ("cell", cell),
+        ("embed_size", embed_size),
+        ("num_layers", num_layers),
+        ("dropout", dropout),
+    )
+    return CharLM(init, apply, net.initial_carry, vocab_size, config)
+
+
+def _cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
+    """Mean negative log-likelihood (nats) of integer ``targets`` under ``logits``."""
+    return _losses.softmax_cross_entropy(logits, targets, reduction="mean")
+
+
+def lm_loss(model: CharLM) -> _train.state.LossFn:
+    """The next-character cross-entropy of ``model`` as a :func:`jaxrnn.train.make_train_step` loss.
+
+    The batch is a :class:`jaxrnn.data.TextBatches` batch: ``inputs``, ``targets`` ``(B, T)``
+    and ``reset`` ``(B,)``; the carry runs from chunk to chunk.
+    """
+
+    def loss_fn(params, carry, batch, key):
+        carry, logits = model.apply(
+            params, carry, batch["inputs"], reset=batch.get("reset"), key=key
+        )
+        return _cross_entropy(logits, batch["targets"]), carry
+
+    return loss_fn
+
+
+def evaluate_lm(model: CharLM, params: CharLMParams, chunks: Any) -> jax.Array:
+    """Mean cross-entropy over consecutive chunks, the carry passed along (no dropout).
+
+    Args:
+        model: the model.
+        params: its parameters.
+        chunks: batches stacked along a new first axis (``jax.tree.map(jnp.stack, ...)``),
+            e.g. the first chunks of a :class:`jaxrnn.data.TextBatches` over held-out text.
+
+    Returns:
+        The mean loss over all chunks, a scalar.
+    """
+    return _evaluate_lm(model, params, chunks)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _evaluate_lm(model, params, chunks):
+    batch_shape = chunks["inputs"].shape[1:2]
+
+    def body(carry, batch):
+        carry, logits = model.apply(params, carry, batch["inputs"], reset=batch.get("reset"))
+        return carry, _cross_entropy(logits, batch["targets"])
+
+    _, losses = jax.lax.scan(body, model.initial_carry(batch_shape), chunks)
+    return jnp.mean(losses)
+
+
+def sample(
+    model: CharLM,
+    params: CharLMParams,
+    key: jax.Array,
+    prompt: Any,
+    length: int,
+    *,
+    temperature: float = 1.0,
+    num_samples: int = 1,
+) -> jax.Array:
+    """Generate ``length`` tokens after ``prompt``, one ``lax.scan`` step per token.
+
+    The prompt is read in one pass (its last logits predict the first new token); then each step
+    draws a token from ``softmax(logits / temperature)`` and feeds it back. Lower temperatures
+    are more conservative; ``temperature=0`` picks the most likely token (greedy).
+
+    Args:
+        model: the model.
+        params: its parameters.
+        key: a ``jax.random`` key.
+        prompt: ``(P,)`` token ids, ``P >= 1``.
+        length: number of tokens to generate.
+        temperature: softmax temperature, ``>= 0``.
+        num_samples: independent samples drawn in parallel.
+
+    Returns:
+        ``(num_samples, length)`` int32 token ids (the prompt excluded).
+
+    >>> import jax, jaxrnn as jr
+    >>> model = jr.models.char_lm(5, 8, embed_size=4)
+    >>> params = model.init(jax.random.key(0))
+    >>> ids = jr.models.sample(model, params, jax.random.key(1), [0, 1], 7, num_samples=3)
+    >>> ids.shape, ids.dtype.name
+    ((3, 7), 'int32')
+    """
+    prompt = jnp.asarray(prompt, jnp.int32).reshape(-1)
+    if prompt.size < 1:
+        raise ValueError("sample: the prompt needs at least one token")
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    fn = _sampler(model, int(length), float(temperature), int(num_samples))
+    return fn(params, key, prompt)
+
+
+@functools.lru_cache(maxsize=32)
+def _sampler(model: CharLM, length: int, temperature: float, num_samples: int):
+    @jax.jit
+    def run(params, key, prompt):
+        ids = jnp.broadcast_to(prompt, (num_samples, prompt.shape[0]))
+        carry, logits = model.apply(params, model.initial_carry((num_samples,)), ids)
+
+        def body(state, k):
+            carry, last = state
+            if temperature > 0.0:
+                token = jax.random.categorical(k, last / temperature, axis=-1)
+            else:
+                token = jnp.argmax(last, axis=-1)
+            token = token.astype(jnp.int32)
+            carry, logits = model.apply(params, carry, token[:, None])
+            return (carry, logits[:, 0]), token
+
+        _, tokens = jax.lax.scan(body, (carry, logits[:, -1]), jax.random.split(key, length))
+        return tokens.T
+
+    return run
+
+
+# --------------------------------------------------------------------------------------------
+# End to end: the demo's character-level language model.
+
+
+@dataclasses.dataclass(frozen=True)
+class CharLMConfig:
+    """Hyperparameters of :func:`train_char_lm` (the ``demo`` defaults: under a minute on two
+    CPU cores)."""
+
+    cell: str = "lstm"
+    hidden_size: int = 256
+    embed_size: int = 64
+    num_layers: int = 1
+    dropout: float = 0.0
+    batch_size: int = 32
+    seq_len: int = 64
+    steps: int = 300
+    learning_rate: float = 5e-3
+    warmup_steps: int = 20
+    clip_norm: float = 1.0
+    weight_decay: float = 1e-4
+    val_fraction: float = 0.1
+    eval_chunks: int = 8
+    seed: int = 0
+
+    def model(self, vocab_size: int) -> CharLM:
+        """The :func:`char_lm` these settings describe."""
+        return char_lm(
+            vocab_size,
+            self.hidden_size,
+            cell=self.cell,
+            embed_size=self.embed_size,
+            num_layers=self.num_layers,
+            dropout=self.dropout,
+        )
+
+    def optimizer(self) -> optax.GradientTransformation:
+        """The :func:`jaxrnn.train.default_optimizer` these settings describe."""
+        return _train.default_optimizer(
+            self.learning_rate,
+            self.steps,
+            warmup_steps=self.warmup_steps,
+            clip_norm=self.clip_norm,
+            weight_decay=self.weight_decay,
+        )
+
+    def init_state(self, model: CharLM) -> _train.TrainState:
+        """The step-0 :class:`jaxrnn.train.TrainState` (params from ``seed``, zero carry)."""
+        k_init, k_train = jax.random.split(jax.random.key(self.seed))
+        return _train.init_state(
+            model.init(k_init),
+            self.optimizer(),
+            k_train,
+            model.initial_carry((self.batch_size,)),
+        )
+
+
+class CharLMRun(NamedTuple):
+    """What :func:`train_char_lm` returns."""
+
+    model: CharLM
+    state: _train.TrainState
+    history: _train.History
+    vocab: _data.Vocab
+    config: CharLMConfig
+
+
+def run_metadata(config: CharLMConfig, vocab: _data.Vocab, corpus: str, text: str) -> dict:
+    """The JSON metadata stored with every checkpoint of :func:`train_char_lm`."""
+    return {
+        "kind": "char_lm",
+        "config": dataclasses.asdict(config),
+        "vocab": vocab.to_json(),
+        "corpus": {"source": corpus, "chars": len(text), "sha256": _data.text_digest(text)},
+    }
+
+
+def train_char_lm(
+    text: str,
+    config: CharLMConfig = CharLMConfig(),
+    *,
+    corpus: str = "text",
+    stop_at: int | None = None,
+    checkpoint_dir: str | os.PathLike | None = None,
+    save_every: int = 100,
+    max_to_keep: int | None = 3,
+    eval_every: int = 100,
+    mesh: Mesh | str | None = "auto",
+    progress: bool = True,
+) -> CharLMRun:
+    """Train :func:`char_lm` on ``text`` with truncated BPTT, resuming from checkpoints.
+
+    The last ``config.val_fraction`` of the text is held out; ``history.eval["loss"]`` is the
+    cross-entropy (nats per character) on its first ``config.eval_chunks`` chunks (no
+    evaluation if it is shorter than one batch of chunks). With
+    ``checkpoint_dir``, training resumes from the latest checkpoint there (which must have been
+    written with the same config and corpus) and saves every ``save_every`` steps; an empty or
+    missing directory starts from scratch.
+
+    Args:
+        text: the corpus.
+        config: hyperparameters.
+        corpus: a name for the corpus, stored in checkpoint metadata (e.g. a path).
+        stop_at: stop after this many steps in total (default ``config.steps``, the length of
+            the learning-rate schedule).
+        checkpoint_dir: where to save and resume.
+        save_every: checkpoint period.
+        max_to_keep: checkpoints kept.
+        eval_every: validation period.
+        mesh: a data-parallel mesh, ``None``, or ``"auto"``: every device when there are
+            several and they divide the batch.
+        progress: show the progress bar.
+
+    Raises:
+        jaxrnn.train.CheckpointError: if the latest checkpoint cannot be restored.
+        ValueError: if the checkpoints were written for another config or corpus.
+    """
+    train_text, val_text = _data.split_text(text, config.val_fraction)
+    vocab = _data.Vocab.from_text(text)
+    model = config.model(vocab.size)
+    batches = _data.TextBatches(
+        vocab.encode(train_text), config.batch_size, config.seq_len, seed=config.seed
+    )
+    eval_fn = None
+    val_ids = vocab.encode(val_text)
+    if config.eval_chunks > 0 and val_ids.size >= (config.batch_size + 1) * config.seq_len:
+        val = _data.TextBatches(val_ids, config.batch_size, config.seq_len)
+        n = min(config.eval_chunks, val.num_chunks)
+        chunks = jax.tree.map(lambda *xs: jnp.stack(xs), *[val(k) for k in range(n)])
+        eval_fn = lambda state: {"loss": evaluate_lm(model, state.params, chunks)}
+    if mesh == "auto":
+        n_dev = len(jax.devices())
+        mesh = _train.data_mesh() if n_dev > 1 and config.batch_size % n_dev == 0 else None
+
+    state, history, ckpt = config.init_state(model), _train.History(), None
+    if mesh is not None:
+        state = _train.shard_state(state, mesh)
+    if checkpoint_dir is not None:
+        meta = run_metadata(config, vocab, corpus, text)
+        ckpt = _train.Checkpoints(
+            checkpoint_dir, save_every=save_every, max_to_keep=max_to_keep, config=meta
+        )
+    try:
+        if ckpt is not None:
+            if ckpt.latest_step() is not None:
+                _check_same_run(ckpt.metadata()["config"], meta, ckpt.directory)
+            state, history = ckpt.resume(state)
+        step = _train.make_train_step(lm_loss(model), config.optimizer(), mesh=mesh)
+        state, history = _train.fit(
+            state,
+            step,
+            batches,
+            config.steps if stop_at is None else stop_at,
+            eval_fn=eval_fn,
+            eval_every=eval_every,
+            checkpoints=ckpt,
+            history=history,
+            mesh=mesh,
+            progress=progress,
+            tokens_per_step=config.batch_size * config.seq_len,
+            desc=f"{config.cell} LM",
+        )
+    finally:
+        if ckpt is not None:
+            ckpt.close()
+    return CharLMRun(model, state, history, vocab, config)
+
+
+def _check_same_run(stored: Mapping[str, Any] | None, current: Mapping[str, Any], where: str):
+    if not stored or stored.get("kind") != "char_lm":
+        raise ValueError(f"{where} holds checkpoints of something other than train_char_lm")
+    diffs = [
+        f"{k}: checkpoint {stored['config'].get(k)!r}, now {v!r}"
+        for k, v in current["config"].items()
+        if stored["config"].get(k) != v
+    ]
+    if stored["corpus"]["sha256"] != current["corpus"]["sha256"]:
+        diffs.append(
+            f"corpus: checkpoint trained on {stored['corpus']['source']!r} "
+            f"({stored['corpus']['chars']} chars), now {current['corpus']['source']!r} "
+            f"({current['corpus']['chars']} chars) with different contents"
+        )
+    if diffs:
+        raise ValueError(
+            f"cannot resume from {where}: its checkpoints were written by a different run ("
+            + "; ".join(diffs)
+            + "). Use the same settings, or another checkpoint directory."
+        )
+
+
+def load_char_lm(checkpoint_dir: str | os.PathLike, *, step: int | None = None):
+    """Rebuild a :func:`train_char_lm` model from its checkpoint directory, for sampling.
+
+    Returns:
+        ``(model, params, vocab, config, meta)`` where ``meta`` is the checkpoint's metadata.
+
+    Raises:
+        FileNotFoundError: if the directory does not exist.
+        jaxrnn.train.CheckpointError: if it holds no readable checkpoint.
+    """
+    with _train.Checkpoints(checkpoint_dir, create=False) as ckpt:
+        meta = ckpt.metadata(step)
+        stored = meta.get("config") or {}
+        if stored.get("kind") != "char_lm":
+            raise _train.CheckpointError(f"{ckpt.directory} holds no char_lm checkpoint")
+        config = CharLMConfig(**stored["config"])
+        vocab = _data.Vocab.from_json(stored["vocab"])
+        model = config.model(vocab.size)
+        template = jax.eval_shape(lambda: config.init_state(model))
+        state = ckpt.restore(template, step=meta["step"])
+    return model, state.params, vocab, config, meta
+
+
+def bits_per_char(loss: float) -> float:
+    """Convert a cross-entropy in nats to bits."""
+    return loss / math.log(2.0)

@@ -1,0 +1,81 @@
+"""Training: a pure train state, a compiled train step, a fit loop, checkpoints, data parallelism.
+
+The machinery any model trains with, one module per concern, in the order a step uses them:
+
+* :mod:`jaxrnn.train.parallel`: :func:`data_mesh`, :func:`shard_batch`, :func:`shard_state`:
+  the batch split over devices (and hosts), parameters replicated;
+* :mod:`jaxrnn.train.state`: :class:`TrainState`, :func:`init_state`,
+  :func:`default_optimizer`, :func:`truncated` and :func:`make_train_step`: one jit-compiled
+  step of truncated backpropagation through time;
+* :mod:`jaxrnn.train.loop`: :func:`fit` and its :class:`History` of metrics;
+* :mod:`jaxrnn.train.checkpoints`: :class:`Checkpoints` (orbax, atomic, checksummed) and
+  :class:`CheckpointError`.
+
+A model plugs in through its loss, ``loss_fn(params, carry, batch, key) -> (loss, carry)``;
+:mod:`jaxrnn.models.language_model` is one such model (the demo's character-level LSTM), built
+on this package exactly as a user's own model would be.
+
+Data parallelism on several devices (or hosts)::
+
+    mesh = jr.train.data_mesh()                 # every device, one axis called "data"
+    step = jr.train.make_train_step(loss_fn, optimizer, mesh=mesh)
+    state, history = jr.train.fit(state, step, batches, num_steps, mesh=mesh)
+"""
+
+from jaxrnn.train.checkpoints import CheckpointError, Checkpoints
+from jaxrnn.train.loop import History, fit
+from jaxrnn.train.parallel import data_mesh, shard_batch, shard_state
+from jaxrnn.train.state import (
+    TrainState,
+    default_optimizer,
+    init_state,
+    make_train_step,
+    truncated,
+)
+
+__all__ = [
+    "CheckpointError",
+    "Checkpoints",
+    "History",
+    "TrainState",
+    "data_mesh",
+    "default_optimizer",
+    "fit",
+    "init_state",
+    "make_train_step",
+    "shard_batch",
+    "shard_state",
+    "truncated",
+]
+
+# The character-level language model lived here until 0.2; it is a model built on this package,
+# not part of it. Old names fail with a pointer to the new home instead of a bare AttributeError.
+_MOVED_TO_MODELS = (
+    "CELLS",
+    "CharLM",
+    "CharLMConfig",
+    "CharLMParams",
+    "CharLMRun",
+    "bits_per_char",
+    "char_lm",
+    "evaluate_lm",
+    "lm_loss",
+    "load_char_lm",
+    "run_metadata",
+    "sample",
+    "train_char_lm",
+)
+
+
+def __getattr__(name):
+    if name == "cross_entropy":
+        raise AttributeError(
+            "jaxrnn.train.cross_entropy was removed: use "
+            "jaxrnn.losses.softmax_cross_entropy(logits, targets, reduction='mean')"
+        )
+    if name in _MOVED_TO_MODELS:
+        raise AttributeError(
+            f"jaxrnn.train.{name} moved to jaxrnn.models.{name} (the character-level language "
+            "model is a model built on jaxrnn.train, no longer part of it)"
+        )
+    raise AttributeError(f"module 'jaxrnn.train' has no attribute {name!r}")
