@@ -1,8 +1,8 @@
-"""Tests of jaxrnn.train: optimizer, train step, truncated BPTT, fit, the char LM and sampling.
+"""Tests of jaxrnn.train: optimizer, train step, truncated BPTT and fit.
 
 References are computed independently of the code under test: manual SGD updates from
 ``jax.grad`` of the plain loss, the learning-rate schedule from its closed form, chunk losses
-and carries from direct ``model.apply`` calls, and sampling from a Python loop over tokens.
+and carries from direct ``model.apply`` calls (the model: :mod:`jaxrnn.models`' char LM).
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import optax
 import pytest
 from helpers import assert_trees_close
 
-import jaxrnn as jr
 import jaxrnn.models as jm
 import jaxrnn.train as jt
 from jaxrnn import data
@@ -294,91 +293,3 @@ def test_fit_matches_manual_loop_and_records_history():
     state, again = jt.fit(state, step, batches, 7, progress=False)
     assert int(state.step) == 7 and again.train == {"step": []}
     assert jt.History.from_json(history.to_json()) == history
-
-
-# --------------------------------------------------------------------------------------------
-# The char LM, evaluation and sampling.
-
-
-@pytest.mark.parametrize(
-    "cell,params_type,w_ih_cols,peep",
-    [
-        ("lstm", jr.LSTMParams, 32, None),
-        ("gru", jr.GRUParams, 24, None),
-        ("rnn", jr.SimpleRNNParams, 8, None),
-        ("peephole", jr.LSTMParams, 32, (3, 8)),
-        ("coupled", jr.LSTMParams, 24, None),
-    ],
-)
-def test_char_lm_cells(cell, params_type, w_ih_cols, peep):
-    model = tiny_model(cell)
-    params = jax.eval_shape(model.init, jax.random.key(0))
-    (layer,) = params.rnn
-    assert isinstance(layer, params_type)
-    assert layer.w_ih.shape == (4, w_ih_cols)
-    if peep is not None:
-        assert layer.w_peep.shape == peep
-    assert params.embed.shape == (VOCAB.size, 4) and params.w_out.shape == (8, VOCAB.size)
-
-
-def test_char_lm_rejects_unknown_cell():
-    with pytest.raises(ValueError, match="cell"):
-        jm.char_lm(5, cell="transformer")
-
-
-def test_evaluate_lm_matches_a_loop():
-    model = jitted(tiny_model("lstm"))
-    params = model.init(jax.random.key(0))
-    batches = tiny_batches()
-    parts = [batches(k) for k in range(3)]
-    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *parts)
-    carry, losses = model.initial_carry((B,)), []
-    for batch in parts:
-        carry, logits = model.apply(params, carry, batch["inputs"], reset=batch["reset"])
-        logp = jax.nn.log_softmax(np.asarray(logits, np.float64), axis=-1)
-        targets = np.asarray(batch["targets"])
-        losses.append(-np.take_along_axis(np.asarray(logp), targets[..., None], -1).mean())
-    assert float(jm.evaluate_lm(model, params, stacked)) == pytest.approx(np.mean(losses), rel=1e-5)
-
-
-def python_loop_sample(model, params, key, prompt, length, temperature, num_samples):
-    carry = model.initial_carry((num_samples,))
-    logits = None
-    for tok in prompt:
-        carry, logits = model.apply(params, carry, jnp.full((num_samples, 1), tok, jnp.int32))
-    out = []
-    for k in jax.random.split(key, length):
-        last = logits[:, -1]
-        if temperature == 0:
-            tok = jnp.argmax(last, axis=-1)
-        else:
-            tok = jax.random.categorical(k, last / temperature, axis=-1)
-        out.append(np.asarray(tok))
-        carry, logits = model.apply(params, carry, tok[:, None].astype(jnp.int32))
-    return np.stack(out, axis=1)
-
-
-@pytest.mark.parametrize("temperature", [0.0, 0.8])
-def test_sample_matches_python_loop(temperature):
-    model = jitted(tiny_model("lstm"))
-    params = model.init(jax.random.key(0))
-    prompt = VOCAB.encode("the ")
-    ids = jm.sample(
-        model, params, jax.random.key(3), prompt, 12, temperature=temperature, num_samples=3
-    )
-    ref = python_loop_sample(model, params, jax.random.key(3), prompt, 12, temperature, 3)
-    assert ids.shape == (3, 12) and ids.dtype == jnp.int32
-    np.testing.assert_array_equal(ids, ref)
-    if temperature == 0:
-        assert (ids == ids[0]).all()  # greedy: every sample is the same
-    else:
-        assert len({tuple(r) for r in np.asarray(ids)}) > 1
-
-
-def test_sample_rejects_bad_arguments():
-    model = jitted(tiny_model("gru"))
-    params = model.init(jax.random.key(0))
-    with pytest.raises(ValueError, match="prompt"):
-        jm.sample(model, params, jax.random.key(1), [], 5)
-    with pytest.raises(ValueError, match="temperature"):
-        jm.sample(model, params, jax.random.key(2), [0], 5, temperature=-1.0)
