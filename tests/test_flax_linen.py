@@ -347,10 +347,12 @@ def test_training_embed_rnn_dense_with_optax_adam_lowers_the_loss():
 # Packaging
 
 
-def test_import_jaxrnn_does_not_import_flax():
+def test_import_jaxrnn_does_not_import_flax_or_torch():
     code = (
         "import sys, jaxrnn\n"
-        "assert 'flax' not in sys.modules, sorted(m for m in sys.modules if 'flax' in m)\n"
+        "import jaxrnn.interop, jaxrnn.interop.flax, jaxrnn.interop.torch\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('flax', 'torch'))\n"
+        "assert 'flax' not in sys.modules and 'torch' not in sys.modules, loaded\n"
         "import jaxrnn.flax, flax.linen\n"
         "assert jaxrnn.flax.linen.nn is flax.linen  # the real Flax, not shadowed\n"
         "assert jaxrnn.flax.nnx.nnx is sys.modules['flax.nnx']\n"

@@ -1,0 +1,50 @@
+"""Interoperability with PyTorch and Flax: the same weights in, the same function out.
+
+Each backend converts parameters between a jaxrnn cell or layer and the other library's modules,
+and the converted model computes the same function as the original:
+
+- :mod:`jaxrnn.interop.torch`: ``torch.nn.RNN``/``GRU``/``LSTM`` modules and :func:`jaxrnn.rnn`
+  layers (:func:`from_torch`, :func:`to_torch`, :func:`torch_state_dict`), and torch's stacked
+  states ``h_n``/``c_n`` (:func:`torch_state`, :func:`carry_from_torch`);
+- :mod:`jaxrnn.interop.flax`: Flax Linen and NNX RNN cells (:func:`from_flax_linen`,
+  :func:`to_flax_linen`, :func:`from_flax_nnx`, :func:`to_flax_nnx`) and Flax's LSTM carry
+  order (:func:`carry_from_flax`, :func:`carry_to_flax`);
+- :mod:`jaxrnn.interop._common`: what the backends share (cell-kind detection, fused gate
+  blocks, building a jaxrnn cell from them).
+
+Conversions are exact or refused: where the target cannot hold the source's function (a GRU
+with ``reset_after=False``, peepholes, coupled gates, custom activations, a Jordan cell, a
+nonzero ``b_hn`` for NNX, nonzero biases for ``bias=False``), a ``ValueError`` names what
+blocks it. Importing this package imports neither ``torch`` nor ``flax``: the functions that
+need them import them when called.
+"""
+
+from jaxrnn.interop.flax import (
+    carry_from_flax,
+    carry_to_flax,
+    from_flax_linen,
+    from_flax_nnx,
+    to_flax_linen,
+    to_flax_nnx,
+)
+from jaxrnn.interop.torch import (
+    carry_from_torch,
+    from_torch,
+    to_torch,
+    torch_state,
+    torch_state_dict,
+)
+
+__all__ = [
+    "carry_from_flax",
+    "carry_from_torch",
+    "carry_to_flax",
+    "from_flax_linen",
+    "from_flax_nnx",
+    "from_torch",
+    "to_flax_linen",
+    "to_flax_nnx",
+    "to_torch",
+    "torch_state",
+    "torch_state_dict",
+]
