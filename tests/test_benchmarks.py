@@ -1,20 +1,27 @@
-"""Smoke test of benchmarks/bench_core.py at tiny sizes (no timing assertions).
+"""Tests of benchmarks/: smoke runs of every script at tiny sizes, and the timing harness itself.
 
-Runs the benchmark's ``main`` once with ``--quick --repeats 1`` and checks what it computed:
-every implementation produced outputs of the same shape, and, since the benchmark feeds all of
-them the same weights (Flax's, with random biases, mapped to every other layout), that their
-outputs and losses agree. Flax, Equinox and PyTorch are independent references here, so this
-also checks jaxrnn's LSTM and GRU against them.
+Each script's ``main`` runs once with ``--quick --repeats 1``, and the test checks what it
+computed, never how fast: in ``bench_cells.py`` every implementation produced outputs of the
+same shape and, since all of them get the same weights (Flax's, with random biases, mapped to
+every other layout), the same outputs and losses. Flax, Equinox and PyTorch are independent
+references here, so this also checks jaxrnn's LSTM and GRU against them. ``bench_remat.py``
+must compute one loss for every remat form, with less XLA temp memory the less a step keeps.
+The diagnostic variants must compute what the default computes.
 
-The whole run happens in one test function: the suite runs under pytest-xdist, where a
+The harness tests use synthetic samples and fake entries: paired-ratio arithmetic against a
+NumPy hand computation, the interleaving (every entry timed once per round, in shuffled
+orders), the JSON round trip, and ``--cores`` pinning in a child process.
+
+Each script's run happens in one test function: the suite runs under pytest-xdist, where a
 module-scoped fixture would run the benchmark once per worker.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import json
+import os
 import sys
+import textwrap
 from pathlib import Path
 
 import flax.linen as nn
@@ -24,24 +31,33 @@ import pytest
 
 import jaxrnn as jr
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_core.py"
-QUICK = {"batch": 2, "time": 5, "input": 3, "hidden": 4}  # the sizes --quick selects
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+QUICK = {"batch": 2, "time": 5, "input": 3, "hidden": 4}  # the sizes bench_cells --quick selects
 
 
-def load_bench():
-    spec = importlib.util.spec_from_file_location("bench_core", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(module)
+def load(name: str):
+    """Import ``benchmarks/<name>.py`` under ``name``, as the scripts import one another."""
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses resolve annotations through sys.modules
+        spec.loader.exec_module(module)
+    module = sys.modules[name]
+    assert Path(module.__file__).resolve().parent == BENCH, module.__file__
     return module
 
 
 @pytest.fixture(scope="module")
-def bench():
-    return load_bench()
+def harness():
+    return load("harness")
 
 
-def test_quick_run(bench, tmp_path):
+# --------------------------------------------------------------------------------------------
+# Smoke runs of the scripts.
+
+
+def test_cells_quick_run(tmp_path):
+    bench = load("bench_cells")
     out = tmp_path / "results.json"
     results = bench.main(["--quick", "--repeats", "1", "--json", str(out)])
     rows = results["rows"]
@@ -53,7 +69,7 @@ def test_quick_run(bench, tmp_path):
     expected = {(c, f, m) for c in ("lstm", "gru") for f in families for m in ("infer", "train")}
     assert expected <= ran, expected - ran
     assert sum(r["cell"] == "lstm" and r["family"] == "flax" for r in rows) == 4  # 2 cells x 2
-    assert all(r["median_ms"] > 0 for r in rows)
+    assert all(r["median_ms"] > 0 and len(r["samples_ms"]) == 1 for r in rows)
 
     # Same output shapes: ys for inference, a scalar loss for training.
     shapes = {"infer": [QUICK["batch"], QUICK["time"], QUICK["hidden"]], "train": []}
@@ -70,43 +86,208 @@ def test_quick_run(bench, tmp_path):
     assert next(v for k, v in checks.items() if "reset_after=True" in k) < 1e-5
     assert next(v for k, v in checks.items() if "reset_after=False" in k) > 1e-3
 
+    # One acceptance ratio per cell and mode, and the JSON dump holds everything.
+    assert {(a["cell"], a["mode"]) for a in results["acceptance"]} == {
+        (c, m) for c in ("lstm", "gru") for m in ("infer", "train")
+    }
+    assert all(a["ratio"] > 0 for a in results["acceptance"])
+    dumped = load("harness").read_json(out)
+    assert len(dumped["rows"]) == len(rows)
+    assert dumped["config"]["hidden"] == QUICK["hidden"]
+    assert dumped["env"]["jax"] == jax.__version__
+
+
+def test_remat_quick_run(tmp_path):
+    bench = load("bench_remat")
+    out = tmp_path / "results.json"
+    results = bench.main(["--quick", "--repeats", "1", "--json", str(out)])
+
     # Every remat form computes the same loss; keeping less means less XLA temp memory:
     # everything_saveable >= the default policy (False) > True.
-    remat = {(r["cell"], r["remat"]): r for r in results["remat"] if r["form"] == "jr.scan"}
+    remat = {(r["cell"], r["remat"]): r for r in results["rows"] if r["form"] == "jr.scan"}
+    assert len(remat) == len(results["rows"]) == 6
     for cell in ("lstm", "gru"):
         full, off, on = (remat[(cell, k)] for k in ("everything_saveable", "False", "True"))
         assert on["loss"] == pytest.approx(off["loss"], rel=1e-5)
         assert full["loss"] == pytest.approx(off["loss"], rel=1e-5)
         if off["temp_bytes"] is not None:
             assert on["temp_bytes"] < off["temp_bytes"] <= full["temp_bytes"]
-
-    # One acceptance ratio per cell and mode, and the JSON dump holds everything.
-    assert {(a["cell"], a["mode"]) for a in results["acceptance"]} == {
-        (c, m) for c in ("lstm", "gru") for m in ("infer", "train")
-    }
-    assert all(a["ratio"] > 0 for a in results["acceptance"])
-    dumped = json.loads(out.read_text())
-    assert len(dumped["rows"]) == len(rows)
-    assert dumped["config"]["hidden"] == QUICK["hidden"]
+        assert all(r["median_ms"] > 0 for r in (full, off, on))
+    assert load("harness").read_json(out)["rows"][0]["T"] == 16  # --quick's T
 
 
 @pytest.mark.parametrize("cell_name", ["lstm", "gru"])
-def test_flax_weight_mapping_single_step(bench, cell_name):
+def test_variants_compute_the_default(cell_name):
+    """Every diagnostic variant is the same function as ``jr.scan`` of the cell."""
+    peers, variants = load("peers"), load("variants")
+    n_in, H, T = 3, 4, 8
+    cell = jr.lstm(n_in, H) if cell_name == "lstm" else jr.gru(n_in, H, reset_after=True)
+    params = cell.init(jax.random.key(2))
+    xs = jax.random.normal(jax.random.key(3), (2, T, n_in))
+    ref = peers.jaxrnn_forward(cell, 1)(params, xs)
+    for v in variants.VARIANTS:
+        built = variants.jaxrnn_variant(v, cell_name, cell, 1, T)
+        if v == "chunk32":  # T = 8 is not a multiple of 32
+            assert built is None
+            continue
+        label, forward = built
+        np.testing.assert_allclose(forward(params, xs), ref, rtol=1e-5, atol=1e-6, err_msg=label)
+
+
+@pytest.mark.parametrize("cell_name", ["lstm", "gru"])
+def test_flax_weight_mapping_single_step(cell_name):
     """The weight mapping alone: one Flax cell step equals one jaxrnn step."""
+    peers = load("peers")
     n_in, H = 5, 6
     k_params, k_x, k_h, k_c = jax.random.split(jax.random.key(1), 4)
     xs = jax.random.normal(k_x, (3, 1, n_in))
     x = xs[:, 0]
-    fp = bench.flax_params(cell_name, H, xs, k_params)
+    fp = peers.flax_params(cell_name, H, xs, k_params)
     assert float(np.max(np.abs(fp["cell"]["hn" if cell_name == "gru" else "hf"]["bias"]))) > 0
     h, c = jax.random.normal(k_h, (3, H)), jax.random.normal(k_c, (3, H))
     if cell_name == "lstm":
         (c_ref, h_ref), _ = nn.LSTMCell(H).apply({"params": fp["cell"]}, (c, h), x)
-        carry, _ = jr.lstm(n_in, H).apply(bench.flax_lstm_to_jaxrnn(fp), jr.LSTMCarry(h, c), x)
+        carry, _ = jr.lstm(n_in, H).apply(peers.flax_lstm_to_jaxrnn(fp), jr.LSTMCarry(h, c), x)
         np.testing.assert_allclose(carry.c, c_ref, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(carry.h, h_ref, rtol=1e-5, atol=1e-6)
     else:
         h_ref, _ = nn.GRUCell(H).apply({"params": fp["cell"]}, h, x)
         cell = jr.gru(n_in, H, reset_after=True)
-        h_new, _ = cell.apply(bench.flax_gru_to_jaxrnn(fp), h, x)
+        h_new, _ = cell.apply(peers.flax_gru_to_jaxrnn(fp), h, x)
         np.testing.assert_allclose(h_new, h_ref, rtol=1e-5, atol=1e-6)
+
+
+# --------------------------------------------------------------------------------------------
+# The harness.
+
+
+def test_paired_ratio_by_hand(harness):
+    # Per-round ratios 2, 2, 3: median 2, quartiles 2 and 2.5; medians 4 / 2.
+    got = harness.paired_ratio([2.0, 4.0, 6.0], [1.0, 2.0, 2.0])
+    assert got == pytest.approx(
+        {"ratio": 2.0, "ratio_q25": 2.0, "ratio_q75": 2.5, "ratio_of_medians": 2.0}
+    )
+
+
+def test_paired_ratio_matches_numpy(harness):
+    rng = np.random.default_rng(0)
+    load_ = rng.uniform(1.0, 3.0, 21)  # background load shared by both entries in a round
+    a = 10.0 * load_ * rng.uniform(0.95, 1.05, 21)
+    b = 12.5 * load_ * rng.uniform(0.95, 1.05, 21)
+    got = harness.paired_ratio(list(a), list(b))
+    per_round = a / b
+    assert got["ratio"] == pytest.approx(np.median(per_round))
+    assert got["ratio_q25"] == pytest.approx(np.percentile(per_round, 25))
+    assert got["ratio_q75"] == pytest.approx(np.percentile(per_round, 75))
+    assert got["ratio_of_medians"] == pytest.approx(np.median(a) / np.median(b))
+    # The pairing cancels the shared load: the per-round spread is far below the plain one.
+    assert got["ratio_q75"] - got["ratio_q25"] < 0.1 < np.ptp(a) / np.median(b)
+    with pytest.raises(ValueError, match="equally many"):
+        harness.paired_ratio([1.0, 2.0], [1.0])
+
+
+def test_summary(harness):
+    s = [5.0, 1.0, 3.0, 2.0, 4.0]
+    assert harness.summary(s) == {"median_ms": 3.0, "q25_ms": 2.0, "q75_ms": 4.0, "min_ms": 1.0}
+    assert harness.summary([7.0]) == {"median_ms": 7.0, "q25_ms": 7.0, "q75_ms": 7.0, "min_ms": 7.0}
+
+
+def test_time_interleaved_times_every_entry_every_round(harness):
+    log: list[str] = []
+
+    def entry(key):
+        def call():
+            log.append(key)
+            return key.upper()
+
+        return call
+
+    keys, repeats, calls = ["a", "b", "c", "d", "e"], 12, 3
+    stats, first = harness.time_interleaved({k: entry(k) for k in keys}, repeats, calls, seed=1)
+    # Warm-up: two calls per entry, in the given order; the first call's result is kept.
+    assert log[: 2 * len(keys)] == [k for k in keys for _ in range(2)]
+    assert first == {k: k.upper() for k in keys}
+    # Then each round visits every entry once: one untimed and `calls` timed calls in a row.
+    visit = 1 + calls
+    rounds = log[2 * len(keys) :]
+    assert len(rounds) == repeats * len(keys) * visit
+    orders = []
+    for r in range(repeats):
+        chunk = rounds[r * len(keys) * visit : (r + 1) * len(keys) * visit]
+        order = chunk[::visit]
+        assert chunk == [k for k in order for _ in range(visit)]
+        assert sorted(order) == keys
+        orders.append(tuple(order))
+    assert len(set(orders)) > 1  # shuffled per round
+    for k in keys:
+        assert len(stats[k]["samples_ms"]) == repeats
+        assert stats[k]["median_ms"] == pytest.approx(np.median(stats[k]["samples_ms"]))
+        assert stats[k]["min_ms"] == min(stats[k]["samples_ms"]) >= 0
+        assert stats[k]["warmup_s"] >= 0
+    with pytest.raises(ValueError, match="duplicate"):
+        harness.time_interleaved([("a", entry("a")), ("a", entry("a"))], 1, 1)
+
+
+def test_json_round_trip(harness, tmp_path):
+    results = {
+        "config": {"json": tmp_path / "x.json", "cells": ["lstm"], "quick": True, "cores": None},
+        "rows": [{"median_ms": np.float64(1.5), "samples_ms": np.array([1.0, 2.0]), "n": 3}],
+        "ratio": 0.25,
+    }
+    path = harness.write_json(tmp_path / "sub" / "results.json", results)
+    assert harness.read_json(path) == {
+        "config": {
+            "json": str(tmp_path / "x.json"),
+            "cells": ["lstm"],
+            "quick": True,
+            "cores": None,
+        },
+        "rows": [{"median_ms": 1.5, "samples_ms": [1.0, 2.0], "n": 3}],
+        "ratio": 0.25,
+    }
+
+
+def test_fmt_table(harness):
+    table = harness.fmt_table(["a", "long header"], [["xyz", "1"], ["w", "22"]])
+    assert table.splitlines() == [
+        "| a   | long header |",
+        "|-----|-------------|",
+        "| xyz | 1           |",
+        "| w   | 22          |",
+    ]
+    assert harness.mib(3 * 2**20) == "3.0 MiB" and harness.mib(512) == "0.5 KiB"
+
+
+def test_environment(harness):
+    env = harness.environment()
+    assert env["jax"] == jax.__version__ and env["jax_backend"] == jax.default_backend()
+    assert env["jaxrnn"] == jr.__version__
+    assert env["usable_cpus"] >= 1 and "cpu_model" in env and "torch_threads" in env
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs os.sched_setaffinity")
+def test_cores_pinning_in_a_child_process(harness, tmp_path):
+    """``--cores 1`` pins a fresh process; after JAX is imported it is refused, not ignored."""
+    script = tmp_path / "child.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import os, sys
+            sys.path.insert(0, {str(BENCH)!r})
+            import harness
+            pinned = harness.pin_from_argv()
+            out = sys.argv[sys.argv.index("--json") + 1]
+            harness.write_json(out, {{"pinned": pinned, "cpus": len(os.sched_getaffinity(0))}})
+            """
+        )
+    )
+    assert harness.run_script(script, cores=1) == {"pinned": 1, "cpus": 1}
+    assert harness.run_script(script)["pinned"] is None
+    # In this process JAX is imported already: pinning now would come too late.
+    before = os.sched_getaffinity(0)
+    assert harness.pin_from_argv(["--quick"]) is None
+    with pytest.raises(SystemExit, match="before pin_from_argv"):
+        harness.pin_from_argv(["--cores", "1"])
+    assert os.sched_getaffinity(0) == before
+    with pytest.raises(SystemExit, match="only on the command line"):
+        harness.require_pinned(1, "bench_cells.py")
