@@ -111,7 +111,7 @@ def scan(
             ``jax.checkpoint`` policy, e.g. ``jax.checkpoint_policies.everything_saveable``.
         hoist: compute the cell's input projection for all steps before the loop (one large
             matmul) instead of inside each step. ``None`` (default) hoists on accelerators and
-            not on the CPU, where measurement (``benchmarks/bench_core.py``) shows the per-step
+            not on the CPU, where measurement (``benchmarks/bench_cells.py``) shows the per-step
             form 1.4-2.5x faster: the large projected buffer costs more memory traffic than the
             big matmul saves there. Both forms compute the same function.
 
