@@ -496,7 +496,7 @@ def decoder(
 ) -> AttentionDecoder:
     r"""Attention decoder: the context enters the cell's input and the step's output.
 
-    One step, in the notation of Bahdanau et al. (2015) and the lecture notes:
+    One step, in the notation of Bahdanau et al. (2015) as d2l's attention chapter writes it:
 
     .. math::
 

@@ -241,15 +241,16 @@ def simple_rnn(
     activation: Callable[[Array], Array] = jnp.tanh,
     dtype=jnp.float32,
 ) -> Cell:
-    r"""Vanilla (Elman) recurrent cell.
+    r"""Vanilla (Elman) recurrent cell, in the notation of Ng's *Sequence Models* course.
 
     .. math::
 
         a^{(t)} = f(W_{aa} a^{(t-1)} + W_{ax} x^{(t)} + b_a), \qquad y^{(t)} = a^{(t)}
 
     stored input-major: ``a_t = f(x_t @ w_ih + a_{t-1} @ w_hh + b)`` with ``w_ih = W_ax^T``,
-    ``w_hh = W_aa^T``. The output layer :math:`\hat y = g(W_y a + b_y)` of the notes is left to
-    the model (a Dense head), so one cell serves every head.
+    ``w_hh = W_aa^T`` (``docs/notation.md`` maps the other textbooks' symbols). The output layer
+    :math:`\hat y = g(W_y a + b_y)` is left to the model (a Dense head), so one cell serves every
+    head.
 
     Args:
         input_size: ``I``, features of ``x``.
@@ -308,14 +309,14 @@ def gru(input_size: int, hidden_size: int, *, reset_after: bool = False, dtype=j
         r_t &= \sigma(x_t W_{xr} + b_{xr} + h_{t-1} W_{hr} + b_{hr}) \\
         z_t &= \sigma(x_t W_{xz} + b_{xz} + h_{t-1} W_{hz} + b_{hz}) \\
         n_t &= \tanh(x_t W_{xn} + b_{xn} + (r_t \odot h_{t-1}) W_{hn} + b_{hn})
-            \quad\text{(reset\_after=False)} \\
+            \quad\text{(reset_after=False)} \\
         n_t &= \tanh(x_t W_{xn} + b_{xn} + r_t \odot (h_{t-1} W_{hn} + b_{hn}))
-            \quad\text{(reset\_after=True)} \\
+            \quad\text{(reset_after=True)} \\
         h_t &= (1 - z_t) \odot n_t + z_t \odot h_{t-1}
 
-    ``reset_after=False`` is the formulation of Cho et al., d2l and the lecture notes
-    (:math:`\tilde H_t` there is :math:`n_t`); ``reset_after=True`` is cuDNN's, PyTorch's and
-    Keras' default. The notes' :math:`\Gamma_u` gates the candidate,
+    ``reset_after=False`` is the formulation of Cho et al., d2l and Ng's *Sequence Models*
+    course (d2l's :math:`\tilde H_t` is :math:`n_t`); ``reset_after=True`` is cuDNN's, PyTorch's
+    and Keras' default. Ng's update gate :math:`\Gamma_u` gates the candidate,
     :math:`c_t = \Gamma_u \odot \tilde c_t + (1 - \Gamma_u) \odot c_{t-1}`, which is this cell
     with :math:`z = 1 - \Gamma_u`.
 

@@ -1,7 +1,7 @@
 r"""Masked sequence losses.
 
-A sequence loss sums per-step losses over the valid steps of each sequence, as in the lecture
-notes,
+A sequence loss sums per-step losses over the valid steps of each sequence, as in Ng's *Sequence
+Models* course,
 
 .. math::
 
@@ -125,7 +125,7 @@ def sigmoid_binary_cross_entropy(
 ) -> Array:
     r"""Binary cross-entropy of one sigmoid output per step, summed or averaged over valid steps.
 
-    The lecture notes' per-step loss, with :math:`\hat y = \sigma(z)`:
+    The per-step loss of Ng's *Sequence Models* course, with :math:`\hat y = \sigma(z)`:
 
     .. math::
 

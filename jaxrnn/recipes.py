@@ -1,6 +1,7 @@
-r"""The lecture notes' RNN architectures as small models (Goodfellow et al., *Deep Learning* 10).
+r"""RNN architectures of Goodfellow et al., *Deep Learning*, chapter 10, as small models.
 
-* :func:`many_to_many`: one output per input step, :math:`\hat y^{(t)} = g(W_y a^{(t)} + b_y)`;
+* :func:`many_to_many`: one output per input step, :math:`\hat y^{(t)} = g(W_y a^{(t)} + b_y)`
+  (in Ng's *Sequence Models* notation);
 * :func:`many_to_one`: one output for the whole sequence, read from the final state;
 * :func:`one_to_many`: a fixed vector in, a sequence out, the previous output fed back;
 * :func:`jordan_teacher_forcing`: the output-to-hidden recurrence (:func:`jaxrnn.jordan_rnn`)

@@ -1,13 +1,17 @@
-"""The identities of the design seeds (lecture notes), each checked by an independent computation.
+"""The identities behind the cells' equations, each checked by an independent computation.
 
-* seed 003: sigma' = sigma (1 - sigma), tanh' = 1 - tanh^2, the softmax Jacobian;
-* seed 001: the block-matrix identity behind ``W_a [a; x]``, and the vanilla RNN's gradient by
-  backpropagation through time, derived by hand here;
-* seeds 001/004 vs 000/003: the two GRU notations (``Gamma_u`` gating the candidate versus ``z``
-  gating the old state) are one function under ``z = 1 - Gamma_u``;
-* seeds 001/003: the column-vector LSTM (with peepholes and coupled gates) equals ``jr.lstm``.
+The equations are those of the public sources named in ``docs/notation.md``:
 
-Everything runs in float64; the NumPy side is written from the notes' equations, in their
+* the activations' derivatives sigma' = sigma (1 - sigma), tanh' = 1 - tanh^2, and the softmax
+  Jacobian;
+* Ng's *Sequence Models* course: the block-matrix identity behind ``W_a [a; x]``, and the vanilla
+  RNN's gradient by backpropagation through time, derived by hand here;
+* the two GRU notations, Ng's (``Gamma_u`` gating the candidate) and d2l's (``z`` gating the old
+  state, as in ``jr.gru``), are one function under ``z = 1 - Gamma_u``;
+* the column-vector LSTM of Graves (2013) (with peepholes, and coupled gates) and Ng's stacked
+  LSTM equal ``jr.lstm``.
+
+Everything runs in float64; the NumPy side is written from the sources' equations, in their
 column-vector notation, and never calls jaxrnn.
 """
 
@@ -39,7 +43,7 @@ def rand(rng, *shape, scale=0.5):
 
 
 # --------------------------------------------------------------------------------------------
-# Seed 003, "Basics": derivatives of the activations.
+# Derivatives of the activations.
 
 POINTS = np.concatenate([np.linspace(-15.0, 15.0, 601), [0.0, 1e-8, -1e-8, 0.5, -3.25]])
 
@@ -77,7 +81,7 @@ def test_softmax_jacobian(seed, scale):
     x = scale * np.random.default_rng(seed).standard_normal(6)
     e = np.exp(x - x.max())
     y = e / e.sum()
-    # Seed 003, entry by entry: -y_i y_j off the diagonal, y_i (1 - y_i) on it.
+    # Entry by entry: -y_i y_j off the diagonal, y_i (1 - y_i) on it.
     n = len(y)
     by_entry = np.empty((n, n))
     for i in range(n):
@@ -92,7 +96,7 @@ def test_softmax_jacobian(seed, scale):
 
 
 # --------------------------------------------------------------------------------------------
-# Seed 001: block matrices, W_a [a; x].
+# Ng's stacked form: block matrices, W_a [a; x].
 
 
 @pytest.mark.parametrize("cols", [None, 4])
@@ -133,7 +137,7 @@ def test_simple_rnn_step_is_f_of_stacked_weights(act):
 
 
 # --------------------------------------------------------------------------------------------
-# Seed 001: the vanilla RNN's loss and its gradient by backpropagation through time.
+# Ng's vanilla RNN: its loss and its gradient by backpropagation through time.
 
 
 def rnn_loss_numpy(W_aa, W_ax, b_a, W_y, b_y, a0, xs, ys):
@@ -219,7 +223,7 @@ def test_bptt_by_hand_matches_finite_differences():
 def test_bptt_by_hand_equals_jax_grad_of_scan(batch_shape):
     w, a0, xs, ys = _rnn_problem(batch_shape)
     cell = jr.simple_rnn(I, H, dtype=jnp.float64)
-    # Column-vector weights of the notes -> input-major storage: w_ih = W_ax^T, w_hh = W_aa^T.
+    # Ng's column-vector weights -> input-major storage: w_ih = W_ax^T, w_hh = W_aa^T.
     params = jr.SimpleRNNParams(
         w_ih=jnp.asarray(w["W_ax"].T), w_hh=jnp.asarray(w["W_aa"].T), b=jnp.asarray(w["b_a"])
     )
@@ -265,11 +269,11 @@ def test_bptt_by_hand_equals_jax_grad_of_scan(batch_shape):
 
 
 # --------------------------------------------------------------------------------------------
-# GRU: seed 001/004 (Gamma_u gates the candidate) vs seed 000/003 and jr.gru (z gates h).
+# GRU: Ng's form (Gamma_u gates the candidate) vs d2l's, transposed, and jr.gru (z gates h).
 
 
-def gru_seed001_step(W_u, b_u, W_r, b_r, W_c, b_c, c_prev, x):
-    """Seed 001/004, column vectors, weights acting on the stack [c_{t-1}; x_t]."""
+def gru_ng_step(W_u, b_u, W_r, b_r, W_c, b_c, c_prev, x):
+    """Ng's GRU, column vectors, weights acting on the stack [c_{t-1}; x_t]."""
     cx = np.concatenate([c_prev, x])
     gamma_u = sigmoid(W_u @ cx + b_u)
     gamma_r = sigmoid(W_r @ cx + b_r)
@@ -313,7 +317,7 @@ def test_gru_gamma_u_notation_equals_jr_gru_with_z_one_minus_gamma_u(split_bias)
     cell = jr.gru(I, H, reset_after=False, dtype=jnp.float64)
 
     def step(c, x):
-        return gru_seed001_step(W_u, b_u, W_r, b_r, W_c, b_c, c, x)
+        return gru_ng_step(W_u, b_u, W_r, b_r, W_c, b_c, c, x)
 
     want = _run_numpy(step, c0, xs)
     _, got = jr.scan(cell, params, jnp.asarray(xs), jnp.asarray(c0))
@@ -336,8 +340,8 @@ def test_sigma_of_minus_u_is_one_minus_sigma_of_u():
 
 
 @pytest.mark.parametrize("reset_after", [False, True])
-def test_gru_seed003_column_form_equals_jr_gru(reset_after):
-    """Seed 003 (and 000 transposed): z gates h_{t-1}, r acts before W_hh (reset_after=False).
+def test_gru_column_form_equals_jr_gru(reset_after):
+    """d2l's GRU, transposed: z gates h_{t-1}, r acts before W_hh (reset_after=False).
 
     For reset_after=True the reference moves r outside: W_hh (r * h) -> r * (W_hh h + b_hh).
     """
@@ -370,11 +374,11 @@ def test_gru_seed003_column_form_equals_jr_gru(reset_after):
 
 
 # --------------------------------------------------------------------------------------------
-# LSTM: seed 003's column-vector form, with its peephole and coupled variants.
+# LSTM: Graves' (2013) column-vector form, with the peephole and coupled variants.
 
 
-def lstm_seed003_step(w, h, c, x, peephole, coupled):
-    """One step of seed 003; peepholes W_c* are (diagonal) matrices acting on the cell state."""
+def lstm_graves_step(w, h, c, x, peephole, coupled):
+    """One step in Graves' notation; peepholes W_c* are diagonal matrices on the cell state."""
     f = sigmoid(w["W_xf"] @ x + w["W_hf"] @ h + (w["W_cf"] @ c if peephole else 0.0) + w["b_f"])
     if coupled:
         i = 1.0 - f
@@ -391,7 +395,7 @@ def lstm_seed003_step(w, h, c, x, peephole, coupled):
     [(False, False), (True, False), (False, True), (True, True)],
     ids=["plain", "peephole", "coupled", "peephole-coupled"],
 )
-def test_lstm_seed003_column_form_equals_jr_lstm(peephole, coupled):
+def test_lstm_graves_column_form_equals_jr_lstm(peephole, coupled):
     rng = np.random.default_rng(5)
     w = {}
     for g in "ifco":
@@ -418,7 +422,7 @@ def test_lstm_seed003_column_form_equals_jr_lstm(peephole, coupled):
     for n in range(2):
         h, c = h0[n], c0[n]
         for t in range(T):
-            h, c = lstm_seed003_step(w, h, c, xs[n, t], peephole, coupled)
+            h, c = lstm_graves_step(w, h, c, xs[n, t], peephole, coupled)
             want_h[n, t] = h
         want_c[n] = c
     np.testing.assert_allclose(got, want_h, rtol=1e-12, atol=1e-12)
@@ -426,8 +430,8 @@ def test_lstm_seed003_column_form_equals_jr_lstm(peephole, coupled):
     np.testing.assert_allclose(carry.h, want_h[:, -1], rtol=1e-12, atol=1e-12)
 
 
-def test_lstm_seed001_stacked_form_equals_jr_lstm():
-    """Seed 001/004: Gamma_{u,f,o} = sigma(W [a; x] + b), c = Gamma_u c~ + Gamma_f c."""
+def test_lstm_ng_stacked_form_equals_jr_lstm():
+    """Ng's LSTM: Gamma_{u,f,o} = sigma(W [a; x] + b), c = Gamma_u c~ + Gamma_f c."""
     rng = np.random.default_rng(6)
     W = {g: rand(rng, H, H + I) for g in ("u", "f", "c", "o")}  # each acts on [a_{t-1}; x_t]
     b = {g: rand(rng, H) for g in ("u", "f", "c", "o")}

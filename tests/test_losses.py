@@ -1,4 +1,4 @@
-"""Masked sequence losses against optax (reference implementations) and the notes' formula."""
+"""Masked sequence losses against optax (reference implementations) and the textbook formula."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def test_softmax_cross_entropy_matches_optax(reduction):
 
 
 @pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
-def test_sigmoid_binary_cross_entropy_matches_optax_and_the_notes(reduction):
+def test_sigmoid_binary_cross_entropy_matches_optax_and_the_formula(reduction):
     logits = 3.0 * _rand(2, (B, T))
     labels = jnp.asarray(np.random.default_rng(3).uniform(size=(B, T)), jnp.float32)  # soft
     with jax.numpy_dtype_promotion("standard"):
@@ -52,11 +52,11 @@ def test_sigmoid_binary_cross_entropy_matches_optax_and_the_notes(reduction):
         logits, labels, jnp.asarray(MASK), reduction=reduction
     )
     np.testing.assert_allclose(got, _reduce_reference(reference, MASK, reduction), rtol=1e-5)
-    # The notes: L = -y log y_hat - (1 - y) log(1 - y_hat), y_hat = sigmoid(z), in float64.
+    # Ng's Sequence Models: L = -y log y_hat - (1 - y) log(1 - y_hat), y_hat = sigmoid(z), float64.
     z, y = np.asarray(logits, np.float64), np.asarray(labels, np.float64)
     y_hat = 1.0 / (1.0 + np.exp(-z))
-    notes = -y * np.log(y_hat) - (1 - y) * np.log(1 - y_hat)
-    np.testing.assert_allclose(got, _reduce_reference(notes, MASK, reduction), rtol=1e-5)
+    formula = -y * np.log(y_hat) - (1 - y) * np.log(1 - y_hat)
+    np.testing.assert_allclose(got, _reduce_reference(formula, MASK, reduction), rtol=1e-5)
 
 
 def test_padding_is_never_read():

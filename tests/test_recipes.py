@@ -1,4 +1,4 @@
-"""The architectures of the notes as recipes: each trains a little on a synthetic task.
+"""The architectures of *Deep Learning* chapter 10 as recipes: each trains a little on a task.
 
 Besides "the loss falls", each recipe is checked against an independent computation: the final
 hidden state against the output sequence, teacher forcing against free running fed its own

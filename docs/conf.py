@@ -1,0 +1,216 @@
+"""Sphinx configuration of the jaxrnn documentation site.
+
+Build: ``sphinx-build -W --keep-going -b html docs docs/_build/html`` (the ``docs`` extra).
+
+The API pages are autodoc (+ napoleon for the Google-style sections) over the docstrings, which
+are reST already; math is MathJax, served from a local copy so that pages render offline; the
+notebooks are rendered by myst-nb from their committed outputs, never executed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import io
+import os
+import shutil
+import sys
+import types
+from importlib import metadata
+from pathlib import Path
+
+from docutils import nodes
+from sphinx.util.docutils import SphinxDirective
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # document the checkout, installed or not
+
+import jaxrnn  # noqa: E402  (from the checkout, after the sys.path insert)
+
+project = "jaxrnn"
+author = "jaxrnn developers"
+copyright = "jaxrnn developers, Apache-2.0"
+release = version = jaxrnn.__version__
+
+extensions = [
+    "sphinx.ext.autodoc",
+    "sphinx.ext.napoleon",
+    "sphinx.ext.mathjax",
+    "sphinx.ext.viewcode",
+    "myst_nb",  # Markdown pages (MyST) and notebooks; loads myst_parser itself
+]
+
+exclude_patterns = ["_build", "**/.ipynb_checkpoints", "Thumbs.db", ".DS_Store"]
+suppress_warnings: list[str] = []
+
+# JAXRNN_DOCS_SKIP="api/train.*,api/models*": leave out the pages whose names (without suffix)
+# match these patterns, e.g. to build a checkout that lacks some modules; the toctree entries of
+# the left-out pages are then not warned about. Unset for a complete build.
+_skip = [p.strip() for p in os.environ.get("JAXRNN_DOCS_SKIP", "").split(",") if p.strip()]
+if _skip:
+    exclude_patterns += [f"{pattern}.*" for pattern in _skip]  # the files: name + suffix
+    suppress_warnings += ["toc.excluded"]
+
+# --- autodoc / napoleon -----------------------------------------------------------------------
+autodoc_member_order = "bysource"
+autodoc_typehints = "signature"
+autodoc_preserve_defaults = True
+autodoc_default_options = {"members": True, "special-members": "__call__"}
+autodoc_inherit_docstrings = False  # e.g. Flax's long Module.setup docstring on our setup()
+napoleon_google_docstring = True
+napoleon_numpy_docstring = False
+napoleon_use_rtype = False
+napoleon_attr_annotations = False
+
+
+def _source_order_within_all() -> None:
+    """Members of a module with ``__all__`` in source order, not in ``__all__``'s (alphabetical)
+    order: a params NamedTuple then stays next to its cell factory. Sphinx has no option for
+    this; without the (private) hook the pages are still complete, only ordered by ``__all__``."""
+    try:
+        from sphinx.ext.autodoc._dynamic import _member_finder
+    except ImportError:
+        return
+    sort = getattr(_member_finder, "_sort_members", None)
+    if sort is None or getattr(sort, "_jaxrnn", False):
+        return
+
+    def sort_members(documenters, order, *, ignore_module_all, **kwargs):
+        return sort(documenters, order, ignore_module_all=True, **kwargs)
+
+    sort_members._jaxrnn = True
+    _member_finder._sort_members = sort_members
+
+
+_source_order_within_all()
+
+
+def _skip_namedtuple_fields(app, what, name, obj, skip, options):
+    """Leave out NamedTuple fields: their generated docstring is "Alias for field number N",
+    and the class docstring already describes them (an ``Attributes:`` section would otherwise
+    describe each field twice)."""
+    doc = getattr(obj, "__doc__", None) or ""
+    if what == "class" and doc.startswith("Alias for field number"):
+        return True
+    return None
+
+
+def _resolve_reexport(app, env, node, contnode):
+    """Resolve ``jaxrnn.lstm``, ``jaxrnn.Layer``, ``jaxrnn.train.fit``, ... (names re-exported by
+    a package) to the page of the module that defines them, ``jaxrnn.cells.lstm`` etc.; likewise
+    an unqualified name imported into the current module (``Cell`` in ``jaxrnn.layers``)."""
+    target, module = node.get("reftarget", ""), node.get("py:module") or ""
+    if node.get("refdomain") != "py":
+        return None
+    if not target.startswith("jaxrnn."):
+        if not module.startswith("jaxrnn") or "." in target:
+            return None
+        target = f"{module}.{target}"  # e.g. :class:`RNN` in jaxrnn.flax's docstring
+    parts = target.split(".")
+    try:
+        obj = importlib.import_module(parts[0])
+        canonical = parts[:1]
+        for i, part in enumerate(parts[1:], start=1):
+            obj = getattr(obj, part)
+            if isinstance(obj, types.ModuleType):
+                canonical = obj.__name__.split(".")
+            elif getattr(obj, "__module__", None) and getattr(obj, "__qualname__", None):
+                canonical = [*obj.__module__.split("."), *obj.__qualname__.split(".")]
+            else:  # a NamedTuple field, a constant: keep the name under its resolved owner
+                canonical = [*canonical, *parts[i:]]
+                break
+    except (ImportError, AttributeError):
+        return None
+    canonical_name = ".".join(canonical)
+    if canonical_name == target:
+        return None
+    py = env.get_domain("py")
+    return py.resolve_xref(
+        env, node["refdoc"], app.builder, node["reftype"], canonical_name, node, contnode
+    )
+
+
+class CliHelp(SphinxDirective):
+    """``.. jaxrnn-cli-help:: demo``: the ``--help`` text of ``jaxrnn demo``, as argparse prints
+    it (taken from the command line itself, so the page never goes stale)."""
+
+    optional_arguments = 2
+
+    def run(self):
+        from jaxrnn.__main__ import main
+
+        out, code = io.StringIO(), None
+        columns = os.environ.get("COLUMNS")
+        os.environ["COLUMNS"] = "96"
+        try:
+            with contextlib.redirect_stdout(out):
+                main([*self.arguments, "--help"])
+        except SystemExit as e:
+            code = e.code
+        finally:
+            if columns is None:
+                del os.environ["COLUMNS"]
+            else:
+                os.environ["COLUMNS"] = columns
+        text = out.getvalue().rstrip()
+        if code not in (0, None) or not text:
+            msg = f"jaxrnn {' '.join(self.arguments)} --help: exit {code}, no help text"
+            return [self.state.document.reporter.warning(msg, line=self.lineno)]
+        block = nodes.literal_block(text, text)
+        block["language"] = "text"
+        return [block]
+
+
+# --- math: MathJax 3 from a local copy ----------------------------------------------------------
+# The sphinx-mathjax-offline distribution (the `docs` extra) ships MathJax 3.2; the few files the
+# pages load are copied into _static/mathjax at the end of the build, so math renders without
+# network access. Without it, Sphinx's default (a CDN) is used.
+_MATHJAX_PARTS = ("tex-chtml.js", "input/tex", "output/chtml", "ui", "a11y", "adaptors")
+
+
+def _mathjax_source() -> Path | None:
+    try:
+        dist = metadata.distribution("sphinx-mathjax-offline")
+    except metadata.PackageNotFoundError:
+        return None
+    path = Path(dist.locate_file("sphinx-mathjax-offline/static/mathjax"))
+    return path if (path / "tex-chtml.js").is_file() else None
+
+
+_MATHJAX = _mathjax_source()
+if _MATHJAX is not None:
+    mathjax_path = "mathjax/tex-chtml.js"
+
+
+def _copy_mathjax(app, exc):
+    if exc is not None or _MATHJAX is None or app.builder.format != "html":
+        return
+    dest = Path(app.outdir) / "_static" / "mathjax"
+    for part in _MATHJAX_PARTS:
+        src, out = _MATHJAX / part, dest / part
+        if src.is_dir():
+            shutil.copytree(src, out, dirs_exist_ok=True)
+        else:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, out)
+
+
+# --- MyST and notebooks ---------------------------------------------------------------------------
+myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence", "deflist"]
+myst_heading_anchors = 3
+nb_execution_mode = "off"  # render the committed outputs; tests/test_notebooks.py runs them
+nb_merge_streams = True
+source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-nb"}
+
+# --- HTML -------------------------------------------------------------------------------------
+html_theme = "furo"
+html_title = "jaxrnn"
+html_static_path: list[str] = []
+html_show_sourcelink = False
+
+
+def setup(app):
+    app.connect("autodoc-skip-member", _skip_namedtuple_fields)
+    app.connect("build-finished", _copy_mathjax)
+    app.connect("missing-reference", _resolve_reexport)
+    app.add_directive("jaxrnn-cli-help", CliHelp)
