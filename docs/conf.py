@@ -43,14 +43,6 @@ extensions = [
 exclude_patterns = ["_build", "**/.ipynb_checkpoints", "Thumbs.db", ".DS_Store"]
 suppress_warnings: list[str] = []
 
-# JAXRNN_DOCS_SKIP="api/train.*,api/models*": leave out the pages whose names (without suffix)
-# match these patterns, e.g. to build a checkout that lacks some modules; the toctree entries of
-# the left-out pages are then not warned about. Unset for a complete build.
-_skip = [p.strip() for p in os.environ.get("JAXRNN_DOCS_SKIP", "").split(",") if p.strip()]
-if _skip:
-    exclude_patterns += [f"{pattern}.*" for pattern in _skip]  # the files: name + suffix
-    suppress_warnings += ["toc.excluded"]
-
 # --- autodoc / napoleon -----------------------------------------------------------------------
 autodoc_member_order = "bysource"
 autodoc_typehints = "signature"

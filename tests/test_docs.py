@@ -8,8 +8,6 @@ committed plot as a PNG image. Needs the ``docs`` extra; skipped without it.
 
 from __future__ import annotations
 
-import fnmatch
-import os
 import re
 import subprocess
 import sys
@@ -66,12 +64,6 @@ PAGES = [
 ]
 
 
-def _skipped(page: str) -> bool:
-    """Pages left out with ``JAXRNN_DOCS_SKIP`` (see ``docs/conf.py``); unset in CI."""
-    patterns = [p.strip() for p in os.environ.get("JAXRNN_DOCS_SKIP", "").split(",") if p.strip()]
-    return any(fnmatch.fnmatch(page, pattern) for pattern in patterns)
-
-
 def _image_sources(html: str) -> list[str]:
     return re.findall(r'<img[^>]*\bsrc="([^"]+)"', html)
 
@@ -86,8 +78,7 @@ def test_docs_build_without_warnings_and_render_math_and_plots(tmp_path):
     )
 
     for page in PAGES:
-        if not _skipped(page):
-            assert (out / f"{page}.html").is_file(), f"missing page {page}.html"
+        assert (out / f"{page}.html").is_file(), f"missing page {page}.html"
 
     # Math: MathJax loads from the site itself, not from a CDN, and the page has math to typeset.
     mathjax = out / "_static" / "mathjax" / "tex-chtml.js"
