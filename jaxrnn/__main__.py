@@ -27,6 +27,7 @@ _MODEL_OPTIONS = (
     "seq_len",
     "learning_rate",
     "seed",
+    "dtype",
 )
 
 
@@ -73,6 +74,12 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--seq-len", type=int, help="TBPTT chunk length")
     demo.add_argument("--learning-rate", type=float)
     demo.add_argument("--seed", type=int)
+    demo.add_argument(
+        "--dtype",
+        choices=("float32", "bfloat16", "float16"),
+        help="dtype of the matmul operands; parameters, carries and sums stay float32 "
+        "(mixed precision)",
+    )
     demo.add_argument("--eval-every", type=int, default=100, help="validation period (steps)")
     _sampling_options(demo)
     demo.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -195,7 +202,8 @@ def _demo(args: argparse.Namespace) -> int:
     vocab_size = data.Vocab.from_text(text).size
     print(
         f"jaxrnn demo: {config.cell} language model (hidden {config.hidden_size}, "
-        f"{config.num_layers} layer(s)) on {described}: {len(text):,} characters, "
+        f"{config.num_layers} layer(s), {config.dtype} matmuls) on {described}: "
+        f"{len(text):,} characters, "
         f"vocabulary {vocab_size}; batch {config.batch_size} x {config.seq_len} characters"
     )
     sys.stdout.flush()

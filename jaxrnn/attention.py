@@ -17,6 +17,10 @@ part that depends on the query. :meth:`Attention.precompute` computes the first 
 sequence and returns a :class:`Memory`; :meth:`Attention.attend` reads it at every decoder
 step. ``apply(params, query, keys, values=None, mask=None)`` is the two in one call.
 
+Precision (:mod:`jaxrnn.precision`): the projections and the weighted sum run with operands in
+``dtype`` and float32 sums; scores, softmax and weights are float32; the context comes out in
+``dtype``.
+
 Masks: ``mask[..., t]`` is ``True`` for a real memory element and ``False`` for padding.
 Padded elements get weight exactly ``0`` and are never read (garbage or NaN there changes
 nothing, not even gradients); the weights sum to 1 over the valid elements. A row with no valid
@@ -38,6 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrnn.cells import Array, Carry, Cell, Params, PRNGKey, _check_size
+from jaxrnn.precision import Policy, policy
 
 __all__ = [
     "AdditiveParams",
@@ -224,17 +229,16 @@ def _check_query(query, memory: Memory, query_size: int) -> Array:
     return query
 
 
-def _finish(params, memory: Memory, scores: Array) -> tuple[Array, Array]:
-    del params
+def _finish(memory: Memory, scores: Array, pol: Policy) -> tuple[Array, Array]:
     weights = masked_softmax(scores, memory.mask)
-    context = jnp.einsum("...t,...tv->...v", weights.astype(memory.values.dtype), memory.values)
-    return context, weights
+    context = pol.einsum("...t,...tv->...v", weights, memory.values)
+    return pol.out(context), weights
 
 
-def _make_attention(init, precompute, scores, query_size, key_size, config) -> Attention:
+def _make_attention(init, precompute, scores, query_size, key_size, pol, config) -> Attention:
     def attend(params, memory, query):
         query = _check_query(query, memory, query_size)
-        return _finish(params, memory, scores(params, memory, query))
+        return _finish(memory, pol.acc(scores(params, memory, query)), pol)
 
     def apply(params, query, keys, values=None, mask=None):
         return attend(params, precompute(params, keys, values, mask), query)
@@ -253,7 +257,8 @@ def additive(
     *,
     bias: bool = False,
     normalize: bool = False,
-    dtype=jnp.float32,
+    param_dtype=jnp.float32,
+    dtype=None,
 ) -> Attention:
     r"""Additive (Bahdanau, "concat") attention.
 
@@ -273,7 +278,8 @@ def additive(
         hidden_size: ``A``, size of the hidden layer of the score.
         bias: add the bias ``b`` inside the ``tanh`` (implied by ``normalize``).
         normalize: weight-normalise ``v``.
-        dtype: parameter dtype.
+        param_dtype: storage dtype of the parameters.
+        dtype: dtype of the matmul operands and of the context (default ``param_dtype``).
 
     Returns:
         An :class:`Attention` with :class:`AdditiveParams`.
@@ -291,30 +297,32 @@ def additive(
     _check_size("key_size", key_size)
     _check_size("hidden_size", hidden_size)
     use_bias = bias or normalize
+    pol = policy(param_dtype, dtype)
+    pdt = pol.param_dtype
 
     def init(key):
         k_q, k_k, k_v = jax.random.split(key, 3)
         return AdditiveParams(
-            w_q=_lecun_normal(k_q, (query_size, hidden_size), dtype),
-            w_k=_lecun_normal(k_k, (key_size, hidden_size), dtype),
-            v=_lecun_normal(k_v, (hidden_size, 1), dtype)[:, 0],
-            b=jnp.zeros((hidden_size,), dtype) if use_bias else None,
-            g=jnp.asarray(1.0 / math.sqrt(hidden_size), dtype) if normalize else None,
+            w_q=_lecun_normal(k_q, (query_size, hidden_size), pdt),
+            w_k=_lecun_normal(k_k, (key_size, hidden_size), pdt),
+            v=_lecun_normal(k_v, (hidden_size, 1), pdt)[:, 0],
+            b=jnp.zeros((hidden_size,), pdt) if use_bias else None,
+            g=jnp.asarray(1.0 / math.sqrt(hidden_size), pdt) if normalize else None,
         )
 
     def precompute(params, keys, values=None, mask=None):
         keys, values, mask = _prepare_memory(keys, values, mask, key_size)
-        projected = keys @ params.w_k
+        projected = pol.dot(keys, params.w_k)
         if use_bias:
-            projected = projected + params.b
+            projected = projected + pol.acc(params.b)
         return Memory(projected, values, mask)
 
     def scores(params, memory, query):
-        v = params.v
+        v = pol.acc(params.v)
         if normalize:
-            v = params.g * v * jax.lax.rsqrt(jnp.sum(v * v))
-        hidden = jnp.tanh(memory.keys + (query @ params.w_q)[..., None, :])
-        return hidden @ v
+            v = pol.acc(params.g) * v * jax.lax.rsqrt(jnp.sum(v * v))
+        hidden = jnp.tanh(memory.keys + pol.dot(query, params.w_q)[..., None, :])
+        return pol.dot(hidden, v)
 
     config = (
         ("factory", additive),
@@ -323,12 +331,12 @@ def additive(
         ("hidden_size", hidden_size),
         ("bias", bias),
         ("normalize", normalize),
-        ("dtype", dtype),
+        *pol.config(),
     )
-    return _make_attention(init, precompute, scores, query_size, key_size, config)
+    return _make_attention(init, precompute, scores, query_size, key_size, pol, config)
 
 
-def dot(size: int, *, scaled: bool = False) -> Attention:
+def dot(size: int, *, scaled: bool = False, dtype=jnp.float32) -> Attention:
     r"""Dot-product (Luong "dot") attention, optionally scaled.
 
     .. math::
@@ -341,6 +349,7 @@ def dot(size: int, *, scaled: bool = False) -> Attention:
     Args:
         size: features of the query and of the keys.
         scaled: divide the scores by :math:`\sqrt{d}` (Vaswani et al. 2017).
+        dtype: dtype of the matmul operands and of the context (sums in float32).
 
     Returns:
         An :class:`Attention` with :class:`DotParams` (empty).
@@ -354,6 +363,7 @@ def dot(size: int, *, scaled: bool = False) -> Attention:
     """
     _check_size("size", size)
     scale = 1.0 / math.sqrt(size) if scaled else None
+    pol = policy(dtype)
 
     def init(key):
         del key
@@ -365,14 +375,14 @@ def dot(size: int, *, scaled: bool = False) -> Attention:
         return Memory(keys if scale is None else keys * scale, values, mask)
 
     def scores(params, memory, query):
-        return jnp.einsum("...td,...d->...t", memory.keys, query)
+        return pol.einsum("...td,...d->...t", memory.keys, query)
 
-    config = (("factory", dot), ("size", size), ("scaled", scaled))
-    return _make_attention(init, precompute, scores, size, size, config)
+    config = (("factory", dot), ("size", size), ("scaled", scaled), ("dtype", pol.dtype))
+    return _make_attention(init, precompute, scores, size, size, pol, config)
 
 
 def general(
-    query_size: int, key_size: int, *, scaled: bool = False, dtype=jnp.float32
+    query_size: int, key_size: int, *, scaled: bool = False, param_dtype=jnp.float32, dtype=None
 ) -> Attention:
     r"""Bilinear (Luong "general", multiplicative) attention, optionally scaled.
 
@@ -387,7 +397,8 @@ def general(
         query_size: ``Q``.
         key_size: ``K``.
         scaled: divide the scores by :math:`\sqrt{K}`.
-        dtype: parameter dtype.
+        param_dtype: storage dtype of the parameters.
+        dtype: dtype of the matmul operands and of the context (default ``param_dtype``).
 
     Returns:
         An :class:`Attention` with :class:`GeneralParams`.
@@ -402,26 +413,27 @@ def general(
     _check_size("query_size", query_size)
     _check_size("key_size", key_size)
     scale = 1.0 / math.sqrt(key_size) if scaled else None
+    pol = policy(param_dtype, dtype)
 
     def init(key):
-        return GeneralParams(w=_lecun_normal(key, (query_size, key_size), dtype))
+        return GeneralParams(w=_lecun_normal(key, (query_size, key_size), pol.param_dtype))
 
     def precompute(params, keys, values=None, mask=None):
         keys, values, mask = _prepare_memory(keys, values, mask, key_size)
-        projected = keys @ params.w.T
+        projected = pol.dot(keys, params.w.T)
         return Memory(projected if scale is None else projected * scale, values, mask)
 
     def scores(params, memory, query):
-        return jnp.einsum("...tq,...q->...t", memory.keys, query)
+        return pol.einsum("...tq,...q->...t", memory.keys, query)
 
     config = (
         ("factory", general),
         ("query_size", query_size),
         ("key_size", key_size),
         ("scaled", scaled),
-        ("dtype", dtype),
+        *pol.config(),
     )
-    return _make_attention(init, precompute, scores, query_size, key_size, config)
+    return _make_attention(init, precompute, scores, query_size, key_size, pol, config)
 
 
 # --------------------------------------------------------------------------------------------

@@ -6,7 +6,8 @@ A :class:`Cell` bundles three pure functions, in the spirit of ``optax.GradientT
   contract: users port weights by name);
 * ``apply(params, carry, x) -> (carry, y)``: one step, exactly the signature ``jax.lax.scan``
   wants for its body once ``params`` is bound;
-* ``initial_carry(batch_shape=(), dtype=jnp.float32) -> carry``: zeros.
+* ``initial_carry(batch_shape=(), dtype=None) -> carry``: zeros, in the cell's carry dtype
+  unless ``dtype`` says otherwise.
 
 ``x`` has shape ``(*batch, input_size)`` with any number of leading batch dimensions (or none);
 the cell does nothing about the batch beyond ordinary broadcasting. Use :func:`jaxrnn.scan` to
@@ -19,6 +20,12 @@ Layout conventions (shared by every cell here):
 * the gates of a gated cell are fused into one matrix, gate blocks side by side along the output
   axis in PyTorch's order (GRU: ``r, z, n``; LSTM: ``i, f, g, o``), so ``w[:, k*H:(k+1)*H]`` is
   gate ``k``.
+
+Precision (:mod:`jaxrnn.precision`): every factory takes ``param_dtype`` (storage, default
+float32) and ``dtype`` (matmul operands, default ``param_dtype``). Matmuls sum in float32; biases,
+gate nonlinearities and the carry stay in that accumulation dtype whatever ``dtype`` is; outputs
+``y`` come out in ``dtype``. ``jr.lstm(I, H, dtype=jnp.bfloat16)`` stores float32 parameters and
+runs its matmuls in bf16.
 
 Every cell also exposes its step split in two (``project`` then ``step``): ``project`` holds
 the input-side work (``x @ w_ih + b``), which depends on no carry, so :func:`jaxrnn.scan` can
@@ -45,6 +52,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxrnn.precision import Policy, policy
+
 Array = jax.Array
 PRNGKey = jax.Array
 Params = Any
@@ -70,7 +79,9 @@ class Cell(NamedTuple):
     Attributes:
         init: ``init(key) -> params``.
         apply: ``apply(params, carry, x) -> (carry, y)``, one time step.
-        initial_carry: ``initial_carry(batch_shape=(), dtype=jnp.float32) -> carry`` (zeros).
+        initial_carry: ``initial_carry(batch_shape=(), dtype=None) -> carry`` (zeros; ``None``
+            means the cell's own carry dtype, float32 for the built-in cells unless their
+            ``param_dtype`` is float64).
         input_size: feature size ``x`` must have (``None``: unchecked).
         output_size: feature size of ``y``.
         project: optional ``project(params, xs) -> xp``, the carry-independent input-side part of
@@ -198,11 +209,11 @@ def _check_features(name: str, x: Array, size: int) -> None:
         )
 
 
-def _zeros_carry(size: int) -> Callable[..., Array]:
+def _zeros_carry(size: int, default_dtype) -> Callable[..., Array]:
     """``initial_carry`` returning zeros of shape ``(*batch_shape, size)``."""
 
-    def initial_carry(batch_shape=(), dtype=jnp.float32):
-        return jnp.zeros((*_as_shape(batch_shape), size), dtype)
+    def initial_carry(batch_shape=(), dtype=None):
+        return jnp.zeros((*_as_shape(batch_shape), size), default_dtype if dtype is None else dtype)
 
     return initial_carry
 
@@ -220,12 +231,13 @@ def _make_cell(init, initial_carry, input_size, output_size, project, step, conf
     return Cell(init, apply, initial_carry, input_size, output_size, project, step, config)
 
 
-def _affine_project(input_size: int, weight: str, bias: str):
-    """``project(params, x) = x @ params.<weight> + params.<bias>`` with a feature-size check."""
+def _affine_project(input_size: int, weight: str, bias: str, pol: Policy):
+    """``project(params, x) = x @ params.<weight> + params.<bias>`` with a feature-size check,
+    in the accumulation dtype of ``pol``."""
 
     def project(params, x):
         _check_features("x", x, input_size)
-        return x @ getattr(params, weight) + getattr(params, bias)
+        return pol.dot(x, getattr(params, weight)) + pol.acc(getattr(params, bias))
 
     return project
 
@@ -239,7 +251,8 @@ def simple_rnn(
     hidden_size: int,
     *,
     activation: Callable[[Array], Array] = jnp.tanh,
-    dtype=jnp.float32,
+    param_dtype=jnp.float32,
+    dtype=None,
 ) -> Cell:
     r"""Vanilla (Elman) recurrent cell, in the notation of Ng's *Sequence Models* course.
 
@@ -256,7 +269,9 @@ def simple_rnn(
         input_size: ``I``, features of ``x``.
         hidden_size: ``H``, features of the state ``a``.
         activation: ``f``; ``jnp.tanh`` (default) or e.g. ``jax.nn.relu``.
-        dtype: parameter dtype.
+        param_dtype: storage dtype of the parameters.
+        dtype: dtype of the matmul operands and of ``y`` (default ``param_dtype``); see
+            :mod:`jaxrnn.precision`.
 
     Returns:
         A :class:`Cell` with :class:`SimpleRNNParams` and a carry ``a`` of shape
@@ -271,37 +286,46 @@ def simple_rnn(
     """
     _check_size("input_size", input_size)
     _check_size("hidden_size", hidden_size)
+    pol = policy(param_dtype, dtype)
+    pdt = pol.param_dtype
 
     def init(key):
         k_ih, k_hh = jax.random.split(key)
         return SimpleRNNParams(
-            w_ih=_lecun_normal(k_ih, (input_size, hidden_size), dtype),
-            w_hh=_orthogonal(k_hh, (hidden_size, hidden_size), dtype),
-            b=jnp.zeros((hidden_size,), dtype),
+            w_ih=_lecun_normal(k_ih, (input_size, hidden_size), pdt),
+            w_hh=_orthogonal(k_hh, (hidden_size, hidden_size), pdt),
+            b=jnp.zeros((hidden_size,), pdt),
         )
 
     def step(params, a, xp):
-        a = activation(xp + a @ params.w_hh)
-        return a, a
+        a = activation(xp + pol.dot(a, params.w_hh))
+        return a, pol.out(a)
 
     return _make_cell(
         init,
-        _zeros_carry(hidden_size),
+        _zeros_carry(hidden_size, pol.accum_dtype),
         input_size,
         hidden_size,
-        _affine_project(input_size, "w_ih", "b"),
+        _affine_project(input_size, "w_ih", "b", pol),
         step,
         config=(
             ("factory", simple_rnn),
             ("input_size", input_size),
             ("hidden_size", hidden_size),
             ("activation", activation),
-            ("dtype", dtype),
+            *pol.config(),
         ),
     )
 
 
-def gru(input_size: int, hidden_size: int, *, reset_after: bool = False, dtype=jnp.float32) -> Cell:
+def gru(
+    input_size: int,
+    hidden_size: int,
+    *,
+    reset_after: bool = False,
+    param_dtype=jnp.float32,
+    dtype=None,
+) -> Cell:
     r"""Gated recurrent unit (Cho et al. 2014).
 
     .. math::
@@ -324,7 +348,9 @@ def gru(input_size: int, hidden_size: int, *, reset_after: bool = False, dtype=j
         input_size: ``I``.
         hidden_size: ``H``.
         reset_after: where the reset gate is applied (see above).
-        dtype: parameter dtype.
+        param_dtype: storage dtype of the parameters.
+        dtype: dtype of the matmul operands and of ``y`` (default ``param_dtype``); see
+            :mod:`jaxrnn.precision`.
 
     Returns:
         A :class:`Cell` with :class:`GRUParams` (gate blocks ``r, z, n``) and a carry ``h`` of
@@ -339,46 +365,49 @@ def gru(input_size: int, hidden_size: int, *, reset_after: bool = False, dtype=j
     _check_size("input_size", input_size)
     _check_size("hidden_size", hidden_size)
     H = hidden_size
+    pol = policy(param_dtype, dtype)
+    pdt = pol.param_dtype
 
     def init(key):
         k_ih, k_hh = jax.random.split(key)
         return GRUParams(
-            w_ih=_lecun_normal(k_ih, (input_size, 3 * H), dtype),
-            w_hh=_block_orthogonal(k_hh, H, H, 3, dtype),
-            b_ih=jnp.zeros((3 * H,), dtype),
-            b_hh=jnp.zeros((3 * H,), dtype),
+            w_ih=_lecun_normal(k_ih, (input_size, 3 * H), pdt),
+            w_hh=_block_orthogonal(k_hh, H, H, 3, pdt),
+            b_ih=jnp.zeros((3 * H,), pdt),
+            b_hh=jnp.zeros((3 * H,), pdt),
         )
 
     def step(params, h, xp):
         xr, xz, xn = jnp.split(xp, 3, axis=-1)
+        b_hh = pol.acc(params.b_hh)
         if reset_after:
-            hr, hz, hn = jnp.split(h @ params.w_hh + params.b_hh, 3, axis=-1)
+            hr, hz, hn = jnp.split(pol.dot(h, params.w_hh) + b_hh, 3, axis=-1)
             r = jax.nn.sigmoid(xr + hr)
             z = jax.nn.sigmoid(xz + hz)
             n = jnp.tanh(xn + r * hn)
         else:
-            hrz = h @ params.w_hh[:, : 2 * H] + params.b_hh[: 2 * H]
+            hrz = pol.dot(h, params.w_hh[:, : 2 * H]) + b_hh[: 2 * H]
             hr, hz = jnp.split(hrz, 2, axis=-1)
             r = jax.nn.sigmoid(xr + hr)
             z = jax.nn.sigmoid(xz + hz)
-            n = jnp.tanh(xn + (r * h) @ params.w_hh[:, 2 * H :] + params.b_hh[2 * H :])
+            n = jnp.tanh(xn + pol.dot(r * h, params.w_hh[:, 2 * H :]) + b_hh[2 * H :])
         # (1 - z) * n + z * h, written with one multiply.
         h = n + z * (h - n)
-        return h, h
+        return h, pol.out(h)
 
     return _make_cell(
         init,
-        _zeros_carry(H),
+        _zeros_carry(H, pol.accum_dtype),
         input_size,
         H,
-        _affine_project(input_size, "w_ih", "b_ih"),
+        _affine_project(input_size, "w_ih", "b_ih", pol),
         step,
         config=(
             ("factory", gru),
             ("input_size", input_size),
             ("hidden_size", hidden_size),
             ("reset_after", reset_after),
-            ("dtype", dtype),
+            *pol.config(),
         ),
     )
 
@@ -391,7 +420,8 @@ def lstm(
     coupled: bool = False,
     forget_bias: float = 1.0,
     proj_size: int | None = None,
-    dtype=jnp.float32,
+    param_dtype=jnp.float32,
+    dtype=None,
 ) -> Cell:
     r"""Long short-term memory cell, with optional peepholes, coupled gates and projection.
 
@@ -418,7 +448,9 @@ def lstm(
         coupled: couple input and forget gates, ``i = 1 - f`` (Greff et al. 2017).
         forget_bias: initial value of the forget-gate bias block.
         proj_size: ``P``, size of the projected hidden state, or ``None``.
-        dtype: parameter dtype.
+        param_dtype: storage dtype of the parameters.
+        dtype: dtype of the matmul operands and of ``y`` (default ``param_dtype``); see
+            :mod:`jaxrnn.precision`.
 
     Returns:
         A :class:`Cell` with :class:`LSTMParams` and carry :class:`LSTMCarry` ``(h, c)``; the
@@ -439,46 +471,49 @@ def lstm(
     R = proj_size or hidden_size  # size of h, which the recurrent weights read
     G = 3 if coupled else 4  # fused gate blocks: (i,) f, g, o
     f_block = 0 if coupled else 1
+    pol = policy(param_dtype, dtype)
+    pdt = pol.param_dtype
 
     def init(key):
         k_ih, k_hh, k_peep, k_proj = jax.random.split(key, 4)
-        b = jnp.zeros((G * H,), dtype).at[f_block * H : (f_block + 1) * H].set(forget_bias)
+        b = jnp.zeros((G * H,), pdt).at[f_block * H : (f_block + 1) * H].set(forget_bias)
         bound = 1.0 / math.sqrt(H)  # PyTorch's default init range for RNN weights
         return LSTMParams(
-            w_ih=_lecun_normal(k_ih, (input_size, G * H), dtype),
-            w_hh=_block_orthogonal(k_hh, R, H, G, dtype),
+            w_ih=_lecun_normal(k_ih, (input_size, G * H), pdt),
+            w_hh=_block_orthogonal(k_hh, R, H, G, pdt),
             b=b,
             w_peep=(
-                jax.random.uniform(k_peep, (G - 1, H), dtype, -bound, bound) if peephole else None
+                jax.random.uniform(k_peep, (G - 1, H), pdt, -bound, bound) if peephole else None
             ),
-            w_proj=_lecun_normal(k_proj, (H, R), dtype) if proj_size else None,
+            w_proj=_lecun_normal(k_proj, (H, R), pdt) if proj_size else None,
         )
 
     def step(params, carry, xp):
         h, c = carry
-        gates = xp + h @ params.w_hh
+        gates = xp + pol.dot(h, params.w_hh)
         if coupled:
             f, g, o = jnp.split(gates, 3, axis=-1)
         else:
             i, f, g, o = jnp.split(gates, 4, axis=-1)
+        w_peep = pol.acc(params.w_peep) if peephole else None
         if peephole:
             if coupled:
-                f = f + params.w_peep[0] * c
+                f = f + w_peep[0] * c
             else:
-                i = i + params.w_peep[0] * c
-                f = f + params.w_peep[1] * c
+                i = i + w_peep[0] * c
+                f = f + w_peep[1] * c
         f = jax.nn.sigmoid(f)
         i = 1.0 - f if coupled else jax.nn.sigmoid(i)
         c = f * c + i * jnp.tanh(g)
         if peephole:
-            o = o + params.w_peep[-1] * c
+            o = o + w_peep[-1] * c
         h = jax.nn.sigmoid(o) * jnp.tanh(c)
         if proj_size:
-            h = h @ params.w_proj
-        return LSTMCarry(h, c), h
+            h = pol.dot(h, params.w_proj)
+        return LSTMCarry(h, c), pol.out(h)
 
-    def initial_carry(batch_shape=(), dtype=jnp.float32):
-        batch_shape = _as_shape(batch_shape)
+    def initial_carry(batch_shape=(), dtype=None):
+        batch_shape, dtype = _as_shape(batch_shape), pol.accum_dtype if dtype is None else dtype
         return LSTMCarry(
             h=jnp.zeros((*batch_shape, R), dtype), c=jnp.zeros((*batch_shape, H), dtype)
         )
@@ -488,7 +523,7 @@ def lstm(
         initial_carry,
         input_size,
         R,
-        _affine_project(input_size, "w_ih", "b"),
+        _affine_project(input_size, "w_ih", "b", pol),
         step,
         config=(
             ("factory", lstm),
@@ -498,12 +533,19 @@ def lstm(
             ("coupled", coupled),
             ("forget_bias", forget_bias),
             ("proj_size", proj_size),
-            ("dtype", dtype),
+            *pol.config(),
         ),
     )
 
 
-def jordan_rnn(input_size: int, hidden_size: int, output_size: int, *, dtype=jnp.float32) -> Cell:
+def jordan_rnn(
+    input_size: int,
+    hidden_size: int,
+    output_size: int,
+    *,
+    param_dtype=jnp.float32,
+    dtype=None,
+) -> Cell:
     r"""Output-to-hidden recurrence (Goodfellow et al., *Deep Learning*, fig. 10.4; Jordan 1986).
 
     The only recurrence is from the previous *output* to the hidden units:
@@ -522,7 +564,9 @@ def jordan_rnn(input_size: int, hidden_size: int, output_size: int, *, dtype=jnp
         hidden_size: ``H``.
         output_size: ``O``, size of :math:`o` (e.g. the number of classes; apply the softmax in
             the loss).
-        dtype: parameter dtype.
+        param_dtype: storage dtype of the parameters.
+        dtype: dtype of the matmul operands and of ``y`` (default ``param_dtype``); see
+            :mod:`jaxrnn.precision`.
 
     Returns:
         A :class:`Cell` with :class:`JordanParams`; carry and output are :math:`o` of shape
@@ -537,34 +581,36 @@ def jordan_rnn(input_size: int, hidden_size: int, output_size: int, *, dtype=jnp
     _check_size("input_size", input_size)
     _check_size("hidden_size", hidden_size)
     _check_size("output_size", output_size)
+    pol = policy(param_dtype, dtype)
+    pdt = pol.param_dtype
 
     def init(key):
         k_ih, k_oh, k_ho = jax.random.split(key, 3)
         return JordanParams(
-            w_ih=_lecun_normal(k_ih, (input_size, hidden_size), dtype),
-            w_oh=_lecun_normal(k_oh, (output_size, hidden_size), dtype),
-            b=jnp.zeros((hidden_size,), dtype),
-            w_ho=_lecun_normal(k_ho, (hidden_size, output_size), dtype),
-            b_o=jnp.zeros((output_size,), dtype),
+            w_ih=_lecun_normal(k_ih, (input_size, hidden_size), pdt),
+            w_oh=_lecun_normal(k_oh, (output_size, hidden_size), pdt),
+            b=jnp.zeros((hidden_size,), pdt),
+            w_ho=_lecun_normal(k_ho, (hidden_size, output_size), pdt),
+            b_o=jnp.zeros((output_size,), pdt),
         )
 
     def step(params, o, xp):
-        h = jnp.tanh(xp + o @ params.w_oh)
-        o = h @ params.w_ho + params.b_o
-        return o, o
+        h = jnp.tanh(xp + pol.dot(o, params.w_oh))
+        o = pol.dot(h, params.w_ho) + pol.acc(params.b_o)
+        return o, pol.out(o)
 
     return _make_cell(
         init,
-        _zeros_carry(output_size),
+        _zeros_carry(output_size, pol.accum_dtype),
         input_size,
         output_size,
-        _affine_project(input_size, "w_ih", "b"),
+        _affine_project(input_size, "w_ih", "b", pol),
         step,
         config=(
             ("factory", jordan_rnn),
             ("input_size", input_size),
             ("hidden_size", hidden_size),
             ("output_size", output_size),
-            ("dtype", dtype),
+            *pol.config(),
         ),
     )

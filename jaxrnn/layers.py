@@ -36,7 +36,8 @@ class Layer(NamedTuple):
         init: ``init(key) -> params``.
         apply: ``apply(params, xs, carry=None, *, lengths=None, key=None) -> (carry, ys)``;
             ``key`` drives dropout and is ignored by layers without any.
-        initial_carry: ``initial_carry(batch_shape=(), dtype=jnp.float32) -> carry``.
+        initial_carry: ``initial_carry(batch_shape=(), dtype=None) -> carry`` (``None``: the
+            cells' own carry dtypes).
         input_size: features of ``xs``.
         output_size: features of ``ys``.
         config: how the layer was built, as ``(name, value)`` pairs (``dict(layer.config)``),
@@ -151,7 +152,7 @@ def bidirectional(
         )
         return Bidirectional(c_f, c_b), jnp.concatenate([y_f, y_b], axis=-1)
 
-    def initial_carry(batch_shape=(), dtype=jnp.float32):
+    def initial_carry(batch_shape=(), dtype=None):
         return Bidirectional(
             forward.initial_carry(batch_shape, dtype), backward.initial_carry(batch_shape, dtype)
         )
@@ -223,7 +224,7 @@ def stack(layers: Sequence[Layer], *, dropout: float = 0.0) -> Layer:
                 xs = jnp.where(keep, xs / (1.0 - dropout), jnp.zeros((), xs.dtype))
         return tuple(carries), xs
 
-    def initial_carry(batch_shape=(), dtype=jnp.float32):
+    def initial_carry(batch_shape=(), dtype=None):
         return tuple(lay.initial_carry(batch_shape, dtype) for lay in layers)
 
     config = (("factory", stack), ("layers", layers), ("dropout", dropout))

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 
 from jaxrnn.cells import Array, Cell, PRNGKey, _check_size
 from jaxrnn.layers import Bidirectional, Layer, layer
+from jaxrnn.precision import Policy, policy
 from jaxrnn.seq2seq import DenseParams, _dense, _dense_init
 
 __all__ = [
@@ -60,10 +61,11 @@ def _as_layer(rnn: Layer | Cell) -> Layer:
     raise TypeError(f"rnn: expected a jaxrnn.Cell or jaxrnn.Layer, got {type(rnn).__name__}")
 
 
-def _init(rnn_init, in_size: int, out_size: int, dtype):
+def _init(rnn_init, in_size: int, out_size: int, pol: Policy):
     def init(key):
         k_rnn, k_head = jax.random.split(key)
-        return ModelParams(rnn_init(k_rnn), _dense_init(k_head, in_size, out_size, dtype))
+        head = _dense_init(k_head, in_size, out_size, pol.param_dtype)
+        return ModelParams(rnn_init(k_rnn), head)
 
     return init
 
@@ -90,7 +92,9 @@ def final_hidden(carry) -> Array:
     return carry
 
 
-def many_to_many(rnn: Layer | Cell, output_size: int, *, dtype=jnp.float32) -> Model:
+def many_to_many(
+    rnn: Layer | Cell, output_size: int, *, param_dtype=jnp.float32, dtype=None
+) -> Model:
     r"""Sequence in, sequence of the same length out.
 
     .. math::
@@ -108,20 +112,23 @@ def many_to_many(rnn: Layer | Cell, output_size: int, *, dtype=jnp.float32) -> M
     """
     net = _as_layer(rnn)
     _check_size("output_size", output_size)
+    pol = policy(param_dtype, dtype)
 
     def apply(params, xs, *, lengths=None, key=None):
         _, ys = net.apply(params.rnn, xs, lengths=lengths, key=key)
-        out = _dense(params.head, ys)
+        out = _dense(params.head, ys, pol)
         if lengths is not None:
             valid = jnp.arange(out.shape[-2]) < jnp.asarray(lengths)[..., None]
             out = jnp.where(valid[..., None], out, jnp.zeros((), out.dtype))
         return out
 
     config = (("factory", many_to_many), ("rnn", net), ("output_size", output_size))
-    return Model(_init(net.init, net.output_size, output_size, dtype), apply, None, config)
+    return Model(_init(net.init, net.output_size, output_size, pol), apply, None, config)
 
 
-def many_to_one(rnn: Layer | Cell, output_size: int, *, dtype=jnp.float32) -> Model:
+def many_to_one(
+    rnn: Layer | Cell, output_size: int, *, param_dtype=jnp.float32, dtype=None
+) -> Model:
     r"""Sequence in, one output out, read from the final state (e.g. classification).
 
     .. math::
@@ -140,13 +147,14 @@ def many_to_one(rnn: Layer | Cell, output_size: int, *, dtype=jnp.float32) -> Mo
     """
     net = _as_layer(rnn)
     _check_size("output_size", output_size)
+    pol = policy(param_dtype, dtype)
 
     def apply(params, xs, *, lengths=None, key=None):
         carry, _ = net.apply(params.rnn, xs, lengths=lengths, key=key)
-        return _dense(params.head, final_hidden(carry))
+        return _dense(params.head, final_hidden(carry), pol)
 
     config = (("factory", many_to_one), ("rnn", net), ("output_size", output_size))
-    return Model(_init(net.init, net.output_size, output_size, dtype), apply, None, config)
+    return Model(_init(net.init, net.output_size, output_size, pol), apply, None, config)
 
 
 def one_to_many(
@@ -155,7 +163,8 @@ def one_to_many(
     output_size: int,
     *,
     feedback: Callable[[Array], Array] | None = None,
-    dtype=jnp.float32,
+    param_dtype=jnp.float32,
+    dtype=None,
 ) -> Model:
     r"""A fixed vector in, a sequence out (Goodfellow et al., fig. 10.9).
 
@@ -179,7 +188,8 @@ def one_to_many(
         vector_size: ``D``.
         output_size: features of :math:`o` and :math:`y`.
         feedback: maps an output to the next step's :math:`y^{(t-1)}` in ``generate``.
-        dtype: parameter dtype.
+        param_dtype: storage dtype of the output layer.
+        dtype: dtype of its matmul operands (default ``param_dtype``); outputs are float32.
 
     >>> import jax, jax.numpy as jnp, jaxrnn as jr
     >>> model = jr.recipes.one_to_many(jr.gru(2 + 1, 8), vector_size=2, output_size=1)
@@ -195,6 +205,7 @@ def one_to_many(
         )
     feedback = (lambda o: o) if feedback is None else feedback
     net = layer(cell)
+    pol = policy(param_dtype, dtype)
 
     def check_vector(vector):
         vector = jnp.asarray(vector)
@@ -214,7 +225,7 @@ def one_to_many(
         prev = jnp.concatenate([jnp.zeros_like(targets[..., :1, :]), targets[..., :-1, :]], -2)
         xs = jnp.broadcast_to(vector[..., None, :], (*prev.shape[:-1], vector_size))
         _, ys = net.apply(params.rnn, jnp.concatenate([xs, prev.astype(xs.dtype)], -1))
-        return _dense(params.head, ys)
+        return _dense(params.head, ys, pol)
 
     def generate(params, vector, length: int):
         vector = check_vector(vector)
@@ -223,10 +234,10 @@ def one_to_many(
         def body(state, _):
             carry, prev = state
             carry, h = cell.apply(params.rnn, carry, jnp.concatenate([vector, prev], -1))
-            out = _dense(params.head, h)
+            out = _dense(params.head, h, pol)
             return (carry, feedback(out).astype(prev.dtype)), out
 
-        state = (cell.initial_carry(batch, vector.dtype), jnp.zeros((*batch, output_size), dtype))
+        state = (cell.initial_carry(batch), jnp.zeros((*batch, output_size), vector.dtype))
         _, outs = jax.lax.scan(body, state, None, length=length)
         return jnp.moveaxis(outs, 0, len(batch))
 
@@ -237,7 +248,7 @@ def one_to_many(
         ("output_size", output_size),
         ("feedback", feedback),
     )
-    return Model(_init(cell.init, cell.output_size, output_size, dtype), apply, generate, config)
+    return Model(_init(cell.init, cell.output_size, output_size, pol), apply, generate, config)
 
 
 def jordan_teacher_forcing(

@@ -93,7 +93,9 @@ def scan(
         xs: inputs of shape ``(*batch, T, features)``, or ``(T, *batch, features)`` when
             ``time_major``; any number of batch dimensions, including none.
         carry: the initial carry with leading dims equal to the batch shape; ``None`` means
-            ``cell.initial_carry(batch_shape, xs.dtype)`` (zeros).
+            ``cell.initial_carry(batch_shape)`` (zeros). Its dtype is the cell's (the carry
+            dtype of its precision policy, :mod:`jaxrnn.precision`), not that of ``xs``:
+            ``xs`` of any float dtype are cast to the cell's matmul dtype.
         lengths: optional integer array of the batch shape, each sequence's true length. Steps
             at ``t >= length`` leave the carry unchanged and output zeros, and the inputs there
             are never read (garbage or NaN padding changes nothing), so the returned carry is
@@ -123,8 +125,8 @@ def scan(
         ValueError: if ``xs`` has the wrong feature size or rank, the carry's batch shape
             differs from the batch shape of ``xs``, ``lengths`` has the wrong shape, or concrete
             ``lengths`` lie outside ``[0, T]``.
-        TypeError: if ``lengths`` is not an integer array or the carry's structure or dtype is
-            not the cell's.
+        TypeError: if ``xs`` is not a float array, ``lengths`` is not an integer array, the
+            carry's structure or dtype is not the cell's, or a step changes the carry's dtype.
 
     >>> import jax, jax.numpy as jnp, jaxrnn as jr
     >>> cell = jr.lstm(3, 8)
@@ -137,6 +139,8 @@ def scan(
     (True, True)
     """
     xs = jnp.asarray(xs)
+    if not jnp.issubdtype(xs.dtype, jnp.floating):
+        raise TypeError(f"xs: expected a floating-point array, got dtype {xs.dtype}")
     if xs.ndim < 2:
         layout = "(time, *batch, features)" if time_major else "(*batch, time, features)"
         raise ValueError(f"xs: expected at least 2 dims {layout}, got shape {xs.shape}")
@@ -150,9 +154,9 @@ def scan(
     num_steps, batch_shape = xs.shape[0], xs.shape[1:-1]
 
     if carry is None:
-        carry = cell.initial_carry(batch_shape, xs.dtype)
+        carry = cell.initial_carry(batch_shape)
     else:
-        check_carry(cell, carry, batch_shape, xs.dtype)
+        check_carry(cell, carry, batch_shape)
 
     valid = None
     if lengths is not None:
@@ -169,6 +173,8 @@ def scan(
         inputs, step = cell.project(params, xs), cell.step  # one matmul for all steps
     else:
         inputs, step = xs, cell.apply
+
+    _check_step_keeps_carry_dtype(step, params, carry, inputs, xs.dtype)
 
     if valid is None:
 
@@ -207,9 +213,9 @@ def _expand(mask: Array, like: Array) -> Array:
     return mask.reshape(mask.shape + (1,) * (jnp.ndim(like) - mask.ndim))
 
 
-def check_carry(cell: Cell, carry: Carry, batch_shape: tuple[int, ...], dtype) -> None:
-    """Raise a clear error unless ``carry`` matches ``cell.initial_carry(batch_shape, dtype)``."""
-    expected = jax.eval_shape(lambda: cell.initial_carry(batch_shape, dtype))
+def check_carry(cell: Cell, carry: Carry, batch_shape: tuple[int, ...]) -> None:
+    """Raise a clear error unless ``carry`` matches ``cell.initial_carry(batch_shape)``."""
+    expected = jax.eval_shape(lambda: cell.initial_carry(batch_shape))
     exp_leaves, exp_tree = jax.tree_util.tree_flatten_with_path(expected)
     got_leaves, got_tree = jax.tree_util.tree_flatten_with_path(carry)
     if exp_tree != got_tree:
@@ -224,6 +230,25 @@ def check_carry(cell: Cell, carry: Carry, batch_shape: tuple[int, ...], dtype) -
             )
         if jnp.result_type(got) != exp.dtype:
             raise TypeError(f"{name}: expected dtype {exp.dtype}, got {jnp.result_type(got)}")
+
+
+def _check_step_keeps_carry_dtype(step, params, carry, inputs, xs_dtype) -> None:
+    """``lax.scan`` needs a step to return its carry in the dtypes it got; say which input broke
+    that (JAX's own message names no argument)."""
+    x = jax.ShapeDtypeStruct(inputs.shape[1:], inputs.dtype)
+    new = jax.eval_shape(lambda c, x: step(params, c, x)[0], carry, x)
+    old_leaves, new_leaves = jax.tree.leaves(carry), jax.tree.leaves(new)
+    got = [jnp.result_type(leaf) for leaf in old_leaves]
+    out = [leaf.dtype for leaf in new_leaves]
+    if len(got) == len(out) and got == out:
+        return
+    param_dtypes = sorted({str(jnp.result_type(p)) for p in jax.tree.leaves(params)})
+    raise TypeError(
+        f"carry: one step of the cell turns a carry of dtypes {[str(d) for d in got]} into "
+        f"{[str(d) for d in out]}, so it cannot be scanned (xs: {xs_dtype}, params: "
+        f"{', '.join(param_dtypes) or 'none'}). Give the carry, xs and params the dtypes the "
+        "cell computes in, or build the cell with the param_dtype/dtype you need."
+    )
 
 
 def check_lengths(lengths, batch_shape: tuple[int, ...], num_steps: int) -> Array:

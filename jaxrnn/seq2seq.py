@@ -34,6 +34,7 @@ from jaxrnn import attention as _attention
 from jaxrnn import decode as _decode
 from jaxrnn.cells import Array, Carry, Cell, PRNGKey, _check_size
 from jaxrnn.layers import Layer
+from jaxrnn.precision import Policy, policy
 from jaxrnn.scan import check_lengths, scan
 
 __all__ = [
@@ -65,8 +66,9 @@ def _dense_init(key: PRNGKey, in_size: int, out_size: int, dtype) -> DenseParams
     )
 
 
-def _dense(params: DenseParams, x: Array) -> Array:
-    return x @ params.w + params.b
+def _dense(params: DenseParams, x: Array, pol: Policy) -> Array:
+    """``x @ w + b``, operands in ``pol.dtype``, result in the accumulation dtype."""
+    return pol.dot(x, params.w) + pol.acc(params.b)
 
 
 def shift_right(targets: Array, bos_id: int) -> Array:
@@ -108,7 +110,7 @@ def _last_layer(carry):
     return carry[-1] if type(carry) is tuple else carry
 
 
-def bridge(encoder: Layer, decoder_cell: Cell, *, dtype=jnp.float32) -> Bridge:
+def bridge(encoder: Layer, decoder_cell: Cell, *, param_dtype=jnp.float32, dtype=None) -> Bridge:
     r"""Dense + tanh from the encoder's final state to the decoder's initial state.
 
     .. math::
@@ -117,7 +119,9 @@ def bridge(encoder: Layer, decoder_cell: Cell, *, dtype=jnp.float32) -> Bridge:
 
     The input concatenates every leaf of the final carry of the encoder's last layer (both
     directions when bidirectional; ``h`` and ``c`` for an LSTM), in ``jax.tree.leaves`` order;
-    the output is split into the leaves of the decoder cell's carry (e.g. ``h`` and ``c``).
+    the output is split into the leaves of the decoder cell's carry (e.g. ``h`` and ``c``), each
+    in that carry's dtype. ``param_dtype`` and ``dtype`` are the precision policy of the dense
+    map (:mod:`jaxrnn.precision`).
 
     >>> import jax, jax.numpy as jnp, jaxrnn as jr
     >>> enc = jr.rnn(jr.lstm, 3, 4, num_layers=2, bidirectional=True)
@@ -126,10 +130,9 @@ def bridge(encoder: Layer, decoder_cell: Cell, *, dtype=jnp.float32) -> Bridge:
     >>> br.input_size, br.apply(br.init(jax.random.key(1)), final).shape  # fwd/bwd h and c
     (16, (2, 6))
     """
-    enc_leaves = jax.tree.leaves(
-        jax.eval_shape(lambda: _last_layer(encoder.initial_carry((1,), dtype)))
-    )
-    dec_shape = jax.eval_shape(lambda: decoder_cell.initial_carry((1,), dtype))
+    pol = policy(param_dtype, dtype)
+    enc_leaves = jax.tree.leaves(jax.eval_shape(lambda: _last_layer(encoder.initial_carry((1,)))))
+    dec_shape = jax.eval_shape(lambda: decoder_cell.initial_carry((1,)))
     dec_leaves, dec_tree = jax.tree.flatten(dec_shape)
     for leaf in (*enc_leaves, *dec_leaves):
         if leaf.ndim != 2:
@@ -140,12 +143,14 @@ def bridge(encoder: Layer, decoder_cell: Cell, *, dtype=jnp.float32) -> Bridge:
     splits = np.cumsum(sizes)[:-1].tolist()
 
     def init(key):
-        return _dense_init(key, in_size, out_size, dtype)
+        return _dense_init(key, in_size, out_size, pol.param_dtype)
 
     def apply(params, encoder_carry):
-        leaves = jax.tree.leaves(_last_layer(encoder_carry))
-        s0 = jnp.tanh(_dense(params, jnp.concatenate(leaves, axis=-1)))
-        return jax.tree.unflatten(dec_tree, jnp.split(s0, splits, axis=-1))
+        leaves = [pol.acc(leaf) for leaf in jax.tree.leaves(_last_layer(encoder_carry))]
+        s0 = jnp.tanh(_dense(params, jnp.concatenate(leaves, axis=-1), pol))
+        parts = jnp.split(s0, splits, axis=-1)
+        parts = [p.astype(d.dtype) for p, d in zip(parts, dec_leaves, strict=True)]
+        return jax.tree.unflatten(dec_tree, parts)
 
     return Bridge(init, apply, in_size, out_size)
 
@@ -232,7 +237,8 @@ def encoder_decoder(
     tgt_vocab: int,
     attention: _attention.Attention | None = None,
     use_bridge: bool = True,
-    dtype=jnp.float32,
+    param_dtype=jnp.float32,
+    dtype=None,
 ) -> Seq2Seq:
     r"""Build an encoder–decoder model from an encoder layer and a decoder cell.
 
@@ -253,7 +259,10 @@ def encoder_decoder(
             the bridge.
         use_bridge: initialise the decoder with :func:`bridge` (else with zeros; only sensible
             with attention).
-        dtype: parameter dtype.
+        param_dtype: storage dtype of the embeddings, bridge and readout (the encoder, decoder
+            and attention have their own policies, set when they are built).
+        dtype: dtype of the bridge's and readout's matmul operands (default ``param_dtype``);
+            logits are float32 (the accumulation dtype), ready for the loss.
 
     Returns:
         A :class:`Seq2Seq`.
@@ -303,17 +312,19 @@ def encoder_decoder(
         dec = None
         tgt_embed_size, readout_size = decoder_cell.input_size, decoder_cell.output_size
         dec_init = decoder_cell.init
-    br = bridge(encoder, decoder_cell, dtype=dtype) if use_bridge else None
+    pol = policy(param_dtype, dtype)
+    pdt = pol.param_dtype
+    br = bridge(encoder, decoder_cell, param_dtype=pdt, dtype=pol.dtype) if use_bridge else None
 
     def init(key):
         keys = jax.random.split(key, 6)
         return Seq2SeqParams(
-            src_embed=jax.random.normal(keys[0], (src_vocab, src_embed_size), dtype),
-            tgt_embed=jax.random.normal(keys[1], (tgt_vocab, tgt_embed_size), dtype),
+            src_embed=jax.random.normal(keys[0], (src_vocab, src_embed_size), pdt),
+            tgt_embed=jax.random.normal(keys[1], (tgt_vocab, tgt_embed_size), pdt),
             encoder=encoder.init(keys[2]),
             bridge=br.init(keys[3]) if br is not None else None,
             decoder=dec_init(keys[4]),
-            readout=_dense_init(keys[5], readout_size, tgt_vocab, dtype),
+            readout=_dense_init(keys[5], readout_size, tgt_vocab, pdt),
         )
 
     def encode(params, src, src_lengths=None, *, dropout_key=None):
@@ -329,7 +340,7 @@ def encoder_decoder(
         if br is not None:
             carry = br.apply(params.bridge, enc_carry)
         else:
-            carry = decoder_cell.initial_carry((batch,), enc_out.dtype)
+            carry = decoder_cell.initial_carry((batch,))
         memory = dec.precompute(params.decoder, enc_out, mask=mask) if dec is not None else None
         return DecodeState(carry, memory)
 
@@ -347,7 +358,7 @@ def encoder_decoder(
             cell = decoder_for(state.memory)
             carry, y = cell.apply(params.decoder, state.carry, params.tgt_embed[tokens])
             out, _ = split_output(y)
-            return DecodeState(carry, state.memory), _dense(params.readout, out)
+            return DecodeState(carry, state.memory), _dense(params.readout, out, pol)
 
         return step
 
@@ -359,7 +370,7 @@ def encoder_decoder(
             cell, params.decoder, params.tgt_embed[tgt_in], state.carry, lengths=tgt_lengths
         )
         out, weights = split_output(ys)
-        logits = _dense(params.readout, out)
+        logits = _dense(params.readout, out, pol)
         if tgt_lengths is not None:  # zero like every other output past the end
             valid = _attention.length_mask(jnp.asarray(tgt_lengths), tgt_in.shape[1])
             logits = jnp.where(valid[..., None], logits, jnp.zeros((), logits.dtype))
@@ -387,9 +398,9 @@ def encoder_decoder(
         use_model = jax.random.bernoulli(k_coin, rate, (tgt_len, batch))
         use_model = use_model.at[0].set(False)  # the first input is always BOS
         if greedy:
-            noise = jnp.zeros((tgt_len, batch, tgt_vocab), params.readout.b.dtype)
+            noise = jnp.zeros((tgt_len, batch, tgt_vocab), pol.accum_dtype)
         else:  # Gumbel-max: argmax(z + g) is a draw from softmax(z)
-            noise = jax.random.gumbel(k_draw, (tgt_len, batch, tgt_vocab), params.readout.b.dtype)
+            noise = jax.random.gumbel(k_draw, (tgt_len, batch, tgt_vocab), pol.accum_dtype)
 
         def body(loop_carry, inputs):
             carry, prev_logits = loop_carry
@@ -398,10 +409,10 @@ def encoder_decoder(
             tokens = jnp.where(coin, predicted.astype(truth.dtype), truth)
             carry, y = cell.apply(params.decoder, carry, params.tgt_embed[tokens])
             out, weights = split_output(y)
-            logits = _dense(params.readout, out)
+            logits = _dense(params.readout, out, pol)
             return (carry, logits), (logits, weights)
 
-        first = jnp.zeros((batch, tgt_vocab), params.readout.b.dtype)
+        first = jnp.zeros((batch, tgt_vocab), pol.accum_dtype)
         _, (logits, weights) = jax.lax.scan(
             body, (state.carry, first), (tgt_in.T, use_model, noise)
         )
@@ -422,7 +433,7 @@ def encoder_decoder(
         ("tgt_vocab", tgt_vocab),
         ("attention", attention),
         ("use_bridge", use_bridge),
-        ("dtype", dtype),
+        *pol.config(),
     )
     return Seq2Seq(
         init, apply, scheduled_sampling, encode, decode_step, src_vocab, tgt_vocab, config

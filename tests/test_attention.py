@@ -63,26 +63,26 @@ def _np_attention(kind, p, s, h, vals, m, opts):
 
 # (id, kind, factory(dtype) -> Attention, options)
 SCORES = [
-    ("additive", "additive", lambda dt: attention.additive(Q, K, A, dtype=dt), {}),
+    ("additive", "additive", lambda dt: attention.additive(Q, K, A, param_dtype=dt), {}),
     (
         "additive-bias",
         "additive",
-        lambda dt: attention.additive(Q, K, A, bias=True, dtype=dt),
+        lambda dt: attention.additive(Q, K, A, bias=True, param_dtype=dt),
         {},
     ),
     (
         "additive-normalize",
         "additive",
-        lambda dt: attention.additive(Q, K, A, normalize=True, dtype=dt),
+        lambda dt: attention.additive(Q, K, A, normalize=True, param_dtype=dt),
         {"normalize": True},
     ),
-    ("dot", "dot", lambda dt: attention.dot(K), {}),
-    ("dot-scaled", "dot", lambda dt: attention.dot(K, scaled=True), {"scaled": True}),
-    ("general", "general", lambda dt: attention.general(Q, K, dtype=dt), {}),
+    ("dot", "dot", lambda dt: attention.dot(K, dtype=dt), {}),
+    ("dot-scaled", "dot", lambda dt: attention.dot(K, scaled=True, dtype=dt), {"scaled": True}),
+    ("general", "general", lambda dt: attention.general(Q, K, param_dtype=dt), {}),
     (
         "general-scaled",
         "general",
-        lambda dt: attention.general(Q, K, scaled=True, dtype=dt),
+        lambda dt: attention.general(Q, K, scaled=True, param_dtype=dt),
         {"scaled": True},
     ),
 ]

@@ -23,42 +23,47 @@ IN, H, OUT, P = 3, 4, 2, 2  # input, hidden, Jordan output and LSTM projection s
 
 # (id, factory(dtype) -> Cell, reference kind, reference options)
 CELLS = [
-    ("simple_rnn-tanh", lambda dt: jr.simple_rnn(IN, H, dtype=dt), "simple", {"act": "tanh"}),
+    ("simple_rnn-tanh", lambda dt: jr.simple_rnn(IN, H, param_dtype=dt), "simple", {"act": "tanh"}),
     (
         "simple_rnn-relu",
-        lambda dt: jr.simple_rnn(IN, H, activation=jax.nn.relu, dtype=dt),
+        lambda dt: jr.simple_rnn(IN, H, activation=jax.nn.relu, param_dtype=dt),
         "simple",
         {"act": "relu"},
     ),
-    ("gru", lambda dt: jr.gru(IN, H, dtype=dt), "gru", {"reset_after": False}),
+    ("gru", lambda dt: jr.gru(IN, H, param_dtype=dt), "gru", {"reset_after": False}),
     (
         "gru-reset_after",
-        lambda dt: jr.gru(IN, H, reset_after=True, dtype=dt),
+        lambda dt: jr.gru(IN, H, reset_after=True, param_dtype=dt),
         "gru",
         {"reset_after": True},
     ),
-    ("lstm", lambda dt: jr.lstm(IN, H, dtype=dt), "lstm", {}),
+    ("lstm", lambda dt: jr.lstm(IN, H, param_dtype=dt), "lstm", {}),
     (
         "lstm-peephole",
-        lambda dt: jr.lstm(IN, H, peephole=True, dtype=dt),
+        lambda dt: jr.lstm(IN, H, peephole=True, param_dtype=dt),
         "lstm",
         {"peephole": True},
     ),
-    ("lstm-coupled", lambda dt: jr.lstm(IN, H, coupled=True, dtype=dt), "lstm", {"coupled": True}),
+    (
+        "lstm-coupled",
+        lambda dt: jr.lstm(IN, H, coupled=True, param_dtype=dt),
+        "lstm",
+        {"coupled": True},
+    ),
     (
         "lstm-peephole-coupled",
-        lambda dt: jr.lstm(IN, H, peephole=True, coupled=True, dtype=dt),
+        lambda dt: jr.lstm(IN, H, peephole=True, coupled=True, param_dtype=dt),
         "lstm",
         {"peephole": True, "coupled": True},
     ),
-    ("lstm-proj", lambda dt: jr.lstm(IN, H, proj_size=P, dtype=dt), "lstm", {"proj": True}),
+    ("lstm-proj", lambda dt: jr.lstm(IN, H, proj_size=P, param_dtype=dt), "lstm", {"proj": True}),
     (
         "lstm-peephole-proj",
-        lambda dt: jr.lstm(IN, H, peephole=True, proj_size=P, dtype=dt),
+        lambda dt: jr.lstm(IN, H, peephole=True, proj_size=P, param_dtype=dt),
         "lstm",
         {"peephole": True, "proj": True},
     ),
-    ("jordan_rnn", lambda dt: jr.jordan_rnn(IN, H, OUT, dtype=dt), "jordan", {}),
+    ("jordan_rnn", lambda dt: jr.jordan_rnn(IN, H, OUT, param_dtype=dt), "jordan", {}),
 ]
 CELL_IDS = [c[0] for c in CELLS]
 BATCH_SHAPES = [(), (3,), (2, 3)]
@@ -174,14 +179,18 @@ def sigmoid(z):
     return 1.0 / (1.0 + np.exp(-z))
 
 
-def ref_simple(p, a, x, act):
+# ``mm(W, v)`` is every matrix product of a reference: ``W @ v`` in float64 by default;
+# tests/test_precision.py passes one that rounds both operands to bfloat16 first.
+
+
+def ref_simple(p, a, x, act, mm=np.matmul):
     W_ax, W_aa, b_a = p.w_ih.T, p.w_hh.T, p.b
-    z = W_aa @ a + W_ax @ x + b_a
+    z = mm(W_aa, a) + mm(W_ax, x) + b_a
     a_new = np.tanh(z) if act == "tanh" else np.maximum(z, 0.0)
     return a_new, a_new
 
 
-def ref_gru(p, h, x, reset_after):
+def ref_gru(p, h, x, reset_after, mm=np.matmul):
     def block(w, k):  # gate k of a fused input-major matrix, as a column-vector matrix
         return w[:, k * H : (k + 1) * H].T
 
@@ -192,23 +201,23 @@ def ref_gru(p, h, x, reset_after):
     W_hr, W_hz, W_hn = (block(p.w_hh, k) for k in range(3))
     b_xr, b_xz, b_xn = (bias(p.b_ih, k) for k in range(3))
     b_hr, b_hz, b_hn = (bias(p.b_hh, k) for k in range(3))
-    r = sigmoid(W_xr @ x + b_xr + W_hr @ h + b_hr)
-    z = sigmoid(W_xz @ x + b_xz + W_hz @ h + b_hz)
+    r = sigmoid(mm(W_xr, x) + b_xr + mm(W_hr, h) + b_hr)
+    z = sigmoid(mm(W_xz, x) + b_xz + mm(W_hz, h) + b_hz)
     if reset_after:
-        n = np.tanh(W_xn @ x + b_xn + r * (W_hn @ h + b_hn))
+        n = np.tanh(mm(W_xn, x) + b_xn + r * (mm(W_hn, h) + b_hn))
     else:
-        n = np.tanh(W_xn @ x + b_xn + W_hn @ (r * h) + b_hn)
+        n = np.tanh(mm(W_xn, x) + b_xn + mm(W_hn, r * h) + b_hn)
     h_new = (1.0 - z) * n + z * h
     return h_new, h_new
 
 
-def ref_lstm(p, carry, x, peephole=False, coupled=False, proj=False):
+def ref_lstm(p, carry, x, peephole=False, coupled=False, proj=False, mm=np.matmul):
     h, c = carry
     names = ["f", "g", "o"] if coupled else ["i", "f", "g", "o"]
     W_x = {n: p.w_ih[:, k * H : (k + 1) * H].T for k, n in enumerate(names)}
     W_h = {n: p.w_hh[:, k * H : (k + 1) * H].T for k, n in enumerate(names)}
     b = {n: p.b[k * H : (k + 1) * H] for k, n in enumerate(names)}
-    pre = {n: W_x[n] @ x + W_h[n] @ h + b[n] for n in names}
+    pre = {n: mm(W_x[n], x) + mm(W_h[n], h) + b[n] for n in names}
     if peephole:
         rows = ["f", "o"] if coupled else ["i", "f", "o"]
         w_c = {n: p.w_peep[k] for k, n in enumerate(rows)}
@@ -219,24 +228,24 @@ def ref_lstm(p, carry, x, peephole=False, coupled=False, proj=False):
     o = sigmoid(pre["o"] + (w_c["o"] * c_new if peephole else 0.0))
     h_new = o * np.tanh(c_new)
     if proj:
-        h_new = p.w_proj.T @ h_new
+        h_new = mm(p.w_proj.T, h_new)
     return (h_new, c_new), h_new
 
 
-def ref_jordan(p, o_prev, x):
+def ref_jordan(p, o_prev, x, mm=np.matmul):
     U, W, V, b, c = p.w_ih.T, p.w_oh.T, p.w_ho.T, p.b, p.b_o
-    h = np.tanh(b + W @ o_prev + U @ x)
-    o = c + V @ h
+    h = np.tanh(b + mm(W, o_prev) + mm(U, x))
+    o = c + mm(V, h)
     return o, o
 
 
 REFERENCES = {"simple": ref_simple, "gru": ref_gru, "lstm": ref_lstm, "jordan": ref_jordan}
 
 
-def reference_apply(kind, opts, params, carry, x):
+def reference_apply(kind, opts, params, carry, x, mm=np.matmul):
     """Runs the reference example by example over the batch shape of ``x``."""
     params, carry, x = to_numpy(params), to_numpy(carry), np.asarray(x, np.float64)
-    ref = functools.partial(REFERENCES[kind], **opts)
+    ref = functools.partial(REFERENCES[kind], **opts, mm=mm)
     batch_shape = x.shape[:-1]
     out_carry = jax.tree.map(np.zeros_like, carry)
     out_y = None
@@ -468,7 +477,7 @@ def test_initial_carry_zeros(name, make, kind, opts, batch_shape, dtype):
 
 def test_initial_carry_float64():
     with jax.enable_x64(True):
-        carry = jr.lstm(IN, H, dtype=jnp.float64).initial_carry((2,), jnp.float64)
+        carry = jr.lstm(IN, H, param_dtype=jnp.float64).initial_carry((2,), jnp.float64)
         assert carry.h.dtype == jnp.float64 and carry.c.dtype == jnp.float64
 
 

@@ -222,7 +222,7 @@ def test_bptt_by_hand_matches_finite_differences():
 @pytest.mark.parametrize("batch_shape", [(), (2,)], ids=str)
 def test_bptt_by_hand_equals_jax_grad_of_scan(batch_shape):
     w, a0, xs, ys = _rnn_problem(batch_shape)
-    cell = jr.simple_rnn(I, H, dtype=jnp.float64)
+    cell = jr.simple_rnn(I, H, param_dtype=jnp.float64)
     # Ng's column-vector weights -> input-major storage: w_ih = W_ax^T, w_hh = W_aa^T.
     params = jr.SimpleRNNParams(
         w_ih=jnp.asarray(w["W_ax"].T), w_hh=jnp.asarray(w["W_aa"].T), b=jnp.asarray(w["b_a"])
@@ -314,7 +314,7 @@ def test_gru_gamma_u_notation_equals_jr_gru_with_z_one_minus_gamma_u(split_bias)
     # With reset_after=False only b_ih + b_hh matters (b_hn sits outside the reset gate).
     b_hh = rand(rng, 3 * H) if split_bias else np.zeros(3 * H)
     params = jr.GRUParams(*map(jnp.asarray, (w_ih, w_hh, b_total - b_hh, b_hh)))
-    cell = jr.gru(I, H, reset_after=False, dtype=jnp.float64)
+    cell = jr.gru(I, H, reset_after=False, param_dtype=jnp.float64)
 
     def step(c, x):
         return gru_ng_step(W_u, b_u, W_r, b_r, W_c, b_c, c, x)
@@ -368,7 +368,7 @@ def test_gru_column_form_equals_jr_gru(reset_after):
         b_ih=jnp.asarray(np.concatenate([b_x[g] for g in "rzh"])),
         b_hh=jnp.asarray(np.concatenate([b_h[g] for g in "rzh"])),
     )
-    cell = jr.gru(I, H, reset_after=reset_after, dtype=jnp.float64)
+    cell = jr.gru(I, H, reset_after=reset_after, param_dtype=jnp.float64)
     _, got = jr.scan(cell, params, jnp.asarray(xs), jnp.asarray(h0))
     np.testing.assert_allclose(got, _run_numpy(step, h0, xs), rtol=1e-12, atol=1e-12)
 
@@ -413,7 +413,7 @@ def test_lstm_graves_column_form_equals_jr_lstm(peephole, coupled):
         b=jnp.asarray(np.concatenate([w[f"b_{g}"] for g in gates])),
         w_peep=jnp.asarray(np.stack([np.diag(w[f"W_c{g}"]) for g in peeps])) if peephole else None,
     )
-    cell = jr.lstm(I, H, peephole=peephole, coupled=coupled, dtype=jnp.float64)
+    cell = jr.lstm(I, H, peephole=peephole, coupled=coupled, param_dtype=jnp.float64)
     carry0 = jr.LSTMCarry(jnp.asarray(h0), jnp.asarray(c0))
     carry, got = jr.scan(cell, params, jnp.asarray(xs), carry0)
 
@@ -444,7 +444,7 @@ def test_lstm_ng_stacked_form_equals_jr_lstm():
         w_hh=jnp.asarray(np.concatenate([W[g][:, :H].T for g in order], axis=1)),
         b=jnp.asarray(np.concatenate([b[g] for g in order])),
     )
-    cell = jr.lstm(I, H, dtype=jnp.float64)
+    cell = jr.lstm(I, H, param_dtype=jnp.float64)
     _, got = jr.scan(cell, params, jnp.asarray(xs), jr.LSTMCarry(jnp.asarray(a0), jnp.asarray(c0)))
 
     a, c = a0, c0

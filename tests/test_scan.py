@@ -458,7 +458,7 @@ def test_grad_matches_finite_differences_float64():
     (params, xs, carry) at once.
     """
     with jax.enable_x64(True):
-        cell = jr.lstm(I, H, peephole=True, proj_size=P, dtype=jnp.float64)
+        cell = jr.lstm(I, H, peephole=True, proj_size=P, param_dtype=jnp.float64)
         rng = np.random.default_rng(10)
 
         def normal_like(tree):  # NumPy float64 leaves

@@ -128,8 +128,9 @@ def _split(x, n: int) -> list:
 
 
 def _dtype_kwargs(dtype) -> dict:
-    """The ``dtype=`` argument a jaxrnn cell factory needs (none for its default float32)."""
-    return {} if jnp.dtype(dtype) == jnp.float32 else {"dtype": dtype}
+    """The ``param_dtype=`` argument a jaxrnn cell factory needs (none for its default float32);
+    the cell then computes in its parameters' dtype, as the converted module does."""
+    return {} if jnp.dtype(dtype) == jnp.float32 else {"param_dtype": dtype}
 
 
 def _build(kind: str, w_ih, w_hh, biases: dict, activation=None) -> tuple[Cell, Any]:

@@ -200,7 +200,7 @@ def _torch_spec(obj) -> _TorchSpec:
             if _cell_mode(cell, where) != mode:
                 raise ValueError(f"{where}: cell kind differs from layer 0's ({mode})")
             cfg = dict(cell.config)
-            for opt in ("hidden_size", "proj_size", "dtype"):
+            for opt in ("hidden_size", "proj_size", "param_dtype", "dtype"):
                 if cfg.get(opt) != ref.get(opt):
                     raise ValueError(
                         f"{where}: {opt}={cfg.get(opt)!r} differs from layer 0's "
@@ -221,7 +221,7 @@ def _torch_spec(obj) -> _TorchSpec:
         bidirectional=len(rows[0]) == 2,
         batch_first=not time_majors.pop(),
         dropout=float(dropout),
-        dtype=ref.get("dtype", jnp.float32),
+        dtype=ref.get("param_dtype", jnp.float32),
         wrapper=wrapper,
     )
 
@@ -337,7 +337,10 @@ def to_torch(lay, params, *, bias: bool = True):
     parameters' dtype, and holds the same weights (see :func:`torch_state_dict`). It is in
     torch's default training mode, where its ``dropout`` (if any) is active: call ``.eval()``
     for the deterministic function jaxrnn computes without a ``key``. A bare cell becomes a
-    one-layer module with ``batch_first=True`` (the layout of :func:`jaxrnn.scan`).
+    one-layer module with ``batch_first=True`` (the layout of :func:`jaxrnn.scan`). A cell whose
+    precision policy runs its matmuls in another ``dtype`` than it stores its parameters in
+    (``jr.lstm(I, H, dtype=jnp.bfloat16)``) converts to a module in ``param_dtype``; run it
+    under ``torch.autocast(..., dtype=torch.bfloat16)`` for the same mixed precision.
 
     Args:
         lay: a :func:`jaxrnn.rnn` layer, a :func:`jaxrnn.stack` of :func:`jaxrnn.layer` or
@@ -451,7 +454,7 @@ def from_torch(module):
     else:  # pragma: no cover - torch has no other RNNBase modes
         raise TypeError(f"from_torch: unsupported torch RNN mode {mode!r}")
     if dtype is not jnp.float32:
-        kwargs["dtype"] = dtype
+        kwargs["param_dtype"] = dtype
     net = rnn(
         cell_fn,
         module.input_size,

@@ -31,6 +31,7 @@ from jaxrnn import losses as _losses
 from jaxrnn import train as _train
 from jaxrnn.cells import gru, lstm, simple_rnn
 from jaxrnn.layers import rnn
+from jaxrnn.precision import policy
 
 __all__ = [
     "CELLS",
@@ -100,6 +101,8 @@ def char_lm(
     embed_size: int = 64,
     num_layers: int = 1,
     dropout: float = 0.0,
+    param_dtype: Any = jnp.float32,
+    dtype: Any = None,
 ) -> CharLM:
     """Embedding -> recurrent layers (:func:`jaxrnn.rnn`) -> dense head over the vocabulary.
 
@@ -116,6 +119,11 @@ def char_lm(
         embed_size: ``E``.
         num_layers: stacked recurrent layers.
         dropout: dropout rate between layers and before the head (only with a ``key``).
+        param_dtype: storage dtype of every parameter (float32: the optimizer's master
+            weights).
+        dtype: dtype of the matmul operands, recurrent and head (default ``param_dtype``;
+            ``jnp.bfloat16`` for mixed precision, see :mod:`jaxrnn.precision`). The carry and
+            the logits stay float32.
 
     >>> import jax, jax.numpy as jnp, jaxrnn as jr
     >>> model = jr.models.char_lm(10, 16, cell="gru", embed_size=8)
@@ -130,8 +138,16 @@ def char_lm(
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout: expected a probability in [0, 1), got {dropout}")
     cell_fn, cell_kwargs = CELLS[cell]
+    pol = policy(param_dtype, dtype)
     net = rnn(
-        cell_fn, embed_size, hidden_size, num_layers=num_layers, dropout=dropout, **cell_kwargs
+        cell_fn,
+        embed_size,
+        hidden_size,
+        num_layers=num_layers,
+        dropout=dropout,
+        param_dtype=pol.param_dtype,
+        dtype=pol.dtype,
+        **cell_kwargs,
     )
     embed_init = jax.nn.initializers.normal(1.0)
     head_init = jax.nn.initializers.lecun_normal()
@@ -139,10 +155,10 @@ def char_lm(
     def init(key):
         k_embed, k_rnn, k_out = jax.random.split(key, 3)
         return CharLMParams(
-            embed=embed_init(k_embed, (vocab_size, embed_size), jnp.float32),
+            embed=embed_init(k_embed, (vocab_size, embed_size), pol.param_dtype),
             rnn=net.init(k_rnn),
-            w_out=head_init(k_out, (net.output_size, vocab_size), jnp.float32),
-            b_out=jnp.zeros((vocab_size,), jnp.float32),
+            w_out=head_init(k_out, (net.output_size, vocab_size), pol.param_dtype),
+            b_out=jnp.zeros((vocab_size,), pol.param_dtype),
         )
 
     def apply(params, carry, ids, *, reset=None, key=None):
@@ -157,8 +173,8 @@ def char_lm(
         carry, ys = net.apply(params.rnn, xs, carry, key=k_net)
         if k_out is not None:
             keep = jax.random.bernoulli(k_out, 1.0 - dropout, ys.shape)
-            ys = jnp.where(keep, ys / (1.0 - dropout), 0.0)
-        return carry, ys @ params.w_out + params.b_out
+            ys = jnp.where(keep, ys / (1.0 - dropout), jnp.zeros((), ys.dtype))
+        return carry, pol.dot(ys, params.w_out) + pol.acc(params.b_out)
 
     config = (
         ("factory", "char_lm"),
@@ -168,6 +184,7 @@ def char_lm(
         ("embed_size", embed_size),
         ("num_layers", num_layers),
         ("dropout", dropout),
+        *pol.config(),
     )
     return CharLM(init, apply, net.initial_carry, vocab_size, config)
 
@@ -311,6 +328,7 @@ class CharLMConfig:
     val_fraction: float = 0.1
     eval_chunks: int = 8
     seed: int = 0
+    dtype: str = "float32"  # matmul operands (jaxrnn.precision); parameters stay float32
 
     def model(self, vocab_size: int) -> CharLM:
         """The :func:`char_lm` these settings describe."""
@@ -321,6 +339,7 @@ class CharLMConfig:
             embed_size=self.embed_size,
             num_layers=self.num_layers,
             dropout=self.dropout,
+            dtype=jnp.dtype(self.dtype),
         )
 
     def optimizer(self) -> optax.GradientTransformation:
