@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
@@ -73,7 +75,7 @@ def scan(
     reverse: bool = False,
     time_major: bool = False,
     unroll: int | bool = 1,
-    remat: bool | Callable[..., bool] = False,
+    remat: bool | Literal["sqrt"] | Callable[..., bool] = False,
     hoist: bool | None = None,
 ) -> tuple[Carry, Array]:
     r"""Run ``cell`` over the time axis of ``xs``.
@@ -109,7 +111,14 @@ def scan(
             elementwise arithmetic between them is recomputed, which measured faster and smaller
             than keeping every intermediate (``benchmarks/``). ``True``: only the carry; the
             whole step is recomputed (``jax.checkpoint``), much less memory for long sequences
-            for about one more forward pass of compute. A callable is used as the
+            for about one more forward pass of compute. ``"sqrt"``: two-level checkpointing for
+            very long sequences. The steps are cut into segments of
+            :math:`S = \lceil\sqrt{T}\,\rceil` (the last :math:`T \bmod S` steps form one
+            shorter segment); only the carries at segment boundaries are kept, and the backward
+            pass recomputes one segment at a time, keeping its steps' residuals as ``False``
+            does. Memory :math:`O(\sqrt{T})`: about :math:`T/S` carries plus :math:`S` steps of
+            residuals, against :math:`T` carries for ``True`` and :math:`T` steps of residuals
+            for ``False``; compute as for ``True``. A callable is used as the
             ``jax.checkpoint`` policy, e.g. ``jax.checkpoint_policies.everything_saveable``.
         hoist: compute the cell's input projection for all steps before the loop (one large
             matmul) instead of inside each step. ``None`` (default) hoists on accelerators and
@@ -126,7 +135,8 @@ def scan(
             differs from the batch shape of ``xs``, ``lengths`` has the wrong shape, or concrete
             ``lengths`` lie outside ``[0, T]``.
         TypeError: if ``xs`` is not a float array, ``lengths`` is not an integer array, the
-            carry's structure or dtype is not the cell's, or a step changes the carry's dtype.
+            carry's structure or dtype is not the cell's, a step changes the carry's dtype, or
+            ``remat`` is none of the forms above.
 
     >>> import jax, jax.numpy as jnp, jaxrnn as jr
     >>> cell = jr.lstm(3, 8)
@@ -149,27 +159,124 @@ def scan(
             f"xs: expected feature size (last axis) {cell.input_size} (the cell's input_size), "
             f"got {xs.shape[-1]} (xs.shape={xs.shape})"
         )
-    if not time_major:
-        xs = jnp.moveaxis(xs, -2, 0)
-    num_steps, batch_shape = xs.shape[0], xs.shape[1:-1]
+    time_axis = 0 if time_major else xs.ndim - 2
+    num_steps = xs.shape[time_axis]
+    batch_shape = xs.shape[:time_axis] + xs.shape[time_axis + 1 : -1]
 
     if carry is None:
         carry = cell.initial_carry(batch_shape)
     else:
         check_carry(cell, carry, batch_shape)
-
-    valid = None
     if lengths is not None:
         lengths = check_lengths(lengths, batch_shape, num_steps)
-        steps = jnp.arange(num_steps).reshape((num_steps,) + (1,) * len(batch_shape))
-        valid = steps < lengths  # (T, *batch)
+    policy = _step_policy(remat)
+    if hoist is None:
+        hoist = jax.default_backend() != "cpu"
+    hoist = bool(hoist) and cell.project is not None and cell.step is not None
+
+    def run(carry, start, size, policy):
+        """Steps ``[start, start + size)`` (``start`` static or traced); ys time-major."""
+        if size == num_steps:
+            seg = xs
+        elif isinstance(start, int):
+            seg = jax.lax.slice_in_dim(xs, start, start + size, axis=time_axis)
+        else:
+            seg = jax.lax.dynamic_slice_in_dim(
+                xs, start, size, time_axis, allow_negative_indices=False
+            )
+        valid = None
+        if lengths is not None:
+            steps = (start + jnp.arange(size)).reshape((size,) + (1,) * len(batch_shape))
+            valid = steps < lengths  # (size, *batch)
+        seg = jnp.moveaxis(seg, time_axis, 0)
+        return _scan_steps(cell, params, seg, carry, valid, hoist, reverse, unroll, policy)
+
+    if policy is not _SQRT:
+        carry, ys = run(carry, 0, num_steps, policy)
+    else:
+        carry, ys = _sqrt_scan(run, carry, num_steps, reverse)
+    if not time_major:
+        ys = jax.tree.map(lambda v: jnp.moveaxis(v, 0, len(batch_shape)), ys)
+    return carry, ys
+
+
+# remat="sqrt": two-level checkpointing. Even remat=True keeps one carry per step, O(T), which
+# for long sequences (T in the tens of thousands) dominates a training step's memory. Cutting
+# the sequence into segments of S ~ sqrt(T) steps and keeping only the carries at segment
+# boundaries, the backward pass recomputes one segment at a time, keeping that segment's
+# per-step residuals (policy save_nonlinear) only while it is differentiated: O(sqrt(T))
+# memory for about one more forward pass of compute, the same cost as remat=True.
+_SQRT = object()  # the sentinel _step_policy returns for remat="sqrt"
+
+
+def _step_policy(remat):
+    """The ``jax.checkpoint`` policy of one step for ``remat`` (``_SQRT`` for ``"sqrt"``)."""
+    if remat is True:
+        return None  # keep nothing but the carry: recompute the whole step
+    if remat is False:
+        return save_nonlinear
+    if isinstance(remat, str):
+        if remat == "sqrt":
+            return _SQRT
+    elif callable(remat):
+        return remat
+    raise TypeError(
+        f'remat: expected False, True, "sqrt" or a jax.checkpoint policy, got {remat!r}'
+    )
+
+
+def _segment_length(num_steps: int) -> int:
+    """Steps per segment of ``remat="sqrt"``: ``ceil(sqrt(T))`` (1 for ``T = 0``).
+
+    The memory of the backward pass is about ``T / S`` boundary carries plus ``S`` steps'
+    residuals, least near ``S = sqrt(T)``. (A step's residuals are a few carries' worth, so a
+    somewhat shorter segment would do slightly better; this is the place to tune it.)
+    """
+    return math.isqrt(num_steps - 1) + 1 if num_steps > 0 else 1
+
+
+def _sqrt_scan(run, carry, num_steps: int, reverse: bool):
+    """``remat="sqrt"``: ``run`` over ``T // S`` checkpointed segments of ``S`` steps, then rest.
+
+    The outer scan keeps only each segment's initial carry; its backward pass recomputes one
+    segment at a time with the per-step policy. The ``T mod S`` remaining steps (the last ones
+    in time order, hence run first when ``reverse``) form one short scan of their own, so xs is
+    neither padded nor copied: every segment slices its own steps out of it.
+    """
+    seg_len = _segment_length(num_steps)
+    num_segs, rest = divmod(num_steps, seg_len)
+
+    def segment(carry, k):
+        return run(carry, k * seg_len, seg_len, save_nonlinear)
+
+    def segments(carry):
+        body = jax.checkpoint(segment, prevent_cse=False, policy=None)  # keep only the carry
+        carry, ys = jax.lax.scan(body, carry, jnp.arange(num_segs), reverse=reverse)
+        return carry, jax.tree.map(lambda v: v.reshape((num_steps - rest, *v.shape[2:])), ys)
+
+    def remainder(carry):
+        return run(carry, num_steps - rest, rest, save_nonlinear)
+
+    if not num_segs:  # T = 0
+        return remainder(carry)
+    if not rest:
+        return segments(carry)
+    if reverse:
+        carry, ys_rest = remainder(carry)
+        carry, ys = segments(carry)
+    else:
+        carry, ys = segments(carry)
+        carry, ys_rest = remainder(carry)
+    return carry, jax.tree.map(lambda a, b: jnp.concatenate([a, b]), ys, ys_rest)
+
+
+def _scan_steps(cell, params, xs, carry, valid, hoist, reverse, unroll, policy):
+    """``lax.scan`` of the cell over time-major ``xs``, masked by ``valid`` ``(T, *batch)``."""
+    if valid is not None:
         # Padding is never read: zero it before any arithmetic so that NaN or inf there cannot
         # leak into values or gradients.
         xs = jnp.where(valid[..., None], xs, jnp.zeros((), xs.dtype))
-
-    if hoist is None:
-        hoist = jax.default_backend() != "cpu"
-    if hoist and cell.project is not None and cell.step is not None:
+    if hoist:
         inputs, step = cell.project(params, xs), cell.step  # one matmul for all steps
     else:
         inputs, step = xs, cell.apply
@@ -193,19 +300,8 @@ def scan(
 
         scan_inputs = (inputs, valid)
 
-    if remat is True:
-        policy = None  # keep nothing but the carry: recompute the whole step
-    elif remat is False:
-        policy = save_nonlinear
-    elif callable(remat):
-        policy = remat
-    else:
-        raise TypeError(f"remat: expected a bool or a jax.checkpoint policy, got {remat!r}")
     body = jax.checkpoint(body, prevent_cse=False, policy=policy)
-    carry, ys = jax.lax.scan(body, carry, scan_inputs, reverse=reverse, unroll=unroll)
-    if not time_major:
-        ys = jax.tree.map(lambda v: jnp.moveaxis(v, 0, len(batch_shape)), ys)
-    return carry, ys
+    return jax.lax.scan(body, carry, scan_inputs, reverse=reverse, unroll=unroll)
 
 
 def _expand(mask: Array, like: Array) -> Array:

@@ -5,7 +5,8 @@ computed, never how fast: in ``bench_cells.py`` every implementation produced ou
 same shape and, since all of them get the same weights (Flax's, with random biases, mapped to
 every other layout), the same outputs and losses. Flax, Equinox and PyTorch are independent
 references here, so this also checks jaxrnn's LSTM and GRU against them. ``bench_remat.py``
-must compute one loss for every remat form, with less XLA temp memory the less a step keeps.
+must compute one loss for every remat form, with less XLA temp memory the less a step keeps,
+and so must ``bench_long.py`` at its longest quick sequence.
 The diagnostic variants must compute what the default computes.
 
 The harness tests use synthetic samples and fake entries: paired-ratio arithmetic against a
@@ -114,6 +115,26 @@ def test_remat_quick_run(tmp_path):
             assert on["temp_bytes"] < off["temp_bytes"] <= full["temp_bytes"]
         assert all(r["median_ms"] > 0 for r in (full, off, on))
     assert load("harness").read_json(out)["rows"][0]["T"] == 16  # --quick's T
+
+
+def test_long_quick_run(tmp_path):
+    bench = load("bench_long")
+    out = tmp_path / "results.json"
+    results = bench.main(["--quick", "--repeats", "1", "--json", str(out)])
+
+    # Every remat form computes the same loss; at T = 64 remat="sqrt" (8 segments of 8 steps)
+    # keeps less than True, which keeps less than False.
+    rows = {(r["T"], r["remat"]): r for r in results["rows"]}
+    assert sorted(rows) == [(T, f) for T in (16, 64) for f in ("False", "True", "sqrt")]
+    for T in (16, 64):
+        off, on, sqrt = (rows[(T, f)] for f in ("False", "True", "sqrt"))
+        assert on["loss"] == pytest.approx(off["loss"], rel=1e-5)
+        assert sqrt["loss"] == pytest.approx(off["loss"], rel=1e-5)
+        assert all(r["compile_s"] > 0 and r["median_ms"] > 0 for r in (off, on, sqrt))
+    if rows[(64, "sqrt")]["temp_bytes"] is not None:
+        assert rows[(64, "sqrt")]["temp_bytes"] < rows[(64, "True")]["temp_bytes"]
+        assert rows[(64, "True")]["temp_bytes"] < rows[(64, "False")]["temp_bytes"]
+    assert load("harness").read_json(out)["config"]["times"] == [16, 64]
 
 
 @pytest.mark.parametrize("cell_name", ["lstm", "gru"])

@@ -267,7 +267,11 @@ def test_bad_factory_sizes(make, name, bad):
 # remat
 
 
-@pytest.mark.parametrize("remat", ["yes", 1, None])
-def test_remat_must_be_bool_or_policy(remat):
-    with pytest.raises(TypeError, match=r"^remat: expected a bool or a jax.checkpoint policy, got"):
+@pytest.mark.parametrize("remat", ["yes", "SQRT", "sqrt ", ("sqrt", 4), 1, None])
+def test_remat_must_be_bool_sqrt_or_policy(remat):
+    with pytest.raises(
+        TypeError,
+        match=rf'^remat: expected False, True, "sqrt" or a jax.checkpoint policy, got '
+        rf"{re.escape(repr(remat))}$",
+    ):
         scan_lstm(remat=remat)(XS)

@@ -14,6 +14,7 @@ eager ``cell.init`` (whose small kernels are cached across tests).
 from __future__ import annotations
 
 import functools
+import re
 import subprocess
 import sys
 
@@ -143,7 +144,7 @@ def test_rnn_options_pass_through(reverse, time_major):
     assert isinstance(ys_only, jax.Array) and ys_only.shape == ys.shape  # return_carry=False
 
 
-@pytest.mark.parametrize("unroll, remat", [(1, False), (3, True)])
+@pytest.mark.parametrize("unroll, remat", [(1, False), (3, True), (2, "sqrt")])
 def test_rnn_unroll_and_remat_reach_the_scan(unroll, remat):
     cell = jr.gru(I, H)
     model = jrf.RNN(cell, unroll=unroll, remat=remat)
@@ -152,9 +153,18 @@ def test_rnn_unroll_and_remat_reach_the_scan(unroll, remat):
     jaxpr = str(jax.make_jaxpr(jax.grad(lambda v, x: jnp.sum(model.apply(v, x))))(variables, xs))
     assert f"unroll={unroll}" in jaxpr
     # remat=False keeps matmul and nonlinearity outputs (policy jr.save_nonlinear); remat=True
-    # keeps nothing (policy=None).
-    assert ("policy=None" in jaxpr) == remat
-    assert ("save_nonlinear" in jaxpr) != remat
+    # keeps nothing (policy=None); remat="sqrt" keeps nothing of a segment (policy=None) and
+    # the outputs of matmuls and nonlinearities of its steps: one segment of ceil(sqrt(5)) = 3
+    # steps, then a scan of the remaining 2.
+    keeps_nothing, keeps_nonlinear = {
+        False: (False, True),
+        True: (True, False),
+        "sqrt": (True, True),
+    }[remat]
+    assert ("policy=None" in jaxpr) == keeps_nothing
+    assert ("save_nonlinear" in jaxpr) == keeps_nonlinear
+    if remat == "sqrt":
+        assert set(re.findall(r"\blength=(\d+)", jaxpr)) == {"1", "2", "3"}
 
 
 def test_two_rnns_in_one_model_get_their_own_params():

@@ -9,6 +9,8 @@ Embed -> RNN -> Linear models train with ``nnx.Optimizer`` under ``nnx.jit``.
 
 from __future__ import annotations
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -89,7 +91,7 @@ def test_rnn_options_pass_through():
     assert isinstance(ys_only, jax.Array) and ys_only.shape == (T, B, H)
 
 
-@pytest.mark.parametrize("unroll, remat", [(1, False), (3, True)])
+@pytest.mark.parametrize("unroll, remat", [(1, False), (3, True), (2, "sqrt")])
 def test_rnn_unroll_and_remat_reach_the_scan(unroll, remat):
     model = jrnnx.RNN(jr.gru(I, H), unroll=unroll, remat=remat, rngs=nnx.Rngs(0))
     graphdef, state = nnx.split(model)
@@ -100,9 +102,18 @@ def test_rnn_unroll_and_remat_reach_the_scan(unroll, remat):
     jaxpr = str(jax.make_jaxpr(jax.grad(loss))(state, jax.ShapeDtypeStruct((B, T, I), jnp.float32)))
     assert f"unroll={unroll}" in jaxpr
     # remat=False keeps matmul and nonlinearity outputs (policy jr.save_nonlinear); remat=True
-    # keeps nothing (policy=None).
-    assert ("policy=None" in jaxpr) == remat
-    assert ("save_nonlinear" in jaxpr) != remat
+    # keeps nothing (policy=None); remat="sqrt" keeps nothing of a segment (policy=None) and
+    # the outputs of matmuls and nonlinearities of its steps: one segment of ceil(sqrt(5)) = 3
+    # steps, then a scan of the remaining 2.
+    keeps_nothing, keeps_nonlinear = {
+        False: (False, True),
+        True: (True, False),
+        "sqrt": (True, True),
+    }[remat]
+    assert ("policy=None" in jaxpr) == keeps_nothing
+    assert ("save_nonlinear" in jaxpr) == keeps_nonlinear
+    if remat == "sqrt":
+        assert set(re.findall(r"\blength=(\d+)", jaxpr)) == {"1", "2", "3"}
 
 
 def test_rnn_grads_are_the_grads_of_the_pure_function():

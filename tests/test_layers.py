@@ -320,3 +320,39 @@ def test_dropout_never_after_last_layer():
     # Dropout before the last layer changes its outputs, but none of them is zeroed.
     assert not np.allclose(ys_key, ys_no_key)
     assert np.all(np.asarray(ys_key) != 0)
+
+
+# --------------------------------------------------------------------------------------------
+# remat
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_rnn_passes_remat_sqrt_to_every_scan(bidirectional):
+    """``jr.rnn(..., remat="sqrt")`` (through ``layer``/``bidirectional``) == ``remat=False``.
+
+    Values and gradients (params, xs, carry) of a two-layer network at T = 11: two segments of
+    four steps and a remainder of three in every scan, backward directions included.
+    """
+    kwargs = dict(num_layers=2, bidirectional=bidirectional, proj_size=P)
+    sqrt_net = jr.rnn(jr.lstm, I, H, remat="sqrt", **kwargs)
+    plain_net = jr.rnn(jr.lstm, I, H, **kwargs)
+    assert dict(sqrt_net.config)["remat"] == "sqrt"
+    params = random_params(plain_net.init, 15)
+    carry = random_carry(plain_net.initial_carry, (B,), 16)
+    num_steps = 11
+    xs = random_xs(17, (B, num_steps, I))
+    lengths = np.array([num_steps, 0, 6], np.int32)
+
+    def loss(net, params, xs, carry):
+        c, ys = net.apply(params, xs, carry, lengths=lengths)
+        return jnp.sum(ys * jnp.sin(ys)) + sum(jnp.sum(leaf**2) for leaf in jax.tree.leaves(c))
+
+    @jax.jit
+    def run(params, xs, carry):
+        return [
+            jax.value_and_grad(functools.partial(loss, net), argnums=(0, 1, 2))(params, xs, carry)
+            for net in (sqrt_net, plain_net)
+        ]
+
+    got, expected = run(params, xs, carry)
+    assert_trees_close(got, expected, **TOL)

@@ -14,6 +14,7 @@ extra batch shapes) run on a few representative cells rather than on all of them
 from __future__ import annotations
 
 import functools
+import re
 
 import jax
 import jax.numpy as jnp
@@ -156,16 +157,17 @@ def weighted_sum(carry, ys, w_carry, w_ys):
 
 
 @functools.cache
-def variants_fn(name):
+def variants_fn(name, remat=False):
     """One jitted function running the main variants of ``scan`` (lengths are traced)."""
     cell = CELLS[name]
+    run_scan = functools.partial(scan, cell, remat=remat)
 
     def run(params, xs, carry, lengths):
         return {
-            "plain": scan(cell, params, xs),
-            "reverse+carry": scan(cell, params, xs, carry, reverse=True),
-            "lengths+carry": scan(cell, params, xs, carry, lengths=lengths),
-            "reverse+lengths": scan(cell, params, xs, lengths=lengths, reverse=True),
+            "plain": run_scan(params, xs),
+            "reverse+carry": run_scan(params, xs, carry, reverse=True),
+            "lengths+carry": run_scan(params, xs, carry, lengths=lengths),
+            "reverse+lengths": run_scan(params, xs, lengths=lengths, reverse=True),
         }
 
     return jax.jit(run)
@@ -176,39 +178,48 @@ SCAN_CASES = [(name, (2, 3)) for name in [*LIBRARY_CELLS, "custom"]] + [
 ]
 
 
-@pytest.mark.parametrize(("name", "batch_shape"), SCAN_CASES, ids=str)
-def test_scan_matches_loop(name, batch_shape):
-    """Forward/reverse, with/without lengths, given/default carry, any batch rank."""
+def check_variants_match_loop(name, batch_shape, num_steps=T, remat=False):
     rng = np.random.default_rng(1)
     cell, params = CELLS[name], params_of(name)
-    xs, carry = random_xs(rng, batch_shape), random_carry(rng, cell, batch_shape)
+    xs, carry = random_xs(rng, batch_shape, num_steps), random_carry(rng, cell, batch_shape)
     if batch_shape == ():
-        draws = [np.int32(0), np.int32(2), np.int32(T)]
+        draws = [np.int32(0), np.int32(num_steps // 2), np.int32(num_steps)]
     else:
-        draws = [mixed_lengths(rng, batch_shape) for _ in range(2)]
+        draws = [mixed_lengths(rng, batch_shape, num_steps) for _ in range(2)]
     unmasked = {
         "plain": loop_scan(cell, params, xs),
         "reverse+carry": loop_scan(cell, params, xs, carry, reverse=True),
     }
     for lengths in draws:
-        got = variants_fn(name)(params, xs, carry, lengths)
+        got = variants_fn(name, remat)(params, xs, carry, lengths)
         expected = {
             **unmasked,
             "lengths+carry": loop_scan(cell, params, xs, carry, lengths),
             "reverse+lengths": loop_scan(cell, params, xs, None, lengths, reverse=True),
         }
-        assert got["plain"][1].shape == (*batch_shape, T, cell.output_size)
+        assert got["plain"][1].shape == (*batch_shape, num_steps, cell.output_size)
         assert_trees_close(got, expected, **TOL)
+
+
+@pytest.mark.parametrize(("name", "batch_shape"), SCAN_CASES, ids=str)
+def test_scan_matches_loop(name, batch_shape):
+    """Forward/reverse, with/without lengths, given/default carry, any batch rank."""
+    check_variants_match_loop(name, batch_shape)
 
 
 # Every pair of values of any two of these options occurs in some row (the all-default row is
 # covered by test_scan_matches_loop). Each row runs with lengths and a given carry.
+# The remat="sqrt" rows run at SQRT_T steps, so that they cross segment boundaries.
 OPTION_ROWS = [
     dict(time_major=False, unroll=3, remat=True, reverse=True),
     dict(time_major=True, unroll=1, remat=True, reverse=False),
     dict(time_major=True, unroll=3, remat=False, reverse=True),
     dict(time_major=True, unroll=1, remat=False, reverse=False),
+    dict(time_major=False, unroll=3, remat="sqrt", reverse=False),
+    dict(time_major=True, unroll=1, remat="sqrt", reverse=True),
 ]
+# remat="sqrt" at T = 11: two segments of ceil(sqrt(11)) = 4 steps, then a remainder of 3.
+SQRT_T = 11
 
 
 @functools.cache
@@ -225,8 +236,9 @@ def options_fn(name, time_major, unroll, remat, reverse):
 def test_scan_options_match_loop(name, row):
     rng = np.random.default_rng(2)
     cell, params, batch_shape = CELLS[name], params_of(name), (2, 3)
-    xs, carry = random_xs(rng, batch_shape), random_carry(rng, cell, batch_shape)
-    lengths = mixed_lengths(rng, batch_shape)
+    num_steps = SQRT_T if row["remat"] == "sqrt" else T
+    xs, carry = random_xs(rng, batch_shape, num_steps), random_carry(rng, cell, batch_shape)
+    lengths = mixed_lengths(rng, batch_shape, num_steps)
     expected = loop_scan(cell, params, xs, carry, lengths, reverse=row["reverse"])
     if row["time_major"]:
         xs = np.moveaxis(xs, -2, 0)
@@ -277,6 +289,8 @@ def empty_fn(name):
             "given carry": scan(cell, params, xs, carry, reverse=True),
             "lengths": scan(cell, params, xs, carry, lengths=lengths),
             "time major": scan(cell, params, xs_tm, carry, time_major=True),
+            "sqrt": scan(cell, params, xs, carry, lengths=lengths, remat="sqrt"),
+            "sqrt reverse": scan(cell, params, xs_tm, time_major=True, reverse=True, remat="sqrt"),
         }
 
     return jax.jit(run)
@@ -296,6 +310,9 @@ def test_empty_sequence_returns_initial_carry(name, batch_shape):
     assert_trees_close(got["given carry"], (carry, empty))
     assert_trees_close(got["lengths"], (carry, empty))
     assert_trees_close(got["time major"], (carry, np.moveaxis(empty, -2, 0)))
+    assert_trees_close(got["sqrt"], (carry, empty))
+    empty_tm = np.moveaxis(empty, -2, 0)
+    assert_trees_close(got["sqrt reverse"], (cell.initial_carry(batch_shape), empty_tm))
 
 
 @pytest.mark.parametrize("name", ["gru", "lstm-peephole"])
@@ -339,42 +356,46 @@ def test_vmap_equals_batched_call(name):
 # Derivatives.
 
 
+REMAT_FORMS = {
+    "no remat": False,
+    "remat": True,
+    "save all": jax.checkpoint_policies.everything_saveable,
+    "sqrt": "sqrt",
+}
+
+
 @functools.cache
-def grad_fn(name):
-    """Jitted value and gradients (params, xs, carry) of a weighted sum under each remat form."""
+def grad_fn(name, reverse=True, forms=tuple(REMAT_FORMS)):
+    """Jitted value and gradients (params, xs, carry) of a weighted sum under remat ``forms``."""
     cell = CELLS[name]
 
     def loss(params, xs, carry, lengths, w_carry, w_ys, remat):
-        c, ys = scan(cell, params, xs, carry, lengths=lengths, reverse=True, remat=remat)
+        c, ys = scan(cell, params, xs, carry, lengths=lengths, reverse=reverse, remat=remat)
         return weighted_sum(c, ys, w_carry, w_ys)
 
     value_and_grad = jax.value_and_grad(loss, argnums=(0, 1, 2))
 
     def run(*args):
-        return {
-            "no remat": value_and_grad(*args, False),
-            "remat": value_and_grad(*args, True),
-            "save all": value_and_grad(*args, jax.checkpoint_policies.everything_saveable),
-        }
+        return {form: value_and_grad(*args, REMAT_FORMS[form]) for form in forms}
 
     return jax.jit(run)
 
 
-def grad_inputs(name, seed=7):
+def grad_inputs(name, seed=7, num_steps=T):
     rng = np.random.default_rng(seed)
     cell, batch_shape = CELLS[name], (3,)
-    xs, carry = random_xs(rng, batch_shape), random_carry(rng, cell, batch_shape)
-    lengths = mixed_lengths(rng, batch_shape)
+    xs, carry = random_xs(rng, batch_shape, num_steps), random_carry(rng, cell, batch_shape)
+    lengths = mixed_lengths(rng, batch_shape, num_steps)
     w_carry = random_carry(rng, cell, batch_shape)
-    w_ys = rng.standard_normal((*batch_shape, T, cell.output_size)).astype(np.float32)
+    w_ys = rng.standard_normal((*batch_shape, num_steps, cell.output_size)).astype(np.float32)
     return xs, carry, lengths, w_carry, w_ys
 
 
-def loop_value_and_grad(name, xs, carry, lengths, w_carry, w_ys):
+def loop_value_and_grad(name, xs, carry, lengths, w_carry, w_ys, reverse=True):
     cell = CELLS[name]
 
     def loss(params, xs, carry):
-        c, ys = loop_scan(cell, params, xs, carry, lengths, reverse=True)
+        c, ys = loop_scan(cell, params, xs, carry, lengths, reverse=reverse)
         return weighted_sum(c, ys, w_carry, w_ys)
 
     return jax.value_and_grad(loss, argnums=(0, 1, 2))(params_of(name), jnp.asarray(xs), carry)
@@ -395,6 +416,7 @@ def test_grad_matches_loop_under_every_remat(name):
     assert_trees_close(got["no remat"], expected, rtol=1e-4, atol=1e-5)
     assert_trees_close(got["remat"], got["no remat"], **TOL)
     assert_trees_close(got["save all"], got["no remat"], **TOL)
+    assert_trees_close(got["sqrt"], got["no remat"], **TOL)
     # Sanity: gradients reach the parameters, and the padded inputs get exactly zero.
     assert any(np.abs(g).max() > 0 for g in jax.tree.leaves(got["no remat"][1][0]))
     d_xs = np.asarray(got["no remat"][1][1])
@@ -412,7 +434,7 @@ def test_unhoisted_grad_matches_hoisted(name):
 
 @pytest.mark.parametrize("name", [*GRAD_CELLS, "lstm-proj-nohoist"])
 def test_nan_padding_does_not_leak(name):
-    """NaN beyond lengths: finite values equal to zero padding, finite gradients."""
+    """NaN beyond lengths: finite values equal to zero padding, finite gradients (every remat)."""
     xs, carry, lengths, w_carry, w_ys = grad_inputs(name, seed=8)
     padded = np.arange(T)[None, :] >= lengths[:, None]  # (batch, T)
     xs_nan = np.where(padded[..., None], np.float32(np.nan), xs)
@@ -488,16 +510,131 @@ def test_grad_matches_finite_differences_float64():
             np.testing.assert_allclose(directional, (plus - minus) / (2 * eps), rtol=1e-6)
 
 
+@pytest.mark.parametrize("remat", [False, "sqrt"])
 @pytest.mark.parametrize("name", LIBRARY_CELLS)
-def test_hoist_default_and_both_settings_agree(name):
+def test_hoist_default_and_both_settings_agree(name, remat):
     """``hoist=None`` (per backend), ``True`` and ``False`` compute the same function."""
     rng = np.random.default_rng(4)
     cell, params, batch_shape = CELLS[name], params_of(name), (2, 3)
-    xs, lengths = random_xs(rng, batch_shape), mixed_lengths(rng, batch_shape)
+    num_steps = SQRT_T if remat == "sqrt" else T
+    xs = random_xs(rng, batch_shape, num_steps)
+    lengths = mixed_lengths(rng, batch_shape, num_steps)
     run = jax.jit(
-        lambda p, xs, lengths, hoist: jr.scan(cell, p, xs, lengths=lengths, hoist=hoist),
+        lambda p, xs, lengths, hoist: jr.scan(
+            cell, p, xs, lengths=lengths, hoist=hoist, remat=remat
+        ),
         static_argnums=3,
     )
     default = run(params, xs, lengths, None)
     assert_trees_close(run(params, xs, lengths, True), default, **TOL)
     assert_trees_close(run(params, xs, lengths, False), default, **TOL)
+
+
+# --------------------------------------------------------------------------------------------
+# remat="sqrt": segments of ceil(sqrt(T)) steps, of which only the boundary carries are kept.
+# Values and gradients of remat="sqrt" are also checked above: in the option rows, the empty
+# sequence, hoisting, and every remat form of the gradient and NaN-padding tests (T = 5: one
+# segment of 3 steps and a remainder of 2).
+
+# (cell, batch shape, T): every cell at SQRT_T (whole segments and a remainder); T = 9 (three
+# whole segments) and T = 1 (one segment of one step) on a few cells and batch ranks.
+SQRT_CASES = [
+    *[(name, (3,), SQRT_T) for name in LIBRARY_CELLS if name != "lstm-proj"],
+    *[(name, (2, 3), SQRT_T) for name in ("lstm-proj", "custom", "lstm-proj-nohoist")],
+    ("simple_rnn", (), 9),
+    ("lstm-proj", (3,), 9),
+    ("custom", (2, 3), 9),
+    ("gru-reset_after", (), 1),
+    ("lstm-peephole", (3,), 1),
+]
+
+
+@pytest.mark.parametrize(("name", "batch_shape", "num_steps"), SQRT_CASES, ids=str)
+def test_sqrt_matches_loop(name, batch_shape, num_steps):
+    """Forward/reverse, with/without lengths, given/default carry, any batch rank."""
+    check_variants_match_loop(name, batch_shape, num_steps, remat="sqrt")
+
+
+SQRT_GRAD_CELLS = [*GRAD_CELLS, "lstm-proj-nohoist"]
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize(
+    ("name", "num_steps"),
+    [("simple_rnn", 1), ("simple_rnn", 9), *[(name, SQRT_T) for name in SQRT_GRAD_CELLS]],
+    ids=str,
+)
+def test_sqrt_grad_matches_no_remat_and_loop(name, num_steps, reverse):
+    """Value and gradients (params, xs, carry) == ``remat=False`` (== the loop with lengths).
+
+    With and without lengths; NaN in the padding beyond lengths changes nothing.
+    """
+    xs, carry, lengths, w_carry, w_ys = grad_inputs(name, seed=12, num_steps=num_steps)
+    fn = grad_fn(name, reverse, ("no remat", "sqrt"))
+    params = params_of(name)
+    got = fn(params, xs, carry, lengths, w_carry, w_ys)
+    expected = loop_value_and_grad(name, xs, carry, lengths, w_carry, w_ys, reverse)
+    assert_trees_close(got["sqrt"], got["no remat"], **TOL)
+    assert_trees_close(got["sqrt"], expected, rtol=1e-4, atol=1e-5)
+    unmasked = fn(params, xs, carry, None, w_carry, w_ys)
+    assert_trees_close(unmasked["sqrt"], unmasked["no remat"], **TOL)
+    # Inputs beyond lengths are never read, in any segment.
+    padded = np.arange(num_steps)[None, :] >= lengths[:, None]
+    xs_nan = np.where(padded[..., None], np.float32(np.nan), xs)
+    assert_trees_close(fn(params, xs_nan, carry, lengths, w_carry, w_ys)["sqrt"], got["sqrt"])
+
+
+def scan_lengths(jaxpr) -> list[int]:
+    """The ``length`` of every ``scan`` in a jaxpr, nested ones included, sorted."""
+    return sorted(int(n) for n in re.findall(r"\blength=(\d+)", str(jaxpr)))
+
+
+@pytest.mark.parametrize(
+    ("num_steps", "expected"),
+    [
+        (16384, [128, 128]),  # 128 segments of 128 steps
+        (SQRT_T, [2, 3, 4]),  # 2 segments of 4 steps, a remainder of 3
+        (2, [1, 2]),  # 1 segment of 2 steps
+    ],
+)
+def test_sqrt_segments(num_steps, expected):
+    """``T // S`` segments of ``S = ceil(sqrt(T))`` steps, then one scan of the rest.
+
+    The outer scan's body keeps nothing (``policy=None``), the steps keep what ``remat=False``
+    keeps (:func:`jaxrnn.save_nonlinear`).
+    """
+    cell = CELLS["lstm"]
+    xs = jax.ShapeDtypeStruct((2, num_steps, I), jnp.float32)
+    for reverse in (False, True):
+        jaxpr = jax.make_jaxpr(
+            lambda p, x, reverse=reverse: scan(cell, p, x, remat="sqrt", reverse=reverse)
+        )(params_of("lstm"), xs)
+        assert scan_lengths(jaxpr) == expected
+        assert str(jaxpr).count("policy=None") == 1
+        assert "save_nonlinear" in str(jaxpr)
+
+
+def test_sqrt_memory_is_least_at_long_sequences():
+    """XLA temp memory of an LSTM's gradient at T = 4096: ``"sqrt"`` < ``True`` < ``False``.
+
+    Many-to-one (the loss reads the final ``h`` only), gradient w.r.t. the params, small
+    sizes so that compiling is quick; only compiled, never run. ``False`` keeps several
+    vectors per step, ``True`` one carry per step, ``"sqrt"`` 64 carries and one segment's
+    64 steps: an order of magnitude less than ``True``.
+    """
+    cell = jr.lstm(I, H)
+    params = shapes_of(cell.init, jax.random.key(0))
+    xs = jax.ShapeDtypeStruct((2, 4096, I), jnp.float32)
+
+    def temp_bytes(remat):
+        def loss(params, xs):
+            return jnp.sum(jr.scan(cell, params, xs, remat=remat)[0].h)
+
+        memory = jax.jit(jax.grad(loss)).lower(params, xs).compile().memory_analysis()
+        if memory is None:
+            pytest.skip(f"no memory analysis on {jax.default_backend()}")
+        return memory.temp_size_in_bytes
+
+    sqrt, whole_step, default = temp_bytes("sqrt"), temp_bytes(True), temp_bytes(False)
+    assert sqrt < whole_step < default
+    assert 4 * sqrt < whole_step

@@ -23,7 +23,7 @@ True
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import flax.linen as nn
 
@@ -50,8 +50,9 @@ class RNN(nn.Module):
         time_major: ``xs`` and ``ys`` are ``(T, *batch, F)`` instead of ``(*batch, T, F)``.
         unroll: passed to ``jax.lax.scan``.
         remat: what each step keeps for the backward pass: ``False`` (default) the outputs of
-            matmuls and nonlinearities, ``True`` only the carry, or a ``jax.checkpoint``
-            policy; see :func:`jaxrnn.scan`.
+            matmuls and nonlinearities, ``True`` only the carry, ``"sqrt"`` only the carries
+            between segments of about ``sqrt(T)`` steps (for very long sequences), or a
+            ``jax.checkpoint`` policy; see :func:`jaxrnn.scan`.
 
     >>> import jax, jax.numpy as jnp, flax.linen as nn, jaxrnn as jr, jaxrnn.flax as jrf
     >>> class Tagger(nn.Module):
@@ -72,7 +73,7 @@ class RNN(nn.Module):
     reverse: bool = False
     time_major: bool = False
     unroll: int | bool = 1
-    remat: bool | Callable[..., bool] = False
+    remat: bool | Literal["sqrt"] | Callable[..., bool] = False
 
     @nn.compact
     def __call__(

@@ -33,7 +33,7 @@ True
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
@@ -149,8 +149,9 @@ class RNN(nnx.Module):
         time_major: ``xs`` and ``ys`` are ``(T, *batch, F)`` instead of ``(*batch, T, F)``.
         unroll: passed to ``jax.lax.scan``.
         remat: what each step keeps for the backward pass: ``False`` (default) the outputs of
-            matmuls and nonlinearities, ``True`` only the carry, or a ``jax.checkpoint``
-            policy; see :func:`jaxrnn.scan`.
+            matmuls and nonlinearities, ``True`` only the carry, ``"sqrt"`` only the carries
+            between segments of about ``sqrt(T)`` steps (for very long sequences), or a
+            ``jax.checkpoint`` policy; see :func:`jaxrnn.scan`.
         rngs: ``cell.init`` gets a key from its ``params`` stream.
 
     Attributes:
@@ -181,7 +182,7 @@ class RNN(nnx.Module):
         reverse: bool = False,
         time_major: bool = False,
         unroll: int | bool = 1,
-        remat: bool | Callable[..., bool] = False,
+        remat: bool | Literal["sqrt"] | Callable[..., bool] = False,
         rngs: nnx.Rngs,
     ):
         self.cell = cell
