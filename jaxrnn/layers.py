@@ -242,6 +242,7 @@ def rnn(
     time_major: bool = False,
     unroll: int | bool = 1,
     remat: bool | Callable[..., bool] = False,
+    cudnn: bool | None = None,
     **cell_kwargs,
 ) -> Layer:
     """A multi-layer, optionally bidirectional recurrent network, as ``torch.nn.LSTM`` builds.
@@ -263,7 +264,20 @@ def rnn(
         time_major: layout of ``xs``/``ys``.
         unroll: passed to ``jax.lax.scan``.
         remat: what each step keeps for the backward pass; see :func:`jaxrnn.scan`.
+        cudnn: run LSTM stacks on cuDNN (:func:`jax.experimental.rnn.lstm`), see
+            :mod:`jaxrnn.cudnn`. ``None`` (default): whenever ``apply`` is traced for a CUDA
+            GPU and cuDNN computes the layer exactly (``cell_fn=jr.lstm`` without peephole,
+            coupled gates or projection, float32, and no dropout with a key); otherwise the
+            scan path. ``True``: require it; raises ``ValueError`` naming the reason, here when
+            the layer is unsupported or the backend is not a CUDA GPU, in ``apply`` when a call
+            cannot be dispatched. ``False``: never. Both paths compute the same function;
+            the cuDNN path has no forward-mode derivatives (``jax.jvp``) and runs ``vmap``
+            sequentially. ``unroll`` and ``remat`` do not apply to it.
         **cell_kwargs: forwarded to ``cell_fn`` (e.g. ``proj_size``, ``reset_after``).
+
+    Raises:
+        ValueError: if ``cudnn=True`` and the layer cannot run on cuDNN here.
+        TypeError: if ``cudnn`` is not ``None``, ``True`` or ``False``.
 
     >>> import jax, jax.numpy as jnp, jaxrnn as jr
     >>> net = jr.rnn(jr.lstm, 3, 16, num_layers=2, bidirectional=True)
@@ -273,6 +287,8 @@ def rnn(
     ((4, 7, 32), 2, (4, 16))
     """
     _check_size("num_layers", num_layers)
+    if cudnn not in (None, True, False):
+        raise TypeError(f"cudnn: expected None, True or False, got {cudnn!r}")
     opts = dict(time_major=time_major, unroll=unroll, remat=remat)
     layers, size = [], input_size
     for _ in range(num_layers):
@@ -295,5 +311,23 @@ def rnn(
         ("unroll", unroll),
         ("remat", remat),
         ("cell_kwargs", tuple(cell_kwargs.items())),
+        ("cudnn", cudnn),
     )
-    return net._replace(config=config)
+    net = net._replace(config=config)
+    if cudnn is False:
+        return net
+    from jaxrnn import cudnn as _cudnn  # imports this module: import it only when needed
+
+    if cudnn:
+        _cudnn._require(net)
+    elif not _cudnn.supports(net)[0]:
+        return net  # never dispatched: keep the plain stack
+    scan_apply = net.apply
+
+    def apply(params, xs, carry=None, *, lengths=None, key=None):
+        # Decided at trace time: the backend, the key and the dtypes of this call.
+        if _cudnn._dispatch(net, params, xs, key, require=bool(cudnn)):
+            return _cudnn.apply_cudnn(net, params, xs, carry, lengths)
+        return scan_apply(params, xs, carry, lengths=lengths, key=key)
+
+    return net._replace(apply=apply)
