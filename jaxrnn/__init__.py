@@ -29,6 +29,7 @@ from jaxrnn.cells import (
 )
 from jaxrnn.scan import save_nonlinear, scan
 from jaxrnn.layers import Bidirectional, Layer, bidirectional, layer, rnn, stack
+from jaxrnn import cudnn, precision  # jr.rnn's cuDNN dispatch on GPU; the dtype policy
 
 # -> attention -> seq2seq / decode -> losses; data and recipes beside them.
 from jaxrnn import attention, seq2seq, decode, losses, data, recipes
@@ -49,6 +50,7 @@ __all__ = [
     "SimpleRNNParams",
     "attention",
     "bidirectional",
+    "cudnn",
     "data",
     "decode",
     "gru",
@@ -58,6 +60,7 @@ __all__ = [
     "losses",
     "lstm",
     "models",
+    "precision",
     "recipes",
     "rnn",
     "save_nonlinear",

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxrnn.cells import Array, Carry, Cell, Params, PRNGKey, _check_size
-from jaxrnn.scan import scan
+from jaxrnn.scan import Remat, scan
 
 __all__ = ["Bidirectional", "Layer", "bidirectional", "layer", "rnn", "stack"]
 
@@ -65,7 +65,7 @@ def layer(
     reverse: bool = False,
     time_major: bool = False,
     unroll: int | bool = 1,
-    remat: bool | Callable[..., bool] = False,
+    remat: Remat = False,
 ) -> Layer:
     """One cell run over the sequence by :func:`jaxrnn.scan`; params and carry are the cell's.
 
@@ -107,7 +107,7 @@ def bidirectional(
     *,
     time_major: bool = False,
     unroll: int | bool = 1,
-    remat: bool | Callable[..., bool] = False,
+    remat: Remat = False,
 ) -> Layer:
     """Run ``forward`` left to right and ``backward`` right to left; concatenate the outputs.
 
@@ -241,7 +241,7 @@ def rnn(
     dropout: float = 0.0,
     time_major: bool = False,
     unroll: int | bool = 1,
-    remat: bool | Callable[..., bool] = False,
+    remat: Remat = False,
     cudnn: bool | None = None,
     **cell_kwargs,
 ) -> Layer:

@@ -15,14 +15,14 @@ carry kept there, above all the LSTM cell state :math:`c_t = f_t \odot c_{t-1} +
 \tilde c_t`, whose long sums would lose their low bits in bf16 (8 significant bits). Outputs
 ``y`` leave a cell in ``dtype``.
 
-======================  ==========  ===================  ===========  ===============
-``jr.lstm(I, H, ...)``  params      matmul operands      carry        outputs ``y``
-======================  ==========  ===================  ===========  ===============
-(default)               float32     float32              float32      float32
-``dtype=bfloat16``      float32     bfloat16 -> f32 sum  float32      bfloat16
-``param_dtype=bf16``    bfloat16    bfloat16 -> f32 sum  float32      bfloat16
-``param_dtype=float64`` float64     float64              float64      float64
-======================  ==========  ===================  ===========  ===============
+=========================  ==========  ===================  ===========  ===============
+``jr.lstm(I, H, ...)``     params      matmul operands      carry        outputs ``y``
+=========================  ==========  ===================  ===========  ===============
+(default)                  float32     float32              float32      float32
+``dtype=jnp.bfloat16``     float32     bfloat16, f32 sums   float32      bfloat16
+``param_dtype=bfloat16``   bfloat16    bfloat16, f32 sums   float32      bfloat16
+``param_dtype=float64``    float64     float64              float64      float64
+=========================  ==========  ===================  ===========  ===============
 
 >>> import jax.numpy as jnp
 >>> from jaxrnn.precision import policy

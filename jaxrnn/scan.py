@@ -12,7 +12,10 @@ import numpy as np
 
 from jaxrnn.cells import Array, Carry, Cell, Params
 
-__all__ = ["save_nonlinear", "scan"]
+__all__ = ["Remat", "save_nonlinear", "scan"]
+
+#: What ``remat`` accepts: ``False``, ``True``, ``"sqrt"`` or a ``jax.checkpoint`` policy.
+Remat = bool | Literal["sqrt"] | Callable[..., bool]
 
 # Primitives whose outputs the backward pass of a step keeps (``remat=False``): matmuls,
 # transcendental functions and reductions, which cost far more to recompute than to store.
@@ -75,7 +78,7 @@ def scan(
     reverse: bool = False,
     time_major: bool = False,
     unroll: int | bool = 1,
-    remat: bool | Literal["sqrt"] | Callable[..., bool] = False,
+    remat: Remat = False,
     hoist: bool | None = None,
 ) -> tuple[Carry, Array]:
     r"""Run ``cell`` over the time axis of ``xs``.

@@ -36,9 +36,11 @@ PAGES = [
     *(
         f"api/{name}"
         for name in [
+            "precision",
             "cells",
             "scan",
             "layers",
+            "cudnn",
             "attention",
             "seq2seq",
             "decode",
