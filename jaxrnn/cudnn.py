@@ -474,7 +474,7 @@ _lstm_core.defvjp(_lstm_core_fwd, _lstm_core_bwd)
 # The layer's apply on cuDNN.
 
 
-def _full_carry(cell, carry, num_layers: int, bidirectional: bool, batch_shape, dtype) -> list:
+def _full_carry(cell, carry, num_layers: int, bidirectional: bool, batch_shape) -> list:
     """The per-pseudo-layer initial carries, ``None`` entries filled with zeros, all checked.
 
     Mirrors how :func:`jaxrnn.stack`, :func:`jaxrnn.bidirectional` and :func:`jaxrnn.scan`
@@ -497,9 +497,9 @@ def _full_carry(cell, carry, num_layers: int, bidirectional: bool, batch_shape, 
             directions = [entry]
         for c in directions:
             if c is None:
-                c = cell.initial_carry(batch_shape, dtype)
+                c = cell.initial_carry(batch_shape)
             else:
-                check_carry(cell, c, batch_shape, dtype)
+                check_carry(cell, c, batch_shape)
             out.append(c)
     return out
 
@@ -558,7 +558,7 @@ def apply_cudnn(
     if time_major:
         xs = jnp.moveaxis(xs, 0, -2)
     batch_shape, num_steps = xs.shape[:-2], xs.shape[-2]
-    carries = _full_carry(cell, carry, num_layers, bidirectional, batch_shape, xs.dtype)
+    carries = _full_carry(cell, carry, num_layers, bidirectional, batch_shape)
     weights = pack_lstm_weights(params)
     expected = _flat_sizes(input_size, hidden_size, num_layers, directions)
     if weights.shape != (sum(math.prod(s) for s in expected),):
