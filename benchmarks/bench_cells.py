@@ -130,28 +130,16 @@ def build_entries(args, xs, target, key) -> tuple[list[Entry], list[dict]]:
             built = jaxrnn_variant(v, cell_name, cell, unroll, args.time)
             if built is not None:
                 add(f"jaxrnn {label} [{built[0]}]", "jaxrnn-variant", built[1], jp)
-        if "flax" not in args.skip:
-            for name, cls in peers.FLAX_CELLS[cell_name]:
-                add(f"flax nn.RNN({name})", "flax", peers.flax_forward(cls(hidden), unroll), fp)
-                for v in args.variants:
-                    if v.startswith("unroll"):
-                        forward = peers.flax_forward(cls(hidden), unroll_of(v))
-                        add(
-                            f"flax nn.RNN({name}) [unroll={unroll_of(v)}]",
-                            "flax-variant",
-                            forward,
-                            fp,
-                        )
-        if "equinox" not in args.skip and eqx is not None:
-            name = "LSTMCell" if cell_name == "lstm" else "GRUCell"
-            add(
-                f"equinox eqx.nn.{name} + lax.scan",
-                "equinox",
-                peers.equinox_forward(cell_name, hidden, unroll),
-                peers.equinox_model(cell_name, jp, eqx_keys[cell_name]),
-            )
-        if "torch" not in args.skip and torch is not None:
-            entries.append(peers.torch_entry(cell_name, jp, xs, target))
+        flax_classes = {peers.flax_label(name): cls for name, cls in peers.FLAX_CELLS[cell_name]}
+        peer = peers.peer_entries(
+            cell_name, fp, jp, xs, target, eqx_keys[cell_name], unroll=unroll, skip=args.skip
+        )
+        for e in peer:
+            entries.append(e)
+            for v in args.variants if e.impl in flax_classes else ():
+                if v.startswith("unroll"):  # this Flax cell at another unroll, right after it
+                    forward = peers.flax_forward(flax_classes[e.impl](hidden), unroll_of(v))
+                    add(f"{e.impl} [unroll={unroll_of(v)}]", "flax-variant", forward, fp)
         if cell_name == "gru" and "flax" not in args.skip:
             checks += gru_mode_check(args, fp, jp, xs)
     return entries, checks

@@ -17,7 +17,8 @@ The pieces:
   is kept.
 * :func:`summary` (median, quartiles, min) and :func:`paired_ratio` (median and IQR of the
   per-round ratios of two entries, and the ratio of their medians).
-* :func:`environment`: versions, CPU model, cores and threads, for the record.
+* :func:`environment`: versions, CPU model, cores and threads, for the record;
+  :func:`cpu_flags` for features such as native bfloat16.
 * :func:`fmt_table` (Markdown), :func:`mib`, :func:`write_json` / :func:`read_json`, and
   :func:`run_script`, which runs a benchmark script in a fresh process (thread pools are sized
   once per process, so comparing core counts needs one process per count).
@@ -276,6 +277,18 @@ def cpu_model() -> str | None:
     except OSError:
         pass
     return platform.processor() or None
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags, e.g. ``avx512_bf16`` (``/proc/cpuinfo``; empty elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
 
 
 def environment(packages: Sequence[str] = ("jax", "flax", "equinox", "torch", "jaxrnn")) -> dict:

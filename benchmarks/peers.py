@@ -10,7 +10,12 @@ it compares their speed. The weights are Flax's initialisation with randomised b
 An :class:`Entry` is one implementation of one cell with two timing callables: ``infer``
 (compiled forward returning ``ys``) and ``train`` (compiled ``value_and_grad`` of the mean
 squared error of ``ys`` against a fixed target, with respect to the parameters; for PyTorch,
-forward plus ``torch.autograd.grad``). :func:`jax_entry` and :func:`torch_entry` build them.
+forward plus ``torch.autograd.grad``). :func:`jax_entry` and :func:`torch_entry` build them;
+:func:`peer_entries` builds the Flax, Equinox and PyTorch entries of one cell.
+
+Mixed precision (``dtype=jnp.bfloat16``): jaxrnn's and Flax's cells keep float32 parameters and
+run bfloat16 matmuls; PyTorch runs its float32 module under ``torch.autocast``. Equinox's cells
+have no such option and take part in float32 only.
 
 Equinox and PyTorch are optional peers: ``eqx`` and ``torch`` are ``None`` here when they cannot
 be imported. Import this module only after :func:`harness.pin_from_argv`.
@@ -18,6 +23,7 @@ be imported. Import this module only after :func:`harness.pin_from_argv`.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -70,15 +76,27 @@ class Entry:
 
 
 def mse(ys, target):
-    """Mean squared error, the training loss of every entry."""
-    return jnp.mean(jnp.square(ys - target))
+    """Mean squared error, the training loss of every entry, summed in ``target``'s dtype.
+
+    Under mixed precision ``ys`` may be bfloat16; it is cast to the (float32) target's dtype
+    first, which also keeps JAX's strict dtype promotion happy.
+    """
+    return jnp.mean(jnp.square(ys.astype(target.dtype) - target))
 
 
 def to_numpy(a) -> np.ndarray:
-    """A JAX or PyTorch result as a NumPy array."""
+    """A JAX or PyTorch result as a NumPy array (a bfloat16 tensor as float32: NumPy has none)."""
     if torch is not None and isinstance(a, torch.Tensor):
-        return a.detach().numpy()
+        a = a.detach()
+        return (a.float() if a.dtype == torch.bfloat16 else a).numpy()
     return np.asarray(a)
+
+
+def dtype_name(a) -> str:
+    """The dtype of a JAX, NumPy or PyTorch array as a short name: ``float32``, ``bfloat16``."""
+    if torch is not None and isinstance(a, torch.Tensor):
+        return str(a.dtype).removeprefix("torch.")
+    return np.dtype(a.dtype).name
 
 
 # --------------------------------------------------------------------------------------------
@@ -135,11 +153,16 @@ def flax_gru_to_jaxrnn(params) -> jr.GRUParams:
     )
 
 
-def jaxrnn_from_flax(cell_name: str, input_size: int, hidden: int, fp):
-    """The jaxrnn cell matching the Flax one, its mapped params, and its table label."""
+def jaxrnn_from_flax(cell_name: str, input_size: int, hidden: int, fp, dtype=None):
+    """The jaxrnn cell matching the Flax one, its mapped params, and its table label.
+
+    ``dtype`` is the cell's matmul operand dtype (``None``: float32, like the params); the
+    params stay float32 either way, so the same mapped params serve every ``dtype``.
+    """
+    kw = {} if dtype is None else {"dtype": dtype}
     if cell_name == "lstm":
-        return jr.lstm(input_size, hidden), flax_lstm_to_jaxrnn(fp), "jr.lstm"
-    cell = jr.gru(input_size, hidden, reset_after=True)
+        return jr.lstm(input_size, hidden, **kw), flax_lstm_to_jaxrnn(fp), "jr.lstm"
+    cell = jr.gru(input_size, hidden, reset_after=True, **kw)
     return cell, flax_gru_to_jaxrnn(fp), "jr.gru(reset_after=True)"
 
 
@@ -156,12 +179,28 @@ def jaxrnn_forward(cell: jr.Cell, unroll: int, hoist: bool | None = None, remat=
     return forward
 
 
+def flax_label(name: str) -> str:
+    """The table label of the Flax cell called ``name`` (e.g. ``"nn.LSTMCell"``)."""
+    return f"flax nn.RNN({name})"
+
+
+def flax_cell(cls, hidden: int, dtype=None):
+    """A Flax cell of class ``cls``; with ``dtype``, its matmuls run in it on float32 params."""
+    return cls(hidden) if dtype is None else cls(hidden, dtype=dtype, param_dtype=jnp.float32)
+
+
 def flax_forward(flax_cell, unroll: int):
-    """``nn.RNN(flax_cell)`` applied to the Flax params."""
+    """``nn.RNN(flax_cell)`` applied to the Flax params.
+
+    Traced under standard dtype promotion: with ``dtype=jnp.bfloat16`` Flax's cells add
+    bfloat16 matmul outputs to their float32 carry, which strict promotion (on in the tests)
+    rejects. In float32 nothing is promoted, so this changes nothing there.
+    """
     model = nn.RNN(flax_cell, unroll=unroll)
 
     def forward(params, xs):
-        return model.apply({"params": params}, xs)
+        with jax.numpy_dtype_promotion("standard"):
+            return model.apply({"params": params}, xs)
 
     return forward
 
@@ -247,20 +286,114 @@ def torch_tensor(a):
     return torch.from_numpy(np.array(a, dtype=np.float32))
 
 
-def torch_entry(cell_name: str, p, xs, target) -> Entry:
-    """An entry timing :func:`torch_module` on ``xs`` (inference mode) and its MSE gradient."""
+@contextlib.contextmanager
+def onednn_off():
+    """PyTorch with oneDNN (``torch.backends.mkldnn``) off inside the block, then as before.
+
+    Only the ``enabled`` flag: ``torch.backends.mkldnn.flags`` would reset the others too.
+    """
+    before = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.enabled = before
+
+
+def torch_entry(cell_name: str, p, xs, target, autocast=None) -> Entry:
+    """An entry timing :func:`torch_module` on ``xs`` (inference mode) and its MSE gradient.
+
+    With ``autocast`` (e.g. ``torch.bfloat16``) every call runs under
+    ``torch.autocast("cpu", dtype=autocast)``: float32 weights, lower-precision matmuls, the
+    loss taken in float32. On a CPU without bfloat16 support (e.g. AVX2 only) oneDNN's fused
+    LSTM fails to create its bfloat16 primitive; there the calls run with oneDNN off, i.e.
+    PyTorch's native RNN, whose matmuls autocast still lowers, and the entry's ``note`` says so.
+    """
     module = torch_module(cell_name, p)
     x_t, y_t = torch_tensor(xs), torch_tensor(target)
     weights = list(module.parameters())
+    label = f"torch nn.{type(module).__name__}"
+    mkldnn = True
+
+    def context():
+        if autocast is None:
+            return contextlib.nullcontext()
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.autocast("cpu", dtype=autocast))
+        if not mkldnn:
+            stack.enter_context(onednn_off())
+        return stack
 
     def run_infer():
-        with torch.inference_mode():
+        with torch.inference_mode(), context():
             return module(x_t)[0]
 
     def run_train():
-        loss = torch.mean(torch.square(module(x_t)[0] - y_t))
+        with context():  # the forward pass; the backward runs in the dtypes it chose
+            loss = torch.mean(torch.square(module(x_t)[0].float() - y_t))
         torch.autograd.grad(loss, weights)
         return loss.detach()
 
-    label = f"torch nn.{type(module).__name__}"
-    return Entry(cell_name, label, "torch", run_infer, run_train)
+    note = ""
+    if autocast is not None:
+        label += f" (autocast {str(autocast).removeprefix('torch.')})"
+        try:
+            run_infer()
+        except RuntimeError as err:  # no oneDNN kernel for this dtype on this CPU
+            mkldnn = False
+            note = f"oneDNN off (its {type(module).__name__} failed: {str(err).split('.')[0]})"
+    return Entry(cell_name, label, "torch", run_infer, run_train, note=note)
+
+
+def peer_entries(
+    cell_name: str,
+    fp,
+    jp,
+    xs,
+    target,
+    eqx_key,
+    *,
+    unroll: int = 1,
+    skip=(),
+    dtype=None,
+) -> list[Entry]:
+    """The Flax, Equinox and PyTorch entries of one cell, all with the same weights.
+
+    Args:
+        cell_name: ``"lstm"`` or ``"gru"``.
+        fp: the Flax params (:func:`flax_params`); ``jp``: the same mapped to jaxrnn.
+        xs: batch-major inputs; ``target``: the training target (float32).
+        eqx_key: key for building the Equinox cell (its weights are then replaced).
+        unroll: ``unroll`` of the JAX scans.
+        skip: families to leave out (``"flax"``, ``"equinox"``, ``"torch"``); so are those
+            that cannot be imported.
+        dtype: ``None`` for float32; else the mixed-precision dtype (``jnp.bfloat16``): Flax
+            cells with ``dtype``, PyTorch under autocast, and no Equinox entry.
+
+    Returns:
+        Flax entries (in :data:`FLAX_CELLS` order), then Equinox, then PyTorch.
+    """
+    hidden = jp.w_hh.shape[0]
+    entries = []
+    if "flax" not in skip:
+        for name, cls in FLAX_CELLS[cell_name]:
+            forward = flax_forward(flax_cell(cls, hidden, dtype), unroll)
+            label = flax_label(name) + ("" if dtype is None else f" dtype={jnp.dtype(dtype).name}")
+            entries.append(jax_entry(cell_name, label, "flax", forward, fp, xs, target))
+    if "equinox" not in skip and eqx is not None and dtype is None:
+        name = "LSTMCell" if cell_name == "lstm" else "GRUCell"
+        entries.append(
+            jax_entry(
+                cell_name,
+                f"equinox eqx.nn.{name} + lax.scan",
+                "equinox",
+                equinox_forward(cell_name, hidden, unroll),
+                equinox_model(cell_name, jp, eqx_key),
+                xs,
+                target,
+            )
+        )
+    if "torch" not in skip and torch is not None:
+        autocast = None if dtype is None else getattr(torch, jnp.dtype(dtype).name)
+        entries.append(torch_entry(cell_name, jp, xs, target, autocast=autocast))
+    return entries

@@ -6,8 +6,12 @@ same shape and, since all of them get the same weights (Flax's, with random bias
 every other layout), the same outputs and losses. Flax, Equinox and PyTorch are independent
 references here, so this also checks jaxrnn's LSTM and GRU against them. ``bench_remat.py``
 must compute one loss for every remat form, with less XLA temp memory the less a step keeps,
-and so must ``bench_long.py`` at its longest quick sequence.
-The diagnostic variants must compute what the default computes.
+and so must ``bench_long.py`` at its longest quick sequence. ``bench_sweep.py`` runs in this
+process (one core count) with every implementation in float32 and bfloat16: the float32 ones
+must agree as in ``bench_cells.py``, the bfloat16 jaxrnn output must be bfloat16 and close to
+float32, and every paired ratio must be there; a second run goes through the child process per
+core count that the sweep starts by default. The diagnostic variants must compute what the
+default computes.
 
 The harness tests use synthetic samples and fake entries: paired-ratio arithmetic against a
 NumPy hand computation, the interleaving (every entry timed once per round, in shuffled
@@ -19,6 +23,7 @@ module-scoped fixture would run the benchmark once per worker.
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import os
 import sys
@@ -135,6 +140,95 @@ def test_long_quick_run(tmp_path):
         assert rows[(64, "sqrt")]["temp_bytes"] < rows[(64, "True")]["temp_bytes"]
         assert rows[(64, "True")]["temp_bytes"] < rows[(64, "False")]["temp_bytes"]
     assert load("harness").read_json(out)["config"]["times"] == [16, 64]
+
+
+def test_sweep_quick_run(tmp_path):
+    bench = load("bench_sweep")
+    out = tmp_path / "results.json"
+    results = bench.main(["--quick", "--in-process", "--json", str(out)])
+    (run,) = results["runs"]
+    rows, groups = run["rows"], run["groups"]
+    size = [QUICK["batch"], QUICK["time"], QUICK["input"], QUICK["hidden"]]
+    assert all(r["size"] == size and len(r["samples_ms"]) == 1 for r in rows)
+
+    # Every implementation ran, in every group (cell x precision x mode): Flax's two LSTM
+    # cells, Equinox in float32 only, PyTorch in float32 and under autocast, and in bfloat16
+    # jaxrnn in both precisions (the float32 one is the reference).
+    eqx, torch = bench.peers.eqx is not None, bench.peers.torch is not None
+    n_flax = {"lstm": 2, "gru": 1}
+    for cell in ("lstm", "gru"):
+        for mode in ("infer", "train"):
+            for prec in ("f32", "bf16"):
+                sel = [
+                    r for r in rows if (r["cell"], r["mode"], r["precision"]) == (cell, mode, prec)
+                ]
+                want = {"jaxrnn": 1, "flax": n_flax[cell], "torch": int(torch)}
+                want |= {"equinox": int(eqx)} if prec == "f32" else {"ref": 1}
+                got = {k: sum(r["role"] == k for r in sel) for k in want}
+                assert got == want and len(sel) == sum(want.values()), (cell, mode, prec)
+                assert all(r["median_ms"] > 0 for r in sel)
+    assert len(groups) == 8
+
+    # float32: the same weights everywhere, so the same ys and loss as jaxrnn.
+    for r in rows:
+        assert r["out_shape"] == (size[:2] + size[3:] if r["mode"] == "infer" else [])
+        if r["precision"] == "f32" or r["role"] == "ref":
+            assert r["compute"] == "f32"
+            assert r["max_abs_diff_vs_f32"] < 1e-5, (r["impl"], r["mode"])
+
+    # bfloat16: jaxrnn's ys are bfloat16, near float32 but not equal to it (the bf16 matmuls
+    # really ran); so are Flax's and PyTorch's under their mixed precision.
+    for r in rows:
+        if r["precision"] == "bf16" and r["role"] != "ref":
+            assert r["compute"] == "bf16"
+            assert 0 < r["max_abs_diff_vs_f32"] < bench.TOLERANCE["bf16"], (r["impl"], r["mode"])
+            assert r["within_tol"]
+            if r["role"] == "jaxrnn" and r["mode"] == "infer":
+                assert r["out_dtype"] == "bfloat16"
+    assert all(g["agree"] for g in groups)
+
+    # The ratios: jaxrnn / torch and / best Flax everywhere, bf16 / f32 in bfloat16 only.
+    for g in groups:
+        assert (g["vs_torch"] is not None) == torch
+        assert g["best_flax"].startswith("flax nn.RNN(")
+        for ratio in (g["vs_torch"], g["vs_flax"], g["bf16_vs_f32"]):
+            if ratio is not None:
+                assert ratio["ratio"] > 0 and ratio["ratio_q25"] <= ratio["ratio_q75"]
+        assert (g["bf16_vs_f32"] is not None) == (g["precision"] == "bf16")
+    if eqx:
+        assert any("Equinox: f32 rows only" in n for n in run["notes"])
+
+    dumped = load("harness").read_json(out)
+    assert len(dumped["runs"][0]["rows"]) == len(rows)
+    assert dumped["runs"][0]["env"]["jax"] == jax.__version__
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs os.sched_setaffinity")
+def test_sweep_runs_a_child_per_core_count():
+    """The default path: a pinned child process per core count, results merged."""
+    bench = load("bench_sweep")
+    argv = ["--quick", "--cores", "1", "--sizes", "2x5x3x4", "1x3x2x3", "--cells", "gru"]
+    results = bench.main([*argv, "--precisions", "f32", "--skip", "flax", "equinox", "torch"])
+    (run,) = results["runs"]
+    assert run["cores"] == 1 and run["env"]["pinned_cores"] == run["env"]["usable_cpus"] == 1
+    assert [(g["size"], g["mode"]) for g in run["groups"]] == [
+        (s, m) for s in ([2, 5, 3, 4], [1, 3, 2, 3]) for m in ("infer", "train")
+    ]
+    assert all(g["jaxrnn_ms"] > 0 and g["vs_torch"] is None for g in run["groups"])
+
+
+def test_sweep_plan_and_sizes():
+    """The default plan: every group planned, the large matmuls with one call per round."""
+    bench = load("bench_sweep")
+    results = bench.main(["--estimate", "--cores", "1"])
+    groups = results["estimate"]["plans"][1]
+    assert len(groups) == 4 * 2 * 2 * 2  # sizes x cells x precisions x modes
+    assert all(g["calls"] == 1 and g["repeats"] <= 9 for g in groups if g["size"][3] == 1024)
+    assert results["estimate"]["total_s"] > 0 and "runs" not in results
+    assert bench.parse_size("32x128x128x256") == (32, 128, 128, 256)
+    for bad in ("32x128x128", "0x1x1x1", "axbxcxd"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            bench.parse_size(bad)
 
 
 @pytest.mark.parametrize("cell_name", ["lstm", "gru"])
