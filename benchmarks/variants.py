@@ -19,7 +19,12 @@ thing about *how*, so timing it next to the default isolates that one thing. The
   Flax's ``LSTMCell`` (:func:`per_gate`);
 * ``chunkK``: an outer scan over chunks of ``K`` steps, each run by ``jr.scan``
   (:func:`chunked_forward`);
-* ``unrollN``: ``unroll=N`` (for Flax too).
+* ``unrollN``: ``unroll=N`` (for Flax too);
+* ``plaindot``: every matmul a plain ``jnp.matmul``, differentiated by JAX as is, i.e. without
+  the materialised ``x^T`` that ``jaxrnn.precision`` gives the weight gradient
+  (:func:`blocked` with one block);
+* ``colblockK``: the fused gate matmuls (input and recurrent, inside the step) cut into ``K``
+  column blocks (:func:`blocked`).
 
 ``nohoist``, ``biasstep`` and the per-gate variants are scanned with ``hoist=True``, which is how
 they were first measured (when ``jr.scan`` always hoisted); ``chunkK`` and ``unrollN`` keep
@@ -46,6 +51,9 @@ VARIANTS = (
     "unroll2",
     "unroll4",
     "unroll8",
+    "plaindot",
+    "colblock2",
+    "colblock4",
 )
 VARIANTS_HELP = (
     "also time these jaxrnn variants, to diagnose where time goes: hoist (jr.scan "
@@ -57,7 +65,9 @@ VARIANTS_HELP = (
     "one matmul per gate, input projection hoisted), nohoist-pergate (per-gate matmuls for "
     "the input and the recurrence inside the loop, like Flax's LSTMCell), chunkK (an outer "
     "scan over chunks of K steps, each run by jr.scan, so only K steps of projected inputs "
-    "exist at a time), unrollN (jaxrnn and Flax with unroll=N)"
+    "exist at a time), unrollN (jaxrnn and Flax with unroll=N), plaindot (plain jnp.matmul, "
+    "without jaxrnn's weight-gradient layout), colblockK (the fused gate matmuls cut into K "
+    "column blocks)"
 )
 # remat policy of plain JAX autodiff: the backward pass keeps every intermediate of a step.
 SAVE_ALL = jax.checkpoint_policies.everything_saveable
@@ -169,6 +179,39 @@ def per_gate(cell_name: str, cell: jr.Cell, *, hoist: bool) -> jr.Cell:
     return jr.Cell(cell.init, apply, cell.initial_carry, cell.input_size, hidden)
 
 
+def blocked(cell_name: str, cell: jr.Cell, blocks: int, dot=None) -> jr.Cell:
+    """The same cell with its fused gate matmuls cut into ``blocks`` column blocks.
+
+    Same parameters and math as ``jr.lstm`` / ``jr.gru(reset_after=True)`` (float32), both
+    matmuls inside the step as on the CPU by default; ``x @ w`` becomes ``blocks`` matmuls of
+    ``w[:, j*N:(j+1)*N]``, concatenated. ``dot`` is the matmul used (default: the library's
+    ``Policy.dot``; ``jnp.matmul`` for plain JAX autodiff).
+    """
+    dot = jr.precision.policy().dot if dot is None else dot
+
+    def mm(x, w):
+        n = w.shape[-1] // blocks
+        parts = [dot(x, w[:, j * n : (j + 1) * n]) for j in range(blocks)]
+        return parts[0] if blocks == 1 else jnp.concatenate(parts, axis=-1)
+
+    def apply(params, carry, x):
+        if cell_name == "lstm":
+            h, c = carry
+            i, f, g, o = jnp.split(mm(x, params.w_ih) + params.b + mm(h, params.w_hh), 4, -1)
+            c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+            h = jax.nn.sigmoid(o) * jnp.tanh(c)
+            return jr.LSTMCarry(h, c), h
+        h = carry
+        xr, xz, xn = jnp.split(mm(x, params.w_ih) + params.b_ih, 3, -1)
+        hr, hz, hn = jnp.split(mm(h, params.w_hh) + params.b_hh, 3, -1)
+        r, z = jax.nn.sigmoid(xr + hr), jax.nn.sigmoid(xz + hz)
+        n = jnp.tanh(xn + r * hn)
+        h = n + z * (h - n)
+        return h, h
+
+    return jr.Cell(cell.init, apply, cell.initial_carry, cell.input_size, cell.output_size)
+
+
 def unroll_of(variant: str) -> int:
     """``N`` of ``unrollN``."""
     return int(variant.removeprefix("unroll"))
@@ -202,4 +245,10 @@ def jaxrnn_variant(variant: str, cell_name: str, cell: jr.Cell, unroll: int, ste
         return f"chunks of {k} steps", chunked_forward(cell, k, unroll)
     if variant.startswith("unroll"):
         return f"unroll={unroll_of(variant)}", jaxrnn_forward(cell, unroll_of(variant))
+    if variant == "plaindot":
+        c = blocked(cell_name, cell, 1, dot=jnp.matmul)
+        return "plain jnp.matmul autodiff", jaxrnn_forward(c, unroll)
+    if variant.startswith("colblock"):
+        k = int(variant.removeprefix("colblock"))
+        return f"{k} column blocks", jaxrnn_forward(blocked(cell_name, cell, k), unroll)
     raise ValueError(f"unknown variant {variant!r}; expected one of {VARIANTS}")

@@ -7,7 +7,10 @@ import pathlib
 import subprocess
 import sys
 
+import jax
 import pytest
+
+import jaxrnn.models as jm
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TINY = [
@@ -84,3 +87,23 @@ def test_demo_refuses_a_checkpoint_of_other_settings(demo_run):
     proc = jaxrnn("demo", "--cell", "gru", *TINY, "--checkpoint-dir", str(directory))
     assert proc.returncode == 1
     assert "other settings: --cell gru (checkpoint: lstm)" in proc.stderr
+
+
+def test_demo_mixed_precision_stores_float32_and_resumes_with_its_dtype(tmp_path):
+    directory = tmp_path / "bf16"
+    proc = jaxrnn(
+        "demo", "--steps", "3", *TINY, "--dtype", "bfloat16", "--checkpoint-dir", str(directory)
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "bfloat16 matmuls" in proc.stdout and "step 3: train loss" in proc.stdout
+
+    model, params, _, config, _ = jm.load_char_lm(directory)
+    assert config.dtype == "bfloat16" and dict(model.config)["dtype"].name == "bfloat16"
+    assert {leaf.dtype.name for leaf in jax.tree.leaves(params)} == {"float32"}
+    # Resuming with another --dtype is another run: refused, naming the option.
+    proc = jaxrnn("demo", "--steps", "4", *TINY, "--checkpoint-dir", str(directory))
+    assert proc.returncode == 0, proc.stderr[-3000:]  # no --dtype given: the checkpoint's
+    proc = jaxrnn(
+        "demo", "--steps", "5", *TINY, "--dtype", "float32", "--checkpoint-dir", str(directory)
+    )
+    assert proc.returncode == 1 and "--dtype float32 (checkpoint: bfloat16)" in proc.stderr
