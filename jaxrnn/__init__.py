@@ -7,8 +7,8 @@ explicit parameters, so ``jit``, ``vmap``, ``grad`` and ``jvp`` apply directly.
 The modules, in the order data flows through them::
 
     cells -> scan -> layers -> attention -> seq2seq / decode -> losses -> train -> models -> flax
-    (beside them: data (corpora and tasks), recipes (small architectures), interop (PyTorch,
-    Flax))
+    (beside them: regularizers (cell transformations), data (corpora and tasks), recipes
+    (small architectures), interop (PyTorch, Flax))
 """
 
 # The imports follow the data flow, not the alphabet.
@@ -26,6 +26,13 @@ from jaxrnn.cells import (
     jordan_rnn,
     lstm,
     simple_rnn,
+)
+from jaxrnn.regularizers import (
+    ZoneoutCarry,
+    embedding_dropout,
+    variational_dropout,
+    weight_drop,
+    zoneout,
 )
 from jaxrnn.scan import save_nonlinear, scan
 from jaxrnn.layers import Bidirectional, Layer, bidirectional, layer, rnn, stack
@@ -48,11 +55,13 @@ __all__ = [
     "LSTMParams",
     "Layer",
     "SimpleRNNParams",
+    "ZoneoutCarry",
     "attention",
     "bidirectional",
     "cudnn",
     "data",
     "decode",
+    "embedding_dropout",
     "gru",
     "interop",
     "jordan_rnn",
@@ -69,6 +78,9 @@ __all__ = [
     "simple_rnn",
     "stack",
     "train",
+    "variational_dropout",
+    "weight_drop",
+    "zoneout",
 ]
 
 # -> train -> models -> flax: imported on first attribute access (PEP 562). `jr.train` and
