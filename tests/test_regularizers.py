@@ -356,3 +356,61 @@ def test_not_a_cell_and_unknown_weight_names():
     cell = jr.weight_drop(jr.gru(IN, H), jax.random.key(0), rate=0.5, names=("w_peep",))
     with pytest.raises(ValueError, match=r"names: \['w_peep'\] are not fields"):
         jr.scan(cell, cell.init(jax.random.key(1)), jnp.ones((2, 3, IN)))
+
+
+# --------------------------------------------------------------------------------------------
+# Through the Flax modules: the "dropout" rng stream.
+
+
+def recording(transform):
+    """``transform`` that also records the keys it is given."""
+    keys = []
+
+    def wrapped(cell, key):
+        keys.append(key)
+        return transform(cell, None if key is None else jax.random.clone(key))
+
+    return wrapped, keys
+
+
+def test_linen_rnn_takes_the_transform_key_from_the_dropout_stream():
+    import jaxrnn.flax as jrf
+
+    cell = jr.lstm(IN, H)
+    transform, keys = recording(
+        lambda c, k: jr.variational_dropout(c, k, rate=0.3, recurrent_rate=0.3)
+    )
+    model = jrf.RNN(cell, transform=transform)
+    xs = jax.random.normal(jax.random.key(0), (2, 5, IN))
+    variables = model.init(jax.random.key(1), xs, deterministic=True)
+    params = variables["params"]["cell"]
+    np.testing.assert_array_equal(
+        model.apply(variables, xs, deterministic=True), jr.scan(cell, params, xs)[1]
+    )
+    ys = model.apply(variables, xs, deterministic=False, rngs={"dropout": jax.random.key(2)})
+    key = keys[-1]
+    expected = jr.scan(jr.variational_dropout(cell, key, rate=0.3, recurrent_rate=0.3), params, xs)
+    np.testing.assert_array_equal(ys, expected[1])
+    other = model.apply(variables, xs, deterministic=False, rngs={"dropout": jax.random.key(3)})
+    assert not np.allclose(ys, other)
+    with pytest.raises(ValueError, match="deterministic"):
+        model.apply(variables, xs)  # neither the module nor the call says
+
+
+def test_nnx_rnn_takes_the_transform_key_from_the_dropout_stream():
+    from flax import nnx
+
+    import jaxrnn.flax.nnx as jrnnx
+
+    cell = jr.gru(IN, H)
+    transform, keys = recording(lambda c, k: jr.zoneout(c, k, rate=0.4))
+    model = jrnnx.RNN(cell, transform=transform, rngs=nnx.Rngs(0, dropout=1))
+    xs = jax.random.normal(jax.random.key(0), (2, 5, IN))
+    ys = model(xs)  # training mode by default: a key from the dropout stream
+    expected = jr.scan(jr.zoneout(cell, keys[-1], rate=0.4), model.get_params(), xs)[1]
+    np.testing.assert_array_equal(ys, expected)
+    assert not np.allclose(model(xs), ys)  # the stream moves on
+    model.eval()
+    np.testing.assert_array_equal(
+        model(xs), jr.scan(jr.zoneout(cell, rate=0.4), model.get_params(), xs)[1]
+    )

@@ -27,10 +27,16 @@ def uses_key(lay: Layer) -> bool:
     return True
 
 
-def run_cell(module: Any, params: Any, xs, initial_carry, lengths, return_carry: bool):
-    """``jr.scan`` with the options a Linen or NNX ``RNN`` module holds; the modules' body."""
+def run_cell(module: Any, params: Any, xs, initial_carry, lengths, return_carry: bool, key=None):
+    """``jr.scan`` with the options a Linen or NNX ``RNN`` module holds; the modules' body.
+
+    With a ``transform`` (a regulariser such as :func:`jaxrnn.variational_dropout`), the cell
+    scanned is ``transform(cell, key)``: ``key`` from the dropout stream in training, ``None`` in
+    deterministic mode.
+    """
+    cell = module.cell if module.transform is None else module.transform(module.cell, key)
     carry, ys = scan(
-        module.cell,
+        cell,
         params,
         xs,
         initial_carry,

@@ -53,6 +53,12 @@ class RNN(nn.Module):
             matmuls and nonlinearities, ``True`` only the carry, ``"sqrt"`` only the carries
             between segments of about ``sqrt(T)`` steps (for very long sequences), or a
             ``jax.checkpoint`` policy; see :func:`jaxrnn.scan`.
+        transform: a regulariser ``transform(cell, key) -> cell`` such as
+            ``functools.partial(jr.variational_dropout, rate=0.25, recurrent_rate=0.25)``
+            (:mod:`jaxrnn.regularizers`). Outside deterministic mode it gets a key from the
+            ``"dropout"`` rng stream, in deterministic mode ``None`` (its expectation).
+        deterministic: with a ``transform``, disable it; set here or at call time (exactly one
+            of the two), as for ``flax.linen.Dropout``.
 
     >>> import jax, jax.numpy as jnp, flax.linen as nn, jaxrnn as jr, jaxrnn.flax as jrf
     >>> class Tagger(nn.Module):
@@ -74,6 +80,8 @@ class RNN(nn.Module):
     time_major: bool = False
     unroll: int | bool = 1
     remat: bool | Literal["sqrt"] | Callable[..., bool] = False
+    transform: Callable[[Cell, Any], Cell] | None = None
+    deterministic: bool | None = None
 
     @nn.compact
     def __call__(
@@ -83,6 +91,7 @@ class RNN(nn.Module):
         lengths: Array | None = None,
         initial_carry: Any = None,
         return_carry: bool = False,
+        deterministic: bool | None = None,
     ) -> Array | tuple[Any, Array]:
         """Run the cell over ``xs``.
 
@@ -91,12 +100,18 @@ class RNN(nn.Module):
             lengths: optional integer array of the batch shape (see :func:`jaxrnn.scan`).
             initial_carry: the initial carry; ``None`` means zeros.
             return_carry: also return the final carry.
+            deterministic: with a ``transform``, disable it; here or on the module, not both.
 
         Returns:
             ``ys``, or ``(carry, ys)`` when ``return_carry``.
         """
         params = self.param("cell", self.cell.init)
-        return run_cell(self, params, xs, initial_carry, lengths, return_carry)
+        key = None
+        if self.transform is not None and not nn.merge_param(
+            "deterministic", self.deterministic, deterministic
+        ):
+            key = self.make_rng("dropout")
+        return run_cell(self, params, xs, initial_carry, lengths, return_carry, key)
 
 
 class Layer(nn.Module):

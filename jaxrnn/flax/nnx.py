@@ -152,6 +152,10 @@ class RNN(nnx.Module):
             matmuls and nonlinearities, ``True`` only the carry, ``"sqrt"`` only the carries
             between segments of about ``sqrt(T)`` steps (for very long sequences), or a
             ``jax.checkpoint`` policy; see :func:`jaxrnn.scan`.
+        transform: a regulariser ``transform(cell, key) -> cell`` (:mod:`jaxrnn.regularizers`),
+            given a key from the ``dropout`` stream unless ``deterministic``, else ``None``;
+            dropout keys work as in :class:`Layer`.
+        deterministic: disable the ``transform`` (``eval()``/``train()`` set it).
         rngs: ``cell.init`` gets a key from its ``params`` stream.
 
     Attributes:
@@ -183,6 +187,8 @@ class RNN(nnx.Module):
         time_major: bool = False,
         unroll: int | bool = 1,
         remat: bool | Literal["sqrt"] | Callable[..., bool] = False,
+        transform: Callable[[Cell, Any], Cell] | None = None,
+        deterministic: bool = False,
         rngs: nnx.Rngs,
     ):
         self.cell = cell
@@ -190,7 +196,10 @@ class RNN(nnx.Module):
         self.time_major = time_major
         self.unroll = unroll
         self.remat = remat
+        self.transform = transform
+        self.deterministic = deterministic
         self.params = _to_nnx(cell.init(rngs.params()))
+        self.rngs = rngs["dropout"].fork() if transform is not None else nnx.data(None)
 
     def get_params(self) -> Any:
         """The cell's params NamedTuple, as :func:`jaxrnn.scan` takes it."""
@@ -205,6 +214,15 @@ class RNN(nnx.Module):
         """
         _set(self.params, params)
 
+    def set_view(self, deterministic: bool | None = None) -> None:
+        """Used by :func:`flax.nnx.view`.
+
+        Args:
+            deterministic: if given, whether the ``transform`` is disabled.
+        """
+        if deterministic is not None:
+            self.deterministic = deterministic
+
     def __call__(
         self,
         xs: Array,
@@ -212,6 +230,8 @@ class RNN(nnx.Module):
         lengths: Array | None = None,
         initial_carry: Any = None,
         return_carry: bool = False,
+        deterministic: bool | None = None,
+        rngs: nnx.Rngs | nnx.RngStream | jax.Array | None = None,
     ) -> Array | tuple[Any, Array]:
         """Run the cell over ``xs``.
 
@@ -220,11 +240,17 @@ class RNN(nnx.Module):
             lengths: optional integer array of the batch shape (see :func:`jaxrnn.scan`).
             initial_carry: the initial carry; ``None`` means zeros.
             return_carry: also return the final carry.
+            deterministic: overrides the module's ``deterministic`` for this call.
+            rngs: the dropout key's source for this call (see :meth:`Layer.__call__`).
 
         Returns:
             ``ys``, or ``(carry, ys)`` when ``return_carry``.
         """
-        return run_cell(self, self.get_params(), xs, initial_carry, lengths, return_carry)
+        deterministic = self.deterministic if deterministic is None else deterministic
+        key = None
+        if self.transform is not None and not deterministic:
+            key = _draw_key(self.rngs if rngs is None else rngs)
+        return run_cell(self, self.get_params(), xs, initial_carry, lengths, return_carry, key)
 
 
 class Layer(nnx.Module):
