@@ -60,6 +60,7 @@ PAGES = [
             "interop",
             "interop.torch",
             "interop.flax",
+            "interop.equinox",
             "cli",
         ]
     ),

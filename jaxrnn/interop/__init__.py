@@ -1,4 +1,4 @@
-"""Interoperability with PyTorch and Flax: the same weights in, the same function out.
+"""Interoperability with PyTorch, Flax and Equinox: the same weights in, the same function out.
 
 Each backend converts parameters between a jaxrnn cell or layer and the other library's modules,
 and the converted model computes the same function as the original:
@@ -9,16 +9,19 @@ and the converted model computes the same function as the original:
 - :mod:`jaxrnn.interop.flax`: Flax Linen and NNX RNN cells (:func:`from_flax_linen`,
   :func:`to_flax_linen`, :func:`from_flax_nnx`, :func:`to_flax_nnx`) and Flax's LSTM carry
   order (:func:`carry_from_flax`, :func:`carry_to_flax`);
+- :mod:`jaxrnn.interop.equinox`: Equinox's ``GRUCell`` and ``LSTMCell`` modules
+  (:func:`from_equinox`, :func:`to_equinox`);
 - :mod:`jaxrnn.interop._common`: what the backends share (cell-kind detection, fused gate
   blocks, building a jaxrnn cell from them).
 
 Conversions are exact or refused: where the target cannot hold the source's function (a GRU
 with ``reset_after=False``, peepholes, coupled gates, custom activations, a Jordan cell, a
 nonzero ``b_hn`` for NNX, nonzero biases for ``bias=False``), a ``ValueError`` names what
-blocks it. Importing this package imports neither ``torch`` nor ``flax``: the functions that
-need them import them when called.
+blocks it. Importing this package imports neither ``torch``, ``flax`` nor ``equinox``: the
+functions that need them import them when called.
 """
 
+from jaxrnn.interop.equinox import from_equinox, to_equinox
 from jaxrnn.interop.flax import (
     carry_from_flax,
     carry_to_flax,
@@ -39,9 +42,11 @@ __all__ = [
     "carry_from_flax",
     "carry_from_torch",
     "carry_to_flax",
+    "from_equinox",
     "from_flax_linen",
     "from_flax_nnx",
     "from_torch",
+    "to_equinox",
     "to_flax_linen",
     "to_flax_nnx",
     "to_torch",

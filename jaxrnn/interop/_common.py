@@ -159,3 +159,19 @@ def _build(kind: str, w_ih, w_hh, biases: dict, activation=None) -> tuple[Cell, 
         return cell, GRUParams(w_ih, w_hh, biases["b_ih"], biases["b_hh"])
     act = {} if activation is None or _is(activation, _TANH) else {"activation": activation}
     return simple_rnn(input_size, hidden, **act, **kw), SimpleRNNParams(w_ih, w_hh, biases["b"])
+
+
+def _fold_gru_biases(params: GRUParams) -> tuple:
+    """A ``reset_after=True`` GRU's biases as ``(b_r, b_z, b_n, b_hn)``, hidden-side ``r, z``
+    biases folded into the input side (``b_r = b_ir + b_hr``, ``b_z = b_iz + b_hz``).
+
+    For targets with one bias per gate outside the reset product plus ``b_hn`` inside it. Where
+    a hidden-side bias is zero the input-side one is returned bit for bit (no ``+ 0.0``, which
+    would turn ``-0.0`` into ``+0.0``), so folding what :func:`_build` built from such a target
+    gives back its arrays exactly.
+    """
+    b_ir, b_iz, b_in = _split(params.b_ih, 3)
+    b_hr, b_hz, b_hn = _split(params.b_hh, 3)
+    b_r = jnp.where(b_hr == 0, b_ir, b_ir + b_hr)
+    b_z = jnp.where(b_hz == 0, b_iz, b_iz + b_hz)
+    return b_r, b_z, b_in, b_hn
