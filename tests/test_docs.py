@@ -38,6 +38,7 @@ PAGES = [
         for name in [
             "precision",
             "cells",
+            "regularizers",
             "scan",
             "layers",
             "cudnn",
