@@ -27,6 +27,7 @@ from jaxrnn.cells import (
     lstm,
     simple_rnn,
 )
+from jaxrnn.conv import ConvGRUParams, ConvLSTMParams, conv_gru, conv_lstm
 from jaxrnn.regularizers import (
     ZoneoutCarry,
     embedding_dropout,
@@ -49,6 +50,8 @@ __version__ = "0.1.0"
 __all__ = [
     "Bidirectional",
     "Cell",
+    "ConvGRUParams",
+    "ConvLSTMParams",
     "GRUParams",
     "JordanParams",
     "LSTMCarry",
@@ -58,6 +61,8 @@ __all__ = [
     "ZoneoutCarry",
     "attention",
     "bidirectional",
+    "conv_gru",
+    "conv_lstm",
     "cudnn",
     "data",
     "decode",

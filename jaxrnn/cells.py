@@ -92,6 +92,9 @@ class Cell(NamedTuple):
         config: how the cell was built, as ``(name, value)`` pairs (``dict(cell.config)``),
             starting with ``("factory", <the factory function>)``; read by converters such as
             :mod:`jaxrnn.interop`. A tuple, so a Cell stays hashable (usable as a static arg).
+        spatial_dims: number of spatial axes between the time axis and the features in the
+            sequences :func:`jaxrnn.scan` takes, ``(*batch, T, *spatial, F)``: 0 for the dense
+            cells, ``len(kernel_size)`` for the convolutional ones (:mod:`jaxrnn.conv`).
 
     A custom cell needs only the first three fields:
 
@@ -116,6 +119,7 @@ class Cell(NamedTuple):
     project: Callable[[Params, Array], Array] | None = None
     step: Callable[[Params, Carry, Array], tuple[Carry, Array]] | None = None
     config: tuple[tuple[str, Any], ...] = ()
+    spatial_dims: int = 0
 
 
 class SimpleRNNParams(NamedTuple):

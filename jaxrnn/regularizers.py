@@ -105,6 +105,7 @@ def _derived(cell: Cell, apply, factory, initial_carry=None, **config) -> Cell:
         input_size=cell.input_size,
         output_size=cell.output_size,
         config=(("factory", factory), ("cell", cell), *config.items()),
+        spatial_dims=cell.spatial_dims,
     )
 
 

@@ -96,7 +96,9 @@ def scan(
         cell: the :class:`~jaxrnn.Cell` to run.
         params: its parameters.
         xs: inputs of shape ``(*batch, T, features)``, or ``(T, *batch, features)`` when
-            ``time_major``; any number of batch dimensions, including none.
+            ``time_major``; any number of batch dimensions, including none. For a cell with
+            ``spatial_dims = n`` (:mod:`jaxrnn.conv`), ``n`` spatial axes come before the
+            features: ``(*batch, T, *spatial, features)``.
         carry: the initial carry with leading dims equal to the batch shape; ``None`` means
             ``cell.initial_carry(batch_shape)`` (zeros). Its dtype is the cell's (the carry
             dtype of its precision policy, :mod:`jaxrnn.precision`), not that of ``xs``:
@@ -162,16 +164,26 @@ def scan(
             f"xs: expected feature size (last axis) {cell.input_size} (the cell's input_size), "
             f"got {xs.shape[-1]} (xs.shape={xs.shape})"
         )
-    time_axis = 0 if time_major else xs.ndim - 2
+    # A convolutional cell's sequences are (*batch, T, *spatial, F): the spatial axes sit
+    # between time and features and belong to the carry's shape, not to `lengths`'.
+    spatial = cell.spatial_dims
+    if xs.ndim < 2 + spatial:
+        layout = "(time, *batch" if time_major else "(*batch, time"
+        raise ValueError(
+            f"xs: expected at least {2 + spatial} dims {layout}, <{spatial} spatial dims>, "
+            f"features) for a cell with spatial_dims={spatial}, got shape {xs.shape}"
+        )
+    time_axis = 0 if time_major else xs.ndim - 2 - spatial
     num_steps = xs.shape[time_axis]
     batch_shape = xs.shape[:time_axis] + xs.shape[time_axis + 1 : -1]
+    sequence_batch = batch_shape[: len(batch_shape) - spatial]  # what `lengths` indexes
 
     if carry is None:
         carry = cell.initial_carry(batch_shape)
     else:
         check_carry(cell, carry, batch_shape)
     if lengths is not None:
-        lengths = check_lengths(lengths, batch_shape, num_steps)
+        lengths = check_lengths(lengths, sequence_batch, num_steps)
     policy = _step_policy(remat)
     if hoist is None:
         hoist = jax.default_backend() != "cpu"
@@ -189,8 +201,8 @@ def scan(
             )
         valid = None
         if lengths is not None:
-            steps = (start + jnp.arange(size)).reshape((size,) + (1,) * len(batch_shape))
-            valid = steps < lengths  # (size, *batch)
+            steps = (start + jnp.arange(size)).reshape((size,) + (1,) * len(sequence_batch))
+            valid = steps < lengths  # (size, *batch), without the spatial axes
         seg = jnp.moveaxis(seg, time_axis, 0)
         return _scan_steps(cell, params, seg, carry, valid, hoist, reverse, unroll, policy)
 
@@ -199,7 +211,7 @@ def scan(
     else:
         carry, ys = _sqrt_scan(run, carry, num_steps, reverse)
     if not time_major:
-        ys = jax.tree.map(lambda v: jnp.moveaxis(v, 0, len(batch_shape)), ys)
+        ys = jax.tree.map(lambda v: jnp.moveaxis(v, 0, len(sequence_batch)), ys)
     return carry, ys
 
 
@@ -278,7 +290,7 @@ def _scan_steps(cell, params, xs, carry, valid, hoist, reverse, unroll, policy):
     if valid is not None:
         # Padding is never read: zero it before any arithmetic so that NaN or inf there cannot
         # leak into values or gradients.
-        xs = jnp.where(valid[..., None], xs, jnp.zeros((), xs.dtype))
+        xs = jnp.where(_expand(valid, xs), xs, jnp.zeros((), xs.dtype))
     if hoist:
         inputs, step = cell.project(params, xs), cell.step  # one matmul for all steps
     else:
