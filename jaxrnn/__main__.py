@@ -60,24 +60,39 @@ class UsageError(Exception):
 # Option types: argparse reports "argument --x: expected ..., got '...'" and exits with 2.
 
 
-def _positive_int(text: str) -> int:
+_INT32_MAX = 2**31 - 1  # steps, sizes and lengths reach XLA as int32
+
+
+def _positive_int(text: str, *, high: int = _INT32_MAX) -> int:
     try:
         value = int(text)
     except ValueError:
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    if value > high:
+        raise argparse.ArgumentTypeError(f"expected a positive integer <= {high}, got {text!r}")
     return value
 
 
-def _nonnegative_int(text: str) -> int:
+def _byte_count(text: str) -> int:
+    return _positive_int(text, high=2**63 - 1)
+
+
+def _nonnegative_int(text: str, *, high: int = _INT32_MAX) -> int:
     try:
         value = int(text)
     except ValueError:
         value = -1
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    if value > high:
+        raise argparse.ArgumentTypeError(f"expected an integer in [0, {high}], got {text!r}")
     return value
+
+
+def _seed(text: str) -> int:
+    return _nonnegative_int(text, high=2**63 - 1)  # what jax.random.key accepts
 
 
 def _positive_float(text: str) -> float:
@@ -157,7 +172,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--max-corpus-bytes",
-        type=_positive_int,
+        type=_byte_count,
         default=MAX_TEXT_BYTES,
         metavar="N",
         help="refuse a larger --corpus file (default %(default)s, 1 GiB)",
@@ -177,7 +192,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--batch-size", type=_positive_int)
     demo.add_argument("--seq-len", type=_positive_int, help="TBPTT chunk length")
     demo.add_argument("--learning-rate", type=_positive_float)
-    demo.add_argument("--seed", type=_nonnegative_int)
+    demo.add_argument("--seed", type=_seed)
     demo.add_argument(
         "--dtype",
         choices=("float32", "bfloat16", "float16"),
@@ -205,7 +220,7 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument(
         "--step", type=_nonnegative_int, help="checkpoint step (default: the latest)"
     )
-    sample.add_argument("--seed", type=_nonnegative_int, default=0, help="sampling seed")
+    sample.add_argument("--seed", type=_seed, default=0, help="sampling seed")
     _sampling_options(sample)
     for command in (demo, sample):  # also accepted after the command: jaxrnn demo --debug
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
@@ -567,6 +582,11 @@ def main(argv: list[str] | None = None) -> int:
                 raise
             print(f"{prog}: {_describe_interrupt(e, args)}", file=sys.stderr)
             return EXIT_INTERRUPTED
+        except BrokenPipeError:
+            # stdout closed early (``jaxrnn demo | head``): stop quietly, as a pipeline expects.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            return 1
         except UsageError as e:
             if args.debug:
                 raise

@@ -98,6 +98,8 @@ BAD_OPTIONS = [
     ("demo", "--temperature", "-0.5", "finite number >= 0"),
     ("demo", "--temperature", "inf", "finite number >= 0"),
     ("demo", "--seed", "-1", "integer >= 0"),
+    ("demo", "--seed", str(2**63), "integer in [0, 9223372036854775807]"),
+    ("demo", "--steps", str(2**31), "positive integer <= 2147483647"),
     ("demo", "--prompt", "", "at least one character"),
     ("sample", "--step", "-1", "integer >= 0"),
     ("sample", "--seed", "-2", "integer >= 0"),
@@ -129,6 +131,8 @@ def test_edge_values_are_accepted():
     assert (args.temperature, args.seed, args.learning_rate, args.steps) == (0.0, 0, 1e-9, 1)
     args = parser.parse_args(["sample", "--checkpoint-dir", "d", "--step", "0"])
     assert args.step == 0 and args.debug is False
+    args = parser.parse_args(["demo", "--seed", str(2**63 - 1), "--max-corpus-bytes", "5000000000"])
+    assert (args.seed, args.max_corpus_bytes) == (2**63 - 1, 5_000_000_000)
     assert parser.parse_args(["demo", "--debug"]).debug is True
     assert parser.parse_args(["--debug", "demo"]).debug is True
 
@@ -300,6 +304,21 @@ def test_steps_at_or_below_the_checkpoint_is_nothing_to_train(trained, steps):
 def test_sample_checks_the_prompt_against_the_checkpoint_vocabulary(trained):
     proc = jaxrnn("sample", "--checkpoint-dir", str(trained), "--prompt", "☃", "--length", "3")
     assert_one_line_error(proc, 2, "--prompt", "'☃'", str(trained), command="sample")
+
+
+def test_sample_into_a_closed_pipe_is_quiet(trained):
+    # 100 kB of text into `head -c 10`: the pipe closes while the CLI writes.
+    cmd = f"{sys.executable} -m jaxrnn sample --checkpoint-dir {trained} --length 2000"
+    proc = subprocess.run(
+        f"{cmd} --num-samples 50 2>err.txt | head -c 10; cat err.txt >&2",
+        shell=True,
+        cwd=trained.parent,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert proc.stdout == "lstm langu" and proc.stderr == ""
 
 
 def test_sample_missing_step_is_one_line(trained):
