@@ -568,7 +568,8 @@ def main(argv: list[str] | None = None) -> int:
 
     Returns:
         The exit status: 0 on success, 1 on a runtime error, 2 on a usage error (argparse's
-        own usage errors exit with 2 directly), 130 when interrupted.
+        own usage errors exit with 2 directly). When interrupted (Ctrl-C, SIGTERM) the process
+        ends at once with status 130 (``os._exit``, after flushing stdout and stderr).
     """
     args = _parser().parse_args(argv)
     prog = f"jaxrnn {args.command}"
@@ -581,7 +582,12 @@ def main(argv: list[str] | None = None) -> int:
             if args.debug:
                 raise
             print(f"{prog}: {_describe_interrupt(e, args)}", file=sys.stderr)
-            return EXIT_INTERRUPTED
+            # End at once: a computation interrupted midway may leave XLA threads running,
+            # and interpreter shutdown under them can crash (SIGSEGV) after the message. Any
+            # checkpoint was written synchronously before the interrupt propagated.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(EXIT_INTERRUPTED)
         except BrokenPipeError:
             # stdout closed early (``jaxrnn demo | head``): stop quietly, as a pipeline expects.
             devnull = os.open(os.devnull, os.O_WRONLY)

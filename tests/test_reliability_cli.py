@@ -379,7 +379,7 @@ def test_interrupted_demo_exits_130_with_one_line(signum, tmp_path):
     header = proc.stdout.readline()
     while header and "language model" not in header:  # printed just before training
         header = proc.stdout.readline()
-    time.sleep(3.0)
+    time.sleep(6.0)  # compiled and training by then (on an idle machine)
     proc.send_signal(signum)
     out, err = proc.communicate(timeout=120)
     result = subprocess.CompletedProcess(proc.args, proc.returncode, header + out, err)
