@@ -5,15 +5,33 @@ part of the Python standard library, or on any text file, shows a progress bar, 
 generated text. With ``--checkpoint-dir`` it saves checkpoints and resumes from the latest one.
 ``sample`` generates text from a checkpoint directory written by ``demo``.
 
+Everything the command line is given is checked before any data is read or any step is
+trained: option values (positive sizes, finite rates and temperatures), then the checkpoint
+directory, then the corpus (a regular UTF-8 file under ``--max-corpus-bytes``), then the prompt
+against the vocabulary and, when resuming, the corpus against the digest stored in the
+checkpoint. The corpus of a resumed run is always the one given now (``--corpus``, or the
+standard-library default), never a path read from the checkpoint.
+
+A failure is one line on stderr, ``jaxrnn <command>: error: ...``, with exit status 2 for a
+usage error (an invalid option value, a prompt the vocabulary cannot encode) and 1 for
+everything else (unreadable corpus or checkpoint, settings that differ from the checkpoint's,
+``--steps`` at or below the checkpoint's step: "nothing to train"). Ctrl-C or SIGTERM stops
+with one line and status 130 (training saves a checkpoint first when the library supports it).
+``jaxrnn --debug ...`` shows the full traceback instead.
+
 Run ``python -m jaxrnn demo --help`` for the options.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import math
 import os
+import signal
 import sys
+import threading
 import time
 
 _START = time.perf_counter()
@@ -30,11 +48,99 @@ _MODEL_OPTIONS = (
     "dtype",
 )
 
+#: Exit status of a run stopped by Ctrl-C or SIGTERM (128 + SIGINT, as shells report it).
+EXIT_INTERRUPTED = 130
+
+
+class UsageError(Exception):
+    """An invalid combination of options found after parsing (exit status 2)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Option types: argparse reports "argument --x: expected ..., got '...'" and exits with 2.
+
+
+_INT32_MAX = 2**31 - 1  # steps, sizes and lengths reach XLA as int32
+
+
+def _positive_int(text: str, *, high: int = _INT32_MAX) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    if value > high:
+        raise argparse.ArgumentTypeError(f"expected a positive integer <= {high}, got {text!r}")
+    return value
+
+
+def _byte_count(text: str) -> int:
+    return _positive_int(text, high=2**63 - 1)
+
+
+def _nonnegative_int(text: str, *, high: int = _INT32_MAX) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    if value > high:
+        raise argparse.ArgumentTypeError(f"expected an integer in [0, {high}], got {text!r}")
+    return value
+
+
+def _seed(text: str) -> int:
+    return _nonnegative_int(text, high=2**63 - 1)  # what jax.random.key accepts
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return value
+
+
+def _nonnegative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
+
+
+def _prompt(text: str) -> str:
+    if not text:
+        raise argparse.ArgumentTypeError("expected at least one character, got ''")
+    return text
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose usage errors are one line (the usage is in ``--help``)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from jaxrnn import __version__
+    from jaxrnn.data import MAX_TEXT_BYTES
+
+    parser = _Parser(
         prog="jaxrnn",
         description="jaxrnn: recurrent networks as pure JAX functions.",
+    )
+    parser.add_argument("--version", action="version", version=f"jaxrnn {__version__}")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="show full tracebacks and library logging instead of one-line errors",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -52,13 +158,24 @@ def _parser() -> argparse.ArgumentParser:
     defaults = _config_defaults()
     demo.add_argument(
         "--steps",
-        type=int,
+        type=_positive_int,
         help=f"total training steps (default {defaults['steps']}); when resuming, "
-        "train until this step",
+        "train until this step (at or below the checkpoint's step is an error: nothing to "
+        "train)",
     )
     demo.add_argument("--cell", choices=("lstm", "gru", "rnn", "peephole", "coupled"))
     demo.add_argument(
-        "--corpus", metavar="FILE", help="UTF-8 text file to train on (default: stdlib source)"
+        "--corpus",
+        metavar="FILE",
+        help="UTF-8 text file to train on (default: stdlib source); when resuming, the same "
+        "text the checkpoint was trained on",
+    )
+    demo.add_argument(
+        "--max-corpus-bytes",
+        type=_byte_count,
+        default=MAX_TEXT_BYTES,
+        metavar="N",
+        help="refuse a larger --corpus file (default %(default)s, 1 GiB)",
     )
     demo.add_argument(
         "--checkpoint-dir",
@@ -66,21 +183,25 @@ def _parser() -> argparse.ArgumentParser:
         help="save checkpoints here and resume from the latest one (an empty or new directory "
         "starts from scratch)",
     )
-    demo.add_argument("--save-every", type=int, default=100, help="checkpoint period (steps)")
-    demo.add_argument("--hidden-size", type=int)
-    demo.add_argument("--embed-size", type=int)
-    demo.add_argument("--num-layers", type=int)
-    demo.add_argument("--batch-size", type=int)
-    demo.add_argument("--seq-len", type=int, help="TBPTT chunk length")
-    demo.add_argument("--learning-rate", type=float)
-    demo.add_argument("--seed", type=int)
+    demo.add_argument(
+        "--save-every", type=_positive_int, default=100, help="checkpoint period (steps)"
+    )
+    demo.add_argument("--hidden-size", type=_positive_int)
+    demo.add_argument("--embed-size", type=_positive_int)
+    demo.add_argument("--num-layers", type=_positive_int)
+    demo.add_argument("--batch-size", type=_positive_int)
+    demo.add_argument("--seq-len", type=_positive_int, help="TBPTT chunk length")
+    demo.add_argument("--learning-rate", type=_positive_float)
+    demo.add_argument("--seed", type=_seed)
     demo.add_argument(
         "--dtype",
         choices=("float32", "bfloat16", "float16"),
         help="dtype of the matmul operands; parameters, carries and sums stay float32 "
         "(mixed precision)",
     )
-    demo.add_argument("--eval-every", type=int, default=100, help="validation period (steps)")
+    demo.add_argument(
+        "--eval-every", type=_positive_int, default=100, help="validation period (steps)"
+    )
     _sampling_options(demo)
     demo.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     for action in demo._actions:
@@ -96,30 +217,97 @@ def _parser() -> argparse.ArgumentParser:
         description="Generate text from the latest (or a given) checkpoint of `jaxrnn demo`.",
     )
     sample.add_argument("--checkpoint-dir", metavar="DIR", required=True)
-    sample.add_argument("--step", type=int, help="checkpoint step (default: the latest)")
-    sample.add_argument("--seed", type=int, default=0, help="sampling seed")
+    sample.add_argument(
+        "--step", type=_nonnegative_int, help="checkpoint step (default: the latest)"
+    )
+    sample.add_argument("--seed", type=_seed, default=0, help="sampling seed")
     _sampling_options(sample)
+    for command in (demo, sample):  # also accepted after the command: jaxrnn demo --debug
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
     return parser
 
 
 def _sampling_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--prompt", default="def ", help="text to start from (default %(default)r)")
     parser.add_argument(
-        "--length", type=int, default=500, help="characters to generate (default %(default)s)"
+        "--prompt", type=_prompt, default="def ", help="text to start from (default %(default)r)"
+    )
+    parser.add_argument(
+        "--length",
+        type=_positive_int,
+        default=500,
+        help="characters to generate (default %(default)s)",
     )
     parser.add_argument(
         "--temperature",
-        type=float,
+        type=_nonnegative_float,
         default=0.7,
         help="softmax temperature; 0 is greedy (default %(default)s)",
     )
-    parser.add_argument("--num-samples", type=int, default=1, help="samples to print")
+    parser.add_argument(
+        "--num-samples", type=_positive_int, default=1, help="samples to print (default 1)"
+    )
 
 
 def _config_defaults() -> dict:
     from jaxrnn.models import CharLMConfig
 
     return dataclasses.asdict(CharLMConfig())
+
+
+# --------------------------------------------------------------------------------------------
+# Checks that need the checkpoint directory, the corpus or the vocabulary.
+
+
+def _check_prompt(prompt: str, vocab, where: str) -> None:
+    """A :class:`UsageError` if ``prompt`` has characters outside ``vocab``."""
+    missing = sorted(set(prompt) - set(vocab.tokens))
+    if missing:
+        raise UsageError(
+            f"--prompt {prompt!r}: {len(missing)} character(s) not in the vocabulary of "
+            f"{where} ({vocab.size} characters): {''.join(missing)[:40]!r}; choose a --prompt "
+            "made of characters of the corpus"
+        )
+
+
+def _check_checkpoint_dir(path: str) -> str:
+    """Create ``path`` if needed and make sure it is a writable directory; its absolute path."""
+    directory = os.path.abspath(path)
+    if os.path.lexists(directory) and not os.path.isdir(directory):
+        raise ValueError(f"--checkpoint-dir {directory}: exists and is not a directory")
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as e:
+        raise ValueError(
+            f"--checkpoint-dir {directory}: cannot create it ({e.strerror or e})"
+        ) from None
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise ValueError(f"--checkpoint-dir {directory}: the directory is not writable")
+    return directory
+
+
+def _short(value, limit: int = 120) -> str:
+    """``repr(value)``, cut to ``limit`` characters: metadata is shown as data, never used."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _check_enough_text(text: str, config, corpus: str) -> None:
+    from jaxrnn import data
+
+    train, _ = data.split_text(text, config.val_fraction)
+    needed = (config.batch_size + 1) * config.seq_len
+    if len(train) < needed:
+        total = math.ceil(needed / (1.0 - config.val_fraction)) + 1
+        raise ValueError(
+            f"{corpus}: {len(text):,} characters are too few for --batch-size "
+            f"{config.batch_size} and --seq-len {config.seq_len}: training needs at least "
+            f"{needed:,} characters after holding out {config.val_fraction:.0%} for validation "
+            f"(about {total:,} in all); use a longer corpus or smaller --batch-size/--seq-len"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# The commands.
 
 
 def _print_samples(model, params, vocab, args, *, seed: int) -> None:
@@ -146,65 +334,113 @@ def _print_samples(model, params, vocab, args, *, seed: int) -> None:
     sys.stdout.flush()
 
 
+def _resume_config(meta: dict, directory: str, overrides: dict):
+    """The stored run's :class:`CharLMConfig` and corpus record; clashes with options raise."""
+    from jaxrnn.models import CharLMConfig
+    from jaxrnn.train import CheckpointError
+
+    stored = meta.get("config")
+    if not isinstance(stored, dict) or stored.get("kind") != "char_lm":
+        raise ValueError(f"{directory} holds checkpoints of another kind of run")
+    fields = {f.name for f in dataclasses.fields(CharLMConfig)}
+    config_dict, corpus = stored.get("config"), stored.get("corpus")
+    if (
+        not isinstance(config_dict, dict)
+        or not set(config_dict) <= fields
+        or not isinstance(corpus, dict)
+        or not isinstance(corpus.get("sha256"), str)
+    ):
+        raise CheckpointError(
+            f"the checkpoint metadata in {directory} is not that of a `jaxrnn demo` run "
+            "(unknown or missing settings)"
+        )
+    stored_config = CharLMConfig(**config_dict)
+    clashes = [
+        f"--{k.replace('_', '-')} {v} (checkpoint: {getattr(stored_config, k)})"
+        for k, v in overrides.items()
+        if getattr(stored_config, k) != v
+    ]
+    if clashes:
+        raise ValueError(f"{directory} holds a run with other settings: " + ", ".join(clashes))
+    return stored_config, corpus
+
+
+def _open_checkpoints(args, overrides: dict, config):
+    """Check the directory, read its latest checkpoint's settings: ``(config, latest, corpus)``.
+
+    The writer is opened (and closed) here, before any data is read, so that a directory that
+    cannot hold checkpoints, or one in use by another run, fails at start.
+    """
+    from jaxrnn.train import Checkpoints
+
+    directory = _check_checkpoint_dir(args.checkpoint_dir)
+    with Checkpoints(directory, save_every=args.save_every) as ckpt:
+        latest = ckpt.latest_step()
+        meta = None if latest is None else ckpt.metadata()
+    if meta is None:
+        print(f"no checkpoint in {directory}: starting from scratch")
+        if args.steps is not None:
+            config = dataclasses.replace(config, steps=args.steps)
+        return config, None, None
+    config, stored_corpus = _resume_config(meta, directory, overrides)
+    target = config.steps if args.steps is None else args.steps
+    if target <= latest:
+        given = f"--steps {args.steps}" if args.steps is not None else f"its {target} steps"
+        raise ValueError(
+            f"nothing to train: the checkpoint in {directory} is at step {latest}, {given}; "
+            "pass a larger --steps to train on, or use `jaxrnn sample --checkpoint-dir "
+            f"{directory}` to generate text"
+        )
+    print(f"resuming from {directory} at step {latest}")
+    if args.steps is not None and args.steps > config.steps:
+        print(
+            f"note: training past the schedule's {config.steps} steps, at its final learning rate"
+        )
+    return config, latest, stored_corpus
+
+
 def _demo(args: argparse.Namespace) -> int:
     from jaxrnn import data
     from jaxrnn.models import CharLMConfig, bits_per_char, train_char_lm
-    from jaxrnn.train import Checkpoints
 
     overrides = {k: getattr(args, k) for k in _MODEL_OPTIONS if getattr(args, k) is not None}
     config = CharLMConfig(**overrides)
-    corpus = None if args.corpus is None else os.path.abspath(args.corpus)
-    stop_at = args.steps
-
+    stored_corpus = None
     if args.checkpoint_dir is not None:
         # Resume: the run's settings come from the checkpoints; options given now must agree.
-        with Checkpoints(args.checkpoint_dir) as ckpt:
-            latest = ckpt.latest_step()
-            meta = None if latest is None else ckpt.metadata()
-        if meta is None:
-            print(f"no checkpoint in {ckpt.directory}: starting from scratch")
-            if stop_at is not None:
-                config = dataclasses.replace(config, steps=stop_at)
-        else:
-            stored = meta["config"] or {}
-            if stored.get("kind") != "char_lm":
-                raise ValueError(f"{ckpt.directory} holds checkpoints of another kind of run")
-            stored_config = CharLMConfig(**stored["config"])
-            clashes = [
-                f"--{k.replace('_', '-')} {v} (checkpoint: {getattr(stored_config, k)})"
-                for k, v in overrides.items()
-                if getattr(stored_config, k) != v
-            ]
-            source = stored["corpus"]["source"]
-            if corpus is not None and corpus != source:
-                clashes.append(f"--corpus {corpus} (checkpoint: {source})")
-            if clashes:
-                raise ValueError(
-                    f"{ckpt.directory} holds a run with other settings: " + ", ".join(clashes)
-                )
-            config = stored_config
-            corpus = None if source == "stdlib" else source
-            print(f"resuming from {ckpt.directory} at step {latest}")
-            if stop_at is not None and stop_at > config.steps:
-                print(
-                    f"note: training past the schedule's {config.steps} steps, at its final "
-                    "learning rate"
-                )
-    elif stop_at is not None:
-        config = dataclasses.replace(config, steps=stop_at)
+        config, _, stored_corpus = _open_checkpoints(args, overrides, config)
+    elif args.steps is not None:
+        config = dataclasses.replace(config, steps=args.steps)
 
-    if corpus is None:
+    # The corpus is always the user's (or the built-in default), never a path from metadata.
+    if args.corpus is None:
         text, name = data.stdlib_corpus(), "stdlib"
         described = f"the source of {len(data.STDLIB_MODULES)} Python standard-library modules"
+        where = "the default corpus"
     else:
-        text, name = data.load_text(corpus), corpus
-        described = corpus
-    vocab_size = data.Vocab.from_text(text).size
+        name = os.path.abspath(args.corpus)
+        try:
+            text = data.load_text(name, max_bytes=args.max_corpus_bytes)
+        except ValueError as e:
+            raise ValueError("--corpus " + str(e).removeprefix("load_text: ")) from e
+        except OSError as e:
+            raise ValueError(f"--corpus {name!r}: {e.strerror or e}") from e
+        described, where = name, f"--corpus {name!r}"
+    if stored_corpus is not None and data.text_digest(text) != stored_corpus["sha256"]:
+        raise ValueError(
+            f"{os.path.abspath(args.checkpoint_dir)} was trained on another corpus (recorded "
+            f"as {_short(stored_corpus.get('source'))}, {_short(stored_corpus.get('chars'))} "
+            f"characters) than {where} ({len(text):,} characters); to resume, pass --corpus "
+            "with the same text, or use another --checkpoint-dir"
+        )
+    _check_enough_text(text, config, where)
+    vocab = data.Vocab.from_text(text)
+    _check_prompt(args.prompt, vocab, where)
     print(
         f"jaxrnn demo: {config.cell} language model (hidden {config.hidden_size}, "
         f"{config.num_layers} layer(s), {config.dtype} matmuls) on {described}: "
         f"{len(text):,} characters, "
-        f"vocabulary {vocab_size}; batch {config.batch_size} x {config.seq_len} characters"
+        f"vocabulary {vocab.size}; batch {config.batch_size} x {config.seq_len} characters"
     )
     sys.stdout.flush()
 
@@ -213,7 +449,7 @@ def _demo(args: argparse.Namespace) -> int:
         text,
         config,
         corpus=name,
-        stop_at=stop_at,
+        stop_at=args.steps,
         checkpoint_dir=args.checkpoint_dir,
         save_every=args.save_every,
         eval_every=args.eval_every,
@@ -238,25 +474,135 @@ def _demo(args: argparse.Namespace) -> int:
 def _sample(args: argparse.Namespace) -> int:
     from jaxrnn.models import load_char_lm
 
-    model, params, vocab, config, meta = load_char_lm(args.checkpoint_dir, step=args.step)
-    print(
-        f"{config.cell} language model from {os.path.abspath(args.checkpoint_dir)}, "
-        f"step {meta['step']}"
-    )
+    directory = os.path.abspath(args.checkpoint_dir)
+    if not os.path.isdir(directory):
+        what = "does not exist" if not os.path.lexists(directory) else "is not a directory"
+        raise ValueError(f"--checkpoint-dir {directory} {what}")
+    model, params, vocab, config, meta = load_char_lm(directory, step=args.step)
+    _check_prompt(args.prompt, vocab, f"the checkpoint in {directory}")
+    print(f"{config.cell} language model from {directory}, step {meta['step']}")
     _print_samples(model, params, vocab, args, seed=args.seed)
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m jaxrnn`` and the ``jaxrnn`` console script."""
-    args = _parser().parse_args(argv)
+# --------------------------------------------------------------------------------------------
+# Errors, interrupts and logging.
+
+
+def _one_line(text: str, limit: int = 2000) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _describe(error: BaseException) -> str:
+    """The one-line message of ``error``: its text, with its type unless it is an expected
+    kind (invalid values, files, checkpoints)."""
     from jaxrnn.train import CheckpointError
 
+    expected = (CheckpointError, ValueError, OSError)
+    nonfinite = _library_error("NonFiniteLossError")
+    if nonfinite is not None:
+        expected += (nonfinite,)
+    message = str(error)
+    if isinstance(error, OSError) and error.filename is not None and error.strerror:
+        message = f"{error.filename}: {error.strerror}"
+    if not isinstance(error, expected) or not message:
+        message = f"{type(error).__name__}: {message} (run `jaxrnn --debug ...` for the traceback)"
+    return _one_line(message)
+
+
+def _library_error(name: str):
+    """``jaxrnn.train.<name>`` if this version of the library defines it, else ``None``."""
+    import jaxrnn.train
+
+    value = getattr(jaxrnn.train, name, None)
+    return value if isinstance(value, type) else None
+
+
+def _describe_interrupt(error: KeyboardInterrupt, args: argparse.Namespace) -> str:
+    interrupted = _library_error("Interrupted")
+    step = getattr(error, "step", None)
+    path = getattr(error, "path", None)
+    if interrupted is not None and isinstance(error, interrupted) and step is not None:
+        if path is not None:
+            return f"interrupted at step {step}; checkpoint saved in {path}"
+        if getattr(args, "checkpoint_dir", None) is None:
+            return f"interrupted at step {step}; no checkpoint directory: progress lost"
+        return f"interrupted at step {step}; no checkpoint saved"
+    if getattr(args, "command", None) == "demo" and getattr(args, "checkpoint_dir", None):
+        return "interrupted; progress since the last checkpoint is lost"
+    return "interrupted"
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """While the command runs, SIGTERM raises ``KeyboardInterrupt`` as Ctrl-C does."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
-        return _demo(args) if args.command == "demo" else _sample(args)
-    except (CheckpointError, ValueError, FileNotFoundError) as e:
-        print(f"jaxrnn {args.command}: error: {e}", file=sys.stderr)
-        return 1
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _quiet_logging() -> None:
+    """Keep absl/orbax INFO and WARNING lines from burying the CLI's own messages."""
+    import logging
+
+    for name in ("absl", "orbax", "jax._src.xla_bridge"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    with contextlib.suppress(ImportError):
+        from absl import logging as absl_logging
+
+        absl_logging.set_verbosity(absl_logging.ERROR)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m jaxrnn`` and the ``jaxrnn`` console script.
+
+    Returns:
+        The exit status: 0 on success, 1 on a runtime error, 2 on a usage error (argparse's
+        own usage errors exit with 2 directly). When interrupted (Ctrl-C, SIGTERM) the process
+        ends at once with status 130 (``os._exit``, after flushing stdout and stderr).
+    """
+    args = _parser().parse_args(argv)
+    prog = f"jaxrnn {args.command}"
+    if not args.debug:
+        _quiet_logging()
+    with _sigterm_as_interrupt():
+        try:
+            return _demo(args) if args.command == "demo" else _sample(args)
+        except KeyboardInterrupt as e:
+            if args.debug:
+                raise
+            print(f"{prog}: {_describe_interrupt(e, args)}", file=sys.stderr)
+            # End at once: a computation interrupted midway may leave XLA threads running,
+            # and interpreter shutdown under them can crash (SIGSEGV) after the message. Any
+            # checkpoint was written synchronously before the interrupt propagated.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(EXIT_INTERRUPTED)
+        except BrokenPipeError:
+            # stdout closed early (``jaxrnn demo | head``): stop quietly, as a pipeline expects.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            return 1
+        except UsageError as e:
+            if args.debug:
+                raise
+            print(f"{prog}: error: {_one_line(e)}", file=sys.stderr)
+            return 2
+        except Exception as e:
+            if args.debug:
+                raise
+            print(f"{prog}: error: {_describe(e)}", file=sys.stderr)
+            return 1
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ import functools
 import hashlib
 import os
 import random
+import stat
 import sysconfig
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple
@@ -39,6 +40,7 @@ from jaxrnn.cells import _check_size
 
 __all__ = [
     "DATE_FORMATS",
+    "MAX_TEXT_BYTES",
     "STDLIB_MODULES",
     "DateData",
     "TextBatches",
@@ -92,43 +94,144 @@ def stdlib_corpus(modules: Sequence[str] = STDLIB_MODULES) -> str:
     depends only on the Python version. Nothing is imported and nothing is downloaded.
 
     Args:
-        modules: names of top-level pure-Python standard-library modules.
+        modules: names of top-level pure-Python standard-library modules (dotted names of
+            submodules are allowed; each part must be a Python identifier).
 
     Returns:
         The concatenated text, one module after another.
 
     Raises:
+        TypeError: if ``modules`` is a single string rather than a sequence of names.
+        ValueError: if a name is not a (dotted) Python identifier, or a file is not a UTF-8
+            regular file (see :func:`load_text`).
         FileNotFoundError: if a module has no ``.py`` file in the standard library directory.
 
     >>> text = stdlib_corpus(["bisect"])
     >>> "def insort_right" in text
     True
     """
+    if isinstance(modules, str | bytes):
+        raise TypeError(
+            f"stdlib_corpus: modules: expected a sequence of module names, got the string "
+            f"{modules!r} (write [{modules!r}] for one module)"
+        )
     stdlib = sysconfig.get_paths()["stdlib"]
     parts = []
     for name in modules:
+        if not isinstance(name, str) or not all(p.isidentifier() for p in name.split(".")):
+            raise ValueError(
+                f"stdlib_corpus: modules: expected module names such as 'argparse', got {name!r}"
+            )
         path = os.path.join(stdlib, *name.split(".")) + ".py"
         if not os.path.isfile(path):
             raise FileNotFoundError(
                 f"stdlib_corpus: no source file for module {name!r} (looked for {path}); pass "
                 "modules= with pure-Python standard-library modules, or use load_text(path)"
             )
-        with open(path, encoding="utf-8") as f:
-            parts.append(f.read())
+        parts.append(_read_text(path, MAX_TEXT_BYTES, "stdlib_corpus"))
     return "".join(parts)
 
 
-def load_text(path: str | os.PathLike) -> str:
+#: Default ``max_bytes`` of :func:`load_text` (1 GiB).
+MAX_TEXT_BYTES: int = 1 << 30
+
+
+def load_text(path: str | os.PathLike, *, max_bytes: int = MAX_TEXT_BYTES) -> str:
     """Read a UTF-8 text file (any user corpus) into a string.
 
+    Only a regular file is read (symbolic links to one are followed): a directory, a device
+    such as ``/dev/urandom``, a FIFO or a socket is refused before anything is read. The size
+    is checked before reading and the read itself is bounded by ``max_bytes``, so a file that
+    grows meanwhile cannot exhaust memory. Line endings are normalised to ``"\\n"`` (Python's
+    universal newlines, as ``open(path, encoding="utf-8").read()``).
+
+    Args:
+        path: the file.
+        max_bytes: the largest file accepted, in bytes (default :data:`MAX_TEXT_BYTES`, 1 GiB).
+
+    Returns:
+        The text.
+
     Raises:
-        ValueError: if the file is empty.
+        FileNotFoundError: if ``path`` does not exist (other ``OSError`` s if it cannot be
+            opened).
+        ValueError: naming ``path``, if it is not a regular file, is larger than ``max_bytes``,
+            is not valid UTF-8 (with the byte offset of the first invalid byte), or is empty.
+
+    >>> import os, tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     path = os.path.join(tmp, "corpus.txt")
+    ...     with open(path, "wb") as f:
+    ...         _ = f.write(b"caf\\xc3\\xa9\\r\\n")
+    ...     load_text(path)
+    'café\\n'
     """
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
+        raise ValueError(f"load_text: max_bytes must be a positive int, got {max_bytes!r}")
+    text = _read_text(path, max_bytes, "load_text")
     if not text:
         raise ValueError(f"load_text: {os.fspath(path)!r} is empty")
     return text
+
+
+def _kind_of_file(mode: int) -> str:
+    for test, kind in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
+def _read_text(path: str | os.PathLike, max_bytes: int, who: str) -> str:
+    """The UTF-8 text of the regular file ``path`` (at most ``max_bytes`` bytes)."""
+    name = os.fspath(path)
+
+    def check(st: os.stat_result) -> None:
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError(
+                f"{who}: {name!r} is {_kind_of_file(st.st_mode)}, not a regular file; "
+                "expected a UTF-8 text file"
+            )
+        if st.st_size > max_bytes:
+            raise ValueError(
+                f"{who}: {name!r} has {st.st_size:,} bytes, more than the limit of "
+                f"{max_bytes:,} (max_bytes; --max-corpus-bytes on the command line)"
+            )
+
+    check(os.stat(name))  # before opening: opening a FIFO without a writer would block
+    # O_NONBLOCK: should the path have become a FIFO meanwhile, opening it does not block (it
+    # is then refused by the check of the open file, which is what gets read).
+    fd = os.open(name, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    chunks, size = [], 0
+    with open(fd, "rb", buffering=0, closefd=True) as f:
+        check(os.fstat(fd))
+        # Bounded, in chunks, should the file grow while it is read.
+        while size <= max_bytes:
+            chunk = f.read(min(max_bytes + 1 - size, 1 << 24))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    raw = b"".join(chunks)
+    if len(raw) > max_bytes:
+        raise ValueError(
+            f"{who}: {name!r} grew beyond the limit of {max_bytes:,} bytes while being read "
+            "(max_bytes; --max-corpus-bytes on the command line)"
+        )
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(
+            f"{who}: {name!r} is not UTF-8 text: byte offset {e.start} "
+            f"(0x{raw[e.start]:02x}: {e.reason}); convert it to UTF-8 first"
+        ) from None
+    # Universal newlines, as text-mode open() reads: \r\n and \r become \n.
+    return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def text_digest(text: str) -> str:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import datetime
 import importlib
 import inspect
+import os
+import re
 
 import jax
 import jax.numpy as jnp
@@ -48,6 +50,70 @@ def test_load_text(tmp_path):
     (tmp_path / "empty.txt").write_text("")
     with pytest.raises(ValueError, match="empty"):
         data.load_text(tmp_path / "empty.txt")
+
+
+def test_load_text_reads_like_text_mode_open(tmp_path):
+    # Universal newlines, as open(path, encoding="utf-8").read(): the corpus digests of
+    # existing checkpoints stay valid.
+    raw = "a\r\nb\rc\nd\r\r\n — é\n".encode() * 3
+    path = tmp_path / "t.txt"
+    path.write_bytes(raw)
+    with open(path, encoding="utf-8") as f:
+        assert data.load_text(path) == f.read()
+    assert data.load_text(path, max_bytes=len(raw)) == data.load_text(str(path))
+
+
+def test_load_text_refuses_what_is_not_a_regular_utf8_file(tmp_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)  # opening it would block without a writer
+    kinds = [(tmp_path, "a directory"), (fifo, "a FIFO"), ("/dev/zero", "a character device")]
+    for path, kind in kinds:
+        with pytest.raises(ValueError, match=f"{re.escape(repr(str(path)))} is {kind}"):
+            data.load_text(path)
+    bad = tmp_path / "latin1.txt"
+    bad.write_bytes(b"plain ascii " + "café".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"latin1.txt' is not UTF-8 text: byte offset 15 \(0xe9"):
+        data.load_text(bad)
+    with pytest.raises(FileNotFoundError):
+        data.load_text(tmp_path / "missing.txt")
+
+
+def test_load_text_size_limit(tmp_path):
+    path = tmp_path / "t.txt"
+    path.write_text("x" * 100)
+    assert data.load_text(path, max_bytes=100) == "x" * 100
+    with pytest.raises(ValueError, match="has 101 bytes, more than the limit of 100"):
+        path.write_text("x" * 101)
+        data.load_text(path, max_bytes=100)
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="max_bytes must be a positive int"):
+            data.load_text(path, max_bytes=bad)
+    assert data.MAX_TEXT_BYTES == 2**30
+    # The limit is checked before reading: a sparse file of 1 GiB + 1 is never read.
+    huge = tmp_path / "huge.bin"
+    with open(huge, "wb") as f:
+        f.truncate(data.MAX_TEXT_BYTES + 1)
+    with pytest.raises(ValueError, match="1,073,741,825 bytes"):
+        data.load_text(huge)
+
+
+def test_load_text_read_is_bounded_when_stat_understates_the_size():
+    # Files of /proc are regular files whose stat size is 0 but which read as text, like a
+    # file that grows after it was checked: the read stops at max_bytes + 1 and is refused.
+    path = "/proc/self/status"
+    if not os.path.isfile(path) or os.stat(path).st_size != 0:
+        pytest.skip("needs Linux /proc")
+    assert "Pid:" in data.load_text(path)
+    with pytest.raises(ValueError, match="grew beyond the limit of 20 bytes while being read"):
+        data.load_text(path, max_bytes=20)
+
+
+def test_stdlib_corpus_refuses_a_string_and_paths():
+    with pytest.raises(TypeError, match="sequence of module names"):
+        data.stdlib_corpus("bisect")
+    for name in ("../../etc/passwd", "/etc/passwd", "bisect.", 3):
+        with pytest.raises(ValueError, match="expected module names"):
+            data.stdlib_corpus([name])
 
 
 def test_vocab_roundtrip_and_order():
