@@ -38,6 +38,7 @@ PAGES = [
         for name in [
             "precision",
             "cells",
+            "conv",
             "regularizers",
             "scan",
             "layers",
