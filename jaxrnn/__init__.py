@@ -28,6 +28,12 @@ from jaxrnn.cells import (
     simple_rnn,
 )
 from jaxrnn.conv import ConvGRUParams, ConvLSTMParams, conv_gru, conv_lstm
+from jaxrnn.layernorm import (
+    LayerNormGRUParams,
+    LayerNormLSTMParams,
+    layer_norm_gru,
+    layer_norm_lstm,
+)
 from jaxrnn.regularizers import (
     ZoneoutCarry,
     embedding_dropout,
@@ -57,6 +63,8 @@ __all__ = [
     "LSTMCarry",
     "LSTMParams",
     "Layer",
+    "LayerNormGRUParams",
+    "LayerNormLSTMParams",
     "SimpleRNNParams",
     "ZoneoutCarry",
     "attention",
@@ -71,6 +79,8 @@ __all__ = [
     "interop",
     "jordan_rnn",
     "layer",
+    "layer_norm_gru",
+    "layer_norm_lstm",
     "losses",
     "lstm",
     "models",
