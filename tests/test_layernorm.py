@@ -100,7 +100,7 @@ def test_layer_norm_is_invariant_to_shift_and_scale_of_its_input():
     a = jax.random.normal(jax.random.key(0), (6, 12))
     gain, bias = jnp.full(12, 1.5), jnp.full(12, 0.25)
     out = layer_norm(a, gain, bias)
-    np.testing.assert_allclose(layer_norm(3.0 * a + 7.0, gain, bias), out, atol=1e-4)  # eps, f32 rounding
+    np.testing.assert_allclose(layer_norm(3.0 * a + 7.0, gain, bias), out, atol=1e-4)  # eps, f32
     np.testing.assert_allclose(out.mean(-1), 0.25, atol=1e-5)
     np.testing.assert_allclose(((out - 0.25) / 1.5).std(-1), 1.0, atol=1e-3)
     assert bool(jnp.isfinite(layer_norm(jnp.ones((2, 12)), gain, bias)).all())  # var = 0
