@@ -217,9 +217,9 @@ def saved_run(tmp_path_factory):
     return directory, states
 
 
-# When a restore fails, orbax leaves some of its asyncio coroutines un-awaited; collect them
-# inside the test that caused them, and ignore the resulting "exception ignored" warnings.
-orbax_leaks = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+# A failing restore must leave no orbax coroutine behind (reported as "exception ignored"
+# warnings in later tests): collect inside the test and make any such warning an error.
+orbax_leaks = pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
 
 
 @orbax_leaks

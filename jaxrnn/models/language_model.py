@@ -6,7 +6,8 @@ functions (:func:`char_lm`); its next-character loss in the form
 passed from chunk to chunk (:func:`evaluate_lm`); sampling, one ``lax.scan`` step per generated
 token (:func:`sample`); and the end-to-end run behind ``python -m jaxrnn demo``:
 :class:`CharLMConfig`, :func:`train_char_lm` (truncated BPTT over a text, resumable from
-checkpoints) and :func:`load_char_lm` (rebuild the model from a checkpoint directory).
+checkpoints), :func:`load_char_lm` (rebuild the model from a checkpoint directory) and
+:func:`stored_run` (the validated settings of a checkpoint directory, to resume with).
 
 This module uses only the public API of :mod:`jaxrnn.train`, :mod:`jaxrnn.data` and
 :mod:`jaxrnn.losses`.
@@ -46,6 +47,7 @@ __all__ = [
     "load_char_lm",
     "run_metadata",
     "sample",
+    "stored_run",
     "train_char_lm",
 ]
 
@@ -408,7 +410,9 @@ def train_char_lm(
     Args:
         text: the corpus.
         config: hyperparameters.
-        corpus: a name for the corpus, stored in checkpoint metadata (e.g. a path).
+        corpus: a name for the corpus, stored in checkpoint metadata (e.g. a path); only a
+            name: resuming compares the digest of ``text`` with the stored one and never
+            reads the stored name (see :func:`stored_run`).
         stop_at: stop after this many steps in total (default ``config.steps``, the length of
             the learning-rate schedule).
         checkpoint_dir: where to save and resume.
@@ -420,8 +424,14 @@ def train_char_lm(
         progress: show the progress bar.
 
     Raises:
-        jaxrnn.train.CheckpointError: if the latest checkpoint cannot be restored.
+        jaxrnn.train.CheckpointError: if the checkpoint directory is unusable (not a
+            directory, not writable, in use by another writer) or its latest checkpoint cannot
+            be restored (invalid metadata, corrupt state).
         ValueError: if the checkpoints were written for another config or corpus.
+        jaxrnn.train.NonFiniteLossError: if the loss becomes NaN or infinite (the latest
+            checkpoint is the last good state).
+        jaxrnn.train.Interrupted: on Ctrl-C or ``SIGTERM``, after saving the last completed
+            step (with ``checkpoint_dir``).
     """
     train_text, val_text = _data.split_text(text, config.val_fraction)
     vocab = _data.Vocab.from_text(text)
@@ -451,7 +461,15 @@ def train_char_lm(
     try:
         if ckpt is not None:
             if ckpt.latest_step() is not None:
-                _check_same_run(ckpt.metadata()["config"], meta, ckpt.directory)
+                stored_config, stored_vocab, corpus_info = _parse_run(
+                    ckpt.metadata(), ckpt.directory
+                )
+                stored = {
+                    "config": dataclasses.asdict(stored_config),
+                    "vocab": stored_vocab.to_json(),
+                    "corpus": corpus_info,
+                }
+                _check_same_run(stored, meta, ckpt.directory)
             state, history = ckpt.resume(state)
         step = _train.make_train_step(lm_loss(model), config.optimizer(), mesh=mesh)
         state, history = _train.fit(
@@ -474,9 +492,8 @@ def train_char_lm(
     return CharLMRun(model, state, history, vocab, config)
 
 
-def _check_same_run(stored: Mapping[str, Any] | None, current: Mapping[str, Any], where: str):
-    if not stored or stored.get("kind") != "char_lm":
-        raise ValueError(f"{where} holds checkpoints of something other than train_char_lm")
+def _check_same_run(stored: Mapping[str, Any], current: Mapping[str, Any], where: str):
+    """``stored`` and ``current`` are validated run metadata (:func:`_parse_run`)."""
     diffs = [
         f"{k}: checkpoint {stored['config'].get(k)!r}, now {v!r}"
         for k, v in current["config"].items()
@@ -496,23 +513,156 @@ def _check_same_run(stored: Mapping[str, Any] | None, current: Mapping[str, Any]
         )
 
 
-def load_char_lm(checkpoint_dir: str | os.PathLike, *, step: int | None = None):
+_POSITIVE_INTS = ("hidden_size", "embed_size", "num_layers", "batch_size", "seq_len", "steps")
+_NON_NEGATIVE_INTS = ("warmup_steps", "eval_chunks", "seed")
+_DTYPES = ("float32", "bfloat16", "float16")
+
+
+def _config_problem(name: str, value: Any) -> str | None:
+    """Why ``value`` is not a valid stored ``CharLMConfig.<name>``, or ``None`` if it is."""
+    is_int = isinstance(value, int) and not isinstance(value, bool)
+    is_real = (is_int or isinstance(value, float)) and math.isfinite(value)
+    if name in _POSITIVE_INTS:
+        return None if is_int and value >= 1 else "a positive int"
+    if name in _NON_NEGATIVE_INTS:
+        return None if is_int and value >= 0 else "an int >= 0"
+    if name in ("dropout", "val_fraction"):
+        return None if is_real and 0 <= value < 1 else "a number in [0, 1)"
+    if name == "learning_rate":
+        return None if is_real and value > 0 else "a finite number > 0"
+    if name in ("clip_norm", "weight_decay"):
+        return None if is_real and value >= 0 else "a finite number >= 0"
+    if name == "cell":
+        return None if isinstance(value, str) and value in CELLS else f"one of {sorted(CELLS)}"
+    if name == "dtype":
+        return None if isinstance(value, str) and value in _DTYPES else f"one of {_DTYPES}"
+    return "a known setting"  # pragma: no cover (every field is listed above)
+
+
+def _parse_run(
+    meta: Mapping[str, Any], where: str
+) -> tuple[CharLMConfig, _data.Vocab, dict[str, Any]]:
+    """Validate the run metadata of a checkpoint's ``meta``: ``(config, vocab, corpus)``.
+
+    Stored metadata is data, never trusted: anything else than what :func:`run_metadata`
+    writes (or a vocabulary of another size than the stored embedding) is a
+    :class:`jaxrnn.train.CheckpointError` naming the problem.
+    """
+
+    def bad(problem: str):
+        raise _train.CheckpointError(f"{where}: {problem}")
+
+    stored = meta.get("config")
+
+    if not isinstance(stored, Mapping) or stored.get("kind") != "char_lm":
+        bad("holds no train_char_lm checkpoint (its metadata names no char_lm run)")
+    unknown = sorted(set(stored) - {"kind", "config", "vocab", "corpus"})
+    if unknown:
+        bad(f"unknown keys in the stored run metadata: {', '.join(map(str, unknown))}")
+    raw = stored.get("config")
+    if not isinstance(raw, Mapping):
+        bad("the stored config is not a JSON object")
+    fields = {f.name for f in dataclasses.fields(CharLMConfig)}
+    unknown = sorted(set(raw) - fields)
+    if unknown:
+        bad(f"unknown keys in the stored config: {', '.join(map(str, unknown))}")
+    for name, value in raw.items():
+        problem = _config_problem(name, value)
+        if problem is not None:
+            bad(f"the stored config's {name} is {value!r}, expected {problem}")
+    config = CharLMConfig(**raw)  # settings it lacks (older versions) take their defaults
+    tokens = stored.get("vocab")
+    if not isinstance(tokens, list) or not tokens:
+        bad("the stored vocabulary is empty or not a list of tokens")
+    try:
+        vocab = _data.Vocab.from_json(tokens)
+    except ValueError as e:
+        bad(f"the stored vocabulary is invalid ({e})")
+    corpus = stored.get("corpus")
+    if not (
+        isinstance(corpus, Mapping)
+        and isinstance(corpus.get("source"), str)
+        and isinstance(corpus.get("chars"), int)
+        and not isinstance(corpus.get("chars"), bool)
+        and corpus["chars"] >= 0
+        and isinstance(corpus.get("sha256"), str)
+        and len(corpus["sha256"]) == 64
+        and all(c in "0123456789abcdef" for c in corpus["sha256"])
+    ):
+        bad("the stored corpus description is malformed (expected source, chars, sha256)")
+    tree = meta.get("tree")
+    for row in tree if isinstance(tree, list) else ():
+        is_embed = isinstance(row, list) and len(row) == 3 and row[0] == "params.embed"
+        if is_embed and (not isinstance(row[2], list) or row[2][:1] != [vocab.size]):
+            bad(
+                f"the stored vocabulary has {vocab.size} tokens but the stored embedding has "
+                f"shape {row[2]}"
+            )
+    return config, vocab, dict(corpus)
+
+
+def stored_run(
+    checkpoint_dir: str | os.PathLike, *, step: int | None = None
+) -> tuple[CharLMConfig, dict[str, Any]] | None:
+    """The validated settings of the :func:`train_char_lm` run in ``checkpoint_dir``.
+
+    Read-only (no lock, nothing written), so it can look at a directory another process
+    trains in. Nothing stored is trusted: the run metadata is validated as
+    :func:`load_char_lm` does, and nothing in it is acted on. In particular the corpus is
+    described (``meta["config"]["corpus"]``: ``source``, a name; ``chars``; ``sha256``) but
+    never opened: to resume, read the text the user names (or the default corpus) and pass it
+    to :func:`train_char_lm`, which refuses it unless its digest is the stored one.
+
+    Args:
+        checkpoint_dir: a directory written by :func:`train_char_lm`.
+        step: which checkpoint (default: the latest).
+
+    Returns:
+        ``(config, meta)``: the run's :class:`CharLMConfig` and the checkpoint's metadata
+        (``meta["step"]``; ``meta["config"]``, the validated :func:`run_metadata`), or
+        ``None`` if the directory does not exist or holds no checkpoint (a fresh start).
+
+    Raises:
+        jaxrnn.train.CheckpointError: if the metadata is unreadable or not a valid
+            ``train_char_lm`` run.
+    """
+    try:
+        ckpt = _train.Checkpoints(checkpoint_dir, create=False)
+    except FileNotFoundError:
+        return None
+    with ckpt:
+        if step is None and ckpt.latest_step() is None:
+            return None
+        meta = ckpt.metadata(step)
+        config, _, _ = _parse_run(meta, ckpt.directory)
+    return config, meta
+
+
+def load_char_lm(checkpoint_dir: str | os.PathLike, *, step: int | None = None, verify=True):
     """Rebuild a :func:`train_char_lm` model from its checkpoint directory, for sampling.
+
+    Read-only: it takes no lock, so it may read a directory another process trains in. The
+    stored settings are validated (:func:`stored_run`) and the state verified against its
+    digest.
+
+    Args:
+        checkpoint_dir: a directory written by :func:`train_char_lm`.
+        step: which checkpoint (default: the latest).
+        verify: verify the state's digest (``False`` is dangerous: see
+            :class:`jaxrnn.train.Checkpoints`).
 
     Returns:
         ``(model, params, vocab, config, meta)`` where ``meta`` is the checkpoint's metadata.
 
     Raises:
         FileNotFoundError: if the directory does not exist.
-        jaxrnn.train.CheckpointError: if it holds no readable checkpoint.
+        jaxrnn.train.CheckpointError: if it holds no readable, valid checkpoint (settings of
+            the wrong type or unknown, an empty vocabulary or one that does not match the
+            stored embedding, a state failing its digest).
     """
-    with _train.Checkpoints(checkpoint_dir, create=False) as ckpt:
+    with _train.Checkpoints(checkpoint_dir, create=False, verify=verify) as ckpt:
         meta = ckpt.metadata(step)
-        stored = meta.get("config") or {}
-        if stored.get("kind") != "char_lm":
-            raise _train.CheckpointError(f"{ckpt.directory} holds no char_lm checkpoint")
-        config = CharLMConfig(**stored["config"])
-        vocab = _data.Vocab.from_json(stored["vocab"])
+        config, vocab, _ = _parse_run(meta, ckpt.directory)
         model = config.model(vocab.size)
         template = jax.eval_shape(lambda: config.init_state(model))
         state = ckpt.restore(template, step=meta["step"])

@@ -7,9 +7,12 @@ The machinery any model trains with, one module per concern, in the order a step
 * :mod:`jaxrnn.train.state`: :class:`TrainState`, :func:`init_state`,
   :func:`default_optimizer`, :func:`truncated` and :func:`make_train_step`: one jit-compiled
   step of truncated backpropagation through time;
-* :mod:`jaxrnn.train.loop`: :func:`fit` and its :class:`History` of metrics;
-* :mod:`jaxrnn.train.checkpoints`: :class:`Checkpoints` (orbax, atomic, checksummed) and
-  :class:`CheckpointError`.
+* :mod:`jaxrnn.train.loop`: :func:`fit` and its :class:`History` of metrics; it stops with
+  :class:`NonFiniteLossError` on a non-finite loss (before saving anything after it) and with
+  :class:`Interrupted` on Ctrl-C or ``SIGTERM`` (after saving the last completed step);
+* :mod:`jaxrnn.train.checkpoints`: :class:`Checkpoints` (orbax, atomic, one locked writer per
+  directory, every state verified against its SHA-256 digest, the template's structure, dtypes
+  and shapes checked) and :class:`CheckpointError`.
 
 A model plugs in through its loss, ``loss_fn(params, carry, batch, key) -> (loss, carry)``;
 :mod:`jaxrnn.models.language_model` is one such model (the demo's character-level LSTM), built
@@ -23,7 +26,7 @@ Data parallelism on several devices (or hosts)::
 """
 
 from jaxrnn.train.checkpoints import CheckpointError, Checkpoints
-from jaxrnn.train.loop import History, fit
+from jaxrnn.train.loop import History, Interrupted, NonFiniteLossError, fit
 from jaxrnn.train.parallel import data_mesh, shard_batch, shard_state
 from jaxrnn.train.state import (
     TrainState,
@@ -37,6 +40,8 @@ __all__ = [
     "CheckpointError",
     "Checkpoints",
     "History",
+    "Interrupted",
+    "NonFiniteLossError",
     "TrainState",
     "data_mesh",
     "default_optimizer",

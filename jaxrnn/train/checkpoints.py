@@ -1,17 +1,26 @@
 """Checkpoints: atomic, verified saves of a :class:`~jaxrnn.train.TrainState` with orbax.
 
 :class:`Checkpoints` wraps orbax-checkpoint's ``CheckpointManager`` (atomic saves, the last
-``k`` kept) and stores next to each state a SHA-256 checksum of its contents, the run's
-configuration and the metric :class:`~jaxrnn.train.History`. Restoring never falls back
-silently: a checkpoint that cannot be restored exactly raises :class:`CheckpointError`.
+``k`` kept) and stores next to each state JSON metadata: a SHA-256 digest of the state (one per
+process when several processes hold parts of it), the structure, dtype and shape of every leaf,
+the run's configuration and the metric :class:`~jaxrnn.train.History`. Nothing is lost and
+nothing is silent: a writer holds an exclusive lock on its directory for its lifetime, a step
+that already exists with other contents is an error, and a checkpoint that cannot be restored
+exactly (unreadable, failing its digest, of another structure) raises :class:`CheckpointError`.
 Typed PRNG keys are stored as their raw ``uint32`` data and re-wrapped on restore.
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime
+import errno
 import hashlib
 import json
+import numbers
 import os
+import socket
+import tempfile
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,11 +32,25 @@ import orbax.checkpoint as ocp
 from jaxrnn.train.loop import History
 from jaxrnn.train.state import TrainState
 
+try:  # POSIX advisory locks; without them (Windows) a writer takes no lock.
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None
+
 __all__ = ["CheckpointError", "Checkpoints"]
+
+#: Name of the lock file a writer holds (one per process index, for multi-process runs).
+_LOCK_NAME = ".jaxrnn-writer-{}.lock"
 
 
 class CheckpointError(RuntimeError):
-    """A checkpoint exists but cannot be restored exactly (corrupt, incomplete or mismatched)."""
+    """A checkpoint directory or checkpoint cannot be used as asked.
+
+    Raised when a checkpoint cannot be restored exactly (corrupt, incomplete, without a digest,
+    of another structure than the template), when its directory is unusable (not a directory,
+    not writable, holds symbolic links, is in use by another writer), and when a save would
+    overwrite a step with other contents. The message is one line and names the directory.
+    """
 
 
 def _is_key(x) -> bool:
@@ -73,46 +96,136 @@ def _from_saveable(restored, template):
     return jax.tree.map(leaf, restored, template)
 
 
-def _checksum(saveable) -> str | None:
-    """SHA-256 over every leaf's path, dtype, shape and bytes; ``None`` across hosts."""
-    leaves = jax.tree_util.tree_flatten_with_path(saveable)[0]
+def _leaf_name(path) -> str:
+    return jax.tree_util.keystr(path).lstrip(".")
+
+
+def _tree_spec(saveable) -> list[list[Any]]:
+    """``[[leaf path, dtype name, shape], ...]`` of a saveable tree (concrete or abstract)."""
+    return [
+        [_leaf_name(path), np.dtype(leaf.dtype).name, list(np.shape(leaf))]
+        for path, leaf in jax.tree_util.tree_flatten_with_path(saveable)[0]
+    ]
+
+
+def _shard_key(index: tuple, shape: tuple[int, ...]) -> tuple[tuple[int, int], ...]:
+    return tuple(sl.indices(n)[:2] for sl, n in zip(index, shape, strict=True))
+
+
+def _local_digest(saveable) -> str:
+    """SHA-256 of the state as this process holds it.
+
+    Every leaf contributes its path, dtype, shape and bytes. A leaf other processes hold parts
+    of contributes the addressable shards instead, each once (replicas skipped), in index order
+    with its index: the digest of this process's part, verified by this process on restore.
+    """
     digest = hashlib.sha256()
-    for path, leaf in leaves:
+    for path, leaf in jax.tree_util.tree_flatten_with_path(saveable)[0]:
+        name = jax.tree_util.keystr(path)
         if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
-            return None  # other hosts hold parts; tensorstore's own checks still apply
-        arr = np.ascontiguousarray(np.asarray(leaf))
-        digest.update(f"{jax.tree_util.keystr(path)}|{arr.dtype}|{arr.shape}|".encode())
-        digest.update(arr.tobytes())
+            shards = {}
+            for shard in leaf.addressable_shards:
+                shards.setdefault(_shard_key(shard.index, leaf.shape), shard)
+            for key in sorted(shards):
+                arr = np.ascontiguousarray(np.asarray(shards[key].data))
+                digest.update(f"{name}|{arr.dtype}|{key}|".encode())
+                digest.update(arr.tobytes())
+        else:
+            arr = np.ascontiguousarray(np.asarray(leaf))
+            digest.update(f"{name}|{arr.dtype}|{arr.shape}|".encode())
+            digest.update(arr.tobytes())
     return digest.hexdigest()
 
 
+def _digests(saveable) -> dict[str, str]:
+    """``{process index: digest of its part}`` for every process (a collective if several)."""
+    local = _local_digest(saveable)
+    if jax.process_count() == 1:
+        return {"0": local}
+    from jax.experimental import multihost_utils
+
+    mine = np.frombuffer(bytes.fromhex(local), np.uint8)
+    rows = np.asarray(multihost_utils.process_allgather(mine))
+    return {str(i): bytes(row.astype(np.uint8)).hex() for i, row in enumerate(rows)}
+
+
+def _all_processes_agree(ok: bool) -> bool:
+    if jax.process_count() == 1:
+        return ok
+    from jax.experimental import multihost_utils
+
+    flags = multihost_utils.process_allgather(np.array(ok, np.int32))
+    return bool(np.all(np.asarray(flags)))
+
+
+def _check_positive_int(name: str, value, *, allow_none: bool = False) -> int | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        expected = "a positive int or None" if allow_none else "a positive int"
+        raise ValueError(f"{name}: expected {expected}, got {value!r}")
+    return int(value)
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    line = str(text).strip().splitlines()[0] if str(text).strip() else ""
+    line = line.split(" See full TensorStore details")[0]
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
 class Checkpoints:
-    """Periodic, atomic checkpoints of a :class:`TrainState` with orbax-checkpoint.
+    """Periodic, atomic, verified checkpoints of a :class:`TrainState` with orbax-checkpoint.
 
     Each checkpoint is a directory ``<directory>/<step>`` written atomically by orbax's
     ``CheckpointManager`` (to a temporary name, renamed when complete; only the last
     ``max_to_keep`` are kept). Next to the state it stores JSON metadata: the step, a SHA-256
-    checksum of the state, the run's ``config`` and the metric :class:`History` so far.
+    digest of the state (one per process in a multi-process run: each digests the shards it
+    holds), the path, dtype and shape of every leaf, the run's ``config`` and the metric
+    :class:`History` so far.
 
-    Restoring never falls back silently: a checkpoint that cannot be read, or whose contents do
-    not match their checksum, raises :class:`CheckpointError`; only a directory without any
-    checkpoint means "start from scratch" (see :meth:`resume`).
+    Nothing is lost silently:
+
+    * A writer (``read_only=False``, the default) checks its directory when constructed (a
+      directory, creatable, writable, without symbolic links among its checkpoints) and holds
+      an exclusive lock on it until :meth:`close` (an ``flock`` on a lock file, released by the
+      operating system if the process dies): a second writer fails at once, naming the pid,
+      host and start time of the first.
+    * :meth:`save` of a step that exists already is a no-op if the stored digest is the new
+      state's, and a :class:`CheckpointError` if not.
+    * :meth:`restore` compares the stored structure, dtypes and shapes with the template's
+      (naming the first leaf that differs), then verifies the digest: a checkpoint that cannot
+      be read, does not match its digest or carries none raises :class:`CheckpointError`;
+      only a directory without any checkpoint means "start from scratch" (see :meth:`resume`).
 
     Args:
         directory: where checkpoints live (created if missing, unless ``create=False``).
-        save_every: :func:`fit` saves when ``step % save_every == 0`` (and at the end).
-        max_to_keep: how many of the latest checkpoints to keep (``None``: all).
+        save_every: :func:`fit` saves when ``step % save_every == 0`` (and at the end); a
+            positive int.
+        max_to_keep: how many of the latest checkpoints to keep: a positive int, or ``None``
+            for all.
         config: JSON-serialisable description of the run, stored with every checkpoint (for
             example the model's hyperparameters and vocabulary, to rebuild it for sampling).
         create: create ``directory`` if it does not exist; otherwise a missing directory is a
             ``FileNotFoundError``.
+        read_only: open for reading only: no lock is taken, nothing is written or deleted and
+            :meth:`save` raises. Default: ``not create`` (``Checkpoints(d, create=False)`` is a
+            reader, e.g. for sampling while another process trains).
+        verify: verify every restored state against its stored digest (default). ``False``
+            restores checkpoints without a digest, or failing it, as they are: dangerous,
+            corrupt weights are then restored silently. Only for salvaging data by hand.
+
+    Raises:
+        CheckpointError: if the directory is not a directory, cannot be created or written,
+            holds symbolic links among its checkpoints, or another writer holds it.
+        FileNotFoundError: with ``create=False``, if the directory does not exist.
+        ValueError: if ``save_every`` or ``max_to_keep`` is not a positive int.
 
     >>> import tempfile, jax, jax.numpy as jnp, optax, jaxrnn.train as jt
     >>> state = jt.init_state({"w": jnp.ones(3)}, optax.adam(0.1), jax.random.key(0))
     >>> with tempfile.TemporaryDirectory() as tmp:
     ...     with jt.Checkpoints(tmp, config={"note": "demo"}) as ckpt:
     ...         _ = ckpt.save(state)
-    ...     with jt.Checkpoints(tmp) as ckpt:
+    ...     with jt.Checkpoints(tmp, create=False) as ckpt:
     ...         restored, history = ckpt.resume(state)
     ...         (ckpt.steps(), ckpt.metadata()["config"], restored.params["w"].tolist())
     ([0], {'note': 'demo'}, [1.0, 1.0, 1.0])
@@ -126,26 +239,137 @@ class Checkpoints:
         max_to_keep: int | None = 3,
         config: Mapping[str, Any] | None = None,
         create: bool = True,
+        read_only: bool | None = None,
+        verify: bool = True,
     ):
+        self._manager = None
+        self._lock_fd: int | None = None
         self.directory = os.path.abspath(os.fspath(directory))
-        if not create and not os.path.isdir(self.directory):
-            raise FileNotFoundError(f"checkpoint directory {self.directory} does not exist")
-        if save_every < 1:
-            raise ValueError(f"save_every must be >= 1, got {save_every}")
-        self.save_every = save_every
+        self.save_every = _check_positive_int("save_every", save_every)
+        self.max_to_keep = _check_positive_int("max_to_keep", max_to_keep, allow_none=True)
+        self.read_only = (not create) if read_only is None else bool(read_only)
+        self.verify = bool(verify)
         self.config = None if config is None else json.loads(json.dumps(config))
-        options = ocp.CheckpointManagerOptions(
-            max_to_keep=max_to_keep,
-            create=create,
-            enable_async_checkpointing=False,  # the next step donates the buffers being saved
-            cleanup_tmp_directories=True,  # leftovers of a save interrupted by a crash
-        )
-        self._manager = ocp.CheckpointManager(self.directory, options=options)
+        if not create and not os.path.isdir(self.directory):
+            if os.path.lexists(self.directory):
+                raise CheckpointError(f"checkpoint directory {self.directory} is not a directory")
+            raise FileNotFoundError(f"checkpoint directory {self.directory} does not exist")
+        try:
+            if not self.read_only:
+                self._prepare_directory()
+                self._lock()
+            self._check_no_links(deep=True)
+            # A reader is read-only by our own guard in save(); orbax's read_only mode would
+            # only log warnings about the options it overrides.
+            options = ocp.CheckpointManagerOptions(
+                max_to_keep=self.max_to_keep,
+                create=False,  # created above, with a clear error if it cannot be
+                enable_async_checkpointing=False,  # the next step donates the buffers saved
+                # Leftovers of a save interrupted by a crash; only the writer may remove them
+                # (a reader would delete the temporary directory of a save in progress).
+                cleanup_tmp_directories=not self.read_only,
+            )
+            self._manager = ocp.CheckpointManager(self.directory, options=options)
+        except BaseException:
+            self.close()
+            raise
+
+    # Directory checks and the writer's lock.
+    def _prepare_directory(self) -> None:
+        d = self.directory
+        if os.path.lexists(d) and not os.path.isdir(d):
+            raise CheckpointError(f"checkpoint directory {d} is not a directory")
+        try:
+            os.makedirs(d, exist_ok=True)
+        except OSError as e:
+            raise CheckpointError(
+                f"cannot create checkpoint directory {d}: {e.strerror or e}"
+            ) from None
+        try:
+            fd, probe = tempfile.mkstemp(prefix=".jaxrnn-probe-", dir=d)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as e:
+            raise CheckpointError(
+                f"checkpoint directory {d} is not writable: {e.strerror or e}"
+            ) from None
+
+    def _lock(self) -> None:
+        if fcntl is None:  # pragma: no cover
+            return
+        path = os.path.join(self.directory, _LOCK_NAME.format(jax.process_index()))
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise CheckpointError(
+                f"checkpoint directory {self.directory} is not writable: cannot open its lock "
+                f"file {path}: {e.strerror or e}"
+            ) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            holder = _read_holder(fd)
+            os.close(fd)
+            if e.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
+                raise CheckpointError(
+                    f"cannot lock checkpoint directory {self.directory}: {e.strerror or e}"
+                ) from None
+            raise CheckpointError(
+                f"checkpoint directory {self.directory} is in use by {holder}; wait for it "
+                "to finish, stop it, or use another directory"
+            ) from None
+        info = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "since": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        }
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(info).encode(), 0)
+        self._lock_fd = fd
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            fd, self._lock_fd = self._lock_fd, None
+            with contextlib.suppress(OSError):
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def _check_no_links(self, *, deep: bool) -> None:
+        """Refuse symbolic links among the checkpoints: orbax deletes old steps recursively."""
+        try:
+            entries = list(os.scandir(self.directory))
+        except OSError as e:
+            raise CheckpointError(
+                f"cannot list checkpoint directory {self.directory}: {e.strerror or e}"
+            ) from None
+        for entry in entries:
+            if not entry.name[:1].isdigit():
+                continue
+            if entry.is_symlink():
+                raise CheckpointError(
+                    f"checkpoint directory {self.directory} holds a symbolic link {entry.path} "
+                    "where a checkpoint belongs; replace it by a copy (checkpoints are deleted "
+                    "recursively, never through links)"
+                )
+            if deep and entry.is_dir(follow_symlinks=False):
+                for root, dirs, files in os.walk(entry.path):
+                    for name in dirs + files:
+                        if os.path.islink(os.path.join(root, name)):
+                            raise CheckpointError(
+                                f"checkpoint {entry.path} holds a symbolic link "
+                                f"{os.path.join(root, name)}; replace it by a copy (checkpoints "
+                                "are deleted recursively, never through links)"
+                            )
 
     # Context manager and cleanup.
     def close(self) -> None:
-        """Wait for pending writes and release the manager."""
-        self._manager.close()
+        """Wait for pending writes, release the manager and the directory's lock."""
+        try:
+            if self._manager is not None:
+                manager, self._manager = self._manager, None
+                manager.close()
+        finally:
+            self._unlock()
 
     def __enter__(self) -> Checkpoints:
         return self
@@ -153,10 +377,30 @@ class Checkpoints:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    def __del__(self):
+        # A writer dropped without close() releases its lock when collected (the operating
+        # system releases it anyway when the process ends). No contextlib here: at interpreter
+        # exit, module globals may already be gone.
+        try:  # noqa: SIM105
+            self._unlock()
+        except Exception:
+            pass
+
+    def _active(self) -> ocp.CheckpointManager:
+        if self._manager is None:
+            raise CheckpointError(f"checkpoints of {self.directory} were closed")
+        return self._manager
+
     def steps(self) -> list[int]:
-        """Steps of the checkpoints on disk, ascending."""
-        self._manager.reload()
-        return sorted(self._manager.all_steps())
+        """Steps of the checkpoints on disk, ascending.
+
+        Raises:
+            CheckpointError: if a checkpoint is a symbolic link.
+        """
+        self._check_no_links(deep=False)
+        manager = self._active()
+        manager.reload()
+        return sorted(manager.all_steps())
 
     def latest_step(self) -> int | None:
         """The newest checkpoint's step, or ``None`` if there is none."""
@@ -167,43 +411,66 @@ class Checkpoints:
         """Whether :func:`fit` saves after reaching ``step``."""
         return step % self.save_every == 0
 
+    def step_path(self, step: int) -> str:
+        """The directory of the checkpoint of ``step``."""
+        return os.path.join(self.directory, str(step))
+
     def save(self, state: TrainState, *, history: History | None = None) -> bool:
         """Save ``state`` as the checkpoint of step ``int(state.step)`` (blocking).
 
+        In a multi-process run every process must call it (the digests are gathered).
+
         Returns:
-            ``False`` if that step is already saved (nothing written), else ``True``.
+            ``True`` if written; ``False`` if that step is already saved with the same contents
+            (its digest equals the state's; nothing written).
+
+        Raises:
+            CheckpointError: if the step exists with other contents, the directory was opened
+                read-only, or a checkpoint in it is a symbolic link.
         """
+        if self.read_only:
+            raise CheckpointError(f"checkpoint directory {self.directory} was opened read-only")
         step = int(state.step)
-        if step in self._manager.all_steps():
-            return False
         saveable = _to_saveable(state)
+        digests = _digests(saveable)
+        self._check_no_links(deep=True)
+        if step in self.steps():
+            stored = _stored_digests(self.metadata(step))
+            if stored == digests:
+                return False
+            raise CheckpointError(
+                f"step {step} already exists in {self.directory} with other contents"
+                + ("" if stored is not None else " (or without a digest to compare)")
+                + f"; refusing to overwrite it (remove {self.step_path(step)} to save anew)"
+            )
         meta = {
             "step": step,
-            "checksum": _checksum(saveable),
+            "digest": {"sha256": digests},
+            # The single-process digest under its former name, for readers of 0.2 checkpoints.
+            "checksum": digests["0"] if len(digests) == 1 else None,
+            "tree": _tree_spec(saveable),
             "config": self.config,
             "history": None if history is None else history.to_json(),
         }
-        self._manager.save(
+        manager = self._active()
+        manager.save(
             step,
             args=ocp.args.Composite(
                 state=ocp.args.StandardSave(saveable), meta=ocp.args.JsonSave(meta)
             ),
             force=True,
         )
-        self._manager.wait_until_finished()
+        manager.wait_until_finished()
         return True
-
-    def _step_path(self, step: int) -> str:
-        return os.path.join(self.directory, str(step))
 
     def _fail(self, step: int, reason: str, cause: BaseException | None = None):
         older = [s for s in self.steps() if s < step]
         hint = (
-            f"remove {self._step_path(step)} to resume from step {older[-1]}"
+            f"remove {self.step_path(step)} to resume from step {older[-1]}"
             if older
             else "no older checkpoint exists; remove the directory to start from scratch"
         )
-        detail = f" ({type(cause).__name__}: {str(cause)[:500]})" if cause is not None else ""
+        detail = f" ({type(cause).__name__}: {_one_line(cause)})" if cause is not None else ""
         raise CheckpointError(
             f"checkpoint of step {step} in {self.directory} cannot be restored: {reason}"
             f"{detail}. Refusing to continue from anything else; {hint}."
@@ -217,15 +484,33 @@ class Checkpoints:
         """
         step = self._resolve(step)
         try:
-            restored = self._manager.restore(
+            restored = self._active().restore(
                 step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())
             )
-            meta = dict(restored.meta)
+            meta = restored.meta
         except Exception as e:
             self._fail(step, "its metadata is unreadable", e)
-        if meta.get("step") != step:
-            self._fail(step, f"its metadata names step {meta.get('step')}")
+        if not isinstance(meta, Mapping):
+            self._fail(step, "its metadata is not a JSON object")
+        meta = dict(meta)
+        if meta.get("step") != step or isinstance(meta.get("step"), bool):
+            self._fail(step, f"its metadata names step {meta.get('step')!r}")
         return meta
+
+    def history(self, step: int | None = None) -> History:
+        """The :class:`History` stored with checkpoint ``step`` (default: the latest).
+
+        Raises:
+            CheckpointError: if there is no such checkpoint or its history is malformed.
+        """
+        meta = self.metadata(step)
+        stored = meta.get("history")
+        if stored is None:
+            return History()
+        try:
+            return History.from_json(stored)
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            self._fail(meta["step"], "its stored history is malformed", e)
 
     def _resolve(self, step: int | None) -> int:
         steps = self.steps()
@@ -237,30 +522,101 @@ class Checkpoints:
             raise CheckpointError(f"no checkpoint of step {step} in {self.directory}: {steps}")
         return step
 
-    def restore(self, template: TrainState, *, step: int | None = None) -> TrainState:
+    def _check_template(self, step: int, meta: Mapping[str, Any], abstract) -> None:
+        stored = meta.get("tree")
+        if stored is None:
+            return  # written before 0.3: orbax's own checks apply
+        if not isinstance(stored, list) or not all(
+            isinstance(r, list)
+            and len(r) == 3
+            and isinstance(r[0], str)
+            and isinstance(r[1], str)
+            and isinstance(r[2], list)
+            and all(isinstance(n, int) and not isinstance(n, bool) for n in r[2])
+            for r in stored
+        ):
+            self._fail(step, "its stored tree description is malformed")
+        expected = _tree_spec(abstract)
+        held = {name: (dtype, tuple(shape)) for name, dtype, shape in stored}
+        wanted = {name: (dtype, tuple(shape)) for name, dtype, shape in expected}
+        where = f"checkpoint of step {step} in {self.directory}"
+        extra = [n for n in held if n not in wanted]
+        missing = [n for n in wanted if n not in held]
+        if extra or missing:
+            parts = []
+            if extra:
+                parts.append(f"it holds {_listing(extra)} which the template lacks")
+            if missing:
+                parts.append(f"the template has {_listing(missing)} which it lacks")
+            raise CheckpointError(
+                f"{where} has another structure than the template: " + "; ".join(parts)
+            )
+        diffs = [n for n in wanted if held[n] != wanted[n]]
+        if diffs:
+            n = diffs[0]
+            (d0, s0), (d1, s1) = held[n], wanted[n]
+            more = {1: "", 2: " (1 more leaf differs)"}.get(
+                len(diffs), f" ({len(diffs) - 1} more leaves differ)"
+            )
+            raise CheckpointError(
+                f"{where} holds {d0} {n} {s0}, the template expects {d1} {n} {s1}{more}; "
+                "the checkpoint itself is intact: restore it into a model built as it was"
+            )
+
+    def restore(
+        self, template: TrainState, *, step: int | None = None, verify: bool | None = None
+    ) -> TrainState:
         """Restore checkpoint ``step`` (default: the latest) into the structure of ``template``.
 
         ``template`` is a :class:`TrainState` of the same structure (e.g. a freshly
         initialised one, or ``jax.eval_shape`` of one); the restored arrays get its shardings
         (leaves without one, as from ``jax.eval_shape``, land on this process's first device).
+        In a multi-process run each process verifies the digest of its own shards, which holds
+        when it restores onto the same layout it saved from.
+
+        Args:
+            template: the structure, dtypes, shapes and shardings to restore into.
+            step: which checkpoint (default: the latest).
+            verify: override the ``verify`` given to the constructor for this call; ``False``
+                skips the digest check (dangerous: see :class:`Checkpoints`).
 
         Raises:
-            CheckpointError: if there is no such checkpoint, it cannot be read, its structure
-                differs from ``template``'s, or its contents fail the checksum.
+            CheckpointError: if there is no such checkpoint, it cannot be read, its structure,
+                dtypes or shapes differ from ``template``'s (naming the first leaf that
+                differs), its contents fail their digest, or (when verifying) it carries none.
         """
+        verify = self.verify if verify is None else bool(verify)
         step = self._resolve(step)
+        self._check_no_links(deep=True)
         meta = self.metadata(step)
-        try:
-            restored = self._manager.restore(
+        abstract = _abstract(template)
+        self._check_template(step, meta, abstract)
+        expected = _stored_digests(meta)
+        if verify and expected is None:
+            self._fail(
                 step,
-                args=ocp.args.Composite(state=ocp.args.StandardRestore(_abstract(template))),
+                "it carries no digest of its state, so its contents cannot be verified "
+                "(restore(..., verify=False) skips the check: dangerous, corrupt weights are "
+                "then restored silently)",
+            )
+        if verify and len(expected) != jax.process_count():
+            self._fail(
+                step,
+                f"it was saved by {len(expected)} process(es) and is restored by "
+                f"{jax.process_count()}, so each process's digest cannot be verified "
+                "(verify=False skips the check)",
+            )
+        try:
+            restored = self._active().restore(
+                step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))
             )
             saveable = restored.state
         except Exception as e:
             self._fail(step, "reading the state failed", e)
-        expected = meta.get("checksum")
-        if expected is not None and _checksum(saveable) != expected:
-            self._fail(step, "its contents do not match the checksum saved with it (corrupt)")
+        if verify:
+            mine = expected.get(str(jax.process_index()))
+            if not _all_processes_agree(_local_digest(saveable) == mine):
+                self._fail(step, "its contents do not match the digest saved with it (corrupt)")
         state = _from_saveable(saveable, template)
         if int(state.step) != step:
             self._fail(step, f"the state inside says step {int(state.step)}")
@@ -271,9 +627,37 @@ class Checkpoints:
 
         An empty directory is an explicit fresh start; a directory whose latest checkpoint is
         unreadable is an error (:class:`CheckpointError`), never a silent restart.
+        (:func:`fit` given these checkpoints and no ``history`` also picks the history up from
+        the checkpoint of its starting step.)
         """
-        if self.latest_step() is None:
+        latest = self.latest_step()
+        if latest is None:
             return template, History()
-        state = self.restore(template)
-        history = self.metadata()["history"]
-        return state, History() if history is None else History.from_json(history)
+        state = self.restore(template, step=latest)
+        return state, self.history(latest)
+
+
+def _listing(names: list[str], limit: int = 3) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def _read_holder(fd: int) -> str:
+    """Who holds a lock file, from the JSON its holder wrote into it."""
+    try:
+        info = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+        return f"pid {info['pid']} (host {info['host']}, since {info['since']})"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another process (its lock file names none)"
+
+
+def _stored_digests(meta: Mapping[str, Any]) -> dict[str, str] | None:
+    """The per-process digests stored in ``meta`` (a 0.2 checksum counts as process 0's)."""
+    digest = meta.get("digest")
+    if isinstance(digest, Mapping) and isinstance(digest.get("sha256"), Mapping):
+        table = digest["sha256"]
+        if table and all(isinstance(k, str) and isinstance(v, str) for k, v in table.items()):
+            return dict(table)
+        return None
+    checksum = meta.get("checksum")
+    return {"0": checksum} if isinstance(checksum, str) else None

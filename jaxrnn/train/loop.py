@@ -12,7 +12,10 @@ state and every batch are sharded over it (:mod:`jaxrnn.train.parallel`).
 from __future__ import annotations
 
 import dataclasses
+import math
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -27,7 +30,7 @@ from jaxrnn.train.state import Batch, Metrics, TrainState
 if TYPE_CHECKING:
     from jaxrnn.train.checkpoints import Checkpoints
 
-__all__ = ["History", "fit"]
+__all__ = ["History", "Interrupted", "NonFiniteLossError", "fit"]
 
 
 @dataclasses.dataclass
@@ -62,11 +65,108 @@ class History:
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> History:
-        """Inverse of :meth:`to_json`."""
-        return cls(
-            {k: list(v) for k, v in obj["train"].items()},
-            {k: list(v) for k, v in obj["eval"].items()},
+        """Inverse of :meth:`to_json`.
+
+        Raises:
+            ValueError: if ``obj`` is not what :meth:`to_json` writes (two tables of number
+                lists, ``"train"`` and ``"eval"``).
+        """
+
+        def table(name):
+            t = obj.get(name) if isinstance(obj, Mapping) else None
+            if not isinstance(t, Mapping) or not all(
+                isinstance(k, str)
+                and isinstance(v, list)
+                and all(isinstance(x, int | float) and not isinstance(x, bool) for x in v)
+                for k, v in t.items()
+            ):
+                raise ValueError(f"History.from_json: {name!r} is not a table of number lists")
+            return {k: list(v) for k, v in t.items()}
+
+        return cls(table("train"), table("eval"))
+
+
+class NonFiniteLossError(FloatingPointError):
+    """:func:`fit` met a non-finite loss (or other training metric) and stopped.
+
+    No checkpoint holds a state after the failing step: the latest checkpoint is the last good
+    one. A :class:`FloatingPointError` (an :class:`ArithmeticError`).
+
+    Attributes:
+        step: the first step whose metrics were not finite (``state.step`` after it).
+        metrics: that step's metrics, as floats.
+        history: the metrics so far, the failing step included.
+    """
+
+    def __init__(self, step: int, metrics: Mapping[str, float], history: History):
+        bad = ", ".join(f"{k} {v}" for k, v in metrics.items() if not math.isfinite(v))
+        super().__init__(
+            f"training stopped: non-finite {bad} at step {step}; no checkpoint was written "
+            "after it (the latest one is the last good state)"
         )
+        self.step = step
+        self.metrics = dict(metrics)
+        self.history = history
+
+
+class Interrupted(KeyboardInterrupt):
+    """:func:`fit` was interrupted (Ctrl-C, ``SIGINT`` or ``SIGTERM``) and stopped cleanly.
+
+    A :class:`KeyboardInterrupt`, so scripts stop as they would on Ctrl-C. When ``fit`` had
+    checkpoints, the state after the last completed step was saved first.
+
+    Attributes:
+        step: the last completed step (``state.step`` of :attr:`state`).
+        path: the checkpoint directory holding that step, or ``None`` if nothing was saved.
+        state: the state after the last completed step.
+        history: the metrics up to it.
+    """
+
+    def __init__(self, step: int, path: str | None, state: Any = None, history: Any = None):
+        where = f"; saved {path}" if path else "; no checkpoint saved"
+        super().__init__(f"training interrupted after step {step}{where}")
+        self.step = step
+        self.path = path
+        self.state = state
+        self.history = history
+
+
+class _Signals:
+    """While active, SIGINT/SIGTERM ask the loop to stop at the end of the current step.
+
+    Installed only in the main thread and only over the default handlers (a user's own handler
+    is left alone); the previous handlers are restored on exit. A second signal before the loop
+    stops raises :class:`KeyboardInterrupt` at once (no checkpoint).
+    """
+
+    def __init__(self, announce: Callable[[str], None] | None):
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+        self._announce = announce
+
+    def _handler(self, signum, frame):
+        if self.received is not None:
+            raise KeyboardInterrupt
+        self.received = signum
+        if self._announce is not None:
+            self._announce(
+                f"{signal.Signals(signum).name}: stopping after the current step "
+                "(again to abort without saving)"
+            )
+
+    def __enter__(self):
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        defaults = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
+        for signum, default in defaults.items():
+            if signal.getsignal(signum) is default:
+                self._previous[signum] = signal.signal(signum, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous.clear()
 
 
 def fit(
@@ -86,12 +186,24 @@ def fit(
     log_every: int = 10,
     callback: Callable[[int, TrainState, Metrics], None] | None = None,
     desc: str = "train",
+    on_nonfinite: str = "raise",
 ) -> tuple[TrainState, History]:
     """Train from ``state.step`` until ``num_steps`` steps have been taken.
 
     Step ``s`` trains on ``batches(s)``, so the data position is the step: a run resumed from a
     checkpoint of step ``s`` sees the same batches, keys and carries as an uninterrupted run and
     computes the same losses, step for step.
+
+    Metrics are fetched every ``log_every`` steps and before each evaluation or checkpoint; a
+    non-finite loss (or other metric) found then stops training with
+    :class:`NonFiniteLossError` naming the first bad step, before anything is saved: no
+    checkpoint ever holds a state that follows a non-finite step.
+
+    Ctrl-C (``SIGINT``) and ``SIGTERM`` stop training at the end of the current step (when
+    ``fit`` runs in the main thread; a second signal aborts at once): with ``checkpoints``, the
+    state after that step is saved, then :class:`Interrupted` (a :class:`KeyboardInterrupt`)
+    is raised. The signal handlers are installed only over the default ones and restored on
+    return.
 
     Args:
         state: the state to start from (donated to the first step when ``train_step`` donates:
@@ -104,7 +216,9 @@ def fit(
             the end; results go to ``history.eval``.
         eval_every: evaluation period in steps (0: only at the end).
         checkpoints: save every ``checkpoints.save_every`` steps and at the end.
-        history: metrics so far (e.g. from :meth:`Checkpoints.resume`); appended to.
+        history: metrics so far, appended to. ``None``: the history stored with the checkpoint
+            of step ``state.step`` in ``checkpoints`` if there is one (a resumed run carries
+            its history on without being told), else a new :class:`History`.
         mesh: if given, the state and every batch are sharded over it (data parallelism).
         axis_name: the mesh axis of the batch.
         progress: show a ``tqdm`` progress bar (on stderr) with the loss and throughput.
@@ -113,12 +227,24 @@ def fit(
             each evaluation or checkpoint), so the host does not wait for every step.
         callback: ``callback(step, state, metrics)`` after every step.
         desc: label of the progress bar.
+        on_nonfinite: ``"raise"`` (default): stop with :class:`NonFiniteLossError`;
+            ``"continue"``: record the values and train on.
 
     Returns:
         ``(state, history)``.
+
+    Raises:
+        NonFiniteLossError: on a non-finite training metric (with ``on_nonfinite="raise"``).
+        Interrupted: on ``SIGINT``/``SIGTERM`` (or a :class:`KeyboardInterrupt` raised by a
+            callback), after saving the last completed step when ``checkpoints`` is given.
     """
-    history = History() if history is None else history
+    if on_nonfinite not in ("raise", "continue"):
+        raise ValueError(f"on_nonfinite: expected 'raise' or 'continue', got {on_nonfinite!r}")
     start = int(state.step)
+    if history is None:
+        history = History()
+        if checkpoints is not None and start in checkpoints.steps():
+            history = checkpoints.history(start)
     if mesh is not None:
         state = shard_state(state, mesh, axis_name)
     pending: list[tuple[int, Metrics]] = []
@@ -138,43 +264,75 @@ def fit(
     def flush(step: int) -> None:
         if not pending:
             return
-        for s, m in jax.device_get(pending):
-            history.log_train(s, m)
+        fetched = jax.device_get(pending)
         pending.clear()
-        postfix = {"loss": f"{history.train['loss'][-1]:.4f}"}
+        for s, m in fetched:
+            history.log_train(s, m)
+            if on_nonfinite == "raise":
+                values = {k: float(v) for k, v in m.items()}
+                if not all(math.isfinite(v) for v in values.values()):
+                    raise NonFiniteLossError(int(s), values, history)
+        postfix = {"loss": f"{history.train['loss'][-1]:.4f}"} if "loss" in history.train else {}
         elapsed = time.perf_counter() - t0
         if tokens_per_step and elapsed > 0:
             postfix["tok/s"] = f"{(step - start) * tokens_per_step / elapsed:,.0f}"
         bar.set_postfix(postfix, refresh=False)
 
+    announce = (lambda msg: tqdm.write(msg, file=sys.stderr)) if progress else None
+    signals = _Signals(announce)
+    done = start  # the last completed step: ``state`` holds it
     try:
-        for s in range(start, num_steps):
-            batch = batches(s)
-            if mesh is not None:
-                batch = shard_batch(batch, mesh, axis_name)
-            state, metrics = train_step(state, batch)
-            step = s + 1
-            pending.append((step, metrics))
-            save = checkpoints is not None and checkpoints.should_save(step)
-            evaluate = eval_fn is not None and eval_every > 0 and step % eval_every == 0
-            if save or evaluate or len(pending) >= log_every or step == num_steps:
-                flush(step)
-            if evaluate:
-                history.log_eval(step, eval_fn(state))
-                last_eval = step
-            if save:
-                checkpoints.save(state, history=history)
-                last_saved = step
-            bar.update(1)
-            if callback is not None:
-                callback(step, state, metrics)
-        end = int(state.step)
-        flush(end)
-        evaluated = history.eval.get("step") and history.eval["step"][-1] == end
-        if eval_fn is not None and last_eval != end and not evaluated:
-            history.log_eval(end, eval_fn(state))
-        if checkpoints is not None and last_saved != end:
-            checkpoints.save(state, history=history)
+        with signals:
+            try:
+                for s in range(start, num_steps):
+                    if signals.received is not None:
+                        raise KeyboardInterrupt
+                    batch = batches(s)
+                    if mesh is not None:
+                        batch = shard_batch(batch, mesh, axis_name)
+                    new_state, metrics = train_step(state, batch)
+                    state, done = new_state, s + 1  # ``state`` is always a completed step's
+                    pending.append((done, metrics))
+                    save = checkpoints is not None and checkpoints.should_save(done)
+                    evaluate = eval_fn is not None and eval_every > 0 and done % eval_every == 0
+                    if save or evaluate or len(pending) >= log_every or done == num_steps:
+                        flush(done)
+                    if evaluate:
+                        history.log_eval(done, eval_fn(state))
+                        last_eval = done
+                    if save:
+                        checkpoints.save(state, history=history)
+                        last_saved = done
+                    bar.update(1)
+                    if callback is not None:
+                        callback(done, state, metrics)
+                flush(done)
+                evaluated = history.eval.get("step") and history.eval["step"][-1] == done
+                if eval_fn is not None and last_eval != done and not evaluated:
+                    history.log_eval(done, eval_fn(state))
+                if checkpoints is not None and last_saved != done:
+                    checkpoints.save(state, history=history)
+                    last_saved = done
+                if signals.received is not None:
+                    raise KeyboardInterrupt
+            except KeyboardInterrupt as interrupt:
+                if isinstance(interrupt, Interrupted):
+                    raise
+                raise _stop(state, done, history, checkpoints, flush, last_saved) from None
     finally:
         bar.close()
     return state, history
+
+
+def _stop(state, step, history, checkpoints, flush, last_saved) -> Interrupted:
+    """Save the last completed step, then describe the interruption."""
+    if any(isinstance(x, jax.Array) and x.is_deleted() for x in jax.tree.leaves(state)):
+        # Interrupted inside a step that donated this state: it is gone, the checkpoints stay.
+        return Interrupted(step, None, None, history)
+    flush(step)  # a non-finite step raises NonFiniteLossError here, before saving
+    path = None
+    if checkpoints is not None:
+        if last_saved != step:
+            checkpoints.save(state, history=history)
+        path = checkpoints.step_path(step)
+    return Interrupted(step, path, state, history)
