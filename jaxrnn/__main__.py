@@ -334,27 +334,15 @@ def _print_samples(model, params, vocab, args, *, seed: int) -> None:
     sys.stdout.flush()
 
 
-def _resume_config(meta: dict, directory: str, overrides: dict):
-    """The stored run's :class:`CharLMConfig` and corpus record; clashes with options raise."""
-    from jaxrnn.models import CharLMConfig
-    from jaxrnn.train import CheckpointError
+def _resume_config(directory: str, step: int, overrides: dict):
+    """The stored run's :class:`CharLMConfig` and corpus record; clashes with options raise.
 
-    stored = meta.get("config")
-    if not isinstance(stored, dict) or stored.get("kind") != "char_lm":
-        raise ValueError(f"{directory} holds checkpoints of another kind of run")
-    fields = {f.name for f in dataclasses.fields(CharLMConfig)}
-    config_dict, corpus = stored.get("config"), stored.get("corpus")
-    if (
-        not isinstance(config_dict, dict)
-        or not set(config_dict) <= fields
-        or not isinstance(corpus, dict)
-        or not isinstance(corpus.get("sha256"), str)
-    ):
-        raise CheckpointError(
-            f"the checkpoint metadata in {directory} is not that of a `jaxrnn demo` run "
-            "(unknown or missing settings)"
-        )
-    stored_config = CharLMConfig(**config_dict)
+    The metadata is validated by :func:`jaxrnn.models.stored_run` (a ``CheckpointError`` for
+    anything unknown or malformed); nothing in it is acted on.
+    """
+    from jaxrnn.models import stored_run
+
+    stored_config, meta = stored_run(directory, step=step)
     clashes = [
         f"--{k.replace('_', '-')} {v} (checkpoint: {getattr(stored_config, k)})"
         for k, v in overrides.items()
@@ -362,7 +350,7 @@ def _resume_config(meta: dict, directory: str, overrides: dict):
     ]
     if clashes:
         raise ValueError(f"{directory} holds a run with other settings: " + ", ".join(clashes))
-    return stored_config, corpus
+    return stored_config, meta["config"]["corpus"]
 
 
 def _open_checkpoints(args, overrides: dict, config):
@@ -376,13 +364,12 @@ def _open_checkpoints(args, overrides: dict, config):
     directory = _check_checkpoint_dir(args.checkpoint_dir)
     with Checkpoints(directory, save_every=args.save_every) as ckpt:
         latest = ckpt.latest_step()
-        meta = None if latest is None else ckpt.metadata()
-    if meta is None:
+    if latest is None:
         print(f"no checkpoint in {directory}: starting from scratch")
         if args.steps is not None:
             config = dataclasses.replace(config, steps=args.steps)
         return config, None, None
-    config, stored_corpus = _resume_config(meta, directory, overrides)
+    config, stored_corpus = _resume_config(directory, latest, overrides)
     target = config.steps if args.steps is None else args.steps
     if target <= latest:
         given = f"--steps {args.steps}" if args.steps is not None else f"its {target} steps"

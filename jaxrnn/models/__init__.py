@@ -19,6 +19,7 @@ from jaxrnn.models.language_model import (
     load_char_lm,
     run_metadata,
     sample,
+    stored_run,
     train_char_lm,
 )
 
@@ -35,5 +36,6 @@ __all__ = [
     "load_char_lm",
     "run_metadata",
     "sample",
+    "stored_run",
     "train_char_lm",
 ]
