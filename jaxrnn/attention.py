@@ -24,7 +24,9 @@ Precision (:mod:`jaxrnn.precision`): the projections and the weighted sum run wi
 Masks: ``mask[..., t]`` is ``True`` for a real memory element and ``False`` for padding.
 Padded elements get weight exactly ``0`` and are never read (garbage or NaN there changes
 nothing, not even gradients); the weights sum to 1 over the valid elements. A row with no valid
-element at all gets all-zero weights and a zero context, with finite (zero) gradients.
+element at all gets all-zero weights and a zero context, with finite (zero) gradients; so does
+an empty memory (``T = 0``): weights of shape ``(*batch, 0)`` and a zero context. Scores that
+overflow (inputs near the float32 range) saturate the softmax instead of giving NaN weights.
 
 :func:`decoder` wraps a recurrent cell into an attention decoder: bound to a memory, it is a
 :class:`jaxrnn.Cell`, so :func:`jaxrnn.scan` runs it and returns the attention weights of every
@@ -159,14 +161,24 @@ def masked_softmax(scores: Array, mask: Array | None = None) -> Array:
         \alpha_t = \frac{m_t \exp(e_t)}{\sum_k m_k \exp(e_k)}, \qquad
         \alpha = 0 \text{ if } \textstyle\sum_k m_k = 0
 
-    Masked scores are never read (NaN there is harmless, in values and in gradients).
+    Masked scores are never read (NaN there is harmless, in values and in gradients). Infinite
+    scores (e.g. a dot product of two vectors of 1e20 overflows float32) are clamped to the
+    largest finite value first, so they saturate the weights instead of turning them into NaN.
+    An empty last axis (a memory of ``T = 0`` elements) gives empty weights.
 
     >>> import jax.numpy as jnp, jaxrnn as jr
     >>> e = jnp.array([[1.0, 1.0, jnp.nan], [0.0, 0.0, 0.0]])
     >>> m = jnp.array([[True, True, False], [False, False, False]])
     >>> jr.attention.masked_softmax(e, m).tolist()
     [[0.5, 0.5, 0.0], [0.0, 0.0, 0.0]]
+    >>> jr.attention.masked_softmax(jnp.array([jnp.inf, 1.0, -jnp.inf])).tolist()
+    [1.0, 0.0, 0.0]
     """
+    scores = jnp.asarray(scores)
+    if scores.shape[-1:] == (0,):
+        return scores  # nothing to weigh
+    big = jnp.finfo(scores.dtype).max
+    scores = jnp.clip(scores, -big, big)  # inf - inf would be NaN; NaN stays NaN
     if mask is None:
         return jax.nn.softmax(scores, axis=-1)
     zero = jnp.zeros((), scores.dtype)

@@ -51,7 +51,10 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from jaxrnn._checks import check_int, check_scalar
+from jaxrnn._checks import check_size as _check_size
 from jaxrnn.precision import Policy, policy
 
 Array = jax.Array
@@ -197,12 +200,6 @@ def _block_orthogonal(key: PRNGKey, rows: int, hidden: int, blocks: int, dtype) 
     return jnp.concatenate([_orthogonal(k, (rows, hidden), dtype) for k in keys], axis=-1)
 
 
-def _check_size(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
-
-
 def _check_features(name: str, x: Array, size: int) -> None:
     """Trace-time check that the last axis of ``x`` is ``size``."""
     shape = jnp.shape(x)
@@ -223,9 +220,21 @@ def _zeros_carry(size: int, default_dtype) -> Callable[..., Array]:
 
 
 def _as_shape(batch_shape) -> tuple[int, ...]:
-    if isinstance(batch_shape, int):
-        return (batch_shape,)
-    return tuple(int(d) for d in batch_shape)
+    """``batch_shape`` (an int or a sequence of ints, each >= 0) as a tuple of Python ints."""
+    if not isinstance(batch_shape, bool) and isinstance(batch_shape, int | np.integer):
+        batch_shape = (batch_shape,)
+    try:
+        dims = tuple(batch_shape)
+    except TypeError:
+        raise TypeError(
+            f"batch_shape: expected a tuple of ints, got {type(batch_shape).__name__}"
+        ) from None
+    try:
+        return tuple(check_int("batch_shape", d, low=0) for d in dims)
+    except ValueError:
+        raise ValueError(
+            f"batch_shape: expected a tuple of ints >= 0, got {batch_shape!r}"
+        ) from None
 
 
 def _make_cell(init, initial_carry, input_size, output_size, project, step, config) -> Cell:
@@ -288,8 +297,8 @@ def simple_rnn(
     >>> a.shape, bool((a == y).all())
     ((2, 5), True)
     """
-    _check_size("input_size", input_size)
-    _check_size("hidden_size", hidden_size)
+    input_size = _check_size("input_size", input_size)
+    hidden_size = _check_size("hidden_size", hidden_size)
     pol = policy(param_dtype, dtype)
     pdt = pol.param_dtype
 
@@ -366,8 +375,8 @@ def gru(
     >>> params.w_ih.shape, params.w_hh.shape, params.b_hh.shape
     ((3, 12), (4, 12), (12,))
     """
-    _check_size("input_size", input_size)
-    _check_size("hidden_size", hidden_size)
+    input_size = _check_size("input_size", input_size)
+    hidden_size = _check_size("hidden_size", hidden_size)
     H = hidden_size
     pol = policy(param_dtype, dtype)
     pdt = pol.param_dtype
@@ -467,10 +476,11 @@ def lstm(
     >>> carry.h.shape, carry.c.shape, y.shape
     ((2,), (4,), (2,))
     """
-    _check_size("input_size", input_size)
-    _check_size("hidden_size", hidden_size)
+    input_size = _check_size("input_size", input_size)
+    hidden_size = _check_size("hidden_size", hidden_size)
     if proj_size is not None:
-        _check_size("proj_size", proj_size)
+        proj_size = _check_size("proj_size", proj_size)
+    forget_bias = check_scalar("forget_bias", forget_bias)
     H = hidden_size
     R = proj_size or hidden_size  # size of h, which the recurrent weights read
     G = 3 if coupled else 4  # fused gate blocks: (i,) f, g, o
@@ -582,9 +592,9 @@ def jordan_rnn(
     >>> o.shape
     (4, 2)
     """
-    _check_size("input_size", input_size)
-    _check_size("hidden_size", hidden_size)
-    _check_size("output_size", output_size)
+    input_size = _check_size("input_size", input_size)
+    hidden_size = _check_size("hidden_size", hidden_size)
+    output_size = _check_size("output_size", output_size)
     pol = policy(param_dtype, dtype)
     pdt = pol.param_dtype
 

@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxrnn._checks import check_ids
 from jaxrnn.cells import _check_size
 
 __all__ = [
@@ -315,7 +316,10 @@ class Vocab:
         Raises:
             ValueError: if ``text`` has a character outside the vocabulary (with
                 ``"<unk>"`` among the tokens, such characters map to it instead).
+            TypeError: if ``text`` is not a string.
         """
+        if not isinstance(text, str):
+            raise TypeError(f"text: expected a str, got {type(text).__name__}")
         codes = np.frombuffer(text.encode("utf-32-le"), np.uint32)
         if self._codes.size == 0:
             pos = np.zeros(codes.shape, np.intp)
@@ -336,9 +340,18 @@ class Vocab:
         return ids.astype(np.int32)
 
     def decode(self, ids: Iterable[int], *, skip_specials: bool = False) -> str:
-        """The text of ``ids`` (any integer array or sequence)."""
+        """The text of ``ids`` (any integer array or sequence, of any shape, read flat).
+
+        Raises:
+            TypeError: if ``ids`` are not integers.
+            ValueError: if an id lies outside ``[0, size)``.
+        """
+        ids = np.asarray(ids)
+        if ids.size == 0:
+            return ""
+        ids = check_ids("ids", ids, self.size)
         toks = self.tokens
-        out = (toks[int(i)] for i in np.asarray(ids).reshape(-1))
+        out = (toks[int(i)] for i in ids.reshape(-1))
         if skip_specials:
             out = (t for t in out if len(t) == 1)
         return "".join(out)

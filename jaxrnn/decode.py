@@ -15,6 +15,12 @@ All decoders run inside ``jit`` as one ``jax.lax.while_loop`` over at most ``max
 ends with its EOS, and every position after it holds ``pad_id`` (default: ``eos_id``). ``step``
 may be called with ``pad_id`` for finished sequences (its outputs are then ignored), so
 ``pad_id`` must be a valid token id.
+
+Arguments are checked before decoding: ``bos_id``, ``eos_id``, ``pad_id``, ``max_len``,
+``beam_size`` and ``top_k`` are Python or NumPy ints (``bos_id``/``eos_id``/``pad_id`` in
+``[0, vocab)``, the vocabulary size read from the logits' shape), ``temperature`` and
+``length_penalty`` finite numbers in range (Python, NumPy or 0-d JAX scalars). A traced
+``temperature`` or ``length_penalty`` (under ``jax.jit``) is not range-checked.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from jaxrnn._checks import check_int, check_scalar
 from jaxrnn.cells import Array, PRNGKey
 
 __all__ = ["beam_search", "greedy", "length_penalty", "sample"]
@@ -33,9 +40,7 @@ Step = Callable[[Any, Array], tuple[Any, Array]]
 
 
 def _check_int(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
+    return check_int(name, value, low=minimum)
 
 
 def _batch_size(carry) -> int:
@@ -68,11 +73,12 @@ def _check_ids(vocab: int, **ids) -> None:
 
 
 def _common(carry, bos_id, eos_id, max_len, pad_id):
-    _check_int("max_len", max_len, 1)
-    _check_int("bos_id", bos_id, 0)
-    _check_int("eos_id", eos_id, 0)
+    """``(batch, bos_id, eos_id, max_len, pad_id)``, the ints checked and made Python ints."""
+    max_len = _check_int("max_len", max_len, 1)
+    bos_id = _check_int("bos_id", bos_id, 0)
+    eos_id = _check_int("eos_id", eos_id, 0)
     pad_id = eos_id if pad_id is None else _check_int("pad_id", pad_id, 0)
-    return _batch_size(carry), pad_id
+    return _batch_size(carry), bos_id, eos_id, max_len, pad_id
 
 
 def _run_sequential(step, carry, pick, key, *, bos_id, eos_id, max_len, pad_id):
@@ -80,7 +86,7 @@ def _run_sequential(step, carry, pick, key, *, bos_id, eos_id, max_len, pad_id):
 
     ``key`` (``None`` for greedy) is split at every step and the new half is passed to ``pick``.
     """
-    batch, pad_id = _common(carry, bos_id, eos_id, max_len, pad_id)
+    batch, bos_id, eos_id, max_len, pad_id = _common(carry, bos_id, eos_id, max_len, pad_id)
 
     def body(state):
         t, key, carry, last, finished, out = state
@@ -173,7 +179,7 @@ def sample(
         bos_id: token fed at the first step.
         eos_id: token that ends a sequence.
         max_len: number of tokens to generate at most.
-        temperature: :math:`\tau > 0`; lower is greedier.
+        temperature: :math:`\tau > 0`, finite; lower is greedier.
         top_k: restrict each draw to the ``top_k`` largest logits (``None``: no restriction).
         pad_id: token written after a sequence's EOS (default ``eos_id``).
 
@@ -188,10 +194,9 @@ def sample(
     >>> out[0].tolist()
     [2, 2, 2, 2, 2, 2]
     """
-    if isinstance(temperature, int | float) and not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+    temperature = check_scalar("temperature", temperature, low=0.0, low_open=True)
     if top_k is not None:
-        _check_int("top_k", top_k, 1)
+        top_k = _check_int("top_k", top_k, 1)
 
     def pick(key, logits):
         z = logits.astype(jnp.float32) / temperature
@@ -215,6 +220,7 @@ def length_penalty(length: Array, alpha: float) -> Array:
     >>> jr.decode.length_penalty(jnp.array([1, 7]), 1.0).tolist()
     [1.0, 2.0]
     """
+    alpha = check_scalar("alpha", alpha, low=0.0)
     return ((5.0 + jnp.asarray(length, jnp.float32)) / 6.0) ** alpha
 
 
@@ -261,7 +267,8 @@ def beam_search(
         eos_id: token that ends a hypothesis.
         beam_size: number of hypotheses kept.
         max_len: number of tokens to generate at most.
-        length_penalty: :math:`\alpha \ge 0`.
+        length_penalty: :math:`\alpha \ge 0`, finite (GNMT uses :math:`\alpha \in [0.6, 1]`;
+            a negative :math:`\alpha` would favour long hypotheses without bound).
         pad_id: token written after a hypothesis' EOS (default ``eos_id``).
 
     Returns:
@@ -277,11 +284,9 @@ def beam_search(
     >>> tokens[0].tolist(), [round(float(p), 3) for p in jnp.exp(scores[0])]
     ([[0, 0, 0], [2, 2, 2]], [0.4, 0.224])
     """
-    batch, pad_id = _common(carry, bos_id, eos_id, max_len, pad_id)
+    batch, bos_id, eos_id, max_len, pad_id = _common(carry, bos_id, eos_id, max_len, pad_id)
     K = _check_int("beam_size", beam_size, 1)
-    alpha = float(length_penalty)
-    if alpha < 0:
-        raise ValueError(f"length_penalty must be >= 0, got {length_penalty}")
+    alpha = check_scalar("length_penalty", length_penalty, low=0.0)
     penalty = lambda n: _length_penalty(n, alpha)
     neg_inf = jnp.float32(-jnp.inf)
 

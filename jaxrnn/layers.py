@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxrnn._checks import check_cell, check_probability
 from jaxrnn.cells import Array, Carry, Cell, Params, PRNGKey, _check_size
 from jaxrnn.scan import Remat, scan
 
@@ -74,7 +75,11 @@ def layer(
     >>> carry, ys = lay.apply(lay.init(jax.random.key(0)), jnp.ones((2, 6, 3)))
     >>> ys.shape
     (2, 6, 4)
+
+    Raises:
+        TypeError: if ``cell`` is not a :class:`~jaxrnn.Cell` (e.g. already a :class:`Layer`).
     """
+    check_cell("cell", cell, Cell)
 
     def apply(params, xs, carry=None, *, lengths=None, key=None):
         del key  # no randomness in a single cell layer
@@ -121,7 +126,14 @@ def bidirectional(
     >>> carry, ys = bi.apply(params, jnp.ones((2, 6, 3)), lengths=jnp.array([6, 3]))
     >>> ys.shape, carry.backward.h.shape
     ((2, 6, 8), (2, 4))
+
+    Raises:
+        TypeError: if ``forward`` or ``backward`` is not a :class:`~jaxrnn.Cell`.
+        ValueError: if the two cells read different input sizes.
     """
+    check_cell("forward", forward, Cell)
+    if backward is not None:
+        check_cell("backward", backward, Cell)
     backward = forward if backward is None else backward
     if forward.input_size != backward.input_size:
         raise ValueError(
@@ -191,8 +203,7 @@ def stack(layers: Sequence[Layer], *, dropout: float = 0.0) -> Layer:
     layers = tuple(layers)
     if not layers:
         raise ValueError("stack: expected at least one layer")
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout: expected a probability in [0, 1), got {dropout}")
+    dropout = check_probability("dropout", dropout)
     for k, (a, b) in enumerate(itertools.pairwise(layers)):
         if None not in (a.output_size, b.input_size) and a.output_size != b.input_size:
             raise ValueError(
@@ -276,8 +287,10 @@ def rnn(
         **cell_kwargs: forwarded to ``cell_fn`` (e.g. ``proj_size``, ``reset_after``).
 
     Raises:
-        ValueError: if ``cudnn=True`` and the layer cannot run on cuDNN here.
-        TypeError: if ``cudnn`` is not ``None``, ``True`` or ``False``.
+        ValueError: if ``cudnn=True`` and the layer cannot run on cuDNN here, or ``dropout``
+            is not a probability in ``[0, 1)``.
+        TypeError: if ``cell_fn`` is not a cell factory (e.g. an already built
+            :class:`~jaxrnn.Cell`), or ``cudnn`` is not ``None``, ``True`` or ``False``.
 
     >>> import jax, jax.numpy as jnp, jaxrnn as jr
     >>> net = jr.rnn(jr.lstm, 3, 16, num_layers=2, bidirectional=True)
@@ -286,7 +299,14 @@ def rnn(
     >>> ys.shape, len(carry), carry[1].forward.c.shape
     ((4, 7, 32), 2, (4, 16))
     """
-    _check_size("num_layers", num_layers)
+    if isinstance(cell_fn, Cell | Layer) or not callable(cell_fn):
+        raise TypeError(
+            f"cell_fn: expected a cell factory such as jr.lstm (called as cell_fn(input_size, "
+            f"hidden_size, **cell_kwargs)), got a {type(cell_fn).__name__}"
+            + ("; pass the factory, not a cell built with it" if isinstance(cell_fn, Cell) else "")
+        )
+    num_layers = _check_size("num_layers", num_layers)
+    dropout = check_probability("dropout", dropout)
     if cudnn not in (None, True, False):
         raise TypeError(f"cudnn: expected None, True or False, got {cudnn!r}")
     opts = dict(time_major=time_major, unroll=unroll, remat=remat)

@@ -11,7 +11,12 @@ with ``reduction="sum"`` (one :math:`J` per sequence, shape ``(*batch,)``), or a
 over all valid steps of the batch with ``reduction="mean"`` (the mean per token, a scalar);
 ``reduction="none"`` returns the per-step losses ``(*batch, T)``. ``mask[..., t]`` is ``True``
 for valid steps; padded steps contribute exactly 0 and are never read, so padding logits or
-labels may hold anything (NaN included) without touching the loss or its gradient.
+labels may hold anything (NaN included) without touching the loss or its gradient. Every loss
+takes the valid steps either as ``mask=`` or as ``lengths=`` (``(*batch,)`` integers, step ``t``
+valid when ``t < lengths[...]``, as :func:`jaxrnn.scan` takes them), not both.
+
+Concrete labels are checked (class ids in ``[0, V)``, binary targets in ``[0, 1]``, at valid
+steps only); under ``jax.jit`` traced labels and lengths have only their dtype and shape checked.
 """
 
 from __future__ import annotations
@@ -20,8 +25,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxrnn._checks import check_ids, is_concrete
 from jaxrnn.attention import length_mask
 from jaxrnn.cells import Array
+from jaxrnn.scan import check_lengths
 
 __all__ = [
     "length_mask",
@@ -33,7 +40,13 @@ __all__ = [
 _REDUCTIONS = ("none", "sum", "mean")
 
 
-def _check_mask(mask, shape: tuple[int, ...]):
+def _check_mask(mask, shape: tuple[int, ...], lengths=None):
+    """The mask of valid steps ``(*batch, T)`` from ``mask`` or ``lengths`` (``None``: all)."""
+    if lengths is not None:
+        if mask is not None:
+            raise ValueError("lengths: give the valid steps as mask= or as lengths=, not both")
+        lengths = check_lengths(lengths, shape[:-1], shape[-1])
+        return length_mask(lengths, shape[-1])
     if mask is None:
         return None
     if not isinstance(mask, jax.Array):
@@ -45,12 +58,15 @@ def _check_mask(mask, shape: tuple[int, ...]):
     return jnp.asarray(mask)
 
 
-def reduce_sequence(losses: Array, mask: Array | None = None, reduction: str = "sum") -> Array:
+def reduce_sequence(
+    losses: Array, mask: Array | None = None, reduction: str = "sum", *, lengths=None
+) -> Array:
     """Reduce per-step losses ``(*batch, T)`` over valid steps.
 
     Args:
         losses: per-step losses, time on the last axis.
         mask: ``(*batch, T)`` bool, ``True`` at valid steps (``None``: all valid).
+        lengths: ``(*batch,)`` integer lengths in ``[0, T]``, instead of ``mask``.
         reduction: ``"sum"``: :math:`J = \\sum_t L^{(t)}` per sequence, ``(*batch,)``;
             ``"mean"``: the sum over all valid steps divided by their number (0 if there are
             none), a scalar; ``"none"``: the masked per-step losses.
@@ -68,7 +84,7 @@ def reduce_sequence(losses: Array, mask: Array | None = None, reduction: str = "
     losses = jnp.asarray(losses)
     if losses.ndim < 1:
         raise ValueError(f"losses: expected at least 1 dim (*batch, T), got shape {losses.shape}")
-    mask = _check_mask(mask, losses.shape)
+    mask = _check_mask(mask, losses.shape, lengths)
     if mask is not None:
         losses = jnp.where(mask, losses, jnp.zeros((), losses.dtype))
     if reduction == "none":
@@ -80,7 +96,12 @@ def reduce_sequence(losses: Array, mask: Array | None = None, reduction: str = "
 
 
 def softmax_cross_entropy(
-    logits: Array, labels: Array, mask: Array | None = None, *, reduction: str = "sum"
+    logits: Array,
+    labels: Array,
+    mask: Array | None = None,
+    *,
+    lengths: Array | None = None,
+    reduction: str = "sum",
 ) -> Array:
     r"""Softmax cross-entropy with integer labels, summed or averaged over valid steps.
 
@@ -93,14 +114,24 @@ def softmax_cross_entropy(
         logits: ``(*batch, T, V)``, unnormalised scores :math:`z`.
         labels: ``(*batch, T)`` integer class ids in ``[0, V)`` (anything at padded steps).
         mask: ``(*batch, T)`` bool, ``True`` at valid steps (``None``: all valid).
+        lengths: ``(*batch,)`` integer lengths in ``[0, T]``, instead of ``mask``.
         reduction: ``"sum"`` (per sequence), ``"mean"`` (per valid token) or ``"none"``; see
             :func:`reduce_sequence`.
+
+    Raises:
+        ValueError: if a concrete label at a valid step lies outside ``[0, V)`` (under ``jit``
+            traced labels are not range-checked: an id out of range then reads a clamped
+            class), on shape mismatches, or with both ``mask`` and ``lengths``.
+        TypeError: if ``labels`` are not integers or ``mask`` not bool.
 
     >>> import jax.numpy as jnp, jaxrnn as jr
     >>> logits = jnp.zeros((2, 3, 4))  # uniform over 4 classes: log 4 per step
     >>> labels = jnp.array([[0, 1, 2], [3, -1, -1]])  # -1: padding, never read
     >>> mask = jr.losses.length_mask(jnp.array([3, 1]), 3)
     >>> [round(float(x), 4) for x in jr.losses.softmax_cross_entropy(logits, labels, mask)]
+    [4.1589, 1.3863]
+    >>> loss = jr.losses.softmax_cross_entropy(logits, labels, lengths=jnp.array([3, 1]))
+    >>> [round(float(x), 4) for x in loss]  # the same valid steps as mask
     [4.1589, 1.3863]
     """
     logits, labels = jnp.asarray(logits), jnp.asarray(labels)
@@ -111,7 +142,8 @@ def softmax_cross_entropy(
             f"logits: expected shape (*batch, T, V) with (*batch, T) = labels.shape "
             f"{labels.shape}, got {logits.shape}"
         )
-    mask = _check_mask(mask, labels.shape)
+    mask = _check_mask(mask, labels.shape, lengths)
+    check_ids("labels", labels, logits.shape[-1], valid=mask, what="the logits' class axis")
     if mask is not None:  # sanitise padding before any arithmetic (no NaN in the gradient)
         logits = jnp.where(mask[..., None], logits, jnp.zeros((), logits.dtype))
         labels = jnp.where(mask, labels, jnp.zeros((), labels.dtype))
@@ -121,7 +153,12 @@ def softmax_cross_entropy(
 
 
 def sigmoid_binary_cross_entropy(
-    logits: Array, labels: Array, mask: Array | None = None, *, reduction: str = "sum"
+    logits: Array,
+    labels: Array,
+    mask: Array | None = None,
+    *,
+    lengths: Array | None = None,
+    reduction: str = "sum",
 ) -> Array:
     r"""Binary cross-entropy of one sigmoid output per step, summed or averaged over valid steps.
 
@@ -139,7 +176,13 @@ def sigmoid_binary_cross_entropy(
             :func:`reduce_sequence`.
         labels: targets in ``[0, 1]`` (probabilities allowed), of the shape of ``logits``.
         mask: ``(*batch, T)`` bool (``None``: all valid).
+        lengths: ``(*batch,)`` integer lengths in ``[0, T]``, instead of ``mask``.
         reduction: ``"sum"``, ``"mean"`` or ``"none"``; see :func:`reduce_sequence`.
+
+    Raises:
+        ValueError: if concrete labels at valid steps lie outside ``[0, 1]`` or are NaN (traced
+            labels are not checked), on shape mismatches, or with both ``mask`` and
+            ``lengths``.
 
     >>> import jax.numpy as jnp, jaxrnn as jr
     >>> logits = jnp.array([[0.0, 0.0, 100.0]])
@@ -154,8 +197,18 @@ def sigmoid_binary_cross_entropy(
         raise ValueError(f"labels: expected shape {logits.shape} (as logits), got {labels.shape}")
     if not jnp.issubdtype(logits.dtype, jnp.floating):
         raise TypeError(f"logits: expected a float array, got dtype {logits.dtype}")
+    mask = _check_mask(mask, logits.shape, lengths)
+    if is_concrete(labels) and (mask is None or is_concrete(mask)):
+        values = np.asarray(labels, np.float64)
+        bad = ~((values >= 0) & (values <= 1))
+        if mask is not None:
+            bad &= np.asarray(mask)
+        if bad.any():
+            index = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(
+                f"labels: binary targets must lie in [0, 1], got {values[index]} at index {index}"
+            )
     labels = labels.astype(logits.dtype)
-    mask = _check_mask(mask, logits.shape)
     if mask is not None:
         zero = jnp.zeros((), logits.dtype)
         logits, labels = jnp.where(mask, logits, zero), jnp.where(mask, labels, zero)

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxrnn._checks import check_cell, check_params
 from jaxrnn.cells import Array, Carry, Cell, Params
 
 __all__ = ["Remat", "save_nonlinear", "scan"]
@@ -137,11 +138,20 @@ def scan(
 
     Raises:
         ValueError: if ``xs`` has the wrong feature size or rank, the carry's batch shape
-            differs from the batch shape of ``xs``, ``lengths`` has the wrong shape, or concrete
-            ``lengths`` lie outside ``[0, T]``.
-        TypeError: if ``xs`` is not a float array, ``lengths`` is not an integer array, the
-            carry's structure or dtype is not the cell's, a step changes the carry's dtype, or
-            ``remat`` is none of the forms above.
+            differs from the batch shape of ``xs``, ``lengths`` has the wrong shape, concrete
+            ``lengths`` lie outside ``[0, T]``, or a leaf of ``params`` has another shape than
+            ``cell.init`` gives it.
+        TypeError: if ``cell`` is not a :class:`~jaxrnn.Cell` (a :class:`~jaxrnn.Layer`, a
+            factory), ``xs`` is not a float array (integer, bool and complex are refused),
+            ``lengths`` is not an integer array, the carry's structure or dtype is not the
+            cell's, ``params`` are not of the type, structure and dtypes ``cell.init`` returns
+            (checked for cells built by a factory of :mod:`jaxrnn.cells`; a custom cell takes
+            any params), a step changes the carry's dtype, or ``remat`` is none of the forms
+            above.
+
+    Every check but the range of ``lengths`` reads only shapes and dtypes, so it runs under
+    ``jax.jit`` too; traced ``lengths`` are not range-checked (a length above ``T`` then acts
+    as ``T``, a negative one as 0).
 
     >>> import jax, jax.numpy as jnp, jaxrnn as jr
     >>> cell = jr.lstm(3, 8)
@@ -153,6 +163,8 @@ def scan(
     >>> bool((ys[1, 2:] == 0).all()), bool((carry.h[1] == ys[1, 1]).all())
     (True, True)
     """
+    check_cell("cell", cell, Cell)
+    check_params(cell, params)
     xs = jnp.asarray(xs)
     if not jnp.issubdtype(xs.dtype, jnp.floating):
         raise TypeError(f"xs: expected a floating-point array, got dtype {xs.dtype}")

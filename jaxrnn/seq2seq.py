@@ -32,6 +32,7 @@ import numpy as np
 
 from jaxrnn import attention as _attention
 from jaxrnn import decode as _decode
+from jaxrnn._checks import check_ids, check_int, check_probability
 from jaxrnn.cells import Array, Carry, Cell, PRNGKey, _check_size
 from jaxrnn.layers import Layer
 from jaxrnn.precision import Policy, policy
@@ -194,6 +195,12 @@ class Seq2SeqOutput(NamedTuple):
 class Seq2Seq(NamedTuple):
     """An encoder–decoder model as pure functions (see :func:`encoder_decoder`).
 
+    Token ids (``src``, ``tgt_in``) must lie in ``[0, V)`` of their vocabulary at the steps
+    within their lengths (padding may hold anything); ``rate`` is a probability in ``[0, 1]``.
+    Concrete values are checked (``ValueError`` naming the argument); under ``jax.jit`` traced
+    ids and rates have only their dtype and shape checked, and an out-of-range id then reads a
+    wrapped or clamped embedding row.
+
     Attributes:
         init: ``init(key) -> Seq2SeqParams``.
         apply: ``apply(params, src, tgt_in, *, src_lengths=None, tgt_lengths=None,
@@ -220,13 +227,20 @@ class Seq2Seq(NamedTuple):
     config: tuple[tuple[str, Any], ...] = ()
 
 
-def _check_tokens(name: str, tokens, ndim: int | None = None) -> Array:
-    tokens = jnp.asarray(tokens)
+def _check_tokens(name: str, tokens, vocab: int, lengths=None) -> tuple[Array, Array | None]:
+    """``(tokens, lengths)`` checked: integer ids ``(batch, T)`` in ``[0, vocab)`` at the steps
+    ``t < lengths`` (all steps without lengths; values only when concrete)."""
+    if not isinstance(tokens, jax.Array | np.ndarray):
+        tokens = np.asarray(tokens)
     if not jnp.issubdtype(tokens.dtype, jnp.integer):
         raise TypeError(f"{name}: expected integer token ids, got dtype {tokens.dtype}")
-    if tokens.ndim < 1 or (ndim is not None and tokens.ndim != ndim):
-        raise ValueError(f"{name}: expected token ids of shape (*batch, T), got {tokens.shape}")
-    return tokens
+    if tokens.ndim != 2:
+        raise ValueError(f"{name}: expected token ids of shape (batch, T), got {tokens.shape}")
+    valid = None
+    if lengths is not None:
+        lengths = check_lengths(lengths, tokens.shape[:1], tokens.shape[1])
+        valid = _attention.length_mask(lengths, tokens.shape[1])
+    return jnp.asarray(check_ids(name, tokens, vocab, valid=valid)), lengths
 
 
 def encoder_decoder(
@@ -328,11 +342,10 @@ def encoder_decoder(
         )
 
     def encode(params, src, src_lengths=None, *, dropout_key=None):
-        src = _check_tokens("src", src, ndim=2)
+        src, src_lengths = _check_tokens("src", src, src_vocab, src_lengths)
         batch, src_len = src.shape
         mask = None
         if src_lengths is not None:
-            src_lengths = check_lengths(src_lengths, (batch,), src_len)
             mask = _attention.length_mask(src_lengths, src_len)
         enc_carry, enc_out = encoder.apply(
             params.encoder, params.src_embed[src], lengths=src_lengths, key=dropout_key
@@ -363,7 +376,7 @@ def encoder_decoder(
         return step
 
     def apply(params, src, tgt_in, *, src_lengths=None, tgt_lengths=None, dropout_key=None):
-        tgt_in = _check_tokens("tgt_in", tgt_in, ndim=2)
+        tgt_in, tgt_lengths = _check_tokens("tgt_in", tgt_in, tgt_vocab, tgt_lengths)
         state = encode(params, src, src_lengths, dropout_key=dropout_key)
         cell = decoder_for(state.memory)
         _, ys = scan(
@@ -372,7 +385,7 @@ def encoder_decoder(
         out, weights = split_output(ys)
         logits = _dense(params.readout, out, pol)
         if tgt_lengths is not None:  # zero like every other output past the end
-            valid = _attention.length_mask(jnp.asarray(tgt_lengths), tgt_in.shape[1])
+            valid = _attention.length_mask(tgt_lengths, tgt_in.shape[1])
             logits = jnp.where(valid[..., None], logits, jnp.zeros((), logits.dtype))
         return Seq2SeqOutput(logits, weights)
 
@@ -388,10 +401,9 @@ def encoder_decoder(
         greedy=False,
         dropout_key=None,
     ):
-        tgt_in = _check_tokens("tgt_in", tgt_in, ndim=2)
+        tgt_in, tgt_lengths = _check_tokens("tgt_in", tgt_in, tgt_vocab, tgt_lengths)
         batch, tgt_len = tgt_in.shape
-        if tgt_lengths is not None:
-            tgt_lengths = check_lengths(tgt_lengths, (batch,), tgt_len)
+        rate = check_probability("rate", rate, include_one=True)
         state = encode(params, src, src_lengths, dropout_key=dropout_key)
         cell = decoder_for(state.memory)  # the memory stays out of the loop carry
         k_coin, k_draw = jax.random.split(key)
@@ -454,6 +466,11 @@ def generate(
 ):
     """Translate ``src``: :func:`jaxrnn.decode.greedy`, or beam search when ``beam_size``.
 
+    Raises:
+        ValueError: if ``src`` holds ids outside ``[0, src_vocab)`` (at valid steps, when
+            concrete), ``bos_id``/``eos_id`` lie outside ``[0, tgt_vocab)``, or an argument of
+            :func:`jaxrnn.decode.greedy`/:func:`~jaxrnn.decode.beam_search` is invalid.
+
     Returns:
         Greedy tokens ``[batch, max_len]``, or with ``beam_size`` the
         ``(tokens [batch, beam, max_len], scores [batch, beam])`` of
@@ -467,6 +484,10 @@ def generate(
     >>> jr.seq2seq.generate(model, params, src, bos_id=1, eos_id=2, max_len=4).shape
     (2, 4)
     """
+    if not isinstance(model, Seq2Seq):
+        raise TypeError(f"model: expected a jr.seq2seq.Seq2Seq, got {type(model).__name__}")
+    for name, value in (("bos_id", bos_id), ("eos_id", eos_id)):
+        check_int(name, value, low=0, high=model.tgt_vocab - 1)
     state = model.encode(params, src, src_lengths)
     step = model.decode_step(params)
     if beam_size is None:

@@ -147,10 +147,34 @@ def _build(kind: str, w_ih, w_hh, biases: dict, activation=None) -> tuple[Cell, 
 
     Returns:
         ``(cell, params)``, the cell in ``w_ih``'s dtype.
+
+    Raises:
+        ValueError: if the shapes are not those of one cell (checked here so that a
+            conversion fails at once, not later inside :func:`jaxrnn.scan`).
+        TypeError: if the arrays disagree on their dtype.
     """
     w_ih, w_hh = jnp.asarray(w_ih), jnp.asarray(w_hh)
-    input_size = w_ih.shape[0]
+    gates = {"lstm": 4, "optimized_lstm": 4, "gru": 3}.get(kind, 1)
+    if w_hh.ndim != 2 or w_hh.shape[1] != gates * w_hh.shape[0]:
+        raise ValueError(
+            f"w_hh: expected the fused recurrent kernel (H, {gates} * H) of a {kind} cell, got "
+            f"shape {w_hh.shape}"
+        )
     hidden = w_hh.shape[0]
+    if w_ih.ndim != 2 or w_ih.shape[1] != gates * hidden:
+        raise ValueError(
+            f"w_ih: expected the fused input kernel (input_size, {gates * hidden}) of a {kind} "
+            f"cell with H = {hidden}, got shape {w_ih.shape}"
+        )
+    for name, b in biases.items():
+        if jnp.shape(b) != (gates * hidden,):
+            raise ValueError(f"{name}: expected shape ({gates * hidden},), got {jnp.shape(b)}")
+        if jnp.result_type(b) != w_ih.dtype or w_hh.dtype != w_ih.dtype:
+            raise TypeError(
+                f"{name}: expected the dtype of w_ih ({w_ih.dtype}), got {jnp.result_type(b)} "
+                f"(w_hh: {w_hh.dtype})"
+            )
+    input_size = w_ih.shape[0]
     kw = _dtype_kwargs(w_ih.dtype)
     if kind in ("lstm", "optimized_lstm"):
         return lstm(input_size, hidden, **kw), LSTMParams(w_ih, w_hh, biases["b"])

@@ -26,6 +26,7 @@ residual ``SimpleCell`` coming in) is refused with a ``ValueError`` naming what 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import jax.numpy as jnp
@@ -110,7 +111,9 @@ def from_flax_linen(variables, kind) -> tuple[Cell, Any]:
         ``(cell, params)``, with the parameters' dtype.
 
     Raises:
-        ValueError: for an unknown ``kind``, missing parameters, or a cell jaxrnn cannot
+        ValueError: for an unknown ``kind``, missing parameters, kernels or biases whose
+            shapes disagree (each is checked against the hidden-side kernel, so a bad variable
+            fails here, not later inside :func:`jaxrnn.scan`), or a cell jaxrnn cannot
             reproduce (non-default gate/activation functions, ``SimpleCell(residual=True)``).
 
     >>> import jax, jax.numpy as jnp, flax.linen as nn, jaxrnn as jr
@@ -136,31 +139,57 @@ def from_flax_linen(variables, kind) -> tuple[Cell, Any]:
                 f"or SimpleCell, got {type(module).__name__}"
             )
         activation = _flax_activation(module, kind)
+    if not isinstance(variables, Mapping):
+        raise TypeError(f"variables: expected a dict of parameters, got {type(variables).__name__}")
     params = variables.get("params", variables)
+    first = {"lstm": "hi", "optimized_lstm": "hi", "gru": "hr", "simple": "h"}[kind]
 
-    def get(name, leaf):
+    def get(name, leaf, shape=None):
         try:
-            return jnp.asarray(params[name][leaf])
+            value = jnp.asarray(params[name][leaf])
         except (KeyError, TypeError):
             raise ValueError(
                 f"variables: no {name}/{leaf} parameter for a Linen {kind} cell (found "
                 f"{sorted(params)})"
             ) from None
+        if shape is not None and value.shape != shape:
+            raise ValueError(
+                f"variables['params']['{name}']['{leaf}']: expected shape {shape} (from "
+                f"{first}/kernel, {first_shape}: input size {features_in}, {hidden} features), "
+                f"got {value.shape}"
+            )
+        return value
+
+    features_in = get("i" + first[1:], "kernel").shape[0]  # ii, ir or i
+    first_shape = get(first, "kernel").shape
+    if len(first_shape) != 2 or first_shape[0] != first_shape[1]:
+        raise ValueError(
+            f"variables['params']['{first}']['kernel']: expected a square (features, features) "
+            f"matrix, got shape {first_shape}"
+        )
+    hidden = first_shape[1]
+    kernels = {"i": (features_in, hidden), "h": (hidden, hidden)}
+    bias_shape = (hidden,)
+
+    def fused(side, leaf, gates):
+        shape = kernels[side] if leaf == "kernel" else bias_shape
+        return jnp.concatenate([get(side + g, leaf, shape) for g in gates], axis=-1)
 
     if kind in ("lstm", "optimized_lstm"):
-        w_ih = jnp.concatenate([get("i" + g, "kernel") for g in _LSTM_GATES], axis=-1)
-        w_hh = jnp.concatenate([get("h" + g, "kernel") for g in _LSTM_GATES], axis=-1)
-        b = jnp.concatenate([get("h" + g, "bias") for g in _LSTM_GATES], axis=-1)
+        w_ih = fused("i", "kernel", _LSTM_GATES)
+        w_hh = fused("h", "kernel", _LSTM_GATES)
+        b = fused("h", "bias", _LSTM_GATES)
         return _build(kind, w_ih, w_hh, {"b": b})
     if kind == "gru":
-        w_ih = jnp.concatenate([get("i" + g, "kernel") for g in _GRU_GATES], axis=-1)
-        w_hh = jnp.concatenate([get("h" + g, "kernel") for g in _GRU_GATES], axis=-1)
-        b_ih = jnp.concatenate([get("i" + g, "bias") for g in _GRU_GATES], axis=-1)
-        b_hn = get("hn", "bias")
+        w_ih = fused("i", "kernel", _GRU_GATES)
+        w_hh = fused("h", "kernel", _GRU_GATES)
+        b_ih = fused("i", "bias", _GRU_GATES)
+        b_hn = get("hn", "bias", bias_shape)
         b_hh = jnp.concatenate([jnp.zeros_like(b_hn), jnp.zeros_like(b_hn), b_hn], axis=-1)
         return _build(kind, w_ih, w_hh, {"b_ih": b_ih, "b_hh": b_hh})
-    biases = {"b": get("i", "bias")}
-    return _build(kind, get("i", "kernel"), get("h", "kernel"), biases, activation)
+    biases = {"b": get("i", "bias", bias_shape)}
+    w_ih = get("i", "kernel", kernels["i"])
+    return _build(kind, w_ih, get("h", "kernel", kernels["h"]), biases, activation)
 
 
 def _gru_flax_biases(params: GRUParams) -> tuple:

@@ -329,6 +329,17 @@ def torch_state_dict(lay, params, *, bias: bool = True) -> dict[str, np.ndarray]
     return out
 
 
+def _import_torch():
+    """``torch``, or an ``ImportError`` that says how to install it."""
+    try:
+        import torch
+    except ImportError as err:
+        raise ImportError(
+            f'jaxrnn.interop\'s torch converters need PyTorch: pip install "jaxrnn[torch]" ({err})'
+        ) from err
+    return torch
+
+
 def to_torch(lay, params, *, bias: bool = True):
     """A ``torch.nn.RNN``/``GRU``/``LSTM`` computing the same function as ``lay`` with ``params``.
 
@@ -356,8 +367,9 @@ def to_torch(lay, params, *, bias: bool = True):
             coupled LSTMs, activations other than tanh and relu, ``jordan_rnn``, custom cells,
             reverse-only layers, stacks mixing directions or options, nonzero biases with
             ``bias=False``, wrongly shaped parameters.
+        ImportError: without PyTorch installed (``pip install "jaxrnn[torch]"``).
     """
-    import torch
+    torch = _import_torch()
 
     spec = _torch_spec(lay)
     weights = torch_state_dict(lay, params, bias=bias)
@@ -428,21 +440,44 @@ def from_torch(module):
         :class:`~jaxrnn.Bidirectional` of them (``backward`` holds the ``_reverse`` weights).
 
     Raises:
-        TypeError: if ``module`` is not one of these three torch classes (subclasses count).
+        TypeError: if ``module`` is not one of these three torch classes (subclasses count
+            when they keep torch's ``forward``).
+        ValueError: if ``module`` is a subclass overriding ``forward`` (its function may
+            differ from torch's, so the conversion could not reproduce it), a parameter has
+            another shape than the module's configuration implies, or the module is float64
+            while ``jax_enable_x64`` is off (the parameters would silently become float32).
+        ImportError: without PyTorch installed (``pip install "jaxrnn[torch]"``).
     """
-    import torch
+    torch = _import_torch()
 
-    if not isinstance(module, (torch.nn.RNN, torch.nn.GRU, torch.nn.LSTM)):
-        raise TypeError(
-            f"from_torch: expected torch.nn.RNN, GRU or LSTM, got {type(module).__name__}"
+    bases = (torch.nn.RNN, torch.nn.GRU, torch.nn.LSTM)
+    if not isinstance(module, bases):
+        raise TypeError(f"module: expected torch.nn.RNN, GRU or LSTM, got {type(module).__name__}")
+    base = next(b for b in bases if isinstance(module, b))
+    cls = type(module)
+    if cls.forward is not base.forward:
+        raise ValueError(
+            f"module: {cls.__module__}.{cls.__qualname__} overrides forward() of "
+            f"torch.nn.{base.__name__}; jaxrnn can only reproduce torch's own forward, so it "
+            "refuses to convert a module whose function may differ"
         )
     mode = module.mode
-    dtype = {
+    torch_dtype = module.weight_ih_l0.dtype
+    dtypes = {
         torch.float32: jnp.float32,
         torch.float64: jnp.float64,
         torch.float16: jnp.float16,
         torch.bfloat16: jnp.bfloat16,
-    }[module.weight_ih_l0.dtype]
+    }
+    if torch_dtype not in dtypes:
+        raise TypeError(f"module: expected floating-point parameters, got {torch_dtype}")
+    dtype = dtypes[torch_dtype]
+    if dtype is jnp.float64 and jax.dtypes.canonicalize_dtype(jnp.float64) != jnp.float64:
+        raise ValueError(
+            "module: its parameters are float64, but jax_enable_x64 is off, so JAX would "
+            "silently compute in float32; enable it (jax.config.update('jax_enable_x64', True)) "
+            "or convert a float32 copy of the module (module.float())"
+        )
     if mode == "RNN_TANH":
         cell_fn, kwargs = simple_rnn, {}
     elif mode == "RNN_RELU":
@@ -466,28 +501,40 @@ def from_torch(module):
         **kwargs,
     )
 
-    def get(name):
-        return _torch_to_numpy(getattr(module, name))
+    def get(name, shape):
+        value = _torch_to_numpy(getattr(module, name))
+        if value.dtype != np.dtype(jnp.dtype(dtype)) and not (
+            value.dtype == np.float32 and torch_dtype in (torch.float16, torch.bfloat16)
+        ):
+            raise TypeError(
+                f"module.{name}: expected dtype {torch_dtype} (that of weight_ih_l0), got "
+                f"{getattr(module, name).dtype}"
+            )
+        return _check_shape(f"module.{name}", value, shape)
 
     def arr(x):
         return jnp.asarray(np.asarray(x).astype(jnp.dtype(dtype)))
 
     G = {"GRU": 3, "LSTM": 4}.get(mode, 1)
     H = module.hidden_size
+    R = module.proj_size or H  # size of h
+    D = 2 if module.bidirectional else 1
     grid = []
     for k in range(module.num_layers):
         row = []
-        for d in range(2 if module.bidirectional else 1):
+        in_size = module.input_size if k == 0 else D * R
+        for d in range(D):
             sfx = _suffix(k, d)
-            w_ih, w_hh = get("weight_ih" + sfx).T, get("weight_hh" + sfx).T
+            w_ih = get("weight_ih" + sfx, (G * H, in_size)).T
+            w_hh = get("weight_hh" + sfx, (G * H, R)).T
             if module.bias:
-                b_ih, b_hh = get("bias_ih" + sfx), get("bias_hh" + sfx)
+                b_ih, b_hh = get("bias_ih" + sfx, (G * H,)), get("bias_hh" + sfx, (G * H,))
             else:
                 b_ih = b_hh = np.zeros((G * H,), w_ih.dtype)
             if mode == "GRU":
                 p = GRUParams(arr(w_ih), arr(w_hh), arr(b_ih), arr(b_hh))
             elif mode == "LSTM":
-                w_proj = arr(get("weight_hr" + sfx).T) if module.proj_size else None
+                w_proj = arr(get("weight_hr" + sfx, (R, H)).T) if module.proj_size else None
                 p = LSTMParams(arr(w_ih), arr(w_hh), arr(b_ih + b_hh), None, w_proj)
             else:
                 p = SimpleRNNParams(arr(w_ih), arr(w_hh), arr(b_ih + b_hh))

@@ -24,12 +24,14 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.sharding import Mesh
 
 from jaxrnn import data as _data
 from jaxrnn import losses as _losses
 from jaxrnn import train as _train
+from jaxrnn._checks import check_ids, check_int, check_scalar, is_concrete
 from jaxrnn.cells import gru, lstm, simple_rnn
 from jaxrnn.layers import rnn
 from jaxrnn.precision import policy
@@ -259,13 +261,20 @@ def sample(
         model: the model.
         params: its parameters.
         key: a ``jax.random`` key.
-        prompt: ``(P,)`` token ids, ``P >= 1``.
-        length: number of tokens to generate.
-        temperature: softmax temperature, ``>= 0``.
-        num_samples: independent samples drawn in parallel.
+        prompt: ``(P,)`` integer token ids in ``[0, V)``, ``P >= 1``.
+        length: number of tokens to generate, an int ``>= 0``.
+        temperature: softmax temperature, a finite number ``>= 0`` (Python, NumPy or a
+            concrete JAX scalar; it selects the compiled sampler, so it cannot be traced).
+        num_samples: independent samples drawn in parallel, an int ``>= 1``.
 
     Returns:
         ``(num_samples, length)`` int32 token ids (the prompt excluded).
+
+    Raises:
+        ValueError: if the prompt is empty or holds ids outside ``[0, V)`` (a traced prompt,
+            under ``jax.jit``, is not range-checked), or ``temperature``, ``length`` or
+            ``num_samples`` is out of range (NaN or infinite temperatures included).
+        TypeError: if the prompt is not integer or ``temperature`` not a real number.
 
     >>> import jax, jaxrnn as jr
     >>> model = jr.models.char_lm(5, 8, embed_size=4)
@@ -274,12 +283,17 @@ def sample(
     >>> ids.shape, ids.dtype.name
     ((3, 7), 'int32')
     """
-    prompt = jnp.asarray(prompt, jnp.int32).reshape(-1)
+    if not isinstance(prompt, jax.Array | np.ndarray):
+        prompt = np.asarray(prompt)
     if prompt.size < 1:
-        raise ValueError("sample: the prompt needs at least one token")
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
-    fn = _sampler(model, int(length), float(temperature), int(num_samples))
+        raise ValueError("prompt: the prompt needs at least one token, got none")
+    prompt = check_ids("prompt", prompt.reshape(-1), model.vocab_size).astype(jnp.int32)
+    temperature = check_scalar("temperature", temperature, low=0.0)
+    if not is_concrete(temperature):
+        raise TypeError("temperature: expected a concrete number, got a traced value")
+    length = check_int("length", length, low=0)
+    num_samples = check_int("num_samples", num_samples, low=1)
+    fn = _sampler(model, length, temperature, num_samples)
     return fn(params, key, prompt)
 
 

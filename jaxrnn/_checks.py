@@ -1,0 +1,271 @@
+"""Argument checks shared by the library: one helper per kind of value, one wording everywhere.
+
+Every helper raises ``ValueError`` (wrong value) or ``TypeError`` (wrong kind of object) whose
+message starts with the argument's name and states what was expected and what was given. Values
+are checked only when they are concrete: under ``jax.jit`` (or ``grad``, ``vmap``) a traced
+argument still has its shape and dtype checked, but not its values, so the callers' docstrings
+say which checks a traced argument skips.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import numbers
+import weakref
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = [
+    "check_cell",
+    "check_ids",
+    "check_int",
+    "check_params",
+    "check_probability",
+    "check_scalar",
+    "check_size",
+    "is_concrete",
+]
+
+
+def is_concrete(x) -> bool:
+    """Whether ``x`` has values to check (``False`` for a tracer under ``jit``/``grad``/...)."""
+    return not isinstance(x, jax.core.Tracer)
+
+
+def _is_bool(value) -> bool:
+    return isinstance(value, bool | np.bool_) or (
+        hasattr(value, "dtype") and jnp.dtype(value.dtype) == jnp.bool_
+    )
+
+
+def check_int(name: str, value, *, low: int | None = None, high: int | None = None) -> int:
+    """``value`` as a Python ``int``: an integer (Python, NumPy, or a 0-d integer array), not a
+    bool, in ``[low, high]`` (each bound optional).
+
+    Raises:
+        ValueError: for anything else (the message says ``"<name> must be an int ..."``).
+    """
+    bounds = "" if low is None else f" >= {low}"
+    if high is not None:
+        bounds = f" in [{low}, {high}]" if low is not None else f" <= {high}"
+    ok = not _is_bool(value) and is_concrete(value)
+    if ok and not isinstance(value, numbers.Integral):
+        ok = (
+            isinstance(value, np.ndarray | jax.Array)
+            and value.shape == ()
+            and jnp.issubdtype(value.dtype, jnp.integer)
+        )
+    if ok:
+        value = int(value)
+        ok = (low is None or value >= low) and (high is None or value <= high)
+    if not ok:
+        raise ValueError(f"{name} must be an int{bounds}, got {value!r}")
+    return value
+
+
+def check_size(name: str, value) -> int:
+    """A positive ``int`` size (Python or NumPy integer, not a bool), returned as a Python int.
+
+    Raises:
+        ValueError: ``"<name> must be a positive int, got ..."``.
+    """
+    try:
+        return check_int(name, value, low=1)
+    except ValueError:
+        raise ValueError(f"{name} must be a positive int, got {value!r}") from None
+
+
+def check_scalar(
+    name: str,
+    value,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> Any:
+    """A finite real number in the given range, or a traced 0-d real array (values unchecked).
+
+    Python ``int``/``float``, NumPy scalars and 0-d arrays, and 0-d JAX arrays are accepted
+    alike; bools, strings, complex numbers, arrays with dimensions, NaN, infinities and values out
+    of range are not. A concrete value is returned as a Python ``float``; a tracer is returned as
+    it is, after its shape and dtype are checked.
+
+    Args:
+        name: the argument's name, for the message.
+        value: the value.
+        low: lower bound (``None``: none).
+        high: upper bound (``None``: none).
+        low_open: exclude ``low`` itself.
+        high_open: exclude ``high`` itself.
+
+    Raises:
+        TypeError: if ``value`` is not a real number (or a bool).
+        ValueError: if it is NaN, infinite or out of range.
+    """
+    if low is not None and high is not None:
+        lo, hi = ("(" if low_open else "[") + f"{low:g}", f"{high:g}" + (")" if high_open else "]")
+        wanted = f"in {lo}, {hi} and finite"
+    elif low is not None:
+        wanted = f"{'>' if low_open else '>='} {low:g} and finite"
+    elif high is not None:
+        wanted = f"{'<' if high_open else '<='} {high:g} and finite"
+    else:
+        wanted = "a finite number"
+    if isinstance(value, numbers.Real) and not _is_bool(value):
+        pass
+    elif (
+        isinstance(value, np.ndarray | jax.Array | np.generic)
+        and np.shape(value) == ()
+        and not _is_bool(value)
+        and (jnp.issubdtype(value.dtype, jnp.floating) or jnp.issubdtype(value.dtype, jnp.integer))
+    ):
+        if not is_concrete(value):
+            return value  # traced: shape and dtype are all there is to check
+    else:
+        what = type(value).__name__
+        if hasattr(value, "dtype"):
+            what += f" of dtype {value.dtype} and shape {np.shape(value)}"
+        raise TypeError(f"{name} must be a real number ({wanted}), got {value!r} ({what})")
+    number = float(value)
+    if (
+        not math.isfinite(number)
+        or (low is not None and (number <= low if low_open else number < low))
+        or (high is not None and (number >= high if high_open else number > high))
+    ):
+        raise ValueError(f"{name} must be {wanted}, got {number!r}")
+    return number
+
+
+def check_probability(name: str, value, *, include_one: bool = False):
+    """A probability in ``[0, 1)`` (``[0, 1]`` with ``include_one``), as :func:`check_scalar`
+    checks it (a traced 0-d array passes unchecked).
+
+    Raises:
+        TypeError: ``"<name>: expected a probability in [0, 1), got ..."`` for a non-number.
+        ValueError: the same message for NaN or a value out of range.
+    """
+    wanted = f"{name}: expected a probability in [0, {'1]' if include_one else '1)'}"
+    try:
+        return check_scalar(name, value, low=0.0, high=1.0, high_open=not include_one)
+    except TypeError:
+        raise TypeError(f"{wanted}, got {value!r} ({type(value).__name__})") from None
+    except ValueError:
+        raise ValueError(f"{wanted}, got {float(value)}") from None
+
+
+def check_ids(name: str, ids, vocab: int, *, valid=None, what: str = "the vocabulary"):
+    """Integer token ids in ``[0, vocab)``, returned as a NumPy or JAX array.
+
+    Only positions where ``valid`` (a bool array broadcastable to ``ids``) is ``True`` are
+    checked: padding may hold anything. The values are checked only when ``ids`` (and
+    ``valid``) are concrete; traced ids have only their dtype checked.
+
+    Raises:
+        TypeError: if ``ids`` is not an integer array.
+        ValueError: if a checked id lies outside ``[0, vocab)``; the message gives the range,
+            the offending value and its index.
+    """
+    if not isinstance(ids, jax.Array | np.ndarray):
+        ids = np.asarray(ids)
+    if not jnp.issubdtype(ids.dtype, jnp.integer):
+        raise TypeError(f"{name}: expected integer token ids, got dtype {ids.dtype}")
+    if is_concrete(ids) and (valid is None or is_concrete(valid)):
+        values = np.asarray(ids)
+        bad = (values < 0) | (values >= vocab)
+        if valid is not None:
+            bad &= np.broadcast_to(np.asarray(valid, bool), values.shape)
+        if bad.any():
+            index = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(
+                f"{name}: token ids must lie in [0, {vocab}) ({what} size {vocab}), got "
+                f"{values[index]} at index {index if len(index) != 1 else index[0]}"
+                + (f" ({int(bad.sum())} ids out of range)" if bad.sum() > 1 else "")
+            )
+    return ids
+
+
+def check_cell(name: str, cell, cell_type: type) -> None:
+    """``TypeError`` unless ``cell`` is a :class:`jaxrnn.Cell` (``cell_type``, passed in to keep
+    this module free of imports from the rest of the library)."""
+    if isinstance(cell, cell_type):
+        return
+    got = type(cell).__name__
+    hint = ""
+    if got == "Layer":
+        hint = "; a Layer runs a whole sequence: pass the cell it was built from"
+    elif callable(cell) and getattr(cell, "__module__", "").startswith("jaxrnn"):
+        hint = f"; {getattr(cell, '__name__', got)} is a factory: call it to build the cell"
+    raise TypeError(f"{name}: expected a jaxrnn.Cell, got {got}{hint}")
+
+
+# ``jax.eval_shape(init, key)`` per ``init`` function, dropped with the function.
+_EXPECTED_PARAMS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _expected_params(cell):
+    """``jax.eval_shape(cell.init, key)``, cached per ``init`` function."""
+    try:
+        return _EXPECTED_PARAMS[cell.init]
+    except (KeyError, TypeError):
+        pass
+    expected = jax.eval_shape(cell.init, jax.random.key(0))
+    with contextlib.suppress(TypeError):  # not weakly referenceable: compute every time
+        _EXPECTED_PARAMS[cell.init] = expected
+    return expected
+
+
+def _built_by_jaxrnn(cell) -> str | None:
+    """The name of the :mod:`jaxrnn.cells` factory that built ``cell`` (``lstm``, ...), or
+    ``None`` for any other cell (custom cells, attention decoders bound to a memory)."""
+    factory = dict(getattr(cell, "config", ()) or ()).get("factory")
+    if getattr(factory, "__module__", None) == "jaxrnn.cells":
+        return factory.__name__
+    return None
+
+
+def check_params(cell, params, name: str = "params") -> None:
+    """Check that ``params`` have the structure, shapes and dtypes ``cell.init`` produces.
+
+    Only cells built by a factory of :mod:`jaxrnn.cells` are checked (their ``config`` names
+    it); a custom cell may take any params. Shapes and dtypes are static, so this check also
+    runs under ``jit``.
+
+    Raises:
+        TypeError: wrong type or structure (e.g. ``GRUParams`` for an LSTM cell, ``None``), or a
+            leaf of the wrong dtype.
+        ValueError: a leaf of the wrong shape.
+    """
+    factory = _built_by_jaxrnn(cell)
+    if factory is None:
+        return
+    expected = _expected_params(cell)
+    exp_type = type(expected).__name__
+    if type(params) is not type(expected):
+        raise TypeError(
+            f"{name}: expected {exp_type} (the params of this {factory} cell, from its init), "
+            f"got {type(params).__name__}"
+        )
+    exp_leaves, exp_tree = jax.tree_util.tree_flatten_with_path(expected)
+    got_leaves, got_tree = jax.tree_util.tree_flatten_with_path(params)
+    if exp_tree != got_tree:
+        raise TypeError(
+            f"{name}: expected the structure of this {factory} cell's params {exp_tree}, got "
+            f"{got_tree}"
+        )
+    for (path, exp), (_, got) in zip(exp_leaves, got_leaves, strict=True):
+        where = name + jax.tree_util.keystr(path)
+        if jnp.shape(got) != exp.shape:
+            raise ValueError(
+                f"{where}: expected shape {exp.shape} (as this {factory} cell's init makes it), "
+                f"got {jnp.shape(got)}"
+            )
+        if jnp.result_type(got) != exp.dtype:
+            raise TypeError(
+                f"{where}: expected dtype {exp.dtype} (the cell's param_dtype), got "
+                f"{jnp.result_type(got)}"
+            )
