@@ -28,12 +28,12 @@ per step and so counts steps in its carry (:class:`ZoneoutCarry`).
 
 from __future__ import annotations
 
-import math
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
+from jaxrnn._checks import check_probability
 from jaxrnn.cells import Array, Carry, Cell, LSTMCarry, PRNGKey, jordan_rnn
 
 __all__ = [
@@ -60,17 +60,12 @@ def _check_cell(cell) -> Cell:
 
 
 def _check_rate(name: str, value, *, allow_one: bool = False) -> float:
-    """A dropout-like probability: a real number in [0, 1) (or [0, 1] with ``allow_one``)."""
-    concrete_scalar = hasattr(value, "dtype") and jnp.ndim(value) == 0
-    if isinstance(value, bool | jax.core.Tracer):
-        raise TypeError(f"{name}: expected a Python or NumPy number in [0, 1), got {value!r}")
-    if not (isinstance(value, int | float) or concrete_scalar):
-        raise TypeError(f"{name}: expected a number in [0, 1), got {value!r}")
-    rate = float(value)
-    upper_ok = rate <= 1.0 if allow_one else rate < 1.0
-    if not (math.isfinite(rate) and rate >= 0.0 and upper_ok):
-        interval = "[0, 1]" if allow_one else "[0, 1)"
-        raise ValueError(f"{name}: expected a number in {interval}, got {value!r}")
+    """A probability in [0, 1) (or [0, 1] with ``allow_one``), concrete: rates are static."""
+    rate = check_probability(name, value, include_one=allow_one)
+    if not isinstance(rate, float):
+        raise TypeError(
+            f"{name}: expected a concrete number, got a traced value (rates are static)"
+        )
     return rate
 
 

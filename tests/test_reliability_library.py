@@ -595,3 +595,9 @@ def test_from_flax_linen_gru_and_simple_inconsistent_shapes():
     variables["params"]["h"]["kernel"] = jnp.zeros((4, 5))
     with pytest.raises(ValueError, match=r"^variables\['params'\]\['h'\]\['kernel'\]: .*square"):
         jr.interop.from_flax_linen(variables, "simple")
+
+
+@pytest.mark.parametrize("bad", ["x", float("nan"), 1.0, -0.1, True])
+def test_char_lm_dropout_is_checked(bad):
+    with pytest.raises((TypeError, ValueError), match="dropout: expected a probability"):
+        jr.models.char_lm(10, 8, dropout=bad)

@@ -31,7 +31,7 @@ from jax.sharding import Mesh
 from jaxrnn import data as _data
 from jaxrnn import losses as _losses
 from jaxrnn import train as _train
-from jaxrnn._checks import check_ids, check_int, check_scalar, is_concrete
+from jaxrnn._checks import check_ids, check_int, check_probability, check_scalar, is_concrete
 from jaxrnn.cells import gru, lstm, simple_rnn
 from jaxrnn.layers import rnn
 from jaxrnn.precision import policy
@@ -139,8 +139,7 @@ def char_lm(
     """
     if cell not in CELLS:
         raise ValueError(f"cell: expected one of {sorted(CELLS)}, got {cell!r}")
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout: expected a probability in [0, 1), got {dropout}")
+    dropout = check_probability("dropout", dropout)
     cell_fn, cell_kwargs = CELLS[cell]
     pol = policy(param_dtype, dtype)
     net = rnn(
