@@ -27,6 +27,7 @@ from jaxrnn.cells import (
     lstm,
     simple_rnn,
 )
+from jaxrnn.mgu import MGUParams, mgu
 from jaxrnn.conv import ConvGRUParams, ConvLSTMParams, conv_gru, conv_lstm
 from jaxrnn.layernorm import (
     LayerNormGRUParams,
@@ -34,6 +35,7 @@ from jaxrnn.layernorm import (
     layer_norm_gru,
     layer_norm_lstm,
 )
+from jaxrnn.carry import LearnableCarry, LearnableCarryParams, learnable_carry
 from jaxrnn.regularizers import (
     ZoneoutCarry,
     embedding_dropout,
@@ -65,6 +67,9 @@ __all__ = [
     "Layer",
     "LayerNormGRUParams",
     "LayerNormLSTMParams",
+    "LearnableCarry",
+    "LearnableCarryParams",
+    "MGUParams",
     "SimpleRNNParams",
     "ZoneoutCarry",
     "attention",
@@ -81,8 +86,10 @@ __all__ = [
     "layer",
     "layer_norm_gru",
     "layer_norm_lstm",
+    "learnable_carry",
     "losses",
     "lstm",
+    "mgu",
     "models",
     "precision",
     "recipes",

@@ -27,6 +27,9 @@ from jaxrnn._checks import check_cell, check_probability
 from jaxrnn.cells import Array, Carry, Cell, Params, PRNGKey, _check_size
 from jaxrnn.scan import Remat, scan
 
+# A cell transformation such as jr.zoneout: transform(cell, key or None) -> cell.
+Transform = Callable[[Cell, Any], Cell]
+
 __all__ = ["Bidirectional", "Layer", "bidirectional", "layer", "rnn", "stack"]
 
 
@@ -67,8 +70,15 @@ def layer(
     time_major: bool = False,
     unroll: int | bool = 1,
     remat: Remat = False,
+    transform: Transform | None = None,
 ) -> Layer:
     """One cell run over the sequence by :func:`jaxrnn.scan`; params and carry are the cell's.
+
+    ``apply(params, xs, carry=None, *, lengths=None, resets=None, key=None)``: ``lengths`` and
+    ``resets`` as in :func:`jaxrnn.scan`. With a ``transform`` (a regulariser of
+    :mod:`jaxrnn.regularizers`, e.g. ``functools.partial(jr.zoneout, rate=0.1)``), each call
+    scans ``transform(cell, key)``: with a ``key`` in training, ``transform(cell, None)`` (its
+    expectation) without one; the carry is that of ``transform(cell, None)``.
 
     >>> import jax, jax.numpy as jnp, jaxrnn as jr
     >>> lay = jr.layer(jr.gru(3, 4))
@@ -81,14 +91,14 @@ def layer(
     """
     check_cell("cell", cell, Cell)
 
-    def apply(params, xs, carry=None, *, lengths=None, key=None):
-        del key  # no randomness in a single cell layer
+    def apply(params, xs, carry=None, *, lengths=None, resets=None, key=None):
         return scan(
-            cell,
+            _transformed(cell, transform, key),
             params,
             xs,
             carry,
             lengths=lengths,
+            resets=resets,
             reverse=reverse,
             time_major=time_major,
             unroll=unroll,
@@ -102,8 +112,15 @@ def layer(
         ("time_major", time_major),
         ("unroll", unroll),
         ("remat", remat),
+        ("transform", transform),
     )
-    return Layer(cell.init, apply, cell.initial_carry, cell.input_size, cell.output_size, config)
+    initial_carry = _transformed(cell, transform, None).initial_carry
+    return Layer(cell.init, apply, initial_carry, cell.input_size, cell.output_size, config)
+
+
+def _transformed(cell: Cell, transform, key) -> Cell:
+    """``cell`` itself, or the regularised ``transform(cell, key)``."""
+    return cell if transform is None else transform(cell, key)
 
 
 def bidirectional(
@@ -113,12 +130,15 @@ def bidirectional(
     time_major: bool = False,
     unroll: int | bool = 1,
     remat: Remat = False,
+    transform: Transform | None = None,
 ) -> Layer:
     """Run ``forward`` left to right and ``backward`` right to left; concatenate the outputs.
 
     Params and carry are :class:`Bidirectional` ``(forward, backward)``. With ``lengths``, the
     backward cell starts at each sequence's own last valid element. ``backward`` defaults to a
-    cell of the same kind as ``forward`` (own parameters, drawn from another key).
+    cell of the same kind as ``forward`` (own parameters, drawn from another key). ``resets``
+    (see :func:`jaxrnn.scan`) mark segment starts for both directions; ``transform`` applies to
+    both cells, with a key of their own each (see :func:`layer`).
 
     >>> import jax, jax.numpy as jnp, jaxrnn as jr
     >>> bi = jr.bidirectional(jr.lstm(3, 4))
@@ -149,8 +169,9 @@ def bidirectional(
         k_f, k_b = jax.random.split(key)
         return Bidirectional(forward.init(k_f), backward.init(k_b))
 
-    def apply(params, xs, carry=None, *, lengths=None, key=None):
-        del key
+    def apply(params, xs, carry=None, *, lengths=None, resets=None, key=None):
+        k_f, k_b = (None, None) if key is None else jax.random.split(key)
+        fwd, bwd = _transformed(forward, transform, k_f), _transformed(backward, transform, k_b)
         carry = Bidirectional(None, None) if carry is None else carry
         for name, value in (("params", params), ("carry", carry)):
             if not isinstance(value, Bidirectional):
@@ -158,15 +179,15 @@ def bidirectional(
                     f"{name}: expected jr.Bidirectional(forward, backward), "
                     f"got {type(value).__name__}"
                 )
-        c_f, y_f = scan(forward, params.forward, xs, carry.forward, lengths=lengths, **opts)
-        c_b, y_b = scan(
-            backward, params.backward, xs, carry.backward, lengths=lengths, reverse=True, **opts
-        )
+        seqs = dict(lengths=lengths, resets=resets, **opts)
+        c_f, y_f = scan(fwd, params.forward, xs, carry.forward, **seqs)
+        c_b, y_b = scan(bwd, params.backward, xs, carry.backward, reverse=True, **seqs)
         return Bidirectional(c_f, c_b), jnp.concatenate([y_f, y_b], axis=-1)
 
     def initial_carry(batch_shape=(), dtype=None):
         return Bidirectional(
-            forward.initial_carry(batch_shape, dtype), backward.initial_carry(batch_shape, dtype)
+            _transformed(forward, transform, None).initial_carry(batch_shape, dtype),
+            _transformed(backward, transform, None).initial_carry(batch_shape, dtype),
         )
 
     config = (
@@ -215,7 +236,7 @@ def stack(layers: Sequence[Layer], *, dropout: float = 0.0) -> Layer:
         keys = jax.random.split(key, len(layers))
         return tuple(lay.init(k) for lay, k in zip(layers, keys, strict=True))
 
-    def apply(params, xs, carry=None, *, lengths=None, key=None):
+    def apply(params, xs, carry=None, *, lengths=None, resets=None, key=None):
         if len(params) != len(layers):
             raise ValueError(f"params: expected {len(layers)} layer entries, got {len(params)}")
         carry = (None,) * len(layers) if carry is None else tuple(carry)
@@ -228,7 +249,8 @@ def stack(layers: Sequence[Layer], *, dropout: float = 0.0) -> Layer:
         use_dropout = key is not None and dropout > 0.0
         carries = []
         for k, (lay, p, c, (lk, dk)) in enumerate(zip(layers, params, carry, keys, strict=True)):
-            c, xs = lay.apply(p, xs, c, lengths=lengths, key=lk)
+            seqs = {} if resets is None else {"resets": resets}  # a custom Layer may lack it
+            c, xs = lay.apply(p, xs, c, lengths=lengths, key=lk, **seqs)
             carries.append(c)
             if use_dropout and k < n - 1:
                 keep = jax.random.bernoulli(dk, 1.0 - dropout, xs.shape)
@@ -254,6 +276,7 @@ def rnn(
     unroll: int | bool = 1,
     remat: Remat = False,
     cudnn: bool | None = None,
+    transform: Transform | None = None,
     **cell_kwargs,
 ) -> Layer:
     """A multi-layer, optionally bidirectional recurrent network, as ``torch.nn.LSTM`` builds.
@@ -284,6 +307,9 @@ def rnn(
             cannot be dispatched. ``False``: never. Both paths compute the same function;
             the cuDNN path has no forward-mode derivatives (``jax.jvp``) and runs ``vmap``
             sequentially. ``unroll`` and ``remat`` do not apply to it.
+        transform: a regulariser applied to every cell (see :func:`layer`), e.g.
+            ``functools.partial(jr.variational_dropout, rate=0.25, recurrent_rate=0.25)``;
+            each layer draws its masks from its own key. Layers with one run on the scan path.
         **cell_kwargs: forwarded to ``cell_fn`` (e.g. ``proj_size``, ``reset_after``).
 
     Raises:
@@ -309,7 +335,9 @@ def rnn(
     dropout = check_probability("dropout", dropout)
     if cudnn not in (None, True, False):
         raise TypeError(f"cudnn: expected None, True or False, got {cudnn!r}")
-    opts = dict(time_major=time_major, unroll=unroll, remat=remat)
+    if transform is not None and cudnn:
+        raise ValueError("cudnn=True: a transform (regulariser) runs on the scan path only")
+    opts = dict(time_major=time_major, unroll=unroll, remat=remat, transform=transform)
     layers, size = [], input_size
     for _ in range(num_layers):
         if bidirectional:
@@ -332,9 +360,10 @@ def rnn(
         ("remat", remat),
         ("cell_kwargs", tuple(cell_kwargs.items())),
         ("cudnn", cudnn),
+        ("transform", transform),
     )
     net = net._replace(config=config)
-    if cudnn is False:
+    if cudnn is False or transform is not None:
         return net
     from jaxrnn import cudnn as _cudnn  # imports this module: import it only when needed
 
@@ -344,8 +373,12 @@ def rnn(
         return net  # never dispatched: keep the plain stack
     scan_apply = net.apply
 
-    def apply(params, xs, carry=None, *, lengths=None, key=None):
+    def apply(params, xs, carry=None, *, lengths=None, resets=None, key=None):
         # Decided at trace time: the backend, the key and the dtypes of this call.
+        if resets is not None:  # cuDNN has no resets
+            if cudnn:
+                raise ValueError("cudnn=True: resets run on the scan path only")
+            return scan_apply(params, xs, carry, lengths=lengths, resets=resets, key=key)
         if _cudnn._dispatch(net, params, xs, key, require=bool(cudnn)):
             return _cudnn.apply_cudnn(net, params, xs, carry, lengths)
         return scan_apply(params, xs, carry, lengths=lengths, key=key)

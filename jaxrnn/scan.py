@@ -76,6 +76,7 @@ def scan(
     carry: Carry | None = None,
     *,
     lengths: Array | None = None,
+    resets: Array | None = None,
     reverse: bool = False,
     time_major: bool = False,
     unroll: int | bool = 1,
@@ -108,6 +109,14 @@ def scan(
             at ``t >= length`` leave the carry unchanged and output zeros, and the inputs there
             are never read (garbage or NaN padding changes nothing), so the returned carry is
             the carry after each sequence's last valid step.
+        resets: optional bool array ``(*batch, T)`` (``(T, *batch)`` when ``time_major``; the
+            batch shape of ``lengths``) marking where a new segment begins: an episode in
+            reinforcement learning, a document in packed sequences (Haiku's ``ResetCore``).
+            Where ``resets[..., t]`` is True, the carry entering step ``t`` is replaced by the
+            initial carry (``carry``, or zeros), so nothing flows across a segment boundary.
+            With ``reverse=True`` the same array describes the same segments: the carry
+            entering step ``t`` is replaced where ``t + 1`` begins a segment. Steps beyond
+            ``lengths`` stay masked whatever ``resets`` holds there.
         reverse: run from the last step to the first; outputs stay aligned with inputs. With
             ``lengths``, each sequence runs from its own last valid element back to its first.
         time_major: layout of ``xs`` and of the returned ``ys``.
@@ -196,6 +205,11 @@ def scan(
         check_carry(cell, carry, batch_shape)
     if lengths is not None:
         lengths = check_lengths(lengths, sequence_batch, num_steps)
+    initial = carry
+    if resets is not None:
+        resets = _check_resets(resets, sequence_batch, num_steps, time_major)
+        if reverse:  # in reverse, a segment ends (its first processed step) before a start
+            resets = jnp.concatenate([resets[1:], jnp.zeros_like(resets[:1])], axis=0)
     policy = _step_policy(remat)
     if hoist is None:
         hoist = jax.default_backend() != "cpu"
@@ -215,8 +229,16 @@ def scan(
         if lengths is not None:
             steps = (start + jnp.arange(size)).reshape((size,) + (1,) * len(sequence_batch))
             valid = steps < lengths  # (size, *batch), without the spatial axes
+        reset = None
+        if resets is not None:
+            reset = (
+                resets
+                if size == num_steps
+                else jax.lax.dynamic_slice_in_dim(resets, start, size, 0)
+            )
+            reset = (reset, initial)
         seg = jnp.moveaxis(seg, time_axis, 0)
-        return _scan_steps(cell, params, seg, carry, valid, hoist, reverse, unroll, policy)
+        return _scan_steps(cell, params, seg, carry, valid, hoist, reverse, unroll, policy, reset)
 
     if policy is not _SQRT:
         carry, ys = run(carry, 0, num_steps, policy)
@@ -297,8 +319,9 @@ def _sqrt_scan(run, carry, num_steps: int, reverse: bool):
     return carry, jax.tree.map(lambda a, b: jnp.concatenate([a, b]), ys, ys_rest)
 
 
-def _scan_steps(cell, params, xs, carry, valid, hoist, reverse, unroll, policy):
-    """``lax.scan`` of the cell over time-major ``xs``, masked by ``valid`` ``(T, *batch)``."""
+def _scan_steps(cell, params, xs, carry, valid, hoist, reverse, unroll, policy, reset=None):
+    """``lax.scan`` of the cell over time-major ``xs``, masked by ``valid`` ``(T, *batch)``;
+    ``reset = (flags (T, *batch), initial carry)`` restarts the carry where a flag is set."""
     if valid is not None:
         # Padding is never read: zero it before any arithmetic so that NaN or inf there cannot
         # leak into values or gradients.
@@ -310,22 +333,21 @@ def _scan_steps(cell, params, xs, carry, valid, hoist, reverse, unroll, policy):
 
     _check_step_keeps_carry_dtype(step, params, carry, inputs, xs.dtype)
 
-    if valid is None:
+    flags, initial = (None, None) if reset is None else reset
 
-        def body(carry, x):
-            return step(params, carry, x)
-
-        scan_inputs = inputs
-    else:
-
-        def body(carry, inp):
-            x, ok = inp
-            new_carry, y = step(params, carry, x)
+    def body(carry, inp):
+        x, ok, restart = inp
+        if restart is not None:
+            carry = jax.tree.map(
+                lambda c, c0: jnp.where(_expand(restart, c), c0, c), carry, initial
+            )
+        new_carry, y = step(params, carry, x)
+        if ok is not None:
             new_carry = jax.tree.map(lambda n, o: jnp.where(_expand(ok, n), n, o), new_carry, carry)
             y = jax.tree.map(lambda v: jnp.where(_expand(ok, v), v, jnp.zeros((), v.dtype)), y)
-            return new_carry, y
+        return new_carry, y
 
-        scan_inputs = (inputs, valid)
+    scan_inputs = (inputs, valid, flags)
 
     body = jax.checkpoint(body, prevent_cse=False, policy=policy)
     return jax.lax.scan(body, carry, scan_inputs, reverse=reverse, unroll=unroll)
@@ -393,3 +415,20 @@ def check_lengths(lengths, batch_shape: tuple[int, ...], num_steps: int) -> Arra
                 f"[{values.min()}, {values.max()}]"
             )
     return jnp.asarray(lengths)
+
+
+def _check_resets(resets, batch_shape: tuple[int, ...], num_steps: int, time_major: bool):
+    """Validate ``resets`` (bool, ``(*batch, T)`` or ``(T, *batch)``); return it time-major."""
+    if not isinstance(resets, jax.Array):
+        resets = np.asarray(resets)
+    if resets.dtype != jnp.bool_:
+        raise TypeError(f"resets: expected a bool array, got dtype {resets.dtype}")
+    expected = (num_steps, *batch_shape) if time_major else (*batch_shape, num_steps)
+    if resets.shape != expected:
+        layout = "(T, *batch)" if time_major else "(*batch, T)"
+        raise ValueError(
+            f"resets: expected shape {expected} {layout} (the batch shape and T of xs), "
+            f"got {resets.shape}"
+        )
+    resets = jnp.asarray(resets)
+    return resets if time_major else jnp.moveaxis(resets, -1, 0)

@@ -38,8 +38,11 @@ PAGES = [
         for name in [
             "precision",
             "cells",
+            "mgu",
+            "layernorm",
             "conv",
             "regularizers",
+            "carry",
             "scan",
             "layers",
             "cudnn",

@@ -12,22 +12,25 @@ def uses_key(lay: Layer) -> bool:
     """Whether ``lay.apply`` can make use of a ``key`` (i.e. has dropout somewhere).
 
     Decided from ``lay.config``: :func:`jaxrnn.layer` and :func:`jaxrnn.bidirectional` layers
-    never use one; :func:`jaxrnn.rnn` and :func:`jaxrnn.stack` layers do when their dropout is
-    positive (or, for a stack, when one of its layers does). A layer built some other way is
-    assumed to use its key, so the wrappers always hand it one outside deterministic mode.
+    use one when they have a ``transform`` (a regulariser); :func:`jaxrnn.rnn` and
+    :func:`jaxrnn.stack` layers when their dropout is positive or they have a ``transform`` (or,
+    for a stack, when one of its layers does). A layer built some other way is assumed to use
+    its key, so the wrappers always hand it one outside deterministic mode.
     """
     cfg = dict(lay.config)
     factory = cfg.get("factory")
     if factory is layer or factory is bidirectional:
-        return False
+        return cfg.get("transform") is not None
     if factory is rnn:
-        return cfg["dropout"] > 0.0
+        return cfg["dropout"] > 0.0 or cfg.get("transform") is not None
     if factory is stack:
         return cfg["dropout"] > 0.0 or any(uses_key(sub) for sub in cfg["layers"])
     return True
 
 
-def run_cell(module: Any, params: Any, xs, initial_carry, lengths, return_carry: bool, key=None):
+def run_cell(
+    module: Any, params: Any, xs, initial_carry, lengths, return_carry: bool, key=None, resets=None
+):
     """``jr.scan`` with the options a Linen or NNX ``RNN`` module holds; the modules' body.
 
     With a ``transform`` (a regulariser such as :func:`jaxrnn.variational_dropout`), the cell
@@ -41,6 +44,7 @@ def run_cell(module: Any, params: Any, xs, initial_carry, lengths, return_carry:
         xs,
         initial_carry,
         lengths=lengths,
+        resets=resets,
         reverse=module.reverse,
         time_major=module.time_major,
         unroll=module.unroll,

@@ -89,6 +89,7 @@ class RNN(nn.Module):
         xs: Array,
         *,
         lengths: Array | None = None,
+        resets: Array | None = None,
         initial_carry: Any = None,
         return_carry: bool = False,
         deterministic: bool | None = None,
@@ -98,6 +99,7 @@ class RNN(nn.Module):
         Args:
             xs: ``(*batch, T, F)`` inputs, or ``(T, *batch, F)`` when ``time_major``.
             lengths: optional integer array of the batch shape (see :func:`jaxrnn.scan`).
+            resets: optional bool array marking where segments start (see :func:`jaxrnn.scan`).
             initial_carry: the initial carry; ``None`` means zeros.
             return_carry: also return the final carry.
             deterministic: with a ``transform``, disable it; here or on the module, not both.
@@ -111,7 +113,7 @@ class RNN(nn.Module):
             "deterministic", self.deterministic, deterministic
         ):
             key = self.make_rng("dropout")
-        return run_cell(self, params, xs, initial_carry, lengths, return_carry, key)
+        return run_cell(self, params, xs, initial_carry, lengths, return_carry, key, resets)
 
 
 class Layer(nn.Module):
@@ -150,6 +152,7 @@ class Layer(nn.Module):
         xs: Array,
         *,
         lengths: Array | None = None,
+        resets: Array | None = None,
         initial_carry: Any = None,
         return_carry: bool = False,
         deterministic: bool | None = None,
@@ -159,6 +162,7 @@ class Layer(nn.Module):
         Args:
             xs: the input sequence, laid out as the layer expects.
             lengths: optional integer array of the batch shape.
+            resets: optional bool array marking where segments start (see :func:`jaxrnn.scan`).
             initial_carry: the initial carry (the layer's structure); ``None`` means zeros.
             return_carry: also return the final carry.
             deterministic: disable dropout; give it here or on the module, not both.
@@ -172,7 +176,8 @@ class Layer(nn.Module):
             "deterministic", self.deterministic, deterministic
         ):
             key = self.make_rng("dropout")
-        carry, ys = self.layer.apply(params, xs, initial_carry, lengths=lengths, key=key)
+        seqs = {} if resets is None else {"resets": resets}
+        carry, ys = self.layer.apply(params, xs, initial_carry, lengths=lengths, key=key, **seqs)
         return (carry, ys) if return_carry else ys
 
 

@@ -228,6 +228,7 @@ class RNN(nnx.Module):
         xs: Array,
         *,
         lengths: Array | None = None,
+        resets: Array | None = None,
         initial_carry: Any = None,
         return_carry: bool = False,
         deterministic: bool | None = None,
@@ -238,6 +239,7 @@ class RNN(nnx.Module):
         Args:
             xs: ``(*batch, T, F)`` inputs, or ``(T, *batch, F)`` when ``time_major``.
             lengths: optional integer array of the batch shape (see :func:`jaxrnn.scan`).
+            resets: optional bool array marking where segments start (see :func:`jaxrnn.scan`).
             initial_carry: the initial carry; ``None`` means zeros.
             return_carry: also return the final carry.
             deterministic: overrides the module's ``deterministic`` for this call.
@@ -250,7 +252,9 @@ class RNN(nnx.Module):
         key = None
         if self.transform is not None and not deterministic:
             key = _draw_key(self.rngs if rngs is None else rngs)
-        return run_cell(self, self.get_params(), xs, initial_carry, lengths, return_carry, key)
+        return run_cell(
+            self, self.get_params(), xs, initial_carry, lengths, return_carry, key, resets
+        )
 
 
 class Layer(nnx.Module):
@@ -313,6 +317,7 @@ class Layer(nnx.Module):
         xs: Array,
         *,
         lengths: Array | None = None,
+        resets: Array | None = None,
         initial_carry: Any = None,
         return_carry: bool = False,
         deterministic: bool | None = None,
@@ -323,6 +328,7 @@ class Layer(nnx.Module):
         Args:
             xs: the input sequence, laid out as the layer expects.
             lengths: optional integer array of the batch shape.
+            resets: optional bool array marking where segments start (see :func:`jaxrnn.scan`).
             initial_carry: the initial carry (the layer's structure); ``None`` means zeros.
             return_carry: also return the final carry.
             deterministic: overrides the module's ``deterministic`` for this call.
@@ -336,7 +342,10 @@ class Layer(nnx.Module):
         key = None
         if uses_key(self.layer) and not deterministic:
             key = _draw_key(self.rngs if rngs is None else rngs)
-        carry, ys = self.layer.apply(self.get_params(), xs, initial_carry, lengths=lengths, key=key)
+        seqs = {} if resets is None else {"resets": resets}
+        carry, ys = self.layer.apply(
+            self.get_params(), xs, initial_carry, lengths=lengths, key=key, **seqs
+        )
         return (carry, ys) if return_carry else ys
 
 
