@@ -469,9 +469,12 @@ def test_dispatch_on_a_gpu(fake_gpu):
     assert fake_gpu == []
     assert_trees_close(got, run(never.apply, params, jax.random.key(31)), rtol=0, atol=0)
 
-    # Not float32: the scan path.
+    # Not float32 (a bf16 policy): the scan path.
+    auto16 = jr.rnn(
+        jr.lstm, I, H, num_layers=2, bidirectional=True, dropout=0.3, param_dtype=jnp.bfloat16
+    )
     bf16 = jax.tree.map(lambda a: a.astype(jnp.bfloat16), params)
-    jax.eval_shape(auto.apply, bf16, xs.astype(jnp.bfloat16))
+    jax.eval_shape(auto16.apply, bf16, xs.astype(jnp.bfloat16))
     assert fake_gpu == []
 
     # cudnn=True: dispatched, and an error where it cannot be.
@@ -481,7 +484,10 @@ def test_dispatch_on_a_gpu(fake_gpu):
     with pytest.raises(ValueError, match=r"cudnn=True.*dropout"):
         jax.eval_shape(functools.partial(required.apply, key=jax.random.key(32)), params, xs)
     with pytest.raises(ValueError, match=r"cudnn=True.*float32"):
-        jax.eval_shape(required.apply, bf16, xs.astype(jnp.bfloat16))
+        required16 = jr.rnn(
+            jr.lstm, I, H, num_layers=2, bidirectional=True, param_dtype=jnp.bfloat16, cudnn=True
+        )
+        jax.eval_shape(required16.apply, bf16, xs.astype(jnp.bfloat16))
 
 
 def test_unsupported_layers_keep_the_plain_stack():
