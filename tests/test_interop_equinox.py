@@ -30,7 +30,7 @@ needs_equinox = pytest.mark.skipif(eqx is None, reason="needs equinox")
 I, T = 3, 6  # noqa: E741 (input size, time steps)
 RTOL, ATOL = 1e-4, 1e-5
 KINDS = ["lstm", "gru"]
-BATCHES = [(), (2,), (2, 3)]
+BATCHES = [(), (2, 3)]  # unbatched, and two batch dims (one is the easy case of two)
 HIDDENS = [1, 5]
 
 
