@@ -269,22 +269,6 @@ def _check_prompt(prompt: str, vocab, where: str) -> None:
         )
 
 
-def _check_checkpoint_dir(path: str) -> str:
-    """Create ``path`` if needed and make sure it is a writable directory; its absolute path."""
-    directory = os.path.abspath(path)
-    if os.path.lexists(directory) and not os.path.isdir(directory):
-        raise ValueError(f"--checkpoint-dir {directory}: exists and is not a directory")
-    try:
-        os.makedirs(directory, exist_ok=True)
-    except OSError as e:
-        raise ValueError(
-            f"--checkpoint-dir {directory}: cannot create it ({e.strerror or e})"
-        ) from None
-    if not os.access(directory, os.W_OK | os.X_OK):
-        raise ValueError(f"--checkpoint-dir {directory}: the directory is not writable")
-    return directory
-
-
 def _short(value, limit: int = 120) -> str:
     """``repr(value)``, cut to ``limit`` characters: metadata is shown as data, never used."""
     text = repr(value)
@@ -357,11 +341,12 @@ def _open_checkpoints(args, overrides: dict, config):
     """Check the directory, read its latest checkpoint's settings: ``(config, latest, corpus)``.
 
     The writer is opened (and closed) here, before any data is read, so that a directory that
-    cannot hold checkpoints, or one in use by another run, fails at start.
+    cannot hold checkpoints (not a directory, uncreatable, unwritable: ``Checkpoints`` checks)
+    or one in use by another run fails at start.
     """
     from jaxrnn.train import Checkpoints
 
-    directory = _check_checkpoint_dir(args.checkpoint_dir)
+    directory = os.path.abspath(args.checkpoint_dir)
     with Checkpoints(directory, save_every=args.save_every) as ckpt:
         latest = ckpt.latest_step()
     if latest is None:
@@ -484,12 +469,9 @@ def _one_line(text: str, limit: int = 2000) -> str:
 def _describe(error: BaseException) -> str:
     """The one-line message of ``error``: its text, with its type unless it is an expected
     kind (invalid values, files, checkpoints)."""
-    from jaxrnn.train import CheckpointError
+    from jaxrnn.train import CheckpointError, NonFiniteLossError
 
-    expected = (CheckpointError, ValueError, OSError)
-    nonfinite = _library_error("NonFiniteLossError")
-    if nonfinite is not None:
-        expected += (nonfinite,)
+    expected = (CheckpointError, NonFiniteLossError, ValueError, OSError)
     message = str(error)
     if isinstance(error, OSError) and error.filename is not None and error.strerror:
         message = f"{error.filename}: {error.strerror}"
@@ -498,19 +480,11 @@ def _describe(error: BaseException) -> str:
     return _one_line(message)
 
 
-def _library_error(name: str):
-    """``jaxrnn.train.<name>`` if this version of the library defines it, else ``None``."""
-    import jaxrnn.train
-
-    value = getattr(jaxrnn.train, name, None)
-    return value if isinstance(value, type) else None
-
-
 def _describe_interrupt(error: KeyboardInterrupt, args: argparse.Namespace) -> str:
-    interrupted = _library_error("Interrupted")
-    step = getattr(error, "step", None)
-    path = getattr(error, "path", None)
-    if interrupted is not None and isinstance(error, interrupted) and step is not None:
+    from jaxrnn.train import Interrupted
+
+    if isinstance(error, Interrupted):
+        step, path = error.step, error.path
         if path is not None:
             return f"interrupted at step {step}; checkpoint saved in {path}"
         if getattr(args, "checkpoint_dir", None) is None:
@@ -521,17 +495,14 @@ def _describe_interrupt(error: KeyboardInterrupt, args: argparse.Namespace) -> s
     return "interrupted"
 
 
-def _raise_interrupt(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 @contextlib.contextmanager
 def _sigterm_as_interrupt():
-    """While the command runs, SIGTERM raises ``KeyboardInterrupt`` as Ctrl-C does."""
+    """While the command runs, SIGTERM raises ``KeyboardInterrupt`` as Ctrl-C does (with
+    Python's own Ctrl-C handler, which ``jr.train.fit`` replaces by its save-then-stop one)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         yield
     finally:

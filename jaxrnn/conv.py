@@ -108,6 +108,17 @@ def _check_map(name: str, x: Array, n: int, channels: int) -> None:
         )
 
 
+def _conv_project(n: int, input_size: int, bias: str, pol: Policy):
+    """``project(params, x) = w_ih * x + params.<bias>``, the convolutional counterpart of the
+    dense cells' ``_affine_project``."""
+
+    def project(params, x):
+        _check_map("x", x, n, input_size)
+        return _conv(pol, x, params.w_ih) + pol.acc(getattr(params, bias))
+
+    return project
+
+
 def _check_state_matches(h: Array, xp: Array, n: int) -> None:
     if jnp.shape(h)[:-1] != jnp.shape(xp)[:-1]:
         raise ValueError(
@@ -177,9 +188,7 @@ def conv_lstm(
             b=jnp.zeros((4 * H,), pdt).at[H : 2 * H].set(forget_bias),
         )
 
-    def project(params, x):
-        _check_map("x", x, n, input_size)
-        return _conv(pol, x, params.w_ih) + pol.acc(params.b)
+    project = _conv_project(n, input_size, "b", pol)
 
     def step(params, carry, xp):
         h, c = carry
@@ -272,9 +281,7 @@ def conv_gru(
             b_hh=jnp.zeros((3 * H,), pdt),
         )
 
-    def project(params, x):
-        _check_map("x", x, n, input_size)
-        return _conv(pol, x, params.w_ih) + pol.acc(params.b_ih)
+    project = _conv_project(n, input_size, "b_ih", pol)
 
     def step(params, h, xp):
         _check_state_matches(h, xp, n)

@@ -95,6 +95,17 @@ def layer_norm(a: Array, scale: Array, bias: Array) -> Array:
     return centred * jax.lax.rsqrt(var + EPSILON) * scale + bias
 
 
+def _normalised_project(input_size: int, pol):
+    """``project(params, x) = LN(x @ w_ih; ln_ih_scale, ln_ih_bias)``, shared by both cells."""
+
+    def project(params, x):
+        _check_features("x", x, input_size)
+        gain, bias = pol.acc((params.ln_ih_scale, params.ln_ih_bias))
+        return layer_norm(pol.dot(x, params.w_ih), gain, bias)
+
+    return project
+
+
 def layer_norm_lstm(
     input_size: int,
     hidden_size: int,
@@ -152,10 +163,7 @@ def layer_norm_lstm(
             ln_c_bias=jnp.zeros((H,), pdt),
         )
 
-    def project(params, x):
-        _check_features("x", x, input_size)
-        gain, bias = pol.acc((params.ln_ih_scale, params.ln_ih_bias))
-        return layer_norm(pol.dot(x, params.w_ih), gain, bias)
+    project = _normalised_project(input_size, pol)
 
     def step(params, carry, xp):
         h, c = carry
@@ -242,10 +250,7 @@ def layer_norm_gru(
             ln_hh_bias=jnp.zeros((3 * H,), pdt),
         )
 
-    def project(params, x):
-        _check_features("x", x, input_size)
-        gain, bias = pol.acc((params.ln_ih_scale, params.ln_ih_bias))
-        return layer_norm(pol.dot(x, params.w_ih), gain, bias)
+    project = _normalised_project(input_size, pol)
 
     def step(params, h, xp):
         gain, bias = pol.acc((params.ln_hh_scale, params.ln_hh_bias))

@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxrnn._checks import check_probability
-from jaxrnn.cells import Array, Carry, Cell, LSTMCarry, PRNGKey, jordan_rnn
+from jaxrnn.cells import Array, Carry, Cell, PRNGKey, jordan_rnn
 
 __all__ = [
     "ZoneoutCarry",
@@ -234,7 +234,7 @@ def zoneout(
             step_key = jax.random.fold_in(jax.random.clone(key), jnp.max(step, initial=0))
             k_h, k_c = jax.random.split(step_key)
         h = mix(k_h, rate, h_old, h_new)
-        if isinstance(new, LSTMCarry) or (hasattr(new, "c") and hasattr(new, "_replace")):
+        if hasattr(new, "c") and hasattr(new, "_replace"):  # LSTMCarry and its likes
             new = new._replace(h=h, c=mix(k_c, cell_rate, inner.c, new.c))
         else:
             new = put(h)

@@ -177,22 +177,20 @@ def scan(
     xs = jnp.asarray(xs)
     if not jnp.issubdtype(xs.dtype, jnp.floating):
         raise TypeError(f"xs: expected a floating-point array, got dtype {xs.dtype}")
-    if xs.ndim < 2:
-        layout = "(time, *batch, features)" if time_major else "(*batch, time, features)"
-        raise ValueError(f"xs: expected at least 2 dims {layout}, got shape {xs.shape}")
+    # A convolutional cell's sequences are (*batch, T, *spatial, F): the spatial axes sit
+    # between time and features and belong to the carry's shape, not to `lengths`'.
+    spatial = n = cell.spatial_dims
+    if xs.ndim < 2 + n:
+        layout = "(time, *batch, " if time_major else "(*batch, time, "
+        layout += f"<{n} spatial dims>, features)" if n else "features)"
+        cell_note = f" for a cell with spatial_dims={n}" if n else ""
+        raise ValueError(
+            f"xs: expected at least {2 + n} dims {layout}{cell_note}, got shape {xs.shape}"
+        )
     if cell.input_size is not None and xs.shape[-1] != cell.input_size:
         raise ValueError(
             f"xs: expected feature size (last axis) {cell.input_size} (the cell's input_size), "
             f"got {xs.shape[-1]} (xs.shape={xs.shape})"
-        )
-    # A convolutional cell's sequences are (*batch, T, *spatial, F): the spatial axes sit
-    # between time and features and belong to the carry's shape, not to `lengths`'.
-    spatial = cell.spatial_dims
-    if xs.ndim < 2 + spatial:
-        layout = "(time, *batch" if time_major else "(*batch, time"
-        raise ValueError(
-            f"xs: expected at least {2 + spatial} dims {layout}, <{spatial} spatial dims>, "
-            f"features) for a cell with spatial_dims={spatial}, got shape {xs.shape}"
         )
     time_axis = 0 if time_major else xs.ndim - 2 - spatial
     num_steps = xs.shape[time_axis]

@@ -23,7 +23,6 @@ import pytest
 import jaxrnn.models as jm
 from jaxrnn import __main__ as cli
 from jaxrnn import __version__, data
-from jaxrnn import train as jt
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TINY = [
@@ -236,18 +235,7 @@ def test_bad_checkpoint_dir_fails_at_start(case, tmp_path):
     assert "train loss" not in proc.stdout and "language model" not in proc.stdout
 
 
-def _library_has_writer_lock(tmp_path) -> bool:
-    with jt.Checkpoints(tmp_path / "probe"):
-        try:
-            jt.Checkpoints(tmp_path / "probe").close()
-        except jt.CheckpointError:
-            return True
-    return False
-
-
 def test_two_runs_on_one_directory(tmp_path):
-    if not _library_has_writer_lock(tmp_path):
-        pytest.skip("jaxrnn.train.Checkpoints takes no writer lock in this version")
     directory = str_dir = str(tmp_path / "ckpt")
     cmd = [sys.executable, "-m", "jaxrnn", "demo", *TINY, "--steps", "30"]
     first = subprocess.Popen(
@@ -379,22 +367,19 @@ def test_interrupted_demo_exits_130_with_one_line(signum, tmp_path):
     header = proc.stdout.readline()
     while header and "language model" not in header:  # printed just before training
         header = proc.stdout.readline()
-    time.sleep(6.0)  # compiled and training by then (on an idle machine)
+    time.sleep(15.0)  # compiled and training by then, even beside other tests (6 s was not)
     proc.send_signal(signum)
     out, err = proc.communicate(timeout=120)
     result = subprocess.CompletedProcess(proc.args, proc.returncode, header + out, err)
     line = assert_one_line_error(result, 130, "interrupted")
-    if getattr(jt, "Interrupted", None) is not None:  # the library saves at the current step
-        assert f"checkpoint saved in {directory}" in line
-        assert any(p.name.isdigit() for p in directory.iterdir())
+    assert f"checkpoint saved in {directory}" in line  # fit saves at the current step
+    assert any(p.name.isdigit() for p in directory.iterdir())
 
 
 # --------------------------------------------------------------------------------------------
-# Non-finite loss: one line, exit 1 (when the library detects it).
+# Non-finite loss: one line, exit 1.
 
 
 def test_non_finite_loss_is_one_line():
-    if getattr(jt, "NonFiniteLossError", None) is None:
-        pytest.skip("jaxrnn.train.fit does not stop on a non-finite loss in this version")
     proc = jaxrnn("demo", *TINY, "--steps", "20", "--learning-rate", "1e30")
     assert_one_line_error(proc, 1, "step")

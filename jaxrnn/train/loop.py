@@ -157,9 +157,14 @@ class _Signals:
     def __enter__(self):
         if threading.current_thread() is not threading.main_thread():
             return self
-        defaults = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
-        for signum, default in defaults.items():
-            if signal.getsignal(signum) is default:
+        # Taken over: the defaults, and Python's Ctrl-C handler wherever it is installed (the
+        # CLI gives SIGTERM Ctrl-C's meaning with it); a program's own handlers are left alone.
+        defaults = {
+            signal.SIGINT: (signal.default_int_handler,),
+            signal.SIGTERM: (signal.SIG_DFL, signal.default_int_handler),
+        }
+        for signum, takeover in defaults.items():
+            if signal.getsignal(signum) in takeover:
                 self._previous[signum] = signal.signal(signum, self._handler)
         return self
 
