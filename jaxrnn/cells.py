@@ -34,13 +34,45 @@ remainder. ``apply(p, c, x) == step(p, c, project(p, x))`` by construction.
 
 Default initialisers (``init`` splits its key once per parameter and never reuses a key):
 
-* input weights ``w_ih``: LeCun normal (truncated normal, variance ``1 / fan_in``);
+* input weights ``w_ih``: LeCun normal (truncated normal, variance ``1 / fan_in``), drawn for the
+  fused matrix at once (the same distribution as gate by gate: every block has the same fan-in);
 * recurrent weights ``w_hh``: orthogonal, drawn independently for each gate's square block
-  (orthogonal recurrent matrices neither explode nor vanish at initialisation);
+  (orthogonal recurrent matrices neither explode nor vanish at initialisation); LeCun normal
+  for :func:`jordan_rnn`'s ``w_oh`` and the convolutional cells' kernels;
 * biases: zeros, except the LSTM forget-gate block, set to ``forget_bias`` (1.0 by default, as
   Jozefowicz et al. 2015 recommend, so the cell starts out remembering);
 * LSTM peephole weights and output/projection matrices: LeCun normal where a matrix, uniform in
   ``[-1/sqrt(H), 1/sqrt(H)]`` for the diagonal peephole vectors (PyTorch's RNN default range).
+
+Custom initialisers: every cell factory (here and in :mod:`jaxrnn.mgu`, :mod:`jaxrnn.conv`,
+:mod:`jaxrnn.layernorm`) takes the keyword arguments ``kernel_init``, ``recurrent_kernel_init``
+and ``bias_init`` (Flax's names), each ``None`` for the default above or a
+``jax.nn.initializers``-style callable ``init(key, shape, dtype) -> Array``; with all three
+``None``, ``init`` returns the same bits as it always did. A given initialiser is called once
+per gate block, as by the per-gate ``Dense`` layers of Flax's cells: with that block's shape
+(input kernel ``(I, H)``, recurrent kernel ``(H, H)``, or ``(P, H)`` for an LSTM with a
+projection, bias ``(H,)``; a convolutional cell's kernels ``(*kernel_size, C, H)`` and
+``(*kernel_size, H, H)``), a key of its own and the parameter dtype; the blocks are
+concatenated in the cell's gate order. ``recurrent_kernel_init=jax.nn.initializers.orthogonal()``
+thus gives an orthogonal matrix per gate, which is the default (the same matrices, in float32
+and float64; the default also draws half-precision ones, in float32, which JAX's QR needs).
+Further rules:
+
+* ``bias_init`` initialises every gate bias: in a cell with two bias vectors (a GRU's ``b_ih``
+  and ``b_hh``, the MGU's) every block of each, and in the layer-normalised cells, whose
+  LayerNorm biases are the gate biases, those of the input and recurrent LayerNorms;
+* ``forget_bias`` is added to what ``bias_init`` gives for the forget-gate block (Keras'
+  ``unit_forget_bias``), so ``bias_init=jax.nn.initializers.zeros`` gives the default biases
+  and ``forget_bias=0.0`` leaves the block to ``bias_init`` alone;
+* parameters that are neither a kernel nor a gate bias keep their defaults: peepholes,
+  projection, LayerNorm gains and the cell-state LayerNorm, the output layer of
+  :func:`jordan_rnn`;
+* a value that is not callable raises ``TypeError`` when the cell is built; an initialiser
+  returning another shape or dtype than it was asked for raises ``ValueError`` when ``init``
+  runs, naming the argument;
+* the initialisers are not recorded in ``config``: they choose the starting point, not the
+  function a step computes, which is what the converters (:mod:`jaxrnn.interop`) read. With
+  ``bias_init`` given, ``init`` splits its key into one more part, for the biases.
 """
 
 from __future__ import annotations
@@ -53,8 +85,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxrnn import _init
 from jaxrnn._checks import check_int, check_scalar
 from jaxrnn._checks import check_size as _check_size
+from jaxrnn._init import Initializer
+from jaxrnn._init import _block_orthogonal as _block_orthogonal  # re-exported (private helpers)
+from jaxrnn._init import _lecun_normal as _lecun_normal
+from jaxrnn._init import _orthogonal as _orthogonal
 from jaxrnn.precision import Policy, policy
 
 Array = jax.Array
@@ -182,22 +219,7 @@ class JordanParams(NamedTuple):
 
 
 # --------------------------------------------------------------------------------------------
-# Initialisers and shared pieces.
-
-_lecun_normal = jax.nn.initializers.lecun_normal()
-_orthogonal_init = jax.nn.initializers.orthogonal()
-
-
-def _orthogonal(key: PRNGKey, shape: tuple[int, ...], dtype) -> Array:
-    """Orthogonal init; half-precision dtypes are drawn in float32 (LAPACK has no bf16 QR)."""
-    draw_dtype = jnp.float32 if jnp.finfo(dtype).bits < 32 else dtype
-    return _orthogonal_init(key, shape, draw_dtype).astype(dtype)
-
-
-def _block_orthogonal(key: PRNGKey, rows: int, hidden: int, blocks: int, dtype) -> Array:
-    """``blocks`` independent orthogonal ``(rows, hidden)`` matrices side by side."""
-    keys = jax.random.split(key, blocks)
-    return jnp.concatenate([_orthogonal(k, (rows, hidden), dtype) for k in keys], axis=-1)
+# Shared pieces (the initialisers are in jaxrnn._init).
 
 
 def _check_features(name: str, x: Array, size: int) -> None:
@@ -266,6 +288,9 @@ def simple_rnn(
     activation: Callable[[Array], Array] = jnp.tanh,
     param_dtype=jnp.float32,
     dtype=None,
+    kernel_init: Initializer | None = None,
+    recurrent_kernel_init: Initializer | None = None,
+    bias_init: Initializer | None = None,
 ) -> Cell:
     r"""Vanilla (Elman) recurrent cell, in the notation of Ng's *Sequence Models* course.
 
@@ -285,6 +310,10 @@ def simple_rnn(
         param_dtype: storage dtype of the parameters.
         dtype: dtype of the matmul operands and of ``y`` (default ``param_dtype``); see
             :mod:`jaxrnn.precision`.
+        kernel_init: initialiser of ``w_ih``, called with ``(I, H)`` (``None``: LeCun normal);
+            see "Custom initialisers" in the module docstring.
+        recurrent_kernel_init: initialiser of ``w_hh``, ``(H, H)`` (``None``: orthogonal).
+        bias_init: initialiser of ``b``, ``(H,)`` (``None``: zeros).
 
     Returns:
         A :class:`Cell` with :class:`SimpleRNNParams` and a carry ``a`` of shape
@@ -299,15 +328,17 @@ def simple_rnn(
     """
     input_size = _check_size("input_size", input_size)
     hidden_size = _check_size("hidden_size", hidden_size)
+    _init.check_initializers(kernel_init, recurrent_kernel_init, bias_init)
+    H = hidden_size
     pol = policy(param_dtype, dtype)
     pdt = pol.param_dtype
 
     def init(key):
-        k_ih, k_hh = jax.random.split(key)
+        k_ih, k_hh, k_b = _init.split(key, 2, bias_init)
         return SimpleRNNParams(
-            w_ih=_lecun_normal(k_ih, (input_size, hidden_size), pdt),
-            w_hh=_orthogonal(k_hh, (hidden_size, hidden_size), pdt),
-            b=jnp.zeros((hidden_size,), pdt),
+            w_ih=_init.input_kernel(kernel_init, k_ih, (input_size, H), 1, pdt),
+            w_hh=_init.recurrent_kernel(recurrent_kernel_init, k_hh, (H, H), 1, pdt),
+            b=_init.biases(bias_init, k_b, H, (1,), pdt)[0],
         )
 
     def step(params, a, xp):
@@ -338,6 +369,9 @@ def gru(
     reset_after: bool = False,
     param_dtype=jnp.float32,
     dtype=None,
+    kernel_init: Initializer | None = None,
+    recurrent_kernel_init: Initializer | None = None,
+    bias_init: Initializer | None = None,
 ) -> Cell:
     r"""Gated recurrent unit (Cho et al. 2014).
 
@@ -364,6 +398,11 @@ def gru(
         param_dtype: storage dtype of the parameters.
         dtype: dtype of the matmul operands and of ``y`` (default ``param_dtype``); see
             :mod:`jaxrnn.precision`.
+        kernel_init: initialiser of ``w_ih``, called per gate ``r, z, n`` with ``(I, H)``
+            (``None``: LeCun normal); see "Custom initialisers" in the module docstring.
+        recurrent_kernel_init: initialiser of ``w_hh``, per gate ``(H, H)`` (``None``:
+            orthogonal).
+        bias_init: initialiser of ``b_ih`` and of ``b_hh``, per gate ``(H,)`` (``None``: zeros).
 
     Returns:
         A :class:`Cell` with :class:`GRUParams` (gate blocks ``r, z, n``) and a carry ``h`` of
@@ -377,17 +416,19 @@ def gru(
     """
     input_size = _check_size("input_size", input_size)
     hidden_size = _check_size("hidden_size", hidden_size)
+    _init.check_initializers(kernel_init, recurrent_kernel_init, bias_init)
     H = hidden_size
     pol = policy(param_dtype, dtype)
     pdt = pol.param_dtype
 
     def init(key):
-        k_ih, k_hh = jax.random.split(key)
+        k_ih, k_hh, k_b = _init.split(key, 2, bias_init)
+        b_ih, b_hh = _init.biases(bias_init, k_b, H, (3, 3), pdt)
         return GRUParams(
-            w_ih=_lecun_normal(k_ih, (input_size, 3 * H), pdt),
-            w_hh=_block_orthogonal(k_hh, H, H, 3, pdt),
-            b_ih=jnp.zeros((3 * H,), pdt),
-            b_hh=jnp.zeros((3 * H,), pdt),
+            w_ih=_init.input_kernel(kernel_init, k_ih, (input_size, H), 3, pdt),
+            w_hh=_init.recurrent_kernel(recurrent_kernel_init, k_hh, (H, H), 3, pdt),
+            b_ih=b_ih,
+            b_hh=b_hh,
         )
 
     def step(params, h, xp):
@@ -435,6 +476,9 @@ def lstm(
     proj_size: int | None = None,
     param_dtype=jnp.float32,
     dtype=None,
+    kernel_init: Initializer | None = None,
+    recurrent_kernel_init: Initializer | None = None,
+    bias_init: Initializer | None = None,
 ) -> Cell:
     r"""Long short-term memory cell, with optional peepholes, coupled gates and projection.
 
@@ -459,11 +503,19 @@ def lstm(
         hidden_size: ``H``, size of the cell state ``c``.
         peephole: add diagonal peephole connections (Gers & Schmidhuber 2000).
         coupled: couple input and forget gates, ``i = 1 - f`` (Greff et al. 2017).
-        forget_bias: initial value of the forget-gate bias block.
+        forget_bias: initial value of the forget-gate bias block, added to what ``bias_init``
+            gives.
         proj_size: ``P``, size of the projected hidden state, or ``None``.
         param_dtype: storage dtype of the parameters.
         dtype: dtype of the matmul operands and of ``y`` (default ``param_dtype``); see
             :mod:`jaxrnn.precision`.
+        kernel_init: initialiser of ``w_ih``, called per gate (``i, f, g, o``; coupled:
+            ``f, g, o``) with ``(I, H)`` (``None``: LeCun normal); see "Custom initialisers" in
+            the module docstring.
+        recurrent_kernel_init: initialiser of ``w_hh``, per gate ``(H, H)``, or ``(P, H)`` with
+            a projection (``None``: orthogonal).
+        bias_init: initialiser of ``b``, per gate ``(H,)`` (``None``: zeros). ``w_peep`` and
+            ``w_proj`` keep their defaults.
 
     Returns:
         A :class:`Cell` with :class:`LSTMParams` and carry :class:`LSTMCarry` ``(h, c)``; the
@@ -481,6 +533,7 @@ def lstm(
     if proj_size is not None:
         proj_size = _check_size("proj_size", proj_size)
     forget_bias = check_scalar("forget_bias", forget_bias)
+    _init.check_initializers(kernel_init, recurrent_kernel_init, bias_init)
     H = hidden_size
     R = proj_size or hidden_size  # size of h, which the recurrent weights read
     G = 3 if coupled else 4  # fused gate blocks: (i,) f, g, o
@@ -489,13 +542,13 @@ def lstm(
     pdt = pol.param_dtype
 
     def init(key):
-        k_ih, k_hh, k_peep, k_proj = jax.random.split(key, 4)
-        b = jnp.zeros((G * H,), pdt).at[f_block * H : (f_block + 1) * H].set(forget_bias)
+        k_ih, k_hh, k_peep, k_proj, k_b = _init.split(key, 4, bias_init)
+        (b,) = _init.biases(bias_init, k_b, H, (G,), pdt)
         bound = 1.0 / math.sqrt(H)  # PyTorch's default init range for RNN weights
         return LSTMParams(
-            w_ih=_lecun_normal(k_ih, (input_size, G * H), pdt),
-            w_hh=_block_orthogonal(k_hh, R, H, G, pdt),
-            b=b,
+            w_ih=_init.input_kernel(kernel_init, k_ih, (input_size, H), G, pdt),
+            w_hh=_init.recurrent_kernel(recurrent_kernel_init, k_hh, (R, H), G, pdt),
+            b=_init.add_forget_bias(b, f_block, H, forget_bias, bias_init),
             w_peep=(
                 jax.random.uniform(k_peep, (G - 1, H), pdt, -bound, bound) if peephole else None
             ),
@@ -559,6 +612,9 @@ def jordan_rnn(
     *,
     param_dtype=jnp.float32,
     dtype=None,
+    kernel_init: Initializer | None = None,
+    recurrent_kernel_init: Initializer | None = None,
+    bias_init: Initializer | None = None,
 ) -> Cell:
     r"""Output-to-hidden recurrence (Goodfellow et al., *Deep Learning*, fig. 10.4; Jordan 1986).
 
@@ -581,6 +637,11 @@ def jordan_rnn(
         param_dtype: storage dtype of the parameters.
         dtype: dtype of the matmul operands and of ``y`` (default ``param_dtype``); see
             :mod:`jaxrnn.precision`.
+        kernel_init: initialiser of ``w_ih`` (U), called with ``(I, H)`` (``None``: LeCun
+            normal); see "Custom initialisers" in the module docstring.
+        recurrent_kernel_init: initialiser of ``w_oh`` (W), ``(O, H)`` (``None``: LeCun normal).
+        bias_init: initialiser of ``b``, ``(H,)`` (``None``: zeros). The output layer ``w_ho``,
+            ``b_o`` keeps its defaults (LeCun normal, zeros).
 
     Returns:
         A :class:`Cell` with :class:`JordanParams`; carry and output are :math:`o` of shape
@@ -595,15 +656,19 @@ def jordan_rnn(
     input_size = _check_size("input_size", input_size)
     hidden_size = _check_size("hidden_size", hidden_size)
     output_size = _check_size("output_size", output_size)
+    _init.check_initializers(kernel_init, recurrent_kernel_init, bias_init)
+    H, n_out = hidden_size, output_size
     pol = policy(param_dtype, dtype)
     pdt = pol.param_dtype
 
     def init(key):
-        k_ih, k_oh, k_ho = jax.random.split(key, 3)
+        k_ih, k_oh, k_ho, k_b = _init.split(key, 3, bias_init)
         return JordanParams(
-            w_ih=_lecun_normal(k_ih, (input_size, hidden_size), pdt),
-            w_oh=_lecun_normal(k_oh, (output_size, hidden_size), pdt),
-            b=jnp.zeros((hidden_size,), pdt),
+            w_ih=_init.input_kernel(kernel_init, k_ih, (input_size, H), 1, pdt),
+            w_oh=_init.recurrent_kernel(
+                recurrent_kernel_init, k_oh, (n_out, H), 1, pdt, _lecun_normal
+            ),
+            b=_init.biases(bias_init, k_b, H, (1,), pdt)[0],
             w_ho=_lecun_normal(k_ho, (hidden_size, output_size), pdt),
             b_o=jnp.zeros((output_size,), pdt),
         )

@@ -29,6 +29,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxrnn import _init
+from jaxrnn._init import Initializer
 from jaxrnn.cells import (
     Array,
     Cell,
@@ -61,7 +63,7 @@ class ConvGRUParams(NamedTuple):
     b_hh: Array
 
 
-_kernel_init = jax.nn.initializers.lecun_normal(in_axis=-2, out_axis=-1)
+_conv_init = jax.nn.initializers.lecun_normal(in_axis=-2, out_axis=-1)  # fan-in: prod(K) * C
 
 
 def _check_kernel_size(kernel_size) -> tuple[int, ...]:
@@ -136,6 +138,9 @@ def conv_lstm(
     forget_bias: float = 1.0,
     param_dtype=jnp.float32,
     dtype=None,
+    kernel_init: Initializer | None = None,
+    recurrent_kernel_init: Initializer | None = None,
+    bias_init: Initializer | None = None,
 ) -> Cell:
     r"""Convolutional LSTM cell (Shi et al. 2015), without peepholes.
 
@@ -157,9 +162,16 @@ def conv_lstm(
         input_size: ``C``, channels of ``x`` (its last axis).
         hidden_size: ``H``, channels of the state.
         kernel_size: one positive int per spatial dimension, e.g. ``(3, 3)`` for images.
-        forget_bias: initial value of the forget-gate bias block.
+        forget_bias: initial value of the forget-gate bias block, added to what ``bias_init``
+            gives.
         param_dtype: storage dtype of the parameters.
         dtype: dtype of the convolution operands and of ``y`` (:mod:`jaxrnn.precision`).
+        kernel_init: initialiser of ``w_ih``, called per gate ``i, f, g, o`` with
+            ``(*kernel_size, C, H)`` (``None``: LeCun normal); see "Custom initialisers" in
+            :mod:`jaxrnn.cells`.
+        recurrent_kernel_init: initialiser of ``w_hh``, per gate ``(*kernel_size, H, H)``
+            (``None``: LeCun normal).
+        bias_init: initialiser of ``b``, per gate ``(H,)`` (``None``: zeros).
 
     Returns:
         A :class:`~jaxrnn.Cell` with :class:`ConvLSTMParams` and carry
@@ -176,16 +188,22 @@ def conv_lstm(
     _check_size("input_size", input_size)
     _check_size("hidden_size", hidden_size)
     kernel = _check_kernel_size(kernel_size)
+    _init.check_initializers(kernel_init, recurrent_kernel_init, bias_init)
     n, H = len(kernel), hidden_size
     pol = policy(param_dtype, dtype)
     pdt = pol.param_dtype
 
     def init(key):
-        k_ih, k_hh = jax.random.split(key)
+        k_ih, k_hh, k_b = _init.split(key, 2, bias_init)
+        (b,) = _init.biases(bias_init, k_b, H, (4,), pdt)
         return ConvLSTMParams(
-            w_ih=_kernel_init(k_ih, (*kernel, input_size, 4 * H), pdt),
-            w_hh=_kernel_init(k_hh, (*kernel, H, 4 * H), pdt),
-            b=jnp.zeros((4 * H,), pdt).at[H : 2 * H].set(forget_bias),
+            w_ih=_init.input_kernel(
+                kernel_init, k_ih, (*kernel, input_size, H), 4, pdt, _conv_init
+            ),
+            w_hh=_init.recurrent_kernel(
+                recurrent_kernel_init, k_hh, (*kernel, H, H), 4, pdt, _conv_init
+            ),
+            b=_init.add_forget_bias(b, 1, H, forget_bias, bias_init),
         )
 
     project = _conv_project(n, input_size, "b", pol)
@@ -231,6 +249,9 @@ def conv_gru(
     reset_after: bool = False,
     param_dtype=jnp.float32,
     dtype=None,
+    kernel_init: Initializer | None = None,
+    recurrent_kernel_init: Initializer | None = None,
+    bias_init: Initializer | None = None,
 ) -> Cell:
     r"""Convolutional GRU cell (Ballas et al. 2016, "Delving Deeper into Convolutional Networks
     for Learning Video Representations"), in :func:`jaxrnn.gru`'s conventions.
@@ -254,6 +275,12 @@ def conv_gru(
         reset_after: where the reset gate acts (see above).
         param_dtype: storage dtype of the parameters.
         dtype: dtype of the convolution operands and of ``y`` (:mod:`jaxrnn.precision`).
+        kernel_init: initialiser of ``w_ih``, called per gate ``r, z, n`` with
+            ``(*kernel_size, C, H)`` (``None``: LeCun normal); see "Custom initialisers" in
+            :mod:`jaxrnn.cells`.
+        recurrent_kernel_init: initialiser of ``w_hh``, per gate ``(*kernel_size, H, H)``
+            (``None``: LeCun normal).
+        bias_init: initialiser of ``b_ih`` and of ``b_hh``, per gate ``(H,)`` (``None``: zeros).
 
     Returns:
         A :class:`~jaxrnn.Cell` with :class:`ConvGRUParams` and a carry ``h`` of shape
@@ -268,17 +295,23 @@ def conv_gru(
     _check_size("input_size", input_size)
     _check_size("hidden_size", hidden_size)
     kernel = _check_kernel_size(kernel_size)
+    _init.check_initializers(kernel_init, recurrent_kernel_init, bias_init)
     n, H = len(kernel), hidden_size
     pol = policy(param_dtype, dtype)
     pdt = pol.param_dtype
 
     def init(key):
-        k_ih, k_hh = jax.random.split(key)
+        k_ih, k_hh, k_b = _init.split(key, 2, bias_init)
+        b_ih, b_hh = _init.biases(bias_init, k_b, H, (3, 3), pdt)
         return ConvGRUParams(
-            w_ih=_kernel_init(k_ih, (*kernel, input_size, 3 * H), pdt),
-            w_hh=_kernel_init(k_hh, (*kernel, H, 3 * H), pdt),
-            b_ih=jnp.zeros((3 * H,), pdt),
-            b_hh=jnp.zeros((3 * H,), pdt),
+            w_ih=_init.input_kernel(
+                kernel_init, k_ih, (*kernel, input_size, H), 3, pdt, _conv_init
+            ),
+            w_hh=_init.recurrent_kernel(
+                recurrent_kernel_init, k_hh, (*kernel, H, H), 3, pdt, _conv_init
+            ),
+            b_ih=b_ih,
+            b_hh=b_hh,
         )
 
     project = _conv_project(n, input_size, "b_ih", pol)

@@ -33,15 +33,15 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxrnn import _init
+from jaxrnn._init import Initializer
 from jaxrnn.cells import (
     Array,
     Cell,
     LSTMCarry,
     _as_shape,
-    _block_orthogonal,
     _check_features,
     _check_size,
-    _lecun_normal,
     _make_cell,
     _zeros_carry,
 )
@@ -113,6 +113,9 @@ def layer_norm_lstm(
     forget_bias: float = 1.0,
     param_dtype=jnp.float32,
     dtype=None,
+    kernel_init: Initializer | None = None,
+    recurrent_kernel_init: Initializer | None = None,
+    bias_init: Initializer | None = None,
 ) -> Cell:
     r"""Layer-normalised LSTM cell (Ba et al. 2016; PyTorch's benchmark ``LayerNormLSTMCell``).
 
@@ -130,9 +133,16 @@ def layer_norm_lstm(
     Args:
         input_size: ``I``.
         hidden_size: ``H``.
-        forget_bias: initial value of the forget-gate block of ``ln_ih_bias``.
+        forget_bias: initial value of the forget-gate block of ``ln_ih_bias``, added to what
+            ``bias_init`` gives.
         param_dtype: storage dtype of the parameters.
         dtype: dtype of the matmul operands and of ``y`` (:mod:`jaxrnn.precision`).
+        kernel_init: initialiser of ``w_ih``, called per gate ``i, f, g, o`` with ``(I, H)``
+            (``None``: LeCun normal); see "Custom initialisers" in :mod:`jaxrnn.cells`.
+        recurrent_kernel_init: initialiser of ``w_hh``, per gate ``(H, H)`` (``None``:
+            orthogonal).
+        bias_init: initialiser of the gate biases ``ln_ih_bias`` and ``ln_hh_bias``, per gate
+            ``(H,)`` (``None``: zeros). The gains and ``ln_c_bias`` keep their defaults.
 
     Returns:
         A :class:`~jaxrnn.Cell` with :class:`LayerNormLSTMParams` and carry
@@ -146,19 +156,21 @@ def layer_norm_lstm(
     """
     _check_size("input_size", input_size)
     _check_size("hidden_size", hidden_size)
+    _init.check_initializers(kernel_init, recurrent_kernel_init, bias_init)
     H = hidden_size
     pol = policy(param_dtype, dtype)
     pdt = pol.param_dtype
 
     def init(key):
-        k_ih, k_hh = jax.random.split(key)
+        k_ih, k_hh, k_b = _init.split(key, 2, bias_init)
+        ln_ih_bias, ln_hh_bias = _init.biases(bias_init, k_b, H, (4, 4), pdt)
         return LayerNormLSTMParams(
-            w_ih=_lecun_normal(k_ih, (input_size, 4 * H), pdt),
-            w_hh=_block_orthogonal(k_hh, H, H, 4, pdt),
+            w_ih=_init.input_kernel(kernel_init, k_ih, (input_size, H), 4, pdt),
+            w_hh=_init.recurrent_kernel(recurrent_kernel_init, k_hh, (H, H), 4, pdt),
             ln_ih_scale=jnp.ones((4 * H,), pdt),
-            ln_ih_bias=jnp.zeros((4 * H,), pdt).at[H : 2 * H].set(forget_bias),
+            ln_ih_bias=_init.add_forget_bias(ln_ih_bias, 1, H, forget_bias, bias_init),
             ln_hh_scale=jnp.ones((4 * H,), pdt),
-            ln_hh_bias=jnp.zeros((4 * H,), pdt),
+            ln_hh_bias=ln_hh_bias,
             ln_c_scale=jnp.ones((H,), pdt),
             ln_c_bias=jnp.zeros((H,), pdt),
         )
@@ -202,6 +214,9 @@ def layer_norm_gru(
     *,
     param_dtype=jnp.float32,
     dtype=None,
+    kernel_init: Initializer | None = None,
+    recurrent_kernel_init: Initializer | None = None,
+    bias_init: Initializer | None = None,
 ) -> Cell:
     r"""Layer-normalised GRU cell (Ba et al. 2016, supplementary "layer-normalized GRU").
 
@@ -223,6 +238,12 @@ def layer_norm_gru(
         hidden_size: ``H``.
         param_dtype: storage dtype of the parameters.
         dtype: dtype of the matmul operands and of ``y`` (:mod:`jaxrnn.precision`).
+        kernel_init: initialiser of ``w_ih``, called per gate ``r, z, n`` with ``(I, H)``
+            (``None``: LeCun normal); see "Custom initialisers" in :mod:`jaxrnn.cells`.
+        recurrent_kernel_init: initialiser of ``w_hh``, per gate ``(H, H)`` (``None``:
+            orthogonal).
+        bias_init: initialiser of the gate biases ``ln_ih_bias`` and ``ln_hh_bias``, per gate
+            ``(H,)`` (``None``: zeros). The gains keep their defaults.
 
     Returns:
         A :class:`~jaxrnn.Cell` with :class:`LayerNormGRUParams` and carry ``h (*batch, H)``.
@@ -235,19 +256,21 @@ def layer_norm_gru(
     """
     _check_size("input_size", input_size)
     _check_size("hidden_size", hidden_size)
+    _init.check_initializers(kernel_init, recurrent_kernel_init, bias_init)
     H = hidden_size
     pol = policy(param_dtype, dtype)
     pdt = pol.param_dtype
 
     def init(key):
-        k_ih, k_hh = jax.random.split(key)
+        k_ih, k_hh, k_b = _init.split(key, 2, bias_init)
+        ln_ih_bias, ln_hh_bias = _init.biases(bias_init, k_b, H, (3, 3), pdt)
         return LayerNormGRUParams(
-            w_ih=_lecun_normal(k_ih, (input_size, 3 * H), pdt),
-            w_hh=_block_orthogonal(k_hh, H, H, 3, pdt),
+            w_ih=_init.input_kernel(kernel_init, k_ih, (input_size, H), 3, pdt),
+            w_hh=_init.recurrent_kernel(recurrent_kernel_init, k_hh, (H, H), 3, pdt),
             ln_ih_scale=jnp.ones((3 * H,), pdt),
-            ln_ih_bias=jnp.zeros((3 * H,), pdt),
+            ln_ih_bias=ln_ih_bias,
             ln_hh_scale=jnp.ones((3 * H,), pdt),
-            ln_hh_bias=jnp.zeros((3 * H,), pdt),
+            ln_hh_bias=ln_hh_bias,
         )
 
     project = _normalised_project(input_size, pol)

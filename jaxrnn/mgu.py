@@ -21,16 +21,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxrnn.cells import (
-    Array,
-    Cell,
-    _affine_project,
-    _block_orthogonal,
-    _check_size,
-    _lecun_normal,
-    _make_cell,
-    _zeros_carry,
-)
+from jaxrnn import _init
+from jaxrnn._init import Initializer
+from jaxrnn.cells import Array, Cell, _affine_project, _check_size, _make_cell, _zeros_carry
 from jaxrnn.precision import policy
 
 __all__ = ["MGUParams", "mgu"]
@@ -55,6 +48,9 @@ def mgu(
     forget_bias: float = 1.0,
     param_dtype=jnp.float32,
     dtype=None,
+    kernel_init: Initializer | None = None,
+    recurrent_kernel_init: Initializer | None = None,
+    bias_init: Initializer | None = None,
 ) -> Cell:
     r"""Minimal gated unit (Zhou et al. 2016), in Flax's ``MGUCell`` convention.
 
@@ -72,9 +68,18 @@ def mgu(
         hidden_size: ``H``.
         reset_gate: multiply the recurrent candidate projection by :math:`f_t` (Flax's
             ``reset_gate``).
-        forget_bias: initial value of :math:`b_{xf}` (Flax: ``forget_bias_init=ones``).
+        forget_bias: initial value of :math:`b_{xf}` (Flax: ``forget_bias_init=ones``), added
+            to what ``bias_init`` gives.
         param_dtype: storage dtype of the parameters.
         dtype: dtype of the matmul operands and of ``y`` (:mod:`jaxrnn.precision`).
+        kernel_init: initialiser of ``w_ih``, called per gate ``f, n`` with ``(I, H)``
+            (``None``: LeCun normal); see "Custom initialisers" in :mod:`jaxrnn.cells`.
+        recurrent_kernel_init: initialiser of ``w_hh``, per gate ``(H, H)`` (``None``:
+            orthogonal).
+        bias_init: initialiser of the blocks ``b_xf``, ``b_xn`` of ``b_ih`` and of ``b_hh``,
+            each ``(H,)`` (``None``: zeros). Flax's ``MGUCell`` has ``forget_bias_init`` in
+            place of ``bias_init + forget_bias`` for :math:`b_{xf}` and ``activation_bias_init``
+            for the others.
 
     Returns:
         A :class:`~jaxrnn.Cell` with :class:`MGUParams` and carry ``h (*batch, H)``; ``y`` is
@@ -89,17 +94,19 @@ def mgu(
     """
     _check_size("input_size", input_size)
     _check_size("hidden_size", hidden_size)
+    _init.check_initializers(kernel_init, recurrent_kernel_init, bias_init)
     H = hidden_size
     pol = policy(param_dtype, dtype)
     pdt = pol.param_dtype
 
     def init(key):
-        k_ih, k_hh = jax.random.split(key)
+        k_ih, k_hh, k_b = _init.split(key, 2, bias_init)
+        b_ih, b_hh = _init.biases(bias_init, k_b, H, (2, 1), pdt)
         return MGUParams(
-            w_ih=_lecun_normal(k_ih, (input_size, 2 * H), pdt),
-            w_hh=_block_orthogonal(k_hh, H, H, 2, pdt),
-            b_ih=jnp.zeros((2 * H,), pdt).at[:H].set(forget_bias),
-            b_hh=jnp.zeros((H,), pdt),
+            w_ih=_init.input_kernel(kernel_init, k_ih, (input_size, H), 2, pdt),
+            w_hh=_init.recurrent_kernel(recurrent_kernel_init, k_hh, (H, H), 2, pdt),
+            b_ih=_init.add_forget_bias(b_ih, 0, H, forget_bias, bias_init),
+            b_hh=b_hh,
         )
 
     def step(params, h, xp):
