@@ -39,6 +39,7 @@ from jaxrnn.carry import LearnableCarry, LearnableCarryParams, learnable_carry
 from jaxrnn.regularizers import (
     ZoneoutCarry,
     embedding_dropout,
+    regularize,
     variational_dropout,
     weight_drop,
     zoneout,
@@ -93,6 +94,7 @@ __all__ = [
     "models",
     "precision",
     "recipes",
+    "regularize",
     "rnn",
     "save_nonlinear",
     "scan",

@@ -36,6 +36,21 @@ import time
 
 _START = time.perf_counter()
 
+#: Regularisation options: ``CharLMConfig`` fields, rates in [0, 1), with their help.
+_REGULARISERS = {
+    "dropout": "dropout between layers and before the output layer, a new mask at every step",
+    "input_dropout": "variational dropout on every recurrent layer's inputs: one mask per "
+    "sequence, the same at every step (Gal & Ghahramani 2016)",
+    "recurrent_dropout": "variational dropout on the hidden state the cell reads (one mask per "
+    "sequence)",
+    "zoneout": "probability that a unit of the state keeps its previous value at a step "
+    "(Krueger et al. 2017)",
+    "weight_drop": "DropConnect on the recurrent weight matrix, one mask per batch "
+    "(AWD-LSTM, Merity et al. 2018)",
+    "embedding_dropout": "probability of dropping a whole character from the embedding for a "
+    "batch (AWD-LSTM)",
+}
+
 _MODEL_OPTIONS = (
     "cell",
     "hidden_size",
@@ -46,6 +61,7 @@ _MODEL_OPTIONS = (
     "learning_rate",
     "seed",
     "dtype",
+    *_REGULARISERS,
 )
 
 #: Exit status of a run stopped by Ctrl-C or SIGTERM (128 + SIGINT, as shells report it).
@@ -113,6 +129,17 @@ def _nonnegative_float(text: str) -> float:
     if not (math.isfinite(value) and value >= 0):
         raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
     return value
+
+
+def _probability(text: str) -> float:
+    from jaxrnn._checks import check_probability
+
+    try:
+        return check_probability("rate", float(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a probability in [0, 1), got {text!r}"
+        ) from None
 
 
 def _prompt(text: str) -> str:
@@ -202,6 +229,15 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--eval-every", type=_positive_int, default=100, help="validation period (steps)"
     )
+    regularisation = demo.add_argument_group(
+        "regularisation",
+        "Rates in [0, 1), used in training only (evaluation and sampling use the "
+        "expectation); part of the run's settings, so a resumed run keeps them.",
+    )
+    for name, text in _REGULARISERS.items():
+        regularisation.add_argument(
+            "--" + name.replace("_", "-"), type=_probability, metavar="P", help=text
+        )
     _sampling_options(demo)
     demo.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     for action in demo._actions:
@@ -408,9 +444,14 @@ def _demo(args: argparse.Namespace) -> int:
     _check_enough_text(text, config, where)
     vocab = data.Vocab.from_text(text)
     _check_prompt(args.prompt, vocab, where)
+    rates = "".join(
+        f", {k.replace('_', ' ')} {getattr(config, k):g}"
+        for k in _REGULARISERS
+        if getattr(config, k) > 0
+    )
     print(
         f"jaxrnn demo: {config.cell} language model (hidden {config.hidden_size}, "
-        f"{config.num_layers} layer(s), {config.dtype} matmuls) on {described}: "
+        f"{config.num_layers} layer(s), {config.dtype} matmuls{rates}) on {described}: "
         f"{len(text):,} characters, "
         f"vocabulary {vocab.size}; batch {config.batch_size} x {config.seq_len} characters"
     )

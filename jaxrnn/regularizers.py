@@ -16,6 +16,8 @@ serves both: ``jr.scan(transform(cell, key), params, xs)`` to train,
   recurrent weight matrix per sequence batch, shared by every step and every sequence.
 * :func:`embedding_dropout` (Merity et al. 2018, after Gal & Ghahramani 2016): drop whole rows of
   an embedding matrix, i.e. whole word types, for one batch.
+* :func:`regularize`: weight drop, variational dropout and zoneout at once, as the AWD-LSTM
+  combines them (a rate of 0 leaves its transformation out).
 
 Dropout here is inverted dropout: kept values are scaled by ``1 / (1 - rate)`` so that the
 expectation over masks is the undropped computation, and evaluation needs no rescaling.
@@ -39,6 +41,7 @@ from jaxrnn.cells import Array, Carry, Cell, PRNGKey, jordan_rnn
 __all__ = [
     "ZoneoutCarry",
     "embedding_dropout",
+    "regularize",
     "variational_dropout",
     "weight_drop",
     "zoneout",
@@ -357,3 +360,68 @@ def embedding_dropout(key: PRNGKey | None, embedding: Array, rate: float) -> Arr
         return embedding
     mask = _keep_mask(key, rate, (embedding.shape[0], 1), embedding.dtype)
     return embedding * mask
+
+
+_zoneout, _weight_drop = zoneout, weight_drop  # `regularize` has arguments of the same names
+
+
+def regularize(
+    cell: Cell,
+    key: PRNGKey | None = None,
+    *,
+    input_dropout: float = 0.0,
+    recurrent_dropout: float = 0.0,
+    zoneout: float = 0.0,
+    weight_drop: float = 0.0,
+) -> Cell:
+    r"""Weight drop, variational dropout and zoneout on one cell, each with its own key.
+
+    The cell regularisers of the AWD-LSTM (Merity et al. 2018) and their relatives composed, the
+    weights dropped innermost and the zoneout mixing outermost (so it mixes the undropped old
+    state with the new one):
+
+    .. math::
+
+        \text{zoneout}_{z}\big(\text{variational\_dropout}_{p_x, p_h}
+        (\text{weight\_drop}_{p_w}(\text{cell}))\big)
+
+    A rate of 0 leaves its transformation out, so with every rate 0 this is ``cell`` itself
+    (same carry, same function). Without a ``key`` it is the deterministic cell whose output is
+    the expectation (evaluation; a zoneout carry stays a :class:`ZoneoutCarry`).
+
+    Args:
+        cell: the cell (its params need a ``w_hh`` field for ``weight_drop > 0``).
+        key: draws every mask (split three ways); ``None`` for evaluation.
+        input_dropout: :func:`variational_dropout` ``rate`` on the inputs, in ``[0, 1)``.
+        recurrent_dropout: its ``recurrent_rate`` on the hidden state, in ``[0, 1)``.
+        zoneout: :func:`zoneout` ``rate`` (and ``cell_rate``) in ``[0, 1)``.
+        weight_drop: :func:`weight_drop` ``rate`` on ``w_hh``, in ``[0, 1)``.
+
+    Returns:
+        The regularised :class:`Cell`.
+
+    >>> import functools, jax, jax.numpy as jnp, jaxrnn as jr
+    >>> awd = functools.partial(jr.regularize, input_dropout=0.2, weight_drop=0.5)
+    >>> net = jr.rnn(jr.lstm, 3, 8, transform=awd)  # each layer draws from its own key
+    >>> params = net.init(jax.random.key(0))
+    >>> carry, ys = net.apply(params, jnp.ones((2, 5, 3)), key=jax.random.key(1))  # training
+    >>> carry, ys = net.apply(params, jnp.ones((2, 5, 3)))  # evaluation: the expectation
+    >>> cell = jr.gru(3, 8)
+    >>> jr.regularize(cell, jax.random.key(2)) is cell  # every rate 0: the cell itself
+    True
+    """
+    _check_cell(cell)
+    input_dropout = _check_rate("input_dropout", input_dropout)
+    recurrent_dropout = _check_rate("recurrent_dropout", recurrent_dropout)
+    zoneout = _check_rate("zoneout", zoneout)
+    weight_drop = _check_rate("weight_drop", weight_drop)
+    k_w = k_v = k_z = None
+    if key is not None:
+        k_w, k_v, k_z = jax.random.split(key, 3)
+    if weight_drop > 0.0:
+        cell = _weight_drop(cell, k_w, rate=weight_drop)
+    if input_dropout > 0.0 or recurrent_dropout > 0.0:
+        cell = variational_dropout(cell, k_v, rate=input_dropout, recurrent_rate=recurrent_dropout)
+    if zoneout > 0.0:
+        cell = _zoneout(cell, k_z, rate=zoneout)
+    return cell

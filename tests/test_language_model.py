@@ -1,7 +1,9 @@
-"""Tests of jaxrnn.models.language_model: the char LM's cells, evaluation and sampling.
+"""Tests of jaxrnn.models.language_model: the char LM's cells, regularisers, evaluation and
+sampling.
 
 References: evaluation against a loop of direct ``model.apply`` calls over chunks, sampling
-against a Python loop over tokens; old ``jaxrnn.train`` names fail with a pointer here.
+against a Python loop over tokens, the regularised model against the plain one (rates of 0, and
+the expectation of inverted dropout); old ``jaxrnn.train`` names fail with a pointer here.
 """
 
 from __future__ import annotations
@@ -9,8 +11,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
-from test_train import VOCAB, B, jitted, tiny_batches, tiny_model
+from test_train import VOCAB, B, T, jitted, tiny_batches, tiny_model
 
 import jaxrnn as jr
 import jaxrnn.models as jm
@@ -56,6 +59,75 @@ def test_evaluate_lm_matches_a_loop():
         targets = np.asarray(batch["targets"])
         losses.append(-np.take_along_axis(np.asarray(logp), targets[..., None], -1).mean())
     assert float(jm.evaluate_lm(model, params, stacked)) == pytest.approx(np.mean(losses), rel=1e-5)
+
+
+# --------------------------------------------------------------------------------------------
+# Regularisers: the plain model at rates 0, its expectation without a key, new masks per step.
+
+RATES = ("dropout", "input_dropout", "recurrent_dropout", "zoneout", "weight_drop")
+RATES += ("embedding_dropout",)
+
+
+def losses(model):
+    """``loss(params, key)`` of one fixed batch, jit-compiled."""
+    batch = tiny_batches()(0)
+    carry = model.initial_carry((B,))
+    loss_fn = jm.lm_loss(model)
+    return jax.jit(lambda params, key: loss_fn(params, carry, batch, key)[0])
+
+
+def test_rates_of_zero_are_the_plain_model():
+    plain = tiny_model("lstm")
+    zero = tiny_model("lstm", **dict.fromkeys(RATES, 0.0))
+    assert zero.config == plain.config
+    params = plain.init(jax.random.key(0))
+    key = jax.random.key(1)
+    assert float(losses(zero)(params, key)) == float(losses(plain)(params, jax.random.clone(key)))
+    config = jm.CharLMConfig(**dict.fromkeys(RATES, 0.0))
+    assert (
+        config == jm.CharLMConfig() and config.model(5).config == jm.CharLMConfig().model(5).config
+    )
+
+
+@pytest.mark.parametrize("name", RATES)
+def test_each_rate_acts_in_training_only(name):
+    plain = tiny_model("lstm")
+    model = tiny_model("lstm", **{name: 0.5})
+    assert dict(model.config)[name] == 0.5
+    params = model.init(jax.random.key(0))
+    assert jax.tree.structure(params) == jax.tree.structure(plain.init(jax.random.key(0)))
+    loss = losses(model)
+    evaluation = float(loss(params, None))
+    assert float(loss(params, None)) == evaluation  # deterministic
+    if name == "zoneout":  # the expectation mixes old and new states: another function
+        assert evaluation != float(losses(plain)(params, None))
+    else:  # inverted dropout: the expectation is the undropped model, exactly
+        assert evaluation == float(losses(plain)(params, None))
+    trained = [float(loss(params, jax.random.key(k))) for k in (1, 1, 2)]
+    assert trained[0] == trained[1] != trained[2]  # a function of the key
+    assert trained[0] != evaluation
+
+
+def test_train_steps_draw_new_masks_from_the_state_rng():
+    rates = dict(zip(RATES, (0.1, 0.2, 0.2, 0.1, 0.3, 0.1), strict=True))
+    model = tiny_model("lstm", **rates)
+    batch = dict(tiny_batches()(0), reset=jnp.ones((B,), bool))  # every step from zeros
+    state = jt.init_state(
+        model.init(jax.random.key(0)), optax.sgd(0.0), jax.random.key(1), model.initial_carry((B,))
+    )
+    step = jt.make_train_step(jm.lm_loss(model), optax.sgd(0.0), donate=False)
+    replay = state._replace(rng=jax.random.clone(state.rng))
+    first, m1 = step(state, batch)
+    second, m2 = step(first, batch)
+    _, again = step(replay, batch)
+    # Same params (learning rate 0), carry and batch: only the step's key differs.
+    assert float(m1["loss"]) != float(m2["loss"])
+    assert float(again["loss"]) == float(m1["loss"])  # the state's rng decides the masks
+    assert isinstance(first.carry[0], jr.ZoneoutCarry) and first.carry[0].step.tolist() == [T] * B
+    batches = jax.tree.map(lambda x: x[None], batch)
+    assert float(jm.evaluate_lm(model, first.params, batches)) == float(
+        jm.evaluate_lm(model, second.params, batches)
+    )
 
 
 def python_loop_sample(model, params, key, prompt, length, temperature, num_samples):

@@ -326,6 +326,46 @@ def test_embedding_dropout_drops_whole_rows_and_keeps_the_expectation():
 
 
 # --------------------------------------------------------------------------------------------
+# regularize: the composition, each transformation with its own key.
+
+
+@pytest.mark.parametrize("keyed", [True, False], ids=["train", "eval"])
+def test_regularize_is_the_composition_with_split_keys(keyed):
+    cell = jr.lstm(IN, H)
+    params = cell.init(jax.random.key(0))
+    xs = jax.random.normal(jax.random.key(1), (B, T, IN))
+    key = jax.random.key(2) if keyed else None
+    rates = dict(input_dropout=0.2, recurrent_dropout=0.3, zoneout=0.1, weight_drop=0.4)
+    _, ys = jr.scan(jr.regularize(cell, key, **rates), params, xs)
+
+    k_w = k_v = k_z = None
+    if keyed:
+        k_w, k_v, k_z = jax.random.split(jax.random.key(2), 3)
+    manual = jr.zoneout(
+        jr.variational_dropout(
+            jr.weight_drop(cell, k_w, rate=0.4), k_v, rate=0.2, recurrent_rate=0.3
+        ),
+        k_z,
+        rate=0.1,
+    )
+    _, ref = jr.scan(manual, params, xs)
+    np.testing.assert_array_equal(ys, ref)
+    plain = np.asarray(jr.scan(cell, params, xs)[1])
+    assert not np.allclose(ys, plain, atol=1e-3)  # zoneout's expectation is not the cell
+
+
+def test_regularize_leaves_out_zero_rates_and_checks_them():
+    cell = jr.gru(IN, H)
+    assert jr.regularize(cell, jax.random.key(0)) is cell
+    assert jr.regularize(cell, None, input_dropout=0.5, weight_drop=0.5) is cell  # expectation
+    zoned = jr.regularize(cell, None, zoneout=0.1)
+    assert dict(zoned.config)["factory"] is jr.zoneout and dict(zoned.config)["cell"] is cell
+    for name in ("input_dropout", "recurrent_dropout", "zoneout", "weight_drop"):
+        with pytest.raises(ValueError, match=rf"{name}: expected a probability in \[0, 1\)"):
+            jr.regularize(cell, None, **{name: 1.0})
+
+
+# --------------------------------------------------------------------------------------------
 # Errors.
 
 

@@ -8,6 +8,7 @@ checkpointed, Ctrl-C losing the run, resumed runs forgetting their history.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -319,6 +320,20 @@ def test_stored_run_describes_without_opening(char_lm_run, tmp_path):
     assert int(again.state.step) == 2
 
 
+def test_resume_with_other_regularisation_is_refused(char_lm_run, tmp_path):
+    directory = _copy(char_lm_run, tmp_path / "ck")
+    other = dataclasses.replace(CONFIG, weight_drop=0.5, input_dropout=0.25)
+    with pytest.raises(ValueError, match="different run") as info:
+        jm.train_char_lm(TEXT, other, checkpoint_dir=directory, progress=False)
+    assert "input_dropout: checkpoint 0.0, now 0.25" in str(info.value)
+    assert "weight_drop: checkpoint 0.0, now 0.5" in str(info.value)
+    # A checkpoint written before the regularisers existed lacks them: they default to 0.
+    fields = ("dropout", "input_dropout", "recurrent_dropout", "zoneout", "weight_drop")
+    fields += ("embedding_dropout",)
+    edit_meta(directory / "2", lambda m: [m["config"]["config"].pop(k) for k in fields])
+    assert stored_run(directory)[0] == CONFIG
+
+
 BAD_METADATA = {
     "unknown config key": (
         lambda m: m["config"]["config"].update(evil=1),
@@ -337,6 +352,10 @@ BAD_METADATA = {
         "num_layers is True",
     ),
     "unknown cell": (lambda m: m["config"]["config"].update(cell="os.system"), "cell is"),
+    "rate of one": (
+        lambda m: m["config"]["config"].update(zoneout=1.0),
+        r"zoneout is 1.0, expected a number in \[0, 1\)",
+    ),
     "empty vocabulary": (lambda m: m["config"].update(vocab=[]), "vocabulary is empty"),
     "vocabulary string": (lambda m: m["config"].update(vocab="abc"), "vocabulary is empty"),
     "duplicate tokens": (lambda m: m["config"].update(vocab=["a", "a"]), "vocabulary is"),

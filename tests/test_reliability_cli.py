@@ -100,6 +100,12 @@ BAD_OPTIONS = [
     ("demo", "--seed", str(2**63), "integer in [0, 9223372036854775807]"),
     ("demo", "--steps", str(2**31), "positive integer <= 2147483647"),
     ("demo", "--prompt", "", "at least one character"),
+    ("demo", "--dropout", "1", "probability in [0, 1)"),
+    ("demo", "--input-dropout", "-0.1", "probability in [0, 1)"),
+    ("demo", "--recurrent-dropout", "nan", "probability in [0, 1)"),
+    ("demo", "--zoneout", "1.0", "probability in [0, 1)"),
+    ("demo", "--weight-drop", "inf", "probability in [0, 1)"),
+    ("demo", "--embedding-dropout", "half", "probability in [0, 1)"),
     ("sample", "--step", "-1", "integer >= 0"),
     ("sample", "--seed", "-2", "integer >= 0"),
     ("sample", "--length", "0", "positive integer"),
@@ -122,6 +128,16 @@ def test_bad_option_values_are_usage_errors(command, option, value, expected, ca
     assert f"{expected}, got {value!r}" in err
 
 
+RATES = {  # the regularisation options, each at a valid value
+    "dropout": "0",
+    "input_dropout": "0.999",
+    "recurrent_dropout": "1e-3",
+    "zoneout": "0.5",
+    "weight_drop": ".25",
+    "embedding_dropout": "0.0",
+}
+
+
 def test_edge_values_are_accepted():
     parser = cli._parser()
     args = parser.parse_args(
@@ -133,6 +149,13 @@ def test_edge_values_are_accepted():
     args = parser.parse_args(["demo", "--seed", str(2**63 - 1), "--max-corpus-bytes", "5000000000"])
     assert (args.seed, args.max_corpus_bytes) == (2**63 - 1, 5_000_000_000)
     assert parser.parse_args(["demo", "--debug"]).debug is True
+    argv = ["demo"] + [f"--{name.replace('_', '-')}={v}" for name, v in RATES.items()]
+    args = parser.parse_args(argv)
+    assert {name: getattr(args, name) for name in RATES} == {
+        name: float(v) for name, v in RATES.items()
+    }
+    assert set(RATES) <= set(cli._MODEL_OPTIONS)  # CharLMConfig fields, checked on resume
+    assert all(getattr(parser.parse_args(["demo"]), name) is None for name in RATES)
     assert parser.parse_args(["--debug", "demo"]).debug is True
 
 

@@ -35,6 +35,8 @@ from jaxrnn._checks import check_ids, check_int, check_probability, check_scalar
 from jaxrnn.cells import gru, lstm, simple_rnn
 from jaxrnn.layers import rnn
 from jaxrnn.precision import policy
+from jaxrnn.regularizers import embedding_dropout as _embedding_dropout
+from jaxrnn.regularizers import regularize
 
 __all__ = [
     "CELLS",
@@ -84,7 +86,8 @@ class CharLM(NamedTuple):
         init: ``init(key) -> CharLMParams``.
         apply: ``apply(params, carry, ids, *, reset=None, key=None) -> (carry, logits)``,
             ``ids (B, T)`` int -> ``logits (B, T, V)``; rows with ``reset`` true start from a
-            zero carry; ``key`` enables dropout.
+            zero carry; ``key`` (a fresh one per batch) enables dropout and the other
+            regularisers, without one the model is deterministic (their expectation).
         initial_carry: ``initial_carry(batch_shape) -> carry`` (zeros).
         vocab_size: ``V``.
         config: how it was built, as ``(name, value)`` pairs.
@@ -105,6 +108,11 @@ def char_lm(
     embed_size: int = 64,
     num_layers: int = 1,
     dropout: float = 0.0,
+    input_dropout: float = 0.0,
+    recurrent_dropout: float = 0.0,
+    zoneout: float = 0.0,
+    weight_drop: float = 0.0,
+    embedding_dropout: float = 0.0,
     param_dtype: Any = jnp.float32,
     dtype: Any = None,
 ) -> CharLM:
@@ -115,6 +123,10 @@ def char_lm(
         e_t = E[x_t], \\qquad (a_t, h_t) = \\text{cell}(a_{t-1}, e_t), \\qquad
         p(x_{t+1} \\mid x_{\\le t}) = \\operatorname{softmax}(h_t W + b)
 
+    The regularisers (rates in ``[0, 1)``, all 0 by default: the plain model) act only when
+    ``apply`` gets a ``key``, as in training; without one the model computes their expectation.
+    The cell-level ones are :func:`jaxrnn.regularize`'s, applied to every layer.
+
     Args:
         vocab_size: ``V``.
         hidden_size: ``H`` of every recurrent layer.
@@ -122,7 +134,16 @@ def char_lm(
             with peepholes), ``coupled`` (LSTM with coupled input and forget gates).
         embed_size: ``E``.
         num_layers: stacked recurrent layers.
-        dropout: dropout rate between layers and before the head (only with a ``key``).
+        dropout: dropout between layers and before the head, a new mask at every step.
+        input_dropout: variational dropout on every recurrent layer's inputs, one mask per
+            sequence (:func:`jaxrnn.variational_dropout`, Gal & Ghahramani 2016).
+        recurrent_dropout: variational dropout on the hidden state the cells read.
+        zoneout: probability that a unit of the state (``h``, and an LSTM's ``c``) keeps its
+            previous value (:func:`jaxrnn.zoneout`, Krueger et al. 2017).
+        weight_drop: DropConnect on the recurrent matrices ``w_hh``, one mask per batch
+            (:func:`jaxrnn.weight_drop`, Merity et al. 2018).
+        embedding_dropout: probability of dropping a whole character type for a batch
+            (:func:`jaxrnn.embedding_dropout`).
         param_dtype: storage dtype of every parameter (float32: the optimizer's master
             weights).
         dtype: dtype of the matmul operands, recurrent and head (default ``param_dtype``;
@@ -140,6 +161,15 @@ def char_lm(
     if cell not in CELLS:
         raise ValueError(f"cell: expected one of {sorted(CELLS)}, got {cell!r}")
     dropout = check_probability("dropout", dropout)
+    cell_rates = {
+        "input_dropout": check_probability("input_dropout", input_dropout),
+        "recurrent_dropout": check_probability("recurrent_dropout", recurrent_dropout),
+        "zoneout": check_probability("zoneout", zoneout),
+        "weight_drop": check_probability("weight_drop", weight_drop),
+    }
+    embedding_dropout = check_probability("embedding_dropout", embedding_dropout)
+    regularised = any(cell_rates.values())
+    keyed = dropout > 0.0 or embedding_dropout > 0.0 or regularised
     cell_fn, cell_kwargs = CELLS[cell]
     pol = policy(param_dtype, dtype)
     net = rnn(
@@ -148,6 +178,7 @@ def char_lm(
         hidden_size,
         num_layers=num_layers,
         dropout=dropout,
+        transform=functools.partial(regularize, **cell_rates) if regularised else None,
         param_dtype=pol.param_dtype,
         dtype=pol.dtype,
         **cell_kwargs,
@@ -165,16 +196,22 @@ def char_lm(
         )
 
     def apply(params, carry, ids, *, reset=None, key=None):
-        if reset is not None:
+        if reset is not None:  # zeros of each leaf's dtype (zoneout counts steps in int32)
             carry = jax.tree.map(
-                lambda c: jnp.where(reset.reshape((-1,) + (1,) * (c.ndim - 1)), 0.0, c), carry
+                lambda c: jnp.where(
+                    reset.reshape((-1,) + (1,) * (c.ndim - 1)), jnp.zeros((), c.dtype), c
+                ),
+                carry,
             )
-        xs = params.embed[ids]
-        k_net = k_out = None
-        if key is not None and dropout > 0.0:
-            k_net, k_out = jax.random.split(key)
+        k_net = k_out = k_embed = None
+        if key is not None and keyed:
+            if embedding_dropout > 0.0:
+                k_net, k_out, k_embed = jax.random.split(key, 3)
+            else:
+                k_net, k_out = jax.random.split(key)
+        xs = _embedding_dropout(k_embed, params.embed, embedding_dropout)[ids]
         carry, ys = net.apply(params.rnn, xs, carry, key=k_net)
-        if k_out is not None:
+        if k_out is not None and dropout > 0.0:
             keep = jax.random.bernoulli(k_out, 1.0 - dropout, ys.shape)
             ys = jnp.where(keep, ys / (1.0 - dropout), jnp.zeros((), ys.dtype))
         return carry, pol.dot(ys, params.w_out) + pol.acc(params.b_out)
@@ -187,6 +224,8 @@ def char_lm(
         ("embed_size", embed_size),
         ("num_layers", num_layers),
         ("dropout", dropout),
+        *cell_rates.items(),
+        ("embedding_dropout", embedding_dropout),
         *pol.config(),
     )
     return CharLM(init, apply, net.initial_carry, vocab_size, config)
@@ -333,6 +372,11 @@ class CharLMConfig:
     embed_size: int = 64
     num_layers: int = 1
     dropout: float = 0.0
+    input_dropout: float = 0.0
+    recurrent_dropout: float = 0.0
+    zoneout: float = 0.0
+    weight_drop: float = 0.0
+    embedding_dropout: float = 0.0
     batch_size: int = 32
     seq_len: int = 64
     steps: int = 300
@@ -354,6 +398,11 @@ class CharLMConfig:
             embed_size=self.embed_size,
             num_layers=self.num_layers,
             dropout=self.dropout,
+            input_dropout=self.input_dropout,
+            recurrent_dropout=self.recurrent_dropout,
+            zoneout=self.zoneout,
+            weight_drop=self.weight_drop,
+            embedding_dropout=self.embedding_dropout,
             dtype=jnp.dtype(self.dtype),
         )
 
@@ -529,6 +578,8 @@ def _check_same_run(stored: Mapping[str, Any], current: Mapping[str, Any], where
 _POSITIVE_INTS = ("hidden_size", "embed_size", "num_layers", "batch_size", "seq_len", "steps")
 _NON_NEGATIVE_INTS = ("warmup_steps", "eval_chunks", "seed")
 _DTYPES = ("float32", "bfloat16", "float16")
+_RATES = ("dropout", "input_dropout", "recurrent_dropout", "zoneout", "weight_drop")
+_PROBABILITIES = (*_RATES, "embedding_dropout", "val_fraction")
 
 
 def _config_problem(name: str, value: Any) -> str | None:
@@ -539,7 +590,7 @@ def _config_problem(name: str, value: Any) -> str | None:
         return None if is_int and value >= 1 else "a positive int"
     if name in _NON_NEGATIVE_INTS:
         return None if is_int and value >= 0 else "an int >= 0"
-    if name in ("dropout", "val_fraction"):
+    if name in _PROBABILITIES:
         return None if is_real and 0 <= value < 1 else "a number in [0, 1)"
     if name == "learning_rate":
         return None if is_real and value > 0 else "a finite number > 0"
