@@ -134,19 +134,12 @@ def test_conv_lstm_equals_flax_conv_lstm_cell(kernel):
     variables = flax_cell.init(jax.random.key(2), carry0, xs[:, 0])
     v = variables["params"]
     v = jax.tree.map(lambda a: a + 0.1, v)  # nonzero biases
-
-    def reorder(a):  # Flax's i, g, f, o -> jaxrnn's i, f, g, o
-        i, g, f, o = jnp.split(a, 4, axis=-1)
-        return jnp.concatenate([i, f, g, o], axis=-1)
-
-    bias = reorder(v["ih"]["bias"] + v["hh"]["bias"])
-    params = jr.ConvLSTMParams(
-        w_ih=reorder(v["ih"]["kernel"]),
-        w_hh=reorder(v["hh"]["kernel"]),
-        b=bias.at[H : 2 * H].add(1.0),  # Flax's forget offset, folded into the bias
-    )
+    # Gates reordered to i, f, g, o, the biases and Flax's forget offset summed into b:
+    # jr.interop's mapping (tests/test_interop_flax_mgu_conv.py has the other dimensions).
+    cell, params = jr.interop.from_flax_linen(v, flax_cell)
+    assert cell.config == jr.conv_lstm(C, H, kernel).config
     (c, h), flax_ys = nn.RNN(flax_cell, return_carry=True).apply({"params": {"cell": v}}, xs)
-    carry, ys = jr.scan(jr.conv_lstm(C, H, kernel), params, xs)
+    carry, ys = jr.scan(cell, params, xs)
     np.testing.assert_allclose(ys, flax_ys, atol=1e-5)
     np.testing.assert_allclose(carry.c, c, atol=1e-5)
     np.testing.assert_allclose(carry.h, h, atol=1e-5)

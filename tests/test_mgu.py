@@ -63,14 +63,11 @@ def test_equals_flax_mgu_cell(reset_gate):
     carry0 = flax_cell.initialize_carry(jax.random.key(1), xs[:, 0].shape)
     v = flax_cell.init(jax.random.key(2), carry0, xs[:, 0])["params"]
     v = jax.tree.map(lambda a: a + 0.1, v)  # nonzero biases everywhere
-    params = jr.MGUParams(
-        w_ih=jnp.concatenate([v["if"]["kernel"], v["in"]["kernel"]], axis=-1),
-        w_hh=jnp.concatenate([v["hf"]["kernel"], v["hn"]["kernel"]], axis=-1),
-        b_ih=jnp.concatenate([v["if"]["bias"], v["in"]["bias"]]),
-        b_hh=v["hn"]["bias"] if reset_gate else jnp.zeros(H),
-    )
+    # Flax's parameters (if, in; hf, hn) in jaxrnn's layout: jr.interop's mapping
+    cell, params = jr.interop.from_flax_linen(v, flax_cell)
+    assert cell.config == jr.mgu(IN, H, reset_gate=reset_gate).config
     flax_h, flax_ys = nn.RNN(flax_cell, return_carry=True).apply({"params": {"cell": v}}, xs)
-    carry, ys = jr.scan(jr.mgu(IN, H, reset_gate=reset_gate), params, xs)
+    carry, ys = jr.scan(cell, params, xs)
     np.testing.assert_allclose(ys, flax_ys, atol=1e-6)
     np.testing.assert_allclose(carry, flax_h, atol=1e-6)
 

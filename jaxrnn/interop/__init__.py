@@ -7,18 +7,20 @@ and the converted model computes the same function as the original:
   layers (:func:`from_torch`, :func:`to_torch`, :func:`torch_state_dict`), and torch's stacked
   states ``h_n``/``c_n`` (:func:`torch_state`, :func:`carry_from_torch`);
 - :mod:`jaxrnn.interop.flax`: Flax Linen and NNX RNN cells (:func:`from_flax_linen`,
-  :func:`to_flax_linen`, :func:`from_flax_nnx`, :func:`to_flax_nnx`) and Flax's LSTM carry
-  order (:func:`carry_from_flax`, :func:`carry_to_flax`);
+  :func:`to_flax_linen`, :func:`from_flax_nnx`, :func:`to_flax_nnx`), Linen's ``MGUCell`` and
+  ``ConvLSTMCell`` included (NNX has neither), and Flax's LSTM carry order
+  (:func:`carry_from_flax`, :func:`carry_to_flax`);
 - :mod:`jaxrnn.interop.equinox`: Equinox's ``GRUCell`` and ``LSTMCell`` modules
   (:func:`from_equinox`, :func:`to_equinox`);
 - :mod:`jaxrnn.interop._common`: what the backends share (cell-kind detection, fused gate
-  blocks, building a jaxrnn cell from them).
+  blocks, building a jaxrnn cell from them); ``_flax_conv`` holds the convolutional LSTM's
+  mapping (gate order, Flax's forget offset, convolution options).
 
 Conversions are exact or refused: where the target cannot hold the source's function (a GRU
 with ``reset_after=False``, peepholes, coupled gates, custom activations, a Jordan cell, a
-nonzero ``b_hn`` for NNX, nonzero biases for ``bias=False``), a ``ValueError`` names what
-blocks it. Importing this package imports neither ``torch``, ``flax`` nor ``equinox``: the
-functions that need them import them when called.
+nonzero ``b_hn`` for NNX, nonzero biases for ``bias=False``, a strided convolution), a
+``ValueError`` names what blocks it. Importing this package imports neither ``torch``,
+``flax`` nor ``equinox``: the functions that need them import them when called.
 """
 
 from jaxrnn.interop.equinox import from_equinox, to_equinox

@@ -59,6 +59,16 @@ def _check_shape(where: str, value, shape: tuple[int, ...]) -> np.ndarray:
     return value
 
 
+def _check_dtypes(arrays: dict) -> None:
+    """A ``TypeError`` if the named arrays do not all have the first one's dtype."""
+    (first, value), *rest = arrays.items()
+    for name, other in rest:
+        if other.dtype != value.dtype:
+            raise TypeError(
+                f"{name}: expected the dtype of {first} ({value.dtype}), got {other.dtype}"
+            )
+
+
 def _cell_fields(cell: Cell) -> dict:
     """The configuration of a jaxrnn cell, or a ``TypeError`` for anything else."""
     if not isinstance(cell, Cell):

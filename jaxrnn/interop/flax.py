@@ -1,27 +1,48 @@
 """Flax interop: Linen and NNX RNN cells and jaxrnn cells, same weights.
 
-Cells only: Flax's ``nn.RNN``/``nnx.RNN`` scan a cell, as :func:`jaxrnn.scan` does. Supported
-are ``LSTMCell`` and ``OptimizedLSTMCell`` (identical parameters in Linen), ``GRUCell`` and
-``SimpleCell``, from Linen parameter dicts (:func:`from_flax_linen`, :func:`to_flax_linen`) or
-NNX modules (:func:`from_flax_nnx`, :func:`to_flax_nnx`). Only :func:`to_flax_nnx` imports
-Flax (``flax.nnx``, when called); the rest reads and writes plain dicts and arrays.
+Cells only: Flax's ``nn.RNN``/``nnx.RNN`` scan a cell, as :func:`jaxrnn.scan` does. Linen
+parameter dicts convert with :func:`from_flax_linen` and :func:`to_flax_linen`, NNX modules
+with :func:`from_flax_nnx` and :func:`to_flax_nnx`. Only :func:`to_flax_nnx` imports Flax
+(``flax.nnx``, when called); the rest reads and writes plain dicts and arrays.
+
+=================================== ================================ ======= =======
+Flax cell                           jaxrnn cell                      Linen   NNX
+=================================== ================================ ======= =======
+``LSTMCell``, ``OptimizedLSTMCell`` :func:`jaxrnn.lstm`              yes     yes
+``GRUCell``                         ``jaxrnn.gru(reset_after=True)`` yes     yes
+``SimpleCell``                      :func:`jaxrnn.simple_rnn`        yes     yes
+``MGUCell`` (both ``reset_gate``)   :func:`jaxrnn.mgu`               yes     no
+``ConvLSTMCell`` (1-D, 2-D, 3-D...) :func:`jaxrnn.conv_lstm`         yes     no
+=================================== ================================ ======= =======
+
+``flax.nnx`` (0.12) has no ``MGUCell`` and no ``ConvLSTMCell``: the NNX converters refuse
+these cells with an error that says so; convert the Linen cell instead (an NNX model can hold
+it through ``flax.nnx.bridge.ToNNX``).
 
 The correspondence:
 
-- Flax's LSTM carry is ``(c, h)``, jaxrnn's ``LSTMCarry(h, c)``: :func:`carry_from_flax` and
-  :func:`carry_to_flax` convert.
+- Flax's LSTM carry (dense and convolutional) is ``(c, h)``, jaxrnn's ``LSTMCarry(h, c)``:
+  :func:`carry_from_flax` and :func:`carry_to_flax` convert.
 - Linen's gated cells and NNX's ``LSTMCell`` keep one kernel per gate (LSTM ``ii, if, ig, io``
-  and ``hi, hf, hg, ho``, GRU ``ir, iz, in`` and ``hr, hz, hn``); NNX's other cells fuse them in
-  ``dense_i`` and ``dense_h``. jaxrnn fuses them, in the same gate order, into ``w_ih`` and
-  ``w_hh`` (input-major, as Flax's kernels are).
+  and ``hi, hf, hg, ho``, GRU ``ir, iz, in`` and ``hr, hz, hn``, MGU ``if, in`` and ``hf, hn``);
+  NNX's other cells fuse them in ``dense_i`` and ``dense_h``. jaxrnn fuses them, in the same
+  gate order, into ``w_ih`` and ``w_hh`` (input-major, as Flax's kernels are).
 - Flax puts the LSTM bias on the hidden-side kernels only (``hi, hf, hg, ho``), which is
   jaxrnn's ``b``.
 - Flax's GRU computes the ``reset_after=True`` form with input-side biases ``b_ir, b_iz, b_in``
   and, in Linen only, a hidden-side ``b_hn`` (NNX's ``GRUCell`` has no ``b_hn``).
+- Flax's MGU is jaxrnn's (:mod:`jaxrnn.mgu` follows it): ``b_ih`` is the biases of ``if, in``,
+  ``b_hh`` that of ``hn``, which Flax has only with ``reset_gate=True``.
+- Flax's ``ConvLSTMCell`` has two biased convolutions ``ih`` and ``hh`` with kernels
+  ``(*kernel_size, in, 4H)``, as jaxrnn's ``w_ih``/``w_hh``, but gate blocks ordered
+  ``i, g, f, o`` (jaxrnn: ``i, f, g, o``), and adds 1 to the forget-gate pre-activation in
+  every step. jaxrnn's one bias ``b`` is the sum of Flax's two plus that 1.
 
 What Flax cannot compute (a GRU with ``reset_after=False``, peepholes, coupled gates, a
-projection, a Jordan cell, a nonzero ``b_hn`` for NNX; non-default gate functions or a
-residual ``SimpleCell`` coming in) is refused with a ``ValueError`` naming what blocks it.
+projection, a Jordan cell, a convolutional GRU, a nonzero ``b_hn`` for NNX, a computation
+``dtype`` other than the parameters'; non-default gate functions, a residual ``SimpleCell``, a
+``ConvLSTMCell`` with strides or padding other than ``"SAME"`` coming in) is refused with a
+``ValueError`` naming what blocks it.
 """
 
 from __future__ import annotations
@@ -32,17 +53,23 @@ from typing import Any
 import jax.numpy as jnp
 
 from jaxrnn.cells import Cell, GRUParams, LSTMCarry
+from jaxrnn.conv import ConvLSTMParams, conv_gru, conv_lstm
 from jaxrnn.interop._common import (
     _GRU_GATES,
     _LSTM_GATES,
     _SIGMOID,
     _TANH,
     _build,
+    _cell_fields,
     _cell_kind,
+    _check_dtypes,
+    _dtype_kwargs,
     _is,
     _name,
     _split,
 )
+from jaxrnn.interop._flax_conv import _conv_lstm_from_linen, _conv_lstm_to_linen
+from jaxrnn.mgu import MGUParams, mgu
 
 __all__ = [
     "carry_from_flax",
@@ -53,7 +80,21 @@ __all__ = [
     "to_flax_nnx",
 ]
 
-_FLAX_KINDS = ("lstm", "optimized_lstm", "gru", "simple")
+_FLAX_KINDS = ("lstm", "optimized_lstm", "gru", "simple", "mgu", "conv_lstm")
+_CLASS_KINDS = {
+    "LSTMCell": "lstm",
+    "OptimizedLSTMCell": "optimized_lstm",
+    "GRUCell": "gru",
+    "SimpleCell": "simple",
+    "MGUCell": "mgu",
+    "ConvLSTMCell": "conv_lstm",
+}
+# Cells flax.nnx does not have (flax 0.12): converted through Linen only.
+_LINEN_ONLY = {"mgu": "MGUCell", "conv_lstm": "ConvLSTMCell"}
+_NNX_MISSING = (
+    "flax.nnx has no MGUCell or ConvLSTMCell (its cells are LSTMCell, OptimizedLSTMCell, "
+    "GRUCell and SimpleCell)"
+)
 
 
 def _flax_class_kind(obj, namespace: str) -> str | None:
@@ -61,17 +102,28 @@ def _flax_class_kind(obj, namespace: str) -> str | None:
     cls = type(obj)
     if not cls.__module__.startswith(f"flax.{namespace}"):
         return None
-    return {
-        "LSTMCell": "lstm",
-        "OptimizedLSTMCell": "optimized_lstm",
-        "GRUCell": "gru",
-        "SimpleCell": "simple",
-    }.get(cls.__name__)
+    kind = _CLASS_KINDS.get(cls.__name__)
+    return None if namespace == "nnx" and kind in _LINEN_ONLY else kind
+
+
+def _check_flax_dtype(module, param_dtype) -> None:
+    """Refuse a Flax cell whose computation ``dtype`` is not its parameters' (``param_dtype``):
+    Flax casts operands to it and keeps its sums there, jaxrnn's precision policy sums in
+    float32, so the two would not compute the same numbers."""
+    dtype = getattr(module, "dtype", None)
+    if dtype is not None and jnp.dtype(dtype) != jnp.dtype(param_dtype):
+        raise ValueError(
+            f"{type(module).__name__}(dtype={jnp.dtype(dtype).name}) computes in "
+            f"{jnp.dtype(dtype).name} with {jnp.dtype(param_dtype).name} parameters; jaxrnn "
+            "cells convert only when the computation dtype is the parameters' (dtype=None)"
+        )
 
 
 def _flax_activation(module, kind: str):
     """Check a Flax cell's functions are those jaxrnn's cell computes; the activation to use."""
     name = type(module).__name__
+    if kind == "conv_lstm":  # Flax's ConvLSTMCell has sigmoid and tanh built in
+        return None
     if kind == "simple":
         if getattr(module, "residual", False):
             raise ValueError(
@@ -92,20 +144,33 @@ def _flax_activation(module, kind: str):
 
 
 def from_flax_linen(variables, kind) -> tuple[Cell, Any]:
-    """Convert the parameters of a Flax Linen RNN cell to ``(cell, params)``.
+    r"""Convert the parameters of a Flax Linen RNN cell to ``(cell, params)``.
 
     ``LSTMCell`` and ``OptimizedLSTMCell`` -> :func:`jaxrnn.lstm` (``b`` = the hidden-side
     biases ``hi, hf, hg, ho``; Flax has no input-side LSTM bias); ``GRUCell`` ->
     ``jaxrnn.gru(reset_after=True)`` (``b_ih`` = the biases of ``ir, iz, in``, ``b_hh`` =
-    ``(0, 0, b_hn)``); ``SimpleCell`` -> :func:`jaxrnn.simple_rnn`. Run the result with
+    ``(0, 0, b_hn)``); ``SimpleCell`` -> :func:`jaxrnn.simple_rnn`; ``MGUCell`` ->
+    :func:`jaxrnn.mgu` with its ``reset_gate`` (``b_hh`` = the bias of ``hn``, zero without the
+    reset gate); ``ConvLSTMCell`` -> :func:`jaxrnn.conv_lstm` with its ``kernel_size``, any
+    number of spatial dimensions, gate blocks reordered from Flax's ``i, g, f, o`` and the
+    biases folded into one,
+
+    .. math::
+
+        b = b^{ih} + b^{hh} + (0, 1, 0, 0) \quad \text{(blocks } i, f, g, o\text{)},
+
+    the 1 being the offset Flax adds to the forget gate in every step. Run the result with
     :func:`jaxrnn.scan`, converting Flax carries with :func:`carry_from_flax`.
 
     Args:
         variables: the dict from ``module.init``, with or without its ``"params"`` level.
-        kind: ``"lstm"``, ``"optimized_lstm"``, ``"gru"`` or ``"simple"``, or the Linen cell
-            itself (e.g. ``nn.GRUCell(features=4)``); given the cell, its ``gate_fn`` and
-            ``activation_fn`` are checked (a ``SimpleCell``'s activation is carried over),
-            given a string they are assumed to be Flax's defaults.
+        kind: ``"lstm"``, ``"optimized_lstm"``, ``"gru"``, ``"simple"``, ``"mgu"`` or
+            ``"conv_lstm"``, or the Linen cell itself (e.g. ``nn.GRUCell(features=4)``).
+            Given the cell, its options are checked: ``gate_fn`` and ``activation_fn`` (a
+            ``SimpleCell``'s activation is carried over), an ``MGUCell``'s ``reset_gate``, a
+            ``ConvLSTMCell``'s ``kernel_size``, ``strides``, ``padding`` and ``use_bias``, and
+            for these two cells ``dtype``. Given a string they are assumed to be Flax's
+            defaults, except an MGU's ``reset_gate``, read from whether ``hn`` has a bias.
 
     Returns:
         ``(cell, params)``, with the parameters' dtype.
@@ -114,7 +179,10 @@ def from_flax_linen(variables, kind) -> tuple[Cell, Any]:
         ValueError: for an unknown ``kind``, missing parameters, kernels or biases whose
             shapes disagree (each is checked against the hidden-side kernel, so a bad variable
             fails here, not later inside :func:`jaxrnn.scan`), or a cell jaxrnn cannot
-            reproduce (non-default gate/activation functions, ``SimpleCell(residual=True)``).
+            reproduce (non-default gate/activation functions, ``SimpleCell(residual=True)``, a
+            ``ConvLSTMCell`` with strides or non-``"SAME"`` padding, an ``MGUCell`` or
+            ``ConvLSTMCell`` whose ``dtype`` is not its parameters').
+        TypeError: if the parameters disagree on their dtype.
 
     >>> import jax, jax.numpy as jnp, flax.linen as nn, jaxrnn as jr
     >>> flax_cell = nn.LSTMCell(features=4)
@@ -127,7 +195,7 @@ def from_flax_linen(variables, kind) -> tuple[Cell, Any]:
     >>> bool(jnp.allclose(y, y_jr, atol=1e-6)), bool(jnp.allclose(c, new.c, atol=1e-6))
     (True, True)
     """
-    activation = None
+    module = None
     if isinstance(kind, str):
         if kind not in _FLAX_KINDS:
             raise ValueError(f"kind: expected one of {_FLAX_KINDS}, got {kind!r}")
@@ -135,14 +203,19 @@ def from_flax_linen(variables, kind) -> tuple[Cell, Any]:
         module, kind = kind, _flax_class_kind(kind, "linen")
         if kind is None:
             raise ValueError(
-                "kind: expected a string or a flax.linen LSTMCell, OptimizedLSTMCell, GRUCell "
-                f"or SimpleCell, got {type(module).__name__}"
+                "kind: expected a string or a flax.linen LSTMCell, OptimizedLSTMCell, GRUCell, "
+                f"SimpleCell, MGUCell or ConvLSTMCell, got {type(module).__name__}"
             )
-        activation = _flax_activation(module, kind)
+    activation = None if module is None else _flax_activation(module, kind)
     if not isinstance(variables, Mapping):
         raise TypeError(f"variables: expected a dict of parameters, got {type(variables).__name__}")
     params = variables.get("params", variables)
-    first = {"lstm": "hi", "optimized_lstm": "hi", "gru": "hr", "simple": "h"}[kind]
+    if kind == "conv_lstm":
+        cell, conv_params = _conv_lstm_from_linen(params, module)
+        if module is not None:
+            _check_flax_dtype(module, conv_params.b.dtype)
+        return cell, conv_params
+    first = {"lstm": "hi", "optimized_lstm": "hi", "gru": "hr", "simple": "h", "mgu": "hf"}[kind]
 
     def get(name, leaf, shape=None):
         try:
@@ -160,7 +233,7 @@ def from_flax_linen(variables, kind) -> tuple[Cell, Any]:
             )
         return value
 
-    features_in = get("i" + first[1:], "kernel").shape[0]  # ii, ir or i
+    features_in = get("i" + first[1:], "kernel").shape[0]  # ii, ir, if or i
     first_shape = get(first, "kernel").shape
     if len(first_shape) != 2 or first_shape[0] != first_shape[1]:
         raise ValueError(
@@ -187,6 +260,29 @@ def from_flax_linen(variables, kind) -> tuple[Cell, Any]:
         b_hn = get("hn", "bias", bias_shape)
         b_hh = jnp.concatenate([jnp.zeros_like(b_hn), jnp.zeros_like(b_hn), b_hn], axis=-1)
         return _build(kind, w_ih, w_hh, {"b_ih": b_ih, "b_hh": b_hh})
+    if kind == "mgu":
+        hn = params.get("hn")
+        has_b_hn = isinstance(hn, Mapping) and "bias" in hn
+        reset_gate = has_b_hn if module is None else module.reset_gate
+        if has_b_hn and not reset_gate:
+            raise ValueError(
+                "variables: hn/bias is there, but MGUCell(reset_gate=False) has no bias on hn "
+                "(only reset_gate=True has one)"
+            )
+        arrays = {
+            "w_ih": fused("i", "kernel", ("f", "n")),
+            "w_hh": fused("h", "kernel", ("f", "n")),
+            "b_ih": fused("i", "bias", ("f", "n")),
+        }
+        b_hh = (
+            get("hn", "bias", bias_shape) if reset_gate else jnp.zeros_like(arrays["b_ih"][hidden:])
+        )
+        _check_dtypes({**arrays, "b_hh": b_hh})
+        dtype = arrays["w_ih"].dtype
+        if module is not None:
+            _check_flax_dtype(module, dtype)
+        cell = mgu(features_in, hidden, reset_gate=reset_gate, **_dtype_kwargs(dtype))
+        return cell, MGUParams(**arrays, b_hh=b_hh)
     biases = {"b": get("i", "bias", bias_shape)}
     w_ih = get("i", "kernel", kernels["i"])
     return _build(kind, w_ih, get("h", "kernel", kernels["h"]), biases, activation)
@@ -199,18 +295,53 @@ def _gru_flax_biases(params: GRUParams) -> tuple:
     return b_ir + b_hr, b_iz + b_hz, b_in, b_hn
 
 
-def to_flax_linen(cell: Cell, params) -> dict:
-    """The Linen variables of the Flax cell that computes what ``cell`` computes.
+def _flax_kind(cell: Cell, params) -> str:
+    """:func:`_cell_kind` for Flax, which also has ``"mgu"`` and ``"conv_lstm"`` cells."""
+    cfg = _cell_fields(cell)
+    factory = cfg.get("factory")
+    if factory is conv_gru:
+        raise ValueError(
+            "conv_gru has no Flax cell equivalent (Flax's convolutional cell is ConvLSTMCell)"
+        )
+    if factory not in (mgu, conv_lstm):
+        return _cell_kind(cell, params, "Flax")
+    kind, expected = ("mgu", MGUParams) if factory is mgu else ("conv_lstm", ConvLSTMParams)
+    if cfg["dtype"] != cfg["param_dtype"]:
+        raise ValueError(
+            f"{kind}(dtype={cfg['dtype'].name}) computes in {cfg['dtype'].name} with "
+            f"{cfg['param_dtype'].name} parameters, summing in float32; a Flax {_LINEN_ONLY[kind]} "
+            "casts to its dtype and sums there: not the same numbers (convert a cell whose dtype "
+            "is its param_dtype)"
+        )
+    if not isinstance(params, expected):
+        raise TypeError(f"params: expected {expected.__name__}, got {type(params).__name__}")
+    return kind
 
-    The target is ``nn.LSTMCell``/``nn.OptimizedLSTMCell`` (same parameters), ``nn.GRUCell``
-    or ``nn.SimpleCell`` with ``features = hidden_size``; for a :func:`jaxrnn.simple_rnn` with a
-    non-tanh activation, build the ``SimpleCell`` with that ``activation_fn``. A GRU's
-    hidden-side ``r, z`` biases are added to the input-side ones (Flax has only the latter);
-    ``b_hn`` keeps its place.
+
+def to_flax_linen(cell: Cell, params) -> dict:
+    r"""The Linen variables of the Flax cell that computes what ``cell`` computes.
+
+    The target is ``nn.LSTMCell``/``nn.OptimizedLSTMCell`` (same parameters), ``nn.GRUCell``,
+    ``nn.SimpleCell``, ``nn.MGUCell`` or ``nn.ConvLSTMCell`` with ``features = hidden_size``
+    (and the cell's ``reset_gate``, ``kernel_size``; ``param_dtype`` the parameters' dtype);
+    for a :func:`jaxrnn.simple_rnn` with a non-tanh activation, build the ``SimpleCell`` with
+    that ``activation_fn``. A GRU's hidden-side ``r, z`` biases are added to the input-side ones
+    (Flax has only the latter); ``b_hn`` keeps its place. An MGU without reset gate has its
+    ``b_hh`` added to the bias of ``in`` (Flax has no bias on ``hn`` then). A convolutional
+    LSTM's kernels are reordered to Flax's ``i, g, f, o`` blocks; its bias ``b`` goes to ``ih``
+    and ``hh`` gets a bias cancelling Flax's forget offset,
+
+    .. math::
+
+        b^{ih} = b, \qquad b^{hh} = (0, -1, 0, 0) \quad \text{(blocks } i, f, g, o\text{)},
+
+    so that :func:`from_flax_linen` gives back ``params`` bit for bit.
 
     Args:
         cell: a :func:`jaxrnn.lstm` (no peepholes, coupling or projection),
-            :func:`jaxrnn.gru` (``reset_after=True``) or :func:`jaxrnn.simple_rnn` cell.
+            :func:`jaxrnn.gru` (``reset_after=True``), :func:`jaxrnn.simple_rnn`,
+            :func:`jaxrnn.mgu` or :func:`jaxrnn.conv_lstm` cell (for the last two, with no
+            computation ``dtype`` apart from ``param_dtype``).
         params: its parameters.
 
     Returns:
@@ -218,17 +349,49 @@ def to_flax_linen(cell: Cell, params) -> dict:
 
     Raises:
         ValueError: if Flax has no such cell (``gru(reset_after=False)``, peepholes, coupled
-            gates, projection, ``jordan_rnn``, custom cells).
+            gates, projection, ``jordan_rnn``, ``conv_gru``, custom cells, an MGU or
+            convolutional LSTM computing in another dtype than its parameters').
+        TypeError: if ``params`` are not the cell's parameter type.
 
     >>> import jax, jaxrnn as jr
     >>> cell = jr.gru(3, 4, reset_after=True)
     >>> variables = jr.interop.to_flax_linen(cell, cell.init(jax.random.key(0)))
     >>> sorted(variables["params"]), variables["params"]["hn"]["bias"].shape
     (['hn', 'hr', 'hz', 'in', 'ir', 'iz'], (4,))
+
+    A convolutional LSTM, for ``nn.ConvLSTMCell(features=2, kernel_size=(3, 3))``: the gate
+    blocks ``i, f, g, o`` become Flax's ``i, g, f, o``, and ``hh``'s bias cancels the 1 Flax
+    adds to the forget gate.
+
+    >>> import jax.numpy as jnp
+    >>> cell = jr.conv_lstm(1, 2, (3, 3))
+    >>> b = jnp.arange(8.0)  # i: 0, 1; f: 2, 3; g: 4, 5; o: 6, 7
+    >>> params = jr.ConvLSTMParams(jnp.ones((3, 3, 1, 8)), jnp.ones((3, 3, 2, 8)), b)
+    >>> v = jr.interop.to_flax_linen(cell, params)["params"]
+    >>> v["ih"]["kernel"].shape, v["ih"]["bias"].tolist()
+    ((3, 3, 1, 8), [0.0, 1.0, 4.0, 5.0, 2.0, 3.0, 6.0, 7.0])
+    >>> v["hh"]["bias"].tolist()
+    [0.0, 0.0, 0.0, 0.0, -1.0, -1.0, 0.0, 0.0]
     """
-    kind = _cell_kind(cell, params, "Flax")
+    kind = _flax_kind(cell, params)
     out: dict[str, dict] = {}
-    if kind == "lstm":
+    if kind == "conv_lstm":
+        out = _conv_lstm_to_linen(params)
+    elif kind == "mgu":
+        (w_if, w_in), (w_hf, w_hn) = _split(params.w_ih, 2), _split(params.w_hh, 2)
+        b_if, b_in = _split(params.b_ih, 2)
+        b_hh = jnp.asarray(params.b_hh)
+        out = {
+            "if": {"kernel": w_if, "bias": b_if},
+            "hf": {"kernel": w_hf},
+            "in": {"kernel": w_in, "bias": b_in},
+            "hn": {"kernel": w_hn},
+        }
+        if dict(cell.config)["reset_gate"]:
+            out["hn"]["bias"] = b_hh
+        else:  # f does not multiply h W_hn + b_hh then: b_hh is one more input-side bias
+            out["in"]["bias"] = jnp.where(b_hh == 0, b_in, b_in + b_hh)
+    elif kind == "lstm":
         parts = zip(
             _LSTM_GATES,
             _split(params.w_ih, 4),
@@ -260,7 +423,10 @@ def from_flax_nnx(module) -> tuple[Cell, Any]:
 
     Supports ``nnx.LSTMCell``, ``nnx.OptimizedLSTMCell``, ``nnx.GRUCell`` (it has no ``b_hn``:
     ``b_hh`` comes out zero) and ``nnx.SimpleCell``, with the mapping of
-    :func:`from_flax_linen`. The module is only read.
+    :func:`from_flax_linen`. The module is only read. ``flax.nnx`` has no ``MGUCell`` and no
+    ``ConvLSTMCell``: those are Linen cells, converted by :func:`from_flax_linen` (from
+    ``nnx.bridge.ToNNX(linen_cell)``, pass ``nnx.to_pure_dict(nnx.state(module, nnx.Param))``
+    and ``module.to_nnx__module``).
 
     Args:
         module: the NNX cell.
@@ -285,7 +451,8 @@ def from_flax_nnx(module) -> tuple[Cell, Any]:
     if kind is None:
         raise TypeError(
             "from_flax_nnx: expected a flax.nnx LSTMCell, OptimizedLSTMCell, GRUCell or "
-            f"SimpleCell, got {type(module).__name__}"
+            f"SimpleCell, got {type(module).__name__} ({_NNX_MISSING}; Linen cells, also "
+            "inside nnx.bridge.ToNNX, convert with from_flax_linen)"
         )
     activation = _flax_activation(module, kind)
     if kind == "lstm":
@@ -322,8 +489,10 @@ def to_flax_nnx(cell: Cell, params, *, kind: str | None = None):
         The module, with ``param_dtype`` the parameters' dtype.
 
     Raises:
-        ValueError: if NNX has no such cell: those :func:`to_flax_linen` refuses, and a GRU
-            with a nonzero ``b_hn`` (``params.b_hh[2H:]``): ``nnx.GRUCell`` has no bias inside
+        ValueError: if NNX has no such cell: those :func:`to_flax_linen` refuses,
+            :func:`jaxrnn.mgu` and :func:`jaxrnn.conv_lstm` (``flax.nnx`` has no ``MGUCell``
+            and no ``ConvLSTMCell``: use :func:`to_flax_linen`), and a GRU with a nonzero
+            ``b_hn`` (``params.b_hh[2H:]``): ``nnx.GRUCell`` has no bias inside
             ``r * (h @ W_hn)``, and ``r`` varies, so no other bias can absorb it.
 
     >>> import jax, jax.numpy as jnp, jaxrnn as jr
@@ -333,9 +502,14 @@ def to_flax_nnx(cell: Cell, params, *, kind: str | None = None):
     >>> type(flax_cell).__name__, flax_cell.dense_h.bias[...].tolist()[4:8]
     ('OptimizedLSTMCell', [1.0, 1.0, 1.0, 1.0])
     """
+    family = _flax_kind(cell, params)
+    if family in _LINEN_ONLY:
+        raise ValueError(
+            f"{_NNX_MISSING}: convert jr.{family} with to_flax_linen and run it in "
+            f"flax.linen.{_LINEN_ONLY[family]} (nnx.bridge.ToNNX wraps that as an NNX module)"
+        )
     from flax import nnx
 
-    family = _cell_kind(cell, params, "Flax")
     if family == "lstm":
         kind = kind or "lstm"
         if kind not in ("lstm", "optimized_lstm"):
