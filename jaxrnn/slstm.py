@@ -180,7 +180,7 @@ def slstm(
     if hidden_size % num_heads:
         raise ValueError(
             f"hidden_size ({hidden_size}) must be a multiple of num_heads ({num_heads}): "
-            f"every head has hidden_size / num_heads units"
+            "every head has hidden_size / num_heads units"
         )
     if forget_gate not in _FORGET_GATES:
         raise ValueError(f"forget_gate must be 'sigmoid' or 'exp', got {forget_gate!r}")
@@ -219,7 +219,7 @@ def slstm(
             ]
         )
         b = jnp.concatenate([b_init(k, (H,), pdt) for k in jax.random.split(k_b, _GATES)])
-        if forget_bias == "powerlaw":
+        if isinstance(forget_bias, str):  # "powerlaw"
             b = b.at[H : 2 * H].set(_powerlaw_forget_bias(H, K, pdt))
         elif forget_bias is not None:
             b = b.at[H : 2 * H].set(forget_bias)
