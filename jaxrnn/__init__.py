@@ -28,6 +28,7 @@ from jaxrnn.cells import (
     simple_rnn,
 )
 from jaxrnn.mgu import MGUParams, mgu
+from jaxrnn.slstm import SLSTMCarry, SLSTMParams, slstm
 from jaxrnn.conv import ConvGRUParams, ConvLSTMParams, conv_gru, conv_lstm
 from jaxrnn.layernorm import (
     LayerNormGRUParams,
@@ -71,6 +72,8 @@ __all__ = [
     "LearnableCarry",
     "LearnableCarryParams",
     "MGUParams",
+    "SLSTMCarry",
+    "SLSTMParams",
     "SimpleRNNParams",
     "ZoneoutCarry",
     "attention",
@@ -100,6 +103,7 @@ __all__ = [
     "scan",
     "seq2seq",
     "simple_rnn",
+    "slstm",
     "stack",
     "train",
     "variational_dropout",

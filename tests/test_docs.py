@@ -39,6 +39,7 @@ PAGES = [
             "precision",
             "cells",
             "mgu",
+            "slstm",
             "layernorm",
             "conv",
             "regularizers",
