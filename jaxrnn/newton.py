@@ -31,6 +31,9 @@ class Newton(NamedTuple):
     on_failure: Literal["error", "sequential"] = "sequential"
 
 
-def newton_scan(f, init, xs, *, reverse: bool = False, options: Newton = Newton()):
+_DEFAULT = Newton()
+
+
+def newton_scan(f, init, xs, *, reverse: bool = False, options: Newton = _DEFAULT):
     """``jax.lax.scan(f, init, xs, reverse=reverse)`` evaluated by Newton iterations."""
     raise NotImplementedError("newton_scan: issue 13, in progress")
