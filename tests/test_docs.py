@@ -32,6 +32,7 @@ PAGES = [
     "notebooks/02_seq2seq_attention",
     "notebooks/03_char_language_model",
     "notebooks/04_pytorch_interop",
+    "notebooks/06_regularisation_and_convlstm",
     "api/index",
     *(
         f"api/{name}"

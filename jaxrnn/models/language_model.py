@@ -372,11 +372,6 @@ class CharLMConfig:
     embed_size: int = 64
     num_layers: int = 1
     dropout: float = 0.0
-    input_dropout: float = 0.0
-    recurrent_dropout: float = 0.0
-    zoneout: float = 0.0
-    weight_drop: float = 0.0
-    embedding_dropout: float = 0.0
     batch_size: int = 32
     seq_len: int = 64
     steps: int = 300
@@ -388,6 +383,13 @@ class CharLMConfig:
     eval_chunks: int = 8
     seed: int = 0
     dtype: str = "float32"  # matmul operands (jaxrnn.precision); parameters stay float32
+    # char_lm's other regularisers: rates in [0, 1), used in training only. (Added last, so
+    # that positional arguments keep their meaning.)
+    input_dropout: float = 0.0
+    recurrent_dropout: float = 0.0
+    zoneout: float = 0.0
+    weight_drop: float = 0.0
+    embedding_dropout: float = 0.0
 
     def model(self, vocab_size: int) -> CharLM:
         """The :func:`char_lm` these settings describe."""
