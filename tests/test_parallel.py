@@ -1,4 +1,5 @@
-"""Data parallelism: the same train step on 1 and on 8 (virtual CPU) devices gives the same losses.
+"""Data parallelism: the same train step on 1 and on 8 (virtual CPU) devices gives the same losses;
+so does the step with parameters and optimizer state split 4 ways (FSDP on a (2, 4) mesh).
 
 ``XLA_FLAGS=--xla_force_host_platform_device_count=8`` only takes effect before JAX initialises
 its backend, so the comparison runs in a fresh subprocess that prints its results as JSON.
@@ -14,6 +15,7 @@ import sys
 import textwrap
 
 import numpy as np
+from jax.sharding import PartitionSpec
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -74,6 +76,35 @@ SCRIPT = textwrap.dedent(
                 jt.shard_batch({"x": jnp.ones((6, 2))}, mesh)
             except ValueError as e:
                 out[name]["indivisible_error"] = str(e)
+
+    # Parameters and optimizer state split 4 ways (FSDP on a (2, 4) mesh): the same training.
+    mesh = jt.model_mesh(4)
+    step = jt.make_train_step(jm.lm_loss(model), opt, mesh=mesh)
+    state, history = jt.fit(fresh(), step, batches, 6, mesh=mesh, progress=False)
+    w_hh = state.params.rnn[0].w_hh
+    mu = state.opt_state[1][0].mu.rnn[0].w_hh
+    out["fsdp"] = {
+        "loss": history.train["loss"],
+        "params": [np.asarray(x).ravel().tolist() for x in jax.tree.leaves(state.params)],
+        "w_hh_spec": str(w_hh.sharding.spec),
+        "w_hh_shards": sorted({s.data.shape for s in w_hh.addressable_shards}),
+        "mu_shards": sorted({s.data.shape for s in mu.addressable_shards}),
+        "carry_shard_rows": [s.data.shape[0] for s in state.carry[0].h.addressable_shards],
+    }
+    # Checkpoints sharded alike, and re-sharded: FSDP <-> replicated, both verified.
+    with tempfile.TemporaryDirectory() as tmp:
+        with jt.Checkpoints(tmp) as ckpt:
+            ckpt.save(state)
+            back = ckpt.restore(jt.shard_state(fresh(), mesh))
+            replicated = ckpt.restore(jt.shard_state(fresh(), jt.data_mesh()))
+    same = lambda a, b: all(
+        bool(np.array_equal(x, y))
+        for x, y in zip(jax.tree.leaves(_to_saveable(a)), jax.tree.leaves(_to_saveable(b)))
+    )
+    out["fsdp"]["restored_equal"] = same(back, state) and same(replicated, state)
+    out["fsdp"]["restored_spec"] = str(back.params.rnn[0].w_hh.sharding.spec)
+    rep_w_hh = replicated.params.rnn[0].w_hh
+    out["fsdp"]["replicated_restore"] = bool(rep_w_hh.sharding.is_fully_replicated)
     print("RESULT " + json.dumps(out))
     """
 )
@@ -113,3 +144,14 @@ def test_one_and_eight_devices_give_the_same_training():
 
     assert eight["restored_equal"] and eight["restored_carry_rows"] == [1] * 8
     assert "divisible by the 8 devices" in eight["indivisible_error"]
+
+    # Parameters split 4 ways along the gate axis (FSDP): the losses of the replicated run.
+    fsdp = out["fsdp"]
+    assert fsdp["w_hh_spec"] == str(PartitionSpec(None, "model")), fsdp
+    assert fsdp["w_hh_shards"] == fsdp["mu_shards"] == [[16, 16]]  # (16, 64) split in 4
+    assert fsdp["carry_shard_rows"] == [1] * 8  # rows over all 8 devices
+    np.testing.assert_allclose(fsdp["loss"], eight["loss"], rtol=1e-5)
+    for a, b in zip(fsdp["params"], eight["params"], strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    assert fsdp["restored_equal"] and fsdp["restored_spec"] == fsdp["w_hh_spec"]
+    assert fsdp["replicated_restore"]

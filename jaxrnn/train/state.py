@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
-from jaxrnn.train.parallel import by_rows, replicated
+from jaxrnn.train.parallel import MODEL_AXIS, by_rows, replicated, state_shardings
 
 __all__ = [
     "Batch",
@@ -185,11 +185,15 @@ def make_train_step(
             (mean over the batch) and the carry for the next chunk (return ``carry`` unchanged,
             e.g. ``()``, for a model without one).
         optimizer: an optax optimizer, e.g. :func:`default_optimizer`.
-        mesh: if given, compile for data parallelism over ``mesh``: the batch and carry split
-            along their first axis over ``axis_name``, everything else replicated (put the
-            state and batches there with :func:`shard_state` and :func:`shard_batch`, or let
-            :func:`fit` do it).
-        axis_name: the mesh axis of the batch.
+        mesh: if given, compile for ``mesh``, possibly spanning several processes. On a
+            :func:`~jaxrnn.train.data_mesh`: data parallelism, the batch and carry split along
+            their first axis over ``axis_name``, everything else replicated. On a
+            :func:`~jaxrnn.train.model_mesh`: the rows over every device, parameters and
+            optimizer state split by :func:`~jaxrnn.train.param_spec` and gathered whole for
+            each step (FSDP). Put the state and batches there with :func:`shard_state` and
+            :func:`shard_batch`, or let :func:`fit` do it.
+        axis_name: the mesh axis of the batch (on a model mesh, rows are split over
+            ``"model"`` too).
         donate: donate the input state's buffers to the output state (the state passed in is
             invalid afterwards; saves memory and copies).
 
@@ -209,10 +213,16 @@ def make_train_step(
     (3.0, 50)
     """
     grad_fn = jax.value_and_grad(truncated(loss_fn), has_aux=True)
+    gather = mesh is not None and MODEL_AXIS in mesh.axis_names
 
     def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
         rng, key = jax.random.split(state.rng)
-        (loss, carry), grads = grad_fn(state.params, state.carry, batch, key)
+        params = state.params
+        if gather:  # FSDP: whole parameters for the pass, gradients reduced back to shards
+            params = jax.lax.with_sharding_constraint(params, replicated(mesh))
+        (loss, carry), grads = grad_fn(params, state.carry, batch, key)
+        if gather:
+            grads = jax.lax.with_sharding_constraint(grads, replicated(mesh))
         # optax's bias corrections mix int32 step counts with floats, which JAX's strict
         # dtype promotion rejects; keep the user's mode everywhere else.
         with jax.numpy_dtype_promotion("standard"):
@@ -223,14 +233,30 @@ def make_train_step(
         return new_state, {"loss": loss, "grad_norm": grad_norm}
 
     kwargs: dict[str, Any] = {"donate_argnums": (0,)} if donate else {}
-    if mesh is not None:
-        kwargs["in_shardings"] = (state_shardings(mesh, axis_name), by_rows(mesh, axis_name))
-        kwargs["out_shardings"] = (state_shardings(mesh, axis_name), replicated(mesh))
-    return jax.jit(train_step, **kwargs)
+    if mesh is None:
+        return jax.jit(train_step, **kwargs)
+    rows, rep = by_rows(mesh, axis_name), replicated(mesh)
+    if not gather:  # every leaf of a kind alike: shardings as a prefix of the state
+        prefix = TrainState(rep, rep, rep, rep, rows)
+        return jax.jit(
+            train_step, in_shardings=(prefix, rows), out_shardings=(prefix, rep), **kwargs
+        )
+    # Parameters split by shape: one compiled step per state structure and shapes.
+    compiled: dict[Any, Callable] = {}
 
+    @functools.wraps(train_step)
+    def sharded_step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
+        signature = (jax.tree.structure(state), tuple(map(jnp.shape, jax.tree.leaves(state))))
+        step = compiled.get(signature)
+        if step is None:
+            shardings = state_shardings(state, mesh, axis_name)
+            step = jax.jit(
+                train_step,
+                in_shardings=(shardings, rows),
+                out_shardings=(shardings, rep),
+                **kwargs,
+            )
+            compiled[signature] = step
+        return step(state, batch)
 
-def state_shardings(mesh: Mesh, axis_name: str = "data") -> TrainState:
-    """Where each part of a :class:`TrainState` lives under data parallelism over ``mesh``:
-    everything replicated but the carry, which is split by rows like the batch."""
-    rep = replicated(mesh)
-    return TrainState(rep, rep, rep, rep, by_rows(mesh, axis_name))
+    return sharded_step
