@@ -8,15 +8,17 @@ bytes on one device follow from its sharding on an abstract mesh of ``--devices`
 ``model_mesh(model=m)`` (parameters and both Adam moments split ``m`` ways).
 
 ``--layouts`` compiles one training step on ``--devices`` virtual CPU devices for three ways to
-use a ``(data, model)`` mesh and reports what XLA made of each, from the compiled program: the
-collectives inside the time loops (run every time step) and outside them (once per step), and
-the per-device argument and temporary bytes of ``compiled.memory_analysis()``:
+use them and reports what XLA made of each, from the compiled program: the collectives inside
+the time loops (run at every time step) and outside them (once per step), and the per-device
+argument and temporary bytes of ``compiled.memory_analysis()`` (their sum bounds the step's
+peak):
 
 * ``dp``: ``data_mesh``, parameters replicated (the reference);
-* ``fsdp``: ``model_mesh`` as ``jr.train`` uses it: parameters and optimizer state split at
-  rest, gathered whole for the step, batch rows over every device;
-* ``tp``: the same parameter split left to XLA's propagation (tensor parallelism), batch rows
-  over ``data`` only.
+* ``fsdp``: parameters and optimizer state split as below at rest, gathered whole for the
+  step (a sharding constraint), batch rows over every device;
+* ``tp``: ``model_mesh`` as ``jr.train`` uses it (tensor parallelism): parameters and
+  optimizer state split along their gate/feature axis over ``"model"``, rows over ``"data"``,
+  XLA partitions the computation to match.
 
 Run from the repository root: ``python benchmarks/bench_memory.py`` (the table) and
 ``python benchmarks/bench_memory.py --layouts`` (compiles; sets ``XLA_FLAGS`` itself).
@@ -121,8 +123,9 @@ def collectives(hlo: str) -> dict[str, int]:
 
 def compile_layouts(hidden: int, batch: int, time: int, model: int) -> dict[str, dict]:
     """Compile one step of each layout; collectives and memory of the compiled programs."""
+    from jax.sharding import PartitionSpec
+
     from jaxrnn import data
-    from jaxrnn.train.parallel import by_rows, replicated
 
     text = "".join(chr(32 + i % 90) for i in range(batch * time * 4))
     vocab = data.Vocab.from_text(text)
@@ -130,37 +133,31 @@ def compile_layouts(hidden: int, batch: int, time: int, model: int) -> dict[str,
     opt = jt.default_optimizer(1e-3, 100)
     batches = data.TextBatches(vocab.encode(text), batch, time)
     loss = jm.lm_loss(lm)
+    state = jt.init_state(
+        lm.init(jax.random.key(0)), opt, jax.random.key(1), lm.initial_carry((batch,))
+    )
     results = {}
     for name in ("dp", "fsdp", "tp"):
         mesh = jt.data_mesh() if name == "dp" else jt.model_mesh(model)
-        state = jt.init_state(
-            lm.init(jax.random.key(0)), opt, jax.random.key(1), lm.initial_carry((batch,))
+        whole = NamedSharding(mesh, PartitionSpec())
+        if name == "fsdp":  # gathered whole for the step, rows over every device
+            rows = NamedSharding(mesh, PartitionSpec(("data", "model")))
+
+            def step_loss(params, carry, batch, key, mesh_whole=whole):
+                params = jax.lax.with_sharding_constraint(params, mesh_whole)
+                return loss(params, carry, batch, key)
+
+        else:  # as jr.train compiles it for this mesh
+            rows, step_loss = NamedSharding(mesh, PartitionSpec("data")), loss
+        shardings = jt.state_shardings(state, mesh)._replace(
+            carry=jax.tree.map(lambda _, r=rows: r, state.carry)
         )
-        if name == "tp":  # parameters split as FSDP, no gathering: XLA propagates the split
-            rows = NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
-            shardings = jt.state_shardings(state, mesh)._replace(
-                carry=jax.tree.map(lambda _, r=rows: r, state.carry)
-            )
-            state = jax.tree.map(jax.device_put, state, shardings)
-            step = jt.make_train_step(loss, opt)
-            fn = jax.jit(
-                step.__wrapped__ if hasattr(step, "__wrapped__") else step,
-                in_shardings=(shardings, rows),
-                out_shardings=(shardings, replicated(mesh)),
-            )
-            batch_arrays = jax.tree.map(lambda x, r=rows: jax.device_put(x, r), batches(0))
-        else:
-            state = jt.shard_state(state, mesh)
-            shardings = jt.state_shardings(state, mesh)
-            rows = by_rows(mesh)
-            step = jt.make_train_step(loss, opt, mesh=mesh)
-            fn = jax.jit(
-                step.__wrapped__,
-                in_shardings=(shardings, rows),
-                out_shardings=(shardings, replicated(mesh)),
-            )
-            batch_arrays = jt.shard_batch(batches(0), mesh)
-        compiled = fn.lower(state, batch_arrays).compile()
+        fn = jax.jit(
+            jt.make_train_step(step_loss, opt),
+            in_shardings=(shardings, rows),
+            out_shardings=(shardings, whole),
+        )
+        compiled = fn.lower(state, batches(0)).compile()
         memory = compiled.memory_analysis()
         results[name] = {
             **collectives(compiled.as_text()),

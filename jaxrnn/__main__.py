@@ -516,7 +516,7 @@ def _initialize_distributed(args: argparse.Namespace) -> None:
 def _distributed(args: argparse.Namespace):
     """With ``--distributed``: join the job; processes other than 0 print nothing on stdout.
 
-    Yields the suffix of the program name in error messages (`` [process i]``).
+    Yields the label of this process for error messages (`` [process i of n]``).
     """
     if not getattr(args, "distributed", False):
         extra = [
@@ -525,19 +525,10 @@ def _distributed(args: argparse.Namespace):
             if getattr(args, o, None) is not None
         ]
         if extra:
-            print(
-                f"jaxrnn {args.command}: error: --{extra[0].replace('_', '-')} needs "
-                "--distributed (see jaxrnn demo --help)",
-                file=sys.stderr,
-            )
-            raise SystemExit(2)
+            raise UsageError(f"--{extra[0].replace('_', '-')} needs --distributed")
         yield ""
         return
-    try:
-        _initialize_distributed(args)
-    except UsageError as e:
-        print(f"jaxrnn {args.command}: error: {_one_line(e)}", file=sys.stderr)
-        raise SystemExit(2) from None
+    _initialize_distributed(args)  # a UsageError or ValueError, reported by main()
     import jax
 
     index = jax.process_index()
@@ -545,13 +536,19 @@ def _distributed(args: argparse.Namespace):
         yield f" [process 0 of {jax.process_count()}]"
         return
     args.no_progress = True
+    # Python's and the libraries' own output (file descriptor 1) alike; stderr stays.
     stdout = sys.stdout
+    stdout.flush()
+    saved = os.dup(1)
     with open(os.devnull, "w") as devnull:
+        os.dup2(devnull.fileno(), 1)
         sys.stdout = devnull
         try:
             yield f" [process {index} of {jax.process_count()}]"
         finally:
             sys.stdout = stdout
+            os.dup2(saved, 1)
+            os.close(saved)
 
 
 def _local_params(params):
@@ -637,10 +634,11 @@ def main(argv: list[str] | None = None) -> int:
     prog = f"jaxrnn {args.command}"
     if not args.debug:
         _quiet_logging()
-    with _sigterm_as_interrupt(), _distributed(args) as prog_suffix:
-        prog += prog_suffix
+    with _sigterm_as_interrupt():
         try:
-            return _demo(args) if args.command == "demo" else _sample(args)
+            with _distributed(args) as label:  # issue 14: "" unless --distributed
+                prog += label
+                return _demo(args) if args.command == "demo" else _sample(args)
         except KeyboardInterrupt as e:
             if args.debug:
                 raise

@@ -10,7 +10,7 @@ compare:
 * ``lm``: the character-level LSTM with dropout and carries (truncated BPTT), 6 steps, saved
   every 3; then resumed from step 3 (``resumed``), which must reproduce steps 4 to 6 and find
   step 6 already saved with the same contents;
-* ``fsdp`` (``--fsdp``, not in the suite: its compilation costs 10 s): the same LM on a
+* ``model`` (``--model``, not in the suite: its compilation costs 10 s): the same LM on a
   ``model_mesh(model=2)``, parameters and optimizer state split in two within each process;
 * ``from_one``: (2x2) restores the step-0 checkpoint a single process wrote (``--from-one``)
   and trains 6 steps from it;
@@ -39,7 +39,7 @@ def main() -> None:
     parser.add_argument("--process-id", type=int, default=0)
     parser.add_argument("--from-one")
     parser.add_argument("--from-two")
-    parser.add_argument("--fsdp", action="store_true")
+    parser.add_argument("--model", action="store_true")
     args = parser.parse_args()
     devices = 2 if args.world == "2x2" else 4
     os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
@@ -215,20 +215,20 @@ def run(args) -> dict:
         out["private_dir"] = str(e)
     times["lm"] = time.process_time()
 
-    # FSDP (with --fsdp; test_parallel.py compares it on 8 devices): parameters and optimizer
-    # state split in two along their gate/feature axis, within each process.
-    if args.fsdp:
-        fsdp = jt.model_mesh(2)
-        fsdp_step = jt.make_train_step(loss, lm_opt, mesh=fsdp)
-        fsdp_batches = lambda s: jt.local_rows(text_batches(s), fsdp)
-        state, history = jt.fit(fresh(), fsdp_step, fsdp_batches, 6, mesh=fsdp, progress=False)
+    # Tensor parallelism (with --model; test_parallel.py compares it on 8 devices): parameters
+    # and optimizer state split in two along their gate/feature axis, within each process.
+    if args.model:
+        split = jt.model_mesh(2)
+        split_step = jt.make_train_step(loss, lm_opt, mesh=split)
+        split_batches = lambda s: jt.local_rows(text_batches(s), split)
+        state, history = jt.fit(fresh(), split_step, split_batches, 6, mesh=split, progress=False)
         w_hh, mu = state.params.rnn[0].w_hh, state.opt_state[1][0].mu.rnn[0].w_hh
-        out["fsdp"] = {
+        out["model"] = {
             "loss": history.train["loss"],
             "w_hh_shard": list(w_hh.addressable_shards[0].data.shape),
             "mu_shard": list(mu.addressable_shards[0].data.shape),
         }
-    times["fsdp"] = time.process_time()
+    times["model"] = time.process_time()
     if args.from_one:  # a single process's checkpoint, restored by two
         with jt.Checkpoints(args.from_one, create=False) as ckpt:
             restored = ckpt.restore(jt.shard_state(fresh(), mesh))

@@ -294,7 +294,7 @@ def test_cli_demo_distributed_in_two_processes(runs):
 def test_cli_cluster_options_need_distributed(capsys):
     from jaxrnn.__main__ import main
 
-    with pytest.raises(SystemExit) as info:
-        main(["demo", "--coordinator", "127.0.0.1:1234"])
-    assert info.value.code == 2
-    assert "--coordinator needs --distributed" in capsys.readouterr().err
+    assert main(["demo", "--coordinator", "127.0.0.1:1234"]) == 2
+    assert "jaxrnn demo: error: --coordinator needs --distributed" in capsys.readouterr().err
+    assert main(["demo", "--distributed", "--num-processes", "2", "--process-id", "2"]) == 2
+    assert "--process-id 2 must be below --num-processes 2" in capsys.readouterr().err

@@ -5,7 +5,7 @@ The machinery any model trains with, one module per concern, in the order a step
 * :mod:`jaxrnn.train.parallel`: :func:`data_mesh` and :func:`model_mesh`,
   :func:`shard_batch`, :func:`shard_state`, :func:`state_shardings`, :func:`param_spec`,
   :func:`local_rows`, :func:`local_copy`: the batch split over devices and processes,
-  parameters replicated (data parallelism) or split too (FSDP);
+  parameters replicated (data parallelism) or split too (tensor parallelism);
 * :mod:`jaxrnn.train.state`: :class:`TrainState`, :func:`init_state`,
   :func:`default_optimizer`, :func:`truncated` and :func:`make_train_step`: one jit-compiled
   step of truncated backpropagation through time;

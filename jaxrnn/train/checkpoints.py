@@ -1,9 +1,11 @@
 """Checkpoints: atomic, verified saves of a :class:`~jaxrnn.train.TrainState` with orbax.
 
 :class:`Checkpoints` wraps orbax-checkpoint's ``CheckpointManager`` (atomic saves, the last
-``k`` kept) and stores next to each state JSON metadata: a SHA-256 digest of the state (one per
-process when several processes hold parts of it), the structure, dtype and shape of every leaf,
-the run's configuration and the metric :class:`~jaxrnn.train.History`. Nothing is lost and
+``k`` kept) and stores next to each state JSON metadata: digests of the state (a SHA-256 per
+process, of what it holds, and one that does not depend on the layout: see
+``jaxrnn.train._digest``), the structure, dtype and shape of every leaf, the run's
+configuration and the metric :class:`~jaxrnn.train.History`. Any number of processes save
+and restore together, onto any layout. Nothing is lost and
 nothing is silent: a writer holds an exclusive lock on its directory for its lifetime, a step
 that already exists with other contents is an error, and a checkpoint that cannot be restored
 exactly (unreadable, failing its digest, of another structure) raises :class:`CheckpointError`.
@@ -115,10 +117,14 @@ class Checkpoints:
 
     Each checkpoint is a directory ``<directory>/<step>`` written atomically by orbax's
     ``CheckpointManager`` (to a temporary name, renamed when complete; only the last
-    ``max_to_keep`` are kept). Next to the state it stores JSON metadata: the step, a SHA-256
-    digest of the state (one per process in a multi-process run: each digests the shards it
-    holds), the path, dtype and shape of every leaf, the run's ``config`` and the metric
-    :class:`History` so far.
+    ``max_to_keep`` are kept). Next to the state it stores JSON metadata: the step, digests
+    of the state (a SHA-256 per process, of the shards it holds, and a layout-free digest of
+    the whole state), the path, dtype and shape of every leaf, the run's ``config`` and the
+    metric :class:`History` so far.
+
+    With several processes (``jax.distributed``), every process constructs the writer, saves
+    and restores together (these are collectives), in a directory every host reaches (checked
+    when a writer opens it); each process takes its own lock file.
 
     Nothing is lost silently:
 
@@ -130,9 +136,12 @@ class Checkpoints:
     * :meth:`save` of a step that exists already is a no-op if the stored digest is the new
       state's, and a :class:`CheckpointError` if not.
     * :meth:`restore` compares the stored structure, dtypes and shapes with the template's
-      (naming the first leaf that differs), then verifies the digest: a checkpoint that cannot
-      be read, does not match its digest or carries none raises :class:`CheckpointError`;
-      only a directory without any checkpoint means "start from scratch" (see :meth:`resume`).
+      (naming the first leaf that differs), then verifies the digests, never skipping them:
+      each process its own SHA-256 when the layout is the one saved, all processes the
+      layout-free digest together otherwise (another number of processes, other shards). A
+      checkpoint that cannot be read, does not match its digest or carries none to check
+      raises :class:`CheckpointError`; only a directory without any checkpoint means "start
+      from scratch" (see :meth:`resume`).
 
     Args:
         directory: where checkpoints live (created if missing, unless ``create=False``).
@@ -433,9 +442,10 @@ class Checkpoints:
 
         ``template`` is a :class:`TrainState` of the same structure (e.g. a freshly
         initialised one, or ``jax.eval_shape`` of one); the restored arrays get its shardings
-        (leaves without one, as from ``jax.eval_shape``, land on this process's first device).
-        In a multi-process run each process verifies the digest of its own shards, which holds
-        when it restores onto the same layout it saved from.
+        (leaves without one, as from ``jax.eval_shape``, land on this process's first device):
+        a checkpoint restores onto any layout, e.g. one saved by 2 processes into 1, or from
+        replicated onto split parameters (:func:`~jaxrnn.train.state_shardings` of a
+        template gives the layout of a mesh).
 
         Args:
             template: the structure, dtypes, shapes and shardings to restore into.
@@ -528,7 +538,7 @@ def _listing(names: list[str], limit: int = 3) -> str:
 
 
 def _stored_content(meta: Mapping[str, Any]) -> str | None:
-    """The layout-free digest stored in ``meta`` (checkpoints since 0.4), or ``None``."""
+    """The layout-free digest stored in ``meta`` (absent before multi-process support)."""
     digest = meta.get("digest")
     content = digest.get("content") if isinstance(digest, Mapping) else None
     return content if isinstance(content, str) else None

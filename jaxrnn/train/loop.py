@@ -212,10 +212,11 @@ def fit(
     return.
 
     With several processes (``jax.distributed.initialize``), every process calls ``fit`` with
-    the same arguments but its own rows in ``batches`` (see :func:`shard_batch`); the metrics
-    and the history are global, the same in every process; checkpoints are saved by all
-    together; a signal to any process stops all of them at the next metrics fetch (at most
-    ``log_every`` steps later), where they agree on it.
+    the same arguments but its own rows in ``batches`` (see
+    :func:`~jaxrnn.train.shard_batch`); the metrics and the history are global, the same in
+    every process; checkpoints are saved by all together; a signal to any process stops all
+    of them at the next metrics fetch (at most ``log_every`` steps later), where they agree
+    on it.
 
     Args:
         state: the state to start from (donated to the first step when ``train_step`` donates:
@@ -231,9 +232,10 @@ def fit(
         history: metrics so far, appended to. ``None``: the history stored with the checkpoint
             of step ``state.step`` in ``checkpoints`` if there is one (a resumed run carries
             its history on without being told), else a new :class:`History`.
-        mesh: if given, the state and every batch are put on it (:func:`shard_state`,
-            :func:`shard_batch`): data parallelism on a :func:`data_mesh`, parameters split
-            too on a :func:`model_mesh`.
+        mesh: if given, the state and every batch are put on it
+            (:func:`~jaxrnn.train.shard_state`, :func:`~jaxrnn.train.shard_batch`): data
+            parallelism on a :func:`~jaxrnn.train.data_mesh`, parameters split too on a
+            :func:`~jaxrnn.train.model_mesh`.
         axis_name: the mesh axis of the batch.
         progress: show a ``tqdm`` progress bar (on stderr) with the loss and throughput.
         tokens_per_step: tokens (or examples) per step, to show the throughput in tokens/s.

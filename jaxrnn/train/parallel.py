@@ -7,12 +7,14 @@ The same train step runs on one device or many, in one process or several:
   optimizer state are replicated, and XLA all-reduces the gradients. Since the loss is the
   mean over the global batch, 1 and 8 devices compute the same step.
 * :func:`model_mesh` builds a two-axis mesh (``"data"``, ``"model"``) for models whose
-  parameters and optimizer state outgrow one device: every array with an axis divisible by the
-  ``"model"`` size is split along it (the last such axis: the gate/feature axis of the cells'
-  ``x @ W`` layout, :func:`param_spec`), the optimizer state alike, and the rows of the batch
-  over all devices. Inside the step the parameters are gathered for the forward and backward
-  pass and the gradients reduced back to their shards (fully sharded data parallelism, FSDP):
-  the same arithmetic as :func:`data_mesh` over all devices, a fraction of the memory at rest.
+  parameters and optimizer state outgrow one device (tensor parallelism): every array with an
+  axis divisible by the ``"model"`` size is split along it (the last such axis: the
+  gate/feature axis of the cells' ``x @ W`` layout, :func:`param_spec`), the optimizer state
+  alike; batch rows are split over ``"data"``. XLA partitions the computation to match
+  (GSPMD), with collectives over ``"model"`` inside the time loop; no device ever holds a
+  whole matrix, its gradient or its optimizer state, so the memory of parameters, optimizer
+  state and activations is divided by the ``"model"`` size. The arithmetic is the
+  replicated step's.
 * :func:`shard_batch` puts a batch on the mesh and :func:`shard_state` a
   :class:`~jaxrnn.train.TrainState`, both by the layout :func:`state_shardings` describes.
 
@@ -30,7 +32,6 @@ a whole copy of global arrays (to evaluate or sample on its own).
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Any
 
 import jax
@@ -72,10 +73,11 @@ def model_mesh(model: int, devices=None, *, axis_name: str = "data") -> Mesh:
     """A two-axis mesh ``(axis_name, "model")`` of shape ``(len(devices) // model, model)``.
 
     Parameters and optimizer state are split ``model`` ways along the ``"model"`` axis (see
-    :func:`param_spec`); batch rows are split over all devices. Devices are laid out in
-    ``jax.devices()`` order (process by process), ``model`` consecutive ones per row of the
-    mesh, so with ``model`` at most the devices of one process, gathering parameters stays
-    within a host.
+    :func:`param_spec`); batch rows are split ``len(devices) // model`` ways along the other.
+    Devices are laid out in ``jax.devices()`` order (process by process), ``model`` consecutive
+    ones per row of the mesh: with ``model`` at most the devices of one process, the
+    collectives of every time step stay within a host, and only the gradient reduction crosses
+    hosts.
 
     Args:
         model: how many ways parameters are split; must divide the number of devices.
@@ -103,23 +105,14 @@ def model_mesh(model: int, devices=None, *, axis_name: str = "data") -> Mesh:
 # Layout: which mesh axes split rows, and how a parameter is split.
 
 
-def row_axes(mesh: Mesh, axis_name: str | tuple[str, ...] = "data") -> tuple[str, ...]:
-    """The mesh axes batch rows are split over: ``axis_name``, and ``"model"`` if present."""
-    axes = (axis_name,) if isinstance(axis_name, str) else tuple(axis_name)
-    if MODEL_AXIS in mesh.axis_names and MODEL_AXIS not in axes:
-        axes = (*axes, MODEL_AXIS)
-    return axes
-
-
 def replicated(mesh: Mesh) -> NamedSharding:
     """The sharding of an array copied whole to every device of ``mesh``."""
     return NamedSharding(mesh, PartitionSpec())
 
 
-def by_rows(mesh: Mesh, axis_name: str | tuple[str, ...] = "data") -> NamedSharding:
-    """The sharding of an array split along its first axis over the row axes of ``mesh``."""
-    axes = row_axes(mesh, axis_name)
-    return NamedSharding(mesh, PartitionSpec(axes[0] if len(axes) == 1 else axes))
+def by_rows(mesh: Mesh, axis_name: str = "data") -> NamedSharding:
+    """The sharding of an array split along its first axis over ``axis_name``."""
+    return NamedSharding(mesh, PartitionSpec(axis_name))
 
 
 def param_spec(shape: tuple[int, ...], mesh: Mesh) -> PartitionSpec:
@@ -215,8 +208,7 @@ def shard_batch(batch: Any, mesh: Mesh, axis_name: str = "data") -> Any:
     In a single process, ``batch`` is the global batch. With several processes
     (``jax.distributed.initialize``), each passes its own rows (:func:`local_rows`), and the
     global batch is their concatenation in process order
-    (``jax.make_array_from_process_local_data``). On a :func:`model_mesh` the rows are split
-    over both axes, so over every device.
+    (``jax.make_array_from_process_local_data``).
 
     Raises:
         ValueError: if a leaf's first axis is not divisible by the number of devices it is
@@ -228,15 +220,14 @@ def shard_batch(batch: Any, mesh: Mesh, axis_name: str = "data") -> Any:
 def split_rows(tree: Any, mesh: Mesh, axis_name: str, *, local: bool) -> Any:
     """Put every leaf of ``tree`` on ``mesh``, split by rows; ``local``: rows of this process."""
     sharding = by_rows(mesh, axis_name)
-    axes = row_axes(mesh, axis_name)
-    num = math.prod(mesh.shape[a] for a in axes) // (jax.process_count() if local else 1)
-    where = f"mesh axis {axes[0]!r}" if len(axes) == 1 else f"mesh axes {axes!r}"
+    num = max(1, mesh.shape[axis_name] // (jax.process_count() if local else 1))
 
     def put(x):
-        if jnp.ndim(x) == 0 or jnp.shape(x)[0] % max(num, 1):
+        if jnp.ndim(x) == 0 or jnp.shape(x)[0] % num:
             raise ValueError(
                 f"shard_batch: the batch axis (first axis, got shape {jnp.shape(x)}) must be "
-                f"divisible by the {num} {'local ' if local else ''}devices of {where}"
+                f"divisible by the {num} {'local ' if local else ''}devices of mesh axis "
+                f"{axis_name!r}"
             )
         if local:
             if isinstance(x, jax.Array) and not x.is_fully_addressable:

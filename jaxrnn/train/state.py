@@ -185,15 +185,13 @@ def make_train_step(
             (mean over the batch) and the carry for the next chunk (return ``carry`` unchanged,
             e.g. ``()``, for a model without one).
         optimizer: an optax optimizer, e.g. :func:`default_optimizer`.
-        mesh: if given, compile for ``mesh``, possibly spanning several processes. On a
-            :func:`~jaxrnn.train.data_mesh`: data parallelism, the batch and carry split along
-            their first axis over ``axis_name``, everything else replicated. On a
-            :func:`~jaxrnn.train.model_mesh`: the rows over every device, parameters and
-            optimizer state split by :func:`~jaxrnn.train.param_spec` and gathered whole for
-            each step (FSDP). Put the state and batches there with :func:`shard_state` and
-            :func:`shard_batch`, or let :func:`fit` do it.
-        axis_name: the mesh axis of the batch (on a model mesh, rows are split over
-            ``"model"`` too).
+        mesh: if given, compile for ``mesh``, possibly spanning several processes: the batch
+            and carry split along their first axis over ``axis_name``; on a
+            :func:`~jaxrnn.train.data_mesh` everything else replicated (data parallelism), on
+            a :func:`~jaxrnn.train.model_mesh` parameters and optimizer state split by
+            :func:`~jaxrnn.train.param_spec` (tensor parallelism). Put the state and batches
+            there with :func:`shard_state` and :func:`shard_batch`, or let :func:`fit` do it.
+        axis_name: the mesh axis of the batch.
         donate: donate the input state's buffers to the output state (the state passed in is
             invalid afterwards; saves memory and copies).
 
@@ -213,16 +211,10 @@ def make_train_step(
     (3.0, 50)
     """
     grad_fn = jax.value_and_grad(truncated(loss_fn), has_aux=True)
-    gather = mesh is not None and MODEL_AXIS in mesh.axis_names
 
     def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
         rng, key = jax.random.split(state.rng)
-        params = state.params
-        if gather:  # FSDP: whole parameters for the pass, gradients reduced back to shards
-            params = jax.lax.with_sharding_constraint(params, replicated(mesh))
-        (loss, carry), grads = grad_fn(params, state.carry, batch, key)
-        if gather:
-            grads = jax.lax.with_sharding_constraint(grads, replicated(mesh))
+        (loss, carry), grads = grad_fn(state.params, state.carry, batch, key)
         # optax's bias corrections mix int32 step counts with floats, which JAX's strict
         # dtype promotion rejects; keep the user's mode everywhere else.
         with jax.numpy_dtype_promotion("standard"):
@@ -236,12 +228,13 @@ def make_train_step(
     if mesh is None:
         return jax.jit(train_step, **kwargs)
     rows, rep = by_rows(mesh, axis_name), replicated(mesh)
-    if not gather:  # every leaf of a kind alike: shardings as a prefix of the state
+    if MODEL_AXIS not in mesh.axis_names:  # each part of the state alike: a prefix of it
         prefix = TrainState(rep, rep, rep, rep, rows)
         return jax.jit(
             train_step, in_shardings=(prefix, rows), out_shardings=(prefix, rep), **kwargs
         )
-    # Parameters split by shape: one compiled step per state structure and shapes.
+    # Parameters split by their shapes (tensor parallelism: XLA partitions the computation to
+    # match): one compiled step per structure and shapes of the state.
     compiled: dict[Any, Callable] = {}
 
     @functools.wraps(train_step)
