@@ -433,10 +433,8 @@ def train_char_lm(
         max_to_keep: checkpoints kept.
         eval_every: validation period.
         mesh: a data-parallel mesh, ``None``, or ``"auto"``: every device when there are
-            several and they divide the batch. With several processes
-            (``jax.distributed.initialize``) every process calls this with the same
-            arguments and feeds its own rows of each batch; ``"auto"`` then needs the devices
-            of all processes to divide ``config.batch_size``.
+            several and they divide the batch (with several processes, each feeding its own
+            rows: the devices of all of them).
         progress: show the progress bar.
 
     Raises:
@@ -461,21 +459,11 @@ def train_char_lm(
         val = _data.TextBatches(val_ids, config.batch_size, config.seq_len)
         n = min(config.eval_chunks, val.num_chunks)
         chunks = jax.tree.map(lambda *xs: jnp.stack(xs), *[val(k) for k in range(n)])
-        # A whole copy of the parameters on each process (several processes: issue 14).
-        eval_fn = lambda state: {
-            "loss": evaluate_lm(model, _train.local_copy(state.params), chunks)
-        }
+        eval_fn = lambda s: {"loss": evaluate_lm(model, _train.local_copy(s.params), chunks)}
     if mesh == "auto":
         n_dev = len(jax.devices())
         mesh = _train.data_mesh() if n_dev > 1 and config.batch_size % n_dev == 0 else None
-    if jax.process_count() > 1:  # several processes: each feeds its own rows of every batch
-        if mesh is None:
-            raise ValueError(
-                f"batch_size {config.batch_size} must be divisible by the {len(jax.devices())} "
-                f"devices of the {jax.process_count()} processes"
-            )
-        global_batches = batches
-        batches = lambda step: _train.local_rows(global_batches(step), mesh)
+    batches = _train.local_batches(batches, mesh)  # with several processes, their own rows
 
     state, history, ckpt = config.init_state(model), _train.History(), None
     if mesh is not None:

@@ -1,11 +1,11 @@
-"""Training: a pure train state, a compiled train step, a fit loop, checkpoints, data parallelism.
+"""Training: a pure train state, a compiled train step, a fit loop, checkpoints, parallelism.
 
 The machinery any model trains with, one module per concern, in the order a step uses them:
 
 * :mod:`jaxrnn.train.parallel`: :func:`data_mesh` and :func:`model_mesh`,
   :func:`shard_batch`, :func:`shard_state`, :func:`state_shardings`, :func:`param_spec`,
-  :func:`local_rows`, :func:`local_copy`: the batch split over devices and processes,
-  parameters replicated (data parallelism) or split too (tensor parallelism);
+  :func:`local_rows`, :func:`local_batches`, :func:`local_copy`: the batch split over devices
+  and processes, parameters replicated (data parallelism) or split too (tensor parallelism);
 * :mod:`jaxrnn.train.state`: :class:`TrainState`, :func:`init_state`,
   :func:`default_optimizer`, :func:`truncated` and :func:`make_train_step`: one jit-compiled
   step of truncated backpropagation through time;
@@ -27,8 +27,8 @@ Data parallelism on several devices (or hosts)::
     step = jr.train.make_train_step(loss_fn, optimizer, mesh=mesh)
     state, history = jr.train.fit(state, step, batches, num_steps, mesh=mesh)
 
-With several processes, each passes its own rows: ``batches = lambda s:
-jr.train.local_rows(global_batches(s), mesh)``. Parameters too large for one device:
+With several processes, each passes its own rows: ``batches =
+jr.train.local_batches(global_batches, mesh)``. Parameters too large for one device:
 ``mesh = jr.train.model_mesh(model=4)`` instead, nothing else changes.
 """
 
@@ -36,6 +36,7 @@ from jaxrnn.train.checkpoints import CheckpointError, Checkpoints
 from jaxrnn.train.loop import History, Interrupted, NonFiniteLossError, fit
 from jaxrnn.train.parallel import (
     data_mesh,
+    local_batches,
     local_copy,
     local_rows,
     model_mesh,
@@ -63,6 +64,7 @@ __all__ = [
     "default_optimizer",
     "fit",
     "init_state",
+    "local_batches",
     "local_copy",
     "local_rows",
     "make_train_step",

@@ -32,6 +32,7 @@ a whole copy of global arrays (to evaluate or sample on its own).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import jax
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "data_mesh",
+    "local_batches",
     "local_copy",
     "local_rows",
     "model_mesh",
@@ -283,6 +285,31 @@ def local_rows(batch: Any, mesh: Mesh, axis_name: str = "data") -> Any:
         return x[lo:hi]
 
     return jax.tree.map(cut, batch)
+
+
+def local_batches(
+    batches: Callable[[int], Any], mesh: Mesh | None, axis_name: str = "data"
+) -> Callable[[int], Any]:
+    """``batches`` (``step -> global batch``) as this process feeds it: its :func:`local_rows`.
+
+    With one process, ``batches`` itself.
+
+    Raises:
+        ValueError: with several processes and no ``mesh`` (each process would train alone).
+
+    >>> import jaxrnn.train as jt
+    >>> batches = jt.local_batches(lambda step: {"x": [step] * 4}, jt.data_mesh())
+    >>> batches(3)
+    {'x': [3, 3, 3, 3]}
+    """
+    if jax.process_count() == 1:
+        return batches
+    if mesh is None:
+        raise ValueError(
+            f"local_batches: {jax.process_count()} processes need a mesh over the devices of "
+            "all of them (and a batch size those devices divide)"
+        )
+    return lambda step: local_rows(batches(step), mesh, axis_name)
 
 
 def local_copy(tree: Any) -> Any:
