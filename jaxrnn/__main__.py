@@ -240,6 +240,7 @@ def _parser() -> argparse.ArgumentParser:
         )
     _sampling_options(demo)
     demo.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _distributed_options(demo)  # issue 14: see "Distributed runs" below
     for action in demo._actions:
         name = action.dest
         if name in defaults and action.help and "default" not in action.help:
@@ -479,7 +480,7 @@ def _demo(args: argparse.Namespace) -> int:
         print(line + f"; training took {train_time:.1f} s")
     if args.checkpoint_dir is not None:
         print(f"checkpoint: {os.path.abspath(args.checkpoint_dir)} (step {end_step})")
-    _print_samples(run.model, run.state.params, run.vocab, args, seed=config.seed)
+    _print_samples(run.model, _local_params(run.state.params), run.vocab, args, seed=config.seed)
     print(f"total wall time {time.perf_counter() - _START:.1f} s (start-up included)")
     return 0
 
@@ -496,6 +497,106 @@ def _sample(args: argparse.Namespace) -> int:
     print(f"{config.cell} language model from {directory}, step {meta['step']}")
     _print_samples(model, params, vocab, args, seed=args.seed)
     return 0
+
+
+# --------------------------------------------------------------------------------------------
+# Distributed runs (--distributed, issue 14): one process of a multi-process job.
+
+_DISTRIBUTED_ENV = {"num_processes": "JAX_NUM_PROCESSES", "process_id": "JAX_PROCESS_ID"}
+
+
+def _distributed_options(demo: argparse.ArgumentParser) -> None:
+    group = demo.add_argument_group(
+        "several processes",
+        "Run as one process of a multi-process job: every process runs the same command, "
+        "feeds its own rows of each batch, and process 0 prints. --checkpoint-dir must be a "
+        "directory every host reaches.",
+    )
+    group.add_argument(
+        "--distributed",
+        action="store_true",
+        help="call jax.distributed.initialize(): the cluster is detected (SLURM, Open MPI, "
+        "TPU pods, or JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID in the "
+        "environment) unless given by the options below",
+    )
+    group.add_argument(
+        "--coordinator", metavar="HOST:PORT", help="address of process 0's coordinator service"
+    )
+    group.add_argument("--num-processes", type=_positive_int, metavar="N")
+    group.add_argument("--process-id", type=_nonnegative_int, metavar="I")
+
+
+def _initialize_distributed(args: argparse.Namespace) -> None:
+    """``jax.distributed.initialize`` from the options, then the environment, then detection."""
+    given = {
+        "coordinator_address": args.coordinator,
+        "num_processes": args.num_processes,
+        "process_id": args.process_id,
+    }
+    for name, env in _DISTRIBUTED_ENV.items():
+        if given[name] is None and os.environ.get(env, "").strip():
+            try:
+                given[name] = int(os.environ[env])
+            except ValueError:
+                raise UsageError(f"{env}={os.environ[env]!r} is not an integer") from None
+    n, i = given["num_processes"], given["process_id"]
+    if n is not None and i is not None and i >= n:
+        raise UsageError(f"--process-id {i} must be below --num-processes {n}")
+    import jax
+
+    # Cross-process collectives on CPU need an implementation (GPUs and TPUs bring theirs).
+    if not os.environ.get("JAX_CPU_COLLECTIVES_IMPLEMENTATION"):
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    try:
+        jax.distributed.initialize(**{k: v for k, v in given.items() if v is not None})
+    except (RuntimeError, ValueError) as e:
+        raise ValueError(f"--distributed: jax.distributed.initialize() failed: {e}") from e
+
+
+@contextlib.contextmanager
+def _distributed(args: argparse.Namespace):
+    """With ``--distributed``: join the job; processes other than 0 print nothing on stdout.
+
+    Yields the label of this process for error messages (`` [process i of n]``).
+    """
+    if not getattr(args, "distributed", False):
+        extra = [
+            o
+            for o in ("coordinator", "num_processes", "process_id")
+            if getattr(args, o, None) is not None
+        ]
+        if extra:
+            raise UsageError(f"--{extra[0].replace('_', '-')} needs --distributed")
+        yield ""
+        return
+    _initialize_distributed(args)  # a UsageError or ValueError, reported by main()
+    import jax
+
+    index = jax.process_index()
+    if index == 0:
+        yield f" [process 0 of {jax.process_count()}]"
+        return
+    args.no_progress = True
+    # Python's and the libraries' own output (file descriptor 1) alike; stderr stays.
+    stdout = sys.stdout
+    stdout.flush()
+    saved = os.dup(1)
+    with open(os.devnull, "w") as devnull:
+        os.dup2(devnull.fileno(), 1)
+        sys.stdout = devnull
+        try:
+            yield f" [process {index} of {jax.process_count()}]"
+        finally:
+            sys.stdout = stdout
+            os.dup2(saved, 1)
+            os.close(saved)
+
+
+def _local_params(params):
+    """The parameters whole on this process (after a run spread over several)."""
+    from jaxrnn.train import local_copy
+
+    return local_copy(params)
 
 
 # --------------------------------------------------------------------------------------------
@@ -576,7 +677,9 @@ def main(argv: list[str] | None = None) -> int:
         _quiet_logging()
     with _sigterm_as_interrupt():
         try:
-            return _demo(args) if args.command == "demo" else _sample(args)
+            with _distributed(args) as label:  # issue 14: "" unless --distributed
+                prog += label
+                return _demo(args) if args.command == "demo" else _sample(args)
         except KeyboardInterrupt as e:
             if args.debug:
                 raise

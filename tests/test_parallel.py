@@ -1,4 +1,6 @@
-"""Data parallelism: the same train step on 1 and on 8 (virtual CPU) devices gives the same losses.
+"""Data parallelism: the same train step on 1 and on 8 (virtual CPU) devices gives the same losses;
+so does the step with parameters and optimizer state split 4 ways (tensor parallelism on a
+(2, 4) mesh).
 
 ``XLA_FLAGS=--xla_force_host_platform_device_count=8`` only takes effect before JAX initialises
 its backend, so the comparison runs in a fresh subprocess that prints its results as JSON.
@@ -14,6 +16,7 @@ import sys
 import textwrap
 
 import numpy as np
+from jax.sharding import PartitionSpec
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -74,6 +77,35 @@ SCRIPT = textwrap.dedent(
                 jt.shard_batch({"x": jnp.ones((6, 2))}, mesh)
             except ValueError as e:
                 out[name]["indivisible_error"] = str(e)
+
+    # Parameters and optimizer state split 4 ways (a (2, 4) mesh): the same training.
+    mesh = jt.model_mesh(4)
+    step = jt.make_train_step(jm.lm_loss(model), opt, mesh=mesh)
+    state, history = jt.fit(fresh(), step, batches, 6, mesh=mesh, progress=False)
+    w_hh = state.params.rnn[0].w_hh
+    mu = state.opt_state[1][0].mu.rnn[0].w_hh
+    out["model"] = {
+        "loss": history.train["loss"],
+        "params": [np.asarray(x).ravel().tolist() for x in jax.tree.leaves(state.params)],
+        "w_hh_spec": str(w_hh.sharding.spec),
+        "w_hh_shards": sorted({s.data.shape for s in w_hh.addressable_shards}),
+        "mu_shards": sorted({s.data.shape for s in mu.addressable_shards}),
+        "carry_shard_rows": [s.data.shape[0] for s in state.carry[0].h.addressable_shards],
+    }
+    # Checkpoints sharded alike, and re-sharded: split <-> replicated, both verified.
+    with tempfile.TemporaryDirectory() as tmp:
+        with jt.Checkpoints(tmp) as ckpt:
+            ckpt.save(state)
+            back = ckpt.restore(jt.shard_state(fresh(), mesh))
+            replicated = ckpt.restore(jt.shard_state(fresh(), jt.data_mesh()))
+    same = lambda a, b: all(
+        bool(np.array_equal(x, y))
+        for x, y in zip(jax.tree.leaves(_to_saveable(a)), jax.tree.leaves(_to_saveable(b)))
+    )
+    out["model"]["restored_equal"] = same(back, state) and same(replicated, state)
+    out["model"]["restored_spec"] = str(back.params.rnn[0].w_hh.sharding.spec)
+    rep_w_hh = replicated.params.rnn[0].w_hh
+    out["model"]["replicated_restore"] = bool(rep_w_hh.sharding.is_fully_replicated)
     print("RESULT " + json.dumps(out))
     """
 )
@@ -113,3 +145,36 @@ def test_one_and_eight_devices_give_the_same_training():
 
     assert eight["restored_equal"] and eight["restored_carry_rows"] == [1] * 8
     assert "divisible by the 8 devices" in eight["indivisible_error"]
+
+    # Parameters split 4 ways along the gate axis: the losses of the replicated run.
+    split = out["model"]
+    assert split["w_hh_spec"] == str(PartitionSpec(None, "model")), split
+    assert split["w_hh_shards"] == split["mu_shards"] == [[16, 16]]  # (16, 64) split in 4
+    assert split["carry_shard_rows"] == [4] * 8  # rows split 2 ways, over "data"
+    np.testing.assert_allclose(split["loss"], eight["loss"], rtol=1e-5)
+    for a, b in zip(split["params"], eight["params"], strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    assert split["restored_equal"] and split["restored_spec"] == split["w_hh_spec"]
+    assert split["replicated_restore"]
+
+
+def test_memory_table_counts_every_shard():
+    """benchmarks/bench_memory.py: per-device bytes of parameters and AdamW state, from the
+    shardings on an abstract 8-device mesh, against a count by hand."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_memory", REPO / "benchmarks/bench_memory.py"
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    (row,) = bench.memory_table([8], devices=8, models=(2, 8))
+    h, v, e = 8, 256, 256  # hidden; vocabulary and embedding of the benchmark's model
+    params = v * e + e * 4 * h + h * 4 * h + 4 * h + h * v + v
+    assert row["params"] == params
+    scalars = row["replicated"] - 3 * 4 * params  # float32 parameters and two moments
+    assert 0 <= scalars <= 64  # the optimizer's step counts
+    # Every array has an axis divisible by 8 here: each device holds an eighth (or a half).
+    assert row["model=8"] == 3 * 4 * params // 8 + scalars
+    assert row["model=2"] == 3 * 4 * params // 2 + scalars
+    assert "| 8 | 0.1 M |" in bench.markdown([row], 8)

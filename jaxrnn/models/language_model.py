@@ -484,7 +484,8 @@ def train_char_lm(
         max_to_keep: checkpoints kept.
         eval_every: validation period.
         mesh: a data-parallel mesh, ``None``, or ``"auto"``: every device when there are
-            several and they divide the batch.
+            several and they divide the batch (with several processes, each feeding its own
+            rows: the devices of all of them).
         progress: show the progress bar.
 
     Raises:
@@ -509,10 +510,11 @@ def train_char_lm(
         val = _data.TextBatches(val_ids, config.batch_size, config.seq_len)
         n = min(config.eval_chunks, val.num_chunks)
         chunks = jax.tree.map(lambda *xs: jnp.stack(xs), *[val(k) for k in range(n)])
-        eval_fn = lambda state: {"loss": evaluate_lm(model, state.params, chunks)}
+        eval_fn = lambda s: {"loss": evaluate_lm(model, _train.local_copy(s.params), chunks)}
     if mesh == "auto":
         n_dev = len(jax.devices())
         mesh = _train.data_mesh() if n_dev > 1 and config.batch_size % n_dev == 0 else None
+    batches = _train.local_batches(batches, mesh)  # with several processes, their own rows
 
     state, history, ckpt = config.init_state(model), _train.History(), None
     if mesh is not None:

@@ -1,9 +1,11 @@
-"""Training: a pure train state, a compiled train step, a fit loop, checkpoints, data parallelism.
+"""Training: a pure train state, a compiled train step, a fit loop, checkpoints, parallelism.
 
 The machinery any model trains with, one module per concern, in the order a step uses them:
 
-* :mod:`jaxrnn.train.parallel`: :func:`data_mesh`, :func:`shard_batch`, :func:`shard_state`:
-  the batch split over devices (and hosts), parameters replicated;
+* :mod:`jaxrnn.train.parallel`: :func:`data_mesh` and :func:`model_mesh`,
+  :func:`shard_batch`, :func:`shard_state`, :func:`state_shardings`, :func:`param_spec`,
+  :func:`local_rows`, :func:`local_batches`, :func:`local_copy`: the batch split over devices
+  and processes, parameters replicated (data parallelism) or split too (tensor parallelism);
 * :mod:`jaxrnn.train.state`: :class:`TrainState`, :func:`init_state`,
   :func:`default_optimizer`, :func:`truncated` and :func:`make_train_step`: one jit-compiled
   step of truncated backpropagation through time;
@@ -11,8 +13,9 @@ The machinery any model trains with, one module per concern, in the order a step
   :class:`NonFiniteLossError` on a non-finite loss (before saving anything after it) and with
   :class:`Interrupted` on Ctrl-C or ``SIGTERM`` (after saving the last completed step);
 * :mod:`jaxrnn.train.checkpoints`: :class:`Checkpoints` (orbax, atomic, one locked writer per
-  directory, every state verified against its SHA-256 digest, the template's structure, dtypes
-  and shapes checked) and :class:`CheckpointError`.
+  directory, every state verified against its digests, the template's structure, dtypes
+  and shapes checked; saved and restored by any number of processes, onto any layout) and
+  :class:`CheckpointError`.
 
 A model plugs in through its loss, ``loss_fn(params, carry, batch, key) -> (loss, carry)``;
 :mod:`jaxrnn.models.language_model` is one such model (the demo's character-level LSTM), built
@@ -23,11 +26,25 @@ Data parallelism on several devices (or hosts)::
     mesh = jr.train.data_mesh()                 # every device, one axis called "data"
     step = jr.train.make_train_step(loss_fn, optimizer, mesh=mesh)
     state, history = jr.train.fit(state, step, batches, num_steps, mesh=mesh)
+
+With several processes, each passes its own rows: ``batches =
+jr.train.local_batches(global_batches, mesh)``. Parameters too large for one device:
+``mesh = jr.train.model_mesh(model=4)`` instead, nothing else changes.
 """
 
 from jaxrnn.train.checkpoints import CheckpointError, Checkpoints
 from jaxrnn.train.loop import History, Interrupted, NonFiniteLossError, fit
-from jaxrnn.train.parallel import data_mesh, shard_batch, shard_state
+from jaxrnn.train.parallel import (
+    data_mesh,
+    local_batches,
+    local_copy,
+    local_rows,
+    model_mesh,
+    param_spec,
+    shard_batch,
+    shard_state,
+    state_shardings,
+)
 from jaxrnn.train.state import (
     TrainState,
     default_optimizer,
@@ -47,9 +64,15 @@ __all__ = [
     "default_optimizer",
     "fit",
     "init_state",
+    "local_batches",
+    "local_copy",
+    "local_rows",
     "make_train_step",
+    "model_mesh",
+    "param_spec",
     "shard_batch",
     "shard_state",
+    "state_shardings",
     "truncated",
 ]
 

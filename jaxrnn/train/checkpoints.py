@@ -1,9 +1,11 @@
 """Checkpoints: atomic, verified saves of a :class:`~jaxrnn.train.TrainState` with orbax.
 
 :class:`Checkpoints` wraps orbax-checkpoint's ``CheckpointManager`` (atomic saves, the last
-``k`` kept) and stores next to each state JSON metadata: a SHA-256 digest of the state (one per
-process when several processes hold parts of it), the structure, dtype and shape of every leaf,
-the run's configuration and the metric :class:`~jaxrnn.train.History`. Nothing is lost and
+``k`` kept) and stores next to each state JSON metadata: digests of the state (a SHA-256 per
+process, of what it holds, and one that does not depend on the layout: see
+``jaxrnn.train._digest``), the structure, dtype and shape of every leaf, the run's
+configuration and the metric :class:`~jaxrnn.train.History`. Any number of processes save
+and restore together, onto any layout. Nothing is lost and
 nothing is silent: a writer holds an exclusive lock on its directory for its lifetime, a step
 that already exists with other contents is an error, and a checkpoint that cannot be restored
 exactly (unreadable, failing its digest, of another structure) raises :class:`CheckpointError`.
@@ -12,15 +14,9 @@ Typed PRNG keys are stored as their raw ``uint32`` data and re-wrapped on restor
 
 from __future__ import annotations
 
-import contextlib
-import datetime
-import errno
-import hashlib
 import json
 import numbers
 import os
-import socket
-import tempfile
 from collections.abc import Mapping
 from typing import Any
 
@@ -29,18 +25,11 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
+from jaxrnn.train import _digest, _directory
 from jaxrnn.train.loop import History
 from jaxrnn.train.state import TrainState
 
-try:  # POSIX advisory locks; without them (Windows) a writer takes no lock.
-    import fcntl
-except ImportError:  # pragma: no cover
-    fcntl = None
-
 __all__ = ["CheckpointError", "Checkpoints"]
-
-#: Name of the lock file a writer holds (one per process index, for multi-process runs).
-_LOCK_NAME = ".jaxrnn-writer-{}.lock"
 
 
 class CheckpointError(RuntimeError):
@@ -108,56 +97,6 @@ def _tree_spec(saveable) -> list[list[Any]]:
     ]
 
 
-def _shard_key(index: tuple, shape: tuple[int, ...]) -> tuple[tuple[int, int], ...]:
-    return tuple(sl.indices(n)[:2] for sl, n in zip(index, shape, strict=True))
-
-
-def _local_digest(saveable) -> str:
-    """SHA-256 of the state as this process holds it.
-
-    Every leaf contributes its path, dtype, shape and bytes. A leaf other processes hold parts
-    of contributes the addressable shards instead, each once (replicas skipped), in index order
-    with its index: the digest of this process's part, verified by this process on restore.
-    """
-    digest = hashlib.sha256()
-    for path, leaf in jax.tree_util.tree_flatten_with_path(saveable)[0]:
-        name = jax.tree_util.keystr(path)
-        if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
-            shards = {}
-            for shard in leaf.addressable_shards:
-                shards.setdefault(_shard_key(shard.index, leaf.shape), shard)
-            for key in sorted(shards):
-                arr = np.ascontiguousarray(np.asarray(shards[key].data))
-                digest.update(f"{name}|{arr.dtype}|{key}|".encode())
-                digest.update(arr.tobytes())
-        else:
-            arr = np.ascontiguousarray(np.asarray(leaf))
-            digest.update(f"{name}|{arr.dtype}|{arr.shape}|".encode())
-            digest.update(arr.tobytes())
-    return digest.hexdigest()
-
-
-def _digests(saveable) -> dict[str, str]:
-    """``{process index: digest of its part}`` for every process (a collective if several)."""
-    local = _local_digest(saveable)
-    if jax.process_count() == 1:
-        return {"0": local}
-    from jax.experimental import multihost_utils
-
-    mine = np.frombuffer(bytes.fromhex(local), np.uint8)
-    rows = np.asarray(multihost_utils.process_allgather(mine))
-    return {str(i): bytes(row.astype(np.uint8)).hex() for i, row in enumerate(rows)}
-
-
-def _all_processes_agree(ok: bool) -> bool:
-    if jax.process_count() == 1:
-        return ok
-    from jax.experimental import multihost_utils
-
-    flags = multihost_utils.process_allgather(np.array(ok, np.int32))
-    return bool(np.all(np.asarray(flags)))
-
-
 def _check_positive_int(name: str, value, *, allow_none: bool = False) -> int | None:
     if value is None and allow_none:
         return None
@@ -178,10 +117,14 @@ class Checkpoints:
 
     Each checkpoint is a directory ``<directory>/<step>`` written atomically by orbax's
     ``CheckpointManager`` (to a temporary name, renamed when complete; only the last
-    ``max_to_keep`` are kept). Next to the state it stores JSON metadata: the step, a SHA-256
-    digest of the state (one per process in a multi-process run: each digests the shards it
-    holds), the path, dtype and shape of every leaf, the run's ``config`` and the metric
-    :class:`History` so far.
+    ``max_to_keep`` are kept). Next to the state it stores JSON metadata: the step, digests
+    of the state (a SHA-256 per process, of the shards it holds, and a layout-free digest of
+    the whole state), the path, dtype and shape of every leaf, the run's ``config`` and the
+    metric :class:`History` so far.
+
+    With several processes (``jax.distributed``), every process constructs the writer, saves
+    and restores together (these are collectives), in a directory every host reaches (checked
+    when a writer opens it); each process takes its own lock file.
 
     Nothing is lost silently:
 
@@ -193,9 +136,12 @@ class Checkpoints:
     * :meth:`save` of a step that exists already is a no-op if the stored digest is the new
       state's, and a :class:`CheckpointError` if not.
     * :meth:`restore` compares the stored structure, dtypes and shapes with the template's
-      (naming the first leaf that differs), then verifies the digest: a checkpoint that cannot
-      be read, does not match its digest or carries none raises :class:`CheckpointError`;
-      only a directory without any checkpoint means "start from scratch" (see :meth:`resume`).
+      (naming the first leaf that differs), then verifies the digests, never skipping them:
+      each process its own SHA-256 when the layout is the one saved, all processes the
+      layout-free digest together otherwise (another number of processes, other shards). A
+      checkpoint that cannot be read, does not match its digest or carries none to check
+      raises :class:`CheckpointError`; only a directory without any checkpoint means "start
+      from scratch" (see :meth:`resume`).
 
     Args:
         directory: where checkpoints live (created if missing, unless ``create=False``).
@@ -256,9 +202,8 @@ class Checkpoints:
             raise FileNotFoundError(f"checkpoint directory {self.directory} does not exist")
         try:
             if not self.read_only:
-                self._prepare_directory()
-                self._lock()
-            self._check_no_links(deep=True)
+                self._lock_fd = _directory.open_for_writing(self.directory)
+            _directory.check_no_links(self.directory, deep=True)
             # A reader is read-only by our own guard in save(); orbax's read_only mode would
             # only log warnings about the options it overrides.
             options = ocp.CheckpointManagerOptions(
@@ -274,93 +219,6 @@ class Checkpoints:
             self.close()
             raise
 
-    # Directory checks and the writer's lock.
-    def _prepare_directory(self) -> None:
-        d = self.directory
-        if os.path.lexists(d) and not os.path.isdir(d):
-            raise CheckpointError(f"checkpoint directory {d} is not a directory")
-        try:
-            os.makedirs(d, exist_ok=True)
-        except OSError as e:
-            raise CheckpointError(
-                f"cannot create checkpoint directory {d}: {e.strerror or e}"
-            ) from None
-        try:
-            fd, probe = tempfile.mkstemp(prefix=".jaxrnn-probe-", dir=d)
-            os.close(fd)
-            os.unlink(probe)
-        except OSError as e:
-            raise CheckpointError(
-                f"checkpoint directory {d} is not writable: {e.strerror or e}"
-            ) from None
-
-    def _lock(self) -> None:
-        if fcntl is None:  # pragma: no cover
-            return
-        path = os.path.join(self.directory, _LOCK_NAME.format(jax.process_index()))
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as e:
-            raise CheckpointError(
-                f"checkpoint directory {self.directory} is not writable: cannot open its lock "
-                f"file {path}: {e.strerror or e}"
-            ) from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            holder = _read_holder(fd)
-            os.close(fd)
-            if e.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
-                raise CheckpointError(
-                    f"cannot lock checkpoint directory {self.directory}: {e.strerror or e}"
-                ) from None
-            raise CheckpointError(
-                f"checkpoint directory {self.directory} is in use by {holder}; wait for it "
-                "to finish, stop it, or use another directory"
-            ) from None
-        info = {
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "since": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        }
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(info).encode(), 0)
-        self._lock_fd = fd
-
-    def _unlock(self) -> None:
-        if self._lock_fd is not None:
-            fd, self._lock_fd = self._lock_fd, None
-            with contextlib.suppress(OSError):
-                fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
-
-    def _check_no_links(self, *, deep: bool) -> None:
-        """Refuse symbolic links among the checkpoints: orbax deletes old steps recursively."""
-        try:
-            entries = list(os.scandir(self.directory))
-        except OSError as e:
-            raise CheckpointError(
-                f"cannot list checkpoint directory {self.directory}: {e.strerror or e}"
-            ) from None
-        for entry in entries:
-            if not entry.name[:1].isdigit():
-                continue
-            if entry.is_symlink():
-                raise CheckpointError(
-                    f"checkpoint directory {self.directory} holds a symbolic link {entry.path} "
-                    "where a checkpoint belongs; replace it by a copy (checkpoints are deleted "
-                    "recursively, never through links)"
-                )
-            if deep and entry.is_dir(follow_symlinks=False):
-                for root, dirs, files in os.walk(entry.path):
-                    for name in dirs + files:
-                        if os.path.islink(os.path.join(root, name)):
-                            raise CheckpointError(
-                                f"checkpoint {entry.path} holds a symbolic link "
-                                f"{os.path.join(root, name)}; replace it by a copy (checkpoints "
-                                "are deleted recursively, never through links)"
-                            )
-
     # Context manager and cleanup.
     def close(self) -> None:
         """Wait for pending writes, release the manager and the directory's lock."""
@@ -370,6 +228,10 @@ class Checkpoints:
                 manager.close()
         finally:
             self._unlock()
+
+    def _unlock(self) -> None:
+        fd, self._lock_fd = self._lock_fd, None
+        _directory.unlock(fd)
 
     def __enter__(self) -> Checkpoints:
         return self
@@ -397,7 +259,7 @@ class Checkpoints:
         Raises:
             CheckpointError: if a checkpoint is a symbolic link.
         """
-        self._check_no_links(deep=False)
+        _directory.check_no_links(self.directory, deep=False)
         manager = self._active()
         manager.reload()
         return sorted(manager.all_steps())
@@ -432,20 +294,30 @@ class Checkpoints:
             raise CheckpointError(f"checkpoint directory {self.directory} was opened read-only")
         step = int(state.step)
         saveable = _to_saveable(state)
-        digests = _digests(saveable)
-        self._check_no_links(deep=True)
-        if step in self.steps():
-            stored = _stored_digests(self.metadata(step))
-            if stored == digests:
+        digests, layouts = _digest.process_digests(saveable)
+        content = _digest.content_digest(saveable)
+        _directory.check_no_links(self.directory, deep=True)
+        exists = step in self.steps()
+        if len(set(_digest.gather_bytes(b"\x01" if exists else b"\x00"))) > 1:
+            raise CheckpointError(
+                f"the processes of this run disagree whether step {step} exists in "
+                f"{self.directory}: every process must reach the same directory"
+            )
+        if exists:
+            meta = self.metadata(step)
+            stored = _stored_content(meta)
+            # The layout-free digest where stored (saved by any number of processes).
+            same = stored == content if stored is not None else _stored_digests(meta) == digests
+            if same:
                 return False
             raise CheckpointError(
                 f"step {step} already exists in {self.directory} with other contents"
-                + ("" if stored is not None else " (or without a digest to compare)")
+                + ("" if _has_digest(meta) else " (or without a digest to compare)")
                 + f"; refusing to overwrite it (remove {self.step_path(step)} to save anew)"
             )
         meta = {
             "step": step,
-            "digest": {"sha256": digests},
+            "digest": {"sha256": digests, "layout": layouts, "content": content},
             # The single-process digest under its former name, for readers of 0.2 checkpoints.
             "checksum": digests["0"] if len(digests) == 1 else None,
             "tree": _tree_spec(saveable),
@@ -570,9 +442,10 @@ class Checkpoints:
 
         ``template`` is a :class:`TrainState` of the same structure (e.g. a freshly
         initialised one, or ``jax.eval_shape`` of one); the restored arrays get its shardings
-        (leaves without one, as from ``jax.eval_shape``, land on this process's first device).
-        In a multi-process run each process verifies the digest of its own shards, which holds
-        when it restores onto the same layout it saved from.
+        (leaves without one, as from ``jax.eval_shape``, land on this process's first device):
+        a checkpoint restores onto any layout, e.g. one saved by 2 processes into 1, or from
+        replicated onto split parameters (:func:`~jaxrnn.train.state_shardings` of a
+        template gives the layout of a mesh).
 
         Args:
             template: the structure, dtypes, shapes and shardings to restore into.
@@ -587,24 +460,17 @@ class Checkpoints:
         """
         verify = self.verify if verify is None else bool(verify)
         step = self._resolve(step)
-        self._check_no_links(deep=True)
+        _directory.check_no_links(self.directory, deep=True)
         meta = self.metadata(step)
         abstract = _abstract(template)
         self._check_template(step, meta, abstract)
-        expected = _stored_digests(meta)
-        if verify and expected is None:
+        expected, content = _stored_digests(meta), _stored_content(meta)
+        if verify and expected is None and content is None:
             self._fail(
                 step,
                 "it carries no digest of its state, so its contents cannot be verified "
                 "(restore(..., verify=False) skips the check: dangerous, corrupt weights are "
                 "then restored silently)",
-            )
-        if verify and len(expected) != jax.process_count():
-            self._fail(
-                step,
-                f"it was saved by {len(expected)} process(es) and is restored by "
-                f"{jax.process_count()}, so each process's digest cannot be verified "
-                "(verify=False skips the check)",
             )
         try:
             restored = self._active().restore(
@@ -614,13 +480,42 @@ class Checkpoints:
         except Exception as e:
             self._fail(step, "reading the state failed", e)
         if verify:
-            mine = expected.get(str(jax.process_index()))
-            if not _all_processes_agree(_local_digest(saveable) == mine):
-                self._fail(step, "its contents do not match the digest saved with it (corrupt)")
+            self._verify(step, meta, saveable)
         state = _from_saveable(saveable, template)
         if int(state.step) != step:
             self._fail(step, f"the state inside says step {int(state.step)}")
         return state
+
+    def _verify(self, step: int, meta: Mapping[str, Any], saveable) -> None:
+        """Check the restored ``saveable`` against the digests stored in ``meta``.
+
+        Restored onto the layout it was saved from, each process checks the SHA-256 of its
+        own part; onto another layout (another number of processes, other shards), all check
+        the layout-free digest together. Never skipped: a checkpoint that allows neither
+        fails.
+        """
+        expected, content = _stored_digests(meta), _stored_content(meta)
+        layouts = meta["digest"].get("layout") if isinstance(meta.get("digest"), Mapping) else None
+        digest, layout = _digest.local_digest(saveable)
+        me = str(jax.process_index())
+        same_layout = (
+            expected is not None
+            and len(expected) == jax.process_count()
+            and (not isinstance(layouts, Mapping) or layouts.get(me) == layout)
+        )
+        if _digest.all_processes(same_layout):
+            ok = _digest.all_processes(digest == expected.get(me))
+        elif content is not None:
+            ok = _digest.content_digest(saveable) == content
+        else:
+            self._fail(
+                step,
+                f"it was saved by {len(expected)} process(es) and is restored by "
+                f"{jax.process_count()} (or onto other shards), and carries no layout-free "
+                "digest to verify it with (verify=False skips the check)",
+            )
+        if not ok:
+            self._fail(step, "its contents do not match the digest saved with it (corrupt)")
 
     def resume(self, template: TrainState) -> tuple[TrainState, History]:
         """The latest checkpoint and its history, or ``(template, History())`` if none exists.
@@ -642,13 +537,15 @@ def _listing(names: list[str], limit: int = 3) -> str:
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
-def _read_holder(fd: int) -> str:
-    """Who holds a lock file, from the JSON its holder wrote into it."""
-    try:
-        info = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
-        return f"pid {info['pid']} (host {info['host']}, since {info['since']})"
-    except (OSError, ValueError, KeyError, TypeError):
-        return "another process (its lock file names none)"
+def _stored_content(meta: Mapping[str, Any]) -> str | None:
+    """The layout-free digest stored in ``meta`` (absent before multi-process support)."""
+    digest = meta.get("digest")
+    content = digest.get("content") if isinstance(digest, Mapping) else None
+    return content if isinstance(content, str) else None
+
+
+def _has_digest(meta: Mapping[str, Any]) -> bool:
+    return _stored_digests(meta) is not None or _stored_content(meta) is not None
 
 
 def _stored_digests(meta: Mapping[str, Any]) -> dict[str, str] | None:

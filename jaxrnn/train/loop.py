@@ -24,6 +24,7 @@ import jax
 from jax.sharding import Mesh
 from tqdm import tqdm
 
+from jaxrnn.train._digest import all_processes
 from jaxrnn.train.parallel import shard_batch, shard_state
 from jaxrnn.train.state import Batch, Metrics, TrainState
 
@@ -210,6 +211,13 @@ def fit(
     is raised. The signal handlers are installed only over the default ones and restored on
     return.
 
+    With several processes (``jax.distributed.initialize``), every process calls ``fit`` with
+    the same arguments but its own rows in ``batches`` (see
+    :func:`~jaxrnn.train.shard_batch`); the metrics and the history are global, the same in
+    every process; checkpoints are saved by all together; a signal to any process stops all
+    of them at the next metrics fetch (at most ``log_every`` steps later), where they agree
+    on it.
+
     Args:
         state: the state to start from (donated to the first step when ``train_step`` donates:
             do not use it afterwards).
@@ -224,7 +232,10 @@ def fit(
         history: metrics so far, appended to. ``None``: the history stored with the checkpoint
             of step ``state.step`` in ``checkpoints`` if there is one (a resumed run carries
             its history on without being told), else a new :class:`History`.
-        mesh: if given, the state and every batch are sharded over it (data parallelism).
+        mesh: if given, the state and every batch are put on it
+            (:func:`~jaxrnn.train.shard_state`, :func:`~jaxrnn.train.shard_batch`): data
+            parallelism on a :func:`~jaxrnn.train.data_mesh`, parameters split too on a
+            :func:`~jaxrnn.train.model_mesh`.
         axis_name: the mesh axis of the batch.
         progress: show a ``tqdm`` progress bar (on stderr) with the loss and throughput.
         tokens_per_step: tokens (or examples) per step, to show the throughput in tokens/s.
@@ -285,12 +296,21 @@ def fit(
 
     announce = (lambda msg: tqdm.write(msg, file=sys.stderr)) if progress else None
     signals = _Signals(announce)
+    several = jax.process_count() > 1
+
+    def stop_requested(at_fetch: bool) -> bool:
+        # With several processes, all stop at the same step: a signal to any of them is
+        # agreed on (a collective) when metrics are fetched, a step boundary all share.
+        if not several:
+            return signals.received is not None
+        return at_fetch and not all_processes(signals.received is None)
+
     done = start  # the last completed step: ``state`` holds it
     try:
         with signals:
             try:
                 for s in range(start, num_steps):
-                    if signals.received is not None:
+                    if stop_requested(False):
                         raise KeyboardInterrupt
                     batch = batches(s)
                     if mesh is not None:
@@ -302,6 +322,8 @@ def fit(
                     evaluate = eval_fn is not None and eval_every > 0 and done % eval_every == 0
                     if save or evaluate or len(pending) >= log_every or done == num_steps:
                         flush(done)
+                        if several and stop_requested(True):
+                            raise KeyboardInterrupt
                     if evaluate:
                         history.log_eval(done, eval_fn(state))
                         last_eval = done
@@ -318,7 +340,7 @@ def fit(
                 if checkpoints is not None and last_saved != done:
                     checkpoints.save(state, history=history)
                     last_saved = done
-                if signals.received is not None:
+                if stop_requested(True):
                     raise KeyboardInterrupt
             except KeyboardInterrupt as interrupt:
                 if isinstance(interrupt, Interrupted):

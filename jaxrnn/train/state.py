@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
-from jaxrnn.train.parallel import by_rows, replicated
+from jaxrnn.train.parallel import MODEL_AXIS, by_rows, replicated, state_shardings
 
 __all__ = [
     "Batch",
@@ -185,10 +185,12 @@ def make_train_step(
             (mean over the batch) and the carry for the next chunk (return ``carry`` unchanged,
             e.g. ``()``, for a model without one).
         optimizer: an optax optimizer, e.g. :func:`default_optimizer`.
-        mesh: if given, compile for data parallelism over ``mesh``: the batch and carry split
-            along their first axis over ``axis_name``, everything else replicated (put the
-            state and batches there with :func:`shard_state` and :func:`shard_batch`, or let
-            :func:`fit` do it).
+        mesh: if given, compile for ``mesh``, possibly spanning several processes: the batch
+            and carry split along their first axis over ``axis_name``; on a
+            :func:`~jaxrnn.train.data_mesh` everything else replicated (data parallelism), on
+            a :func:`~jaxrnn.train.model_mesh` parameters and optimizer state split by
+            :func:`~jaxrnn.train.param_spec` (tensor parallelism). Put the state and batches
+            there with :func:`shard_state` and :func:`shard_batch`, or let :func:`fit` do it.
         axis_name: the mesh axis of the batch.
         donate: donate the input state's buffers to the output state (the state passed in is
             invalid afterwards; saves memory and copies).
@@ -223,14 +225,31 @@ def make_train_step(
         return new_state, {"loss": loss, "grad_norm": grad_norm}
 
     kwargs: dict[str, Any] = {"donate_argnums": (0,)} if donate else {}
-    if mesh is not None:
-        kwargs["in_shardings"] = (state_shardings(mesh, axis_name), by_rows(mesh, axis_name))
-        kwargs["out_shardings"] = (state_shardings(mesh, axis_name), replicated(mesh))
-    return jax.jit(train_step, **kwargs)
+    if mesh is None:
+        return jax.jit(train_step, **kwargs)
+    rows, rep = by_rows(mesh, axis_name), replicated(mesh)
+    if MODEL_AXIS not in mesh.axis_names:  # each part of the state alike: a prefix of it
+        prefix = TrainState(rep, rep, rep, rep, rows)
+        return jax.jit(
+            train_step, in_shardings=(prefix, rows), out_shardings=(prefix, rep), **kwargs
+        )
+    # Parameters split by their shapes (tensor parallelism: XLA partitions the computation to
+    # match): one compiled step per structure and shapes of the state.
+    compiled: dict[Any, Callable] = {}
 
+    @functools.wraps(train_step)
+    def sharded_step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
+        signature = (jax.tree.structure(state), tuple(map(jnp.shape, jax.tree.leaves(state))))
+        step = compiled.get(signature)
+        if step is None:
+            shardings = state_shardings(state, mesh, axis_name)
+            step = jax.jit(
+                train_step,
+                in_shardings=(shardings, rows),
+                out_shardings=(shardings, rep),
+                **kwargs,
+            )
+            compiled[signature] = step
+        return step(state, batch)
 
-def state_shardings(mesh: Mesh, axis_name: str = "data") -> TrainState:
-    """Where each part of a :class:`TrainState` lives under data parallelism over ``mesh``:
-    everything replicated but the carry, which is split by rows like the batch."""
-    rep = replicated(mesh)
-    return TrainState(rep, rep, rep, rep, by_rows(mesh, axis_name))
+    return sharded_step
