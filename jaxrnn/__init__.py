@@ -19,6 +19,7 @@ from jaxrnn.cells import (
     Cell,
     GRUParams,
     JordanParams,
+    LinearRecurrence,
     LSTMCarry,
     LSTMParams,
     SimpleRNNParams,
@@ -28,6 +29,8 @@ from jaxrnn.cells import (
     simple_rnn,
 )
 from jaxrnn.mgu import MGUParams, mgu
+from jaxrnn.linear import LRUParams, MinGRUParams, MinLSTMParams, RGLRUParams
+from jaxrnn.linear import lru, min_gru, min_lstm, rg_lru
 from jaxrnn.conv import ConvGRUParams, ConvLSTMParams, conv_gru, conv_lstm
 from jaxrnn.layernorm import (
     LayerNormGRUParams,
@@ -62,6 +65,7 @@ __all__ = [
     "ConvLSTMParams",
     "GRUParams",
     "JordanParams",
+    "LRUParams",
     "LSTMCarry",
     "LSTMParams",
     "Layer",
@@ -69,7 +73,11 @@ __all__ = [
     "LayerNormLSTMParams",
     "LearnableCarry",
     "LearnableCarryParams",
+    "LinearRecurrence",
     "MGUParams",
+    "MinGRUParams",
+    "MinLSTMParams",
+    "RGLRUParams",
     "SimpleRNNParams",
     "ZoneoutCarry",
     "attention",
@@ -88,11 +96,15 @@ __all__ = [
     "layer_norm_lstm",
     "learnable_carry",
     "losses",
+    "lru",
     "lstm",
     "mgu",
+    "min_gru",
+    "min_lstm",
     "models",
     "precision",
     "recipes",
+    "rg_lru",
     "rnn",
     "save_nonlinear",
     "scan",

@@ -39,6 +39,7 @@ PAGES = [
             "precision",
             "cells",
             "mgu",
+            "linear",
             "layernorm",
             "conv",
             "regularizers",
