@@ -19,6 +19,7 @@ from jaxrnn.cells import (
     Cell,
     GRUParams,
     JordanParams,
+    LinearRecurrence,
     LSTMCarry,
     LSTMParams,
     SimpleRNNParams,
@@ -29,6 +30,8 @@ from jaxrnn.cells import (
 )
 from jaxrnn.mgu import MGUParams, mgu
 from jaxrnn.slstm import SLSTMCarry, SLSTMParams, slstm
+from jaxrnn.linear import LRUParams, MinGRUParams, MinLSTMParams, RGLRUParams
+from jaxrnn.linear import lru, min_gru, min_lstm, rg_lru
 from jaxrnn.conv import ConvGRUParams, ConvLSTMParams, conv_gru, conv_lstm
 from jaxrnn.layernorm import (
     LayerNormGRUParams,
@@ -64,6 +67,7 @@ __all__ = [
     "ConvLSTMParams",
     "GRUParams",
     "JordanParams",
+    "LRUParams",
     "LSTMCarry",
     "LSTMParams",
     "Layer",
@@ -71,7 +75,11 @@ __all__ = [
     "LayerNormLSTMParams",
     "LearnableCarry",
     "LearnableCarryParams",
+    "LinearRecurrence",
     "MGUParams",
+    "MinGRUParams",
+    "MinLSTMParams",
+    "RGLRUParams",
     "SLSTMCarry",
     "SLSTMParams",
     "SimpleRNNParams",
@@ -92,12 +100,16 @@ __all__ = [
     "layer_norm_lstm",
     "learnable_carry",
     "losses",
+    "lru",
     "lstm",
     "mgu",
+    "min_gru",
+    "min_lstm",
     "models",
     "precision",
     "recipes",
     "regularize",
+    "rg_lru",
     "rnn",
     "save_nonlinear",
     "scan",

@@ -267,7 +267,8 @@ def weight_drop(
 
     Returns:
         A :class:`Cell` with the same params and carry; it keeps ``cell``'s ``project``/``step``
-        split (the mask is per sequence, so hoisting stays exact).
+        split (the mask is per sequence, so hoisting stays exact) and its linear recurrence
+        (``cell.linear``, with the same mask).
 
     >>> import jax, jax.numpy as jnp, jaxrnn as jr
     >>> cell = jr.lstm(3, 8)
@@ -314,10 +315,21 @@ def weight_drop(
         def step(params, carry, xp):
             return cell.step(drop(params), carry, xp)
 
+    linear = None
+    if cell.linear is not None:  # the same mask in the parallel form (jr.scan(method=...))
+        lin = cell.linear
+        linear = lin._replace(
+            coefficients=lambda params, xp: lin.coefficients(drop(params), xp),
+            readout=lambda params, h, xp: lin.readout(drop(params), h, xp),
+            log_coefficients=lin.log_coefficients
+            and (lambda params, xp: lin.log_coefficients(drop(params), xp)),
+        )
+
     return cell._replace(
         apply=apply,
         project=project,
         step=step,
+        linear=linear,
         config=(
             ("factory", weight_drop),
             ("cell", cell),

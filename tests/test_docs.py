@@ -41,6 +41,7 @@ PAGES = [
             "cells",
             "mgu",
             "slstm",
+            "linear",
             "layernorm",
             "conv",
             "regularizers",

@@ -49,5 +49,6 @@ def run_cell(
         time_major=module.time_major,
         unroll=module.unroll,
         remat=module.remat,
+        method=module.method,
     )
     return (carry, ys) if return_carry else ys

@@ -53,6 +53,10 @@ class RNN(nn.Module):
             matmuls and nonlinearities, ``True`` only the carry, ``"sqrt"`` only the carries
             between segments of about ``sqrt(T)`` steps (for very long sequences), or a
             ``jax.checkpoint`` policy; see :func:`jaxrnn.scan`.
+        method: how :func:`jaxrnn.scan` evaluates the recurrence: ``"sequential"``
+            (default), ``"associative"`` (cells with a linear recurrence, such as
+            :func:`jaxrnn.min_gru`), ``"newton"``, ``"auto"`` or a
+            :class:`jaxrnn.newton.Newton`.
         transform: a regulariser ``transform(cell, key) -> cell`` such as
             ``functools.partial(jr.variational_dropout, rate=0.25, recurrent_rate=0.25)``
             (:mod:`jaxrnn.regularizers`). Outside deterministic mode it gets a key from the
@@ -82,6 +86,7 @@ class RNN(nn.Module):
     remat: bool | Literal["sqrt"] | Callable[..., bool] = False
     transform: Callable[[Cell, Any], Cell] | None = None
     deterministic: bool | None = None
+    method: Any = "sequential"
 
     @nn.compact
     def __call__(

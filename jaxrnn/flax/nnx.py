@@ -152,6 +152,10 @@ class RNN(nnx.Module):
             matmuls and nonlinearities, ``True`` only the carry, ``"sqrt"`` only the carries
             between segments of about ``sqrt(T)`` steps (for very long sequences), or a
             ``jax.checkpoint`` policy; see :func:`jaxrnn.scan`.
+        method: how :func:`jaxrnn.scan` evaluates the recurrence: ``"sequential"``
+            (default), ``"associative"`` (cells with a linear recurrence, such as
+            :func:`jaxrnn.min_gru`), ``"newton"``, ``"auto"`` or a
+            :class:`jaxrnn.newton.Newton`.
         transform: a regulariser ``transform(cell, key) -> cell`` (:mod:`jaxrnn.regularizers`),
             given a key from the ``dropout`` stream unless ``deterministic``, else ``None``;
             dropout keys work as in :class:`Layer`.
@@ -189,9 +193,11 @@ class RNN(nnx.Module):
         remat: bool | Literal["sqrt"] | Callable[..., bool] = False,
         transform: Callable[[Cell, Any], Cell] | None = None,
         deterministic: bool = False,
+        method: Any = "sequential",
         rngs: nnx.Rngs,
     ):
         self.cell = cell
+        self.method = method
         self.reverse = reverse
         self.time_major = time_major
         self.unroll = unroll
