@@ -44,6 +44,7 @@ from jaxrnn.regularizers import (
     zoneout,
 )
 from jaxrnn.scan import save_nonlinear, scan
+from jaxrnn.newton import Newton  # jr.scan(method=jr.Newton(...)): all steps at once
 from jaxrnn.layers import Bidirectional, Layer, bidirectional, layer, rnn, stack
 from jaxrnn import cudnn, precision  # jr.rnn's cuDNN dispatch on GPU; the dtype policy
 
@@ -70,6 +71,7 @@ __all__ = [
     "LearnableCarry",
     "LearnableCarryParams",
     "MGUParams",
+    "Newton",
     "SimpleRNNParams",
     "ZoneoutCarry",
     "attention",
@@ -91,6 +93,7 @@ __all__ = [
     "lstm",
     "mgu",
     "models",
+    "newton",
     "precision",
     "recipes",
     "rnn",

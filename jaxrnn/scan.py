@@ -12,6 +12,7 @@ import numpy as np
 
 from jaxrnn._checks import check_cell, check_params
 from jaxrnn.cells import Array, Carry, Cell, Params
+from jaxrnn.newton import Newton, newton_scan
 
 __all__ = ["Remat", "save_nonlinear", "scan"]
 
@@ -82,6 +83,7 @@ def scan(
     unroll: int | bool = 1,
     remat: Remat = False,
     hoist: bool | None = None,
+    method: Literal["sequential", "newton"] | Newton = "sequential",
 ) -> tuple[Carry, Array]:
     r"""Run ``cell`` over the time axis of ``xs``.
 
@@ -140,6 +142,10 @@ def scan(
             not on the CPU, where measurement (``benchmarks/bench_cells.py``) shows the per-step
             form 1.4-2.5x faster: the large projected buffer costs more memory traffic than the
             big matmul saves there. Both forms compute the same function.
+        method: ``"sequential"`` (default): ``jax.lax.scan``, one step after another.
+            ``"newton"`` or a :class:`~jaxrnn.newton.Newton`: all steps in parallel by Newton
+            iterations (DEER, :func:`jaxrnn.newton.newton_scan`); every other argument keeps its
+            meaning, and ``unroll`` is unused.
 
     Returns:
         ``(carry, ys)``: the final carry and the outputs, ``(*batch, T, out)`` (or
@@ -212,6 +218,8 @@ def scan(
     if hoist is None:
         hoist = jax.default_backend() != "cpu"
     hoist = bool(hoist) and cell.project is not None and cell.step is not None
+    if not (isinstance(method, Newton) or method in ("sequential", "newton")):
+        raise ValueError(f'method: expected "sequential", "newton" or a Newton, got {method!r}')
 
     def run(carry, start, size, policy):
         """Steps ``[start, start + size)`` (``start`` static or traced); ys time-major."""
@@ -236,7 +244,9 @@ def scan(
             )
             reset = (reset, initial)
         seg = jnp.moveaxis(seg, time_axis, 0)
-        return _scan_steps(cell, params, seg, carry, valid, hoist, reverse, unroll, policy, reset)
+        return _scan_steps(
+            cell, params, seg, carry, valid, hoist, reverse, unroll, policy, reset, method
+        )
 
     if policy is not _SQRT:
         carry, ys = run(carry, 0, num_steps, policy)
@@ -317,7 +327,9 @@ def _sqrt_scan(run, carry, num_steps: int, reverse: bool):
     return carry, jax.tree.map(lambda a, b: jnp.concatenate([a, b]), ys, ys_rest)
 
 
-def _scan_steps(cell, params, xs, carry, valid, hoist, reverse, unroll, policy, reset=None):
+def _scan_steps(
+    cell, params, xs, carry, valid, hoist, reverse, unroll, policy, reset=None, method="sequential"
+):
     """``lax.scan`` of the cell over time-major ``xs``, masked by ``valid`` ``(T, *batch)``;
     ``reset = (flags (T, *batch), initial carry)`` restarts the carry where a flag is set."""
     if valid is not None:
@@ -348,7 +360,13 @@ def _scan_steps(cell, params, xs, carry, valid, hoist, reverse, unroll, policy, 
     scan_inputs = (inputs, valid, flags)
 
     body = jax.checkpoint(body, prevent_cse=False, policy=policy)
-    return jax.lax.scan(body, carry, scan_inputs, reverse=reverse, unroll=unroll)
+    if method == "sequential":
+        return jax.lax.scan(body, carry, scan_inputs, reverse=reverse, unroll=unroll)
+    options = Newton() if method == "newton" else method
+    batch_ndim = xs.ndim - 2 - cell.spatial_dims  # xs: (T, *batch, *spatial, features)
+    return newton_scan(
+        body, carry, scan_inputs, reverse=reverse, options=options, batch_ndim=batch_ndim
+    )
 
 
 def _expand(mask: Array, like: Array) -> Array:

@@ -44,6 +44,7 @@ PAGES = [
             "regularizers",
             "carry",
             "scan",
+            "newton",
             "layers",
             "cudnn",
             "attention",
