@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 from typing import Any, Literal, NamedTuple
 
 import jax
@@ -73,8 +74,11 @@ class Newton(NamedTuple):
             x_t)_i|)`, is at most ``tol``; the linear recurrences of the derivatives stop when
             their residual is at most ``tol`` relative to the largest entry of their solution.
             ``None`` (default): :math:`\epsilon^{3/4}` for the machine epsilon :math:`\epsilon`
-            of the carry's dtype (the widest, if its leaves differ): about ``6e-6`` for
-            float32, ``2e-12`` for float64, ``3e-2`` for bfloat16.
+            of the precision ``f`` computes in, the narrowest floating dtype among the carry
+            and the outputs ``y``: about ``6e-6`` for float32, ``2e-12`` for float64, ``3e-2``
+            for bfloat16 (below the rounding of its arithmetic, Newton's corrections are
+            noise: a bfloat16 cell with a float32 carry would creep towards float32's
+            tolerance one step per iteration).
         max_iters: iteration cap. ``None`` (default): the number of steps :math:`T`, after which
             the undamped iteration is exact, whatever the Jacobian approximation.
         jacobian: ``"full"`` (DEER: the whole :math:`D \times D` Jacobian of each step),
@@ -241,7 +245,7 @@ def newton_scan(
         raise TypeError(f"options: expected a jaxrnn.newton.Newton, got {options!r}")
     num_steps = _num_steps(xs, length)
     layout = _Layout.of(init, batch_ndim)
-    cfg = _config(options, layout, num_steps)
+    cfg = _config(options, layout, num_steps, layout.dtypes)  # checks the options
     if num_steps == 0:
         carry, ys = jax.lax.scan(f, init, xs, length=0, reverse=reverse)
         info = NewtonInfo(jnp.int32(0), jnp.zeros((), layout.dtype), jnp.array(True))
@@ -257,6 +261,11 @@ def newton_scan(
     h0 = layout.flatten(init)
     x0 = jax.tree.map(lambda v: v[0], xs)
     step, consts = jax.closure_convert(step, h0, x0)
+    if options.tol is None:  # the precision f computes in: that of its carry and outputs
+        ys_shape = jax.eval_shape(step, h0, x0, *consts)[1]
+        computed = [y.dtype for y in jax.tree.leaves(ys_shape)]
+        floats = [d for d in computed if jnp.issubdtype(d, jnp.floating)]
+        cfg = _config(options, layout, num_steps, (*layout.dtypes, *floats))
     new_states, ys, info = _trajectory(step, cfg, tuple(consts), h0, xs)
     carry = layout.unflatten(new_states[-1])
     if reverse:
@@ -350,26 +359,27 @@ def _num_steps(xs, length) -> int:
     return sizes.pop()
 
 
-def _config(options: Newton, layout: _Layout, num_steps: int) -> _Config:
-    """Check ``options`` and resolve its defaults for this carry and length."""
+def _config(options: Newton, layout: _Layout, num_steps: int, dtypes) -> _Config:
+    """Check ``options`` and resolve their defaults for this carry, length and the floating
+    dtypes ``f`` computes in."""
     tol, max_iters, jacobian, damping, on_failure = options
     if tol is None:
-        widest = max(float(jnp.finfo(d).eps) for d in layout.dtypes)
-        tol = widest**0.75
-    if not (isinstance(tol, int | float) and 0 < tol < math.inf):
+        tol = max(float(jnp.finfo(d).eps) for d in dtypes) ** 0.75
+    if isinstance(tol, bool) or not (isinstance(tol, numbers.Real) and 0 < tol < math.inf):
         raise ValueError(f"tol: expected a positive number, got {tol!r}")
     if max_iters is None:
         max_iters = max(num_steps, 1)
-    if isinstance(max_iters, bool) or not isinstance(max_iters, int) or max_iters < 1:
+    if isinstance(max_iters, bool) or not isinstance(max_iters, numbers.Integral) or max_iters < 1:
         raise ValueError(f"max_iters: expected an int >= 1 or None, got {max_iters!r}")
     if jacobian not in ("full", "diagonal", "auto"):
         raise ValueError(f'jacobian: expected "full", "diagonal" or "auto", got {jacobian!r}')
-    if not (isinstance(damping, int | float) and 0 <= damping < math.inf):
+    real = isinstance(damping, numbers.Real) and not isinstance(damping, bool)
+    if not (real and 0 <= damping < math.inf):
         raise ValueError(f"damping: expected a number >= 0, got {damping!r}")
     if on_failure not in ("error", "sequential"):
         raise ValueError(f'on_failure: expected "error" or "sequential", got {on_failure!r}')
     full = jacobian == "full" or (jacobian == "auto" and layout.size <= AUTO_FULL_MAX)
-    return _Config(float(tol), max_iters, num_steps, full, float(damping), on_failure)
+    return _Config(float(tol), int(max_iters), num_steps, full, float(damping), on_failure)
 
 
 # --- evaluating the step at every time step at once ----------------------------------------
