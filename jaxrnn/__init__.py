@@ -49,6 +49,7 @@ from jaxrnn.regularizers import (
     zoneout,
 )
 from jaxrnn.scan import save_nonlinear, scan
+from jaxrnn.newton import Newton  # jr.scan(method=jr.Newton(...)): all steps at once
 from jaxrnn.layers import Bidirectional, Layer, bidirectional, layer, rnn, stack
 from jaxrnn import cudnn, precision  # jr.rnn's cuDNN dispatch on GPU; the dtype policy
 
@@ -79,6 +80,7 @@ __all__ = [
     "MGUParams",
     "MinGRUParams",
     "MinLSTMParams",
+    "Newton",
     "RGLRUParams",
     "SLSTMCarry",
     "SLSTMParams",
@@ -106,6 +108,7 @@ __all__ = [
     "min_gru",
     "min_lstm",
     "models",
+    "newton",
     "precision",
     "recipes",
     "regularize",

@@ -19,6 +19,7 @@ import numpy as np
 
 from jaxrnn._checks import check_cell, check_params
 from jaxrnn.cells import Array, Carry, Cell, Params
+from jaxrnn.newton import Newton, newton_scan
 
 __all__ = ["Method", "Remat", "save_nonlinear", "scan"]
 
@@ -131,8 +132,9 @@ def scan(
       (untimed here: no accelerator was available). On a CPU a few cores are already busy
       with one step's ``batch * H`` lanes, so the extra work and traffic only cost: the
       sequential scan of a linear recurrence measured 5-10x faster than
-      ``associative_scan`` (T = 1k-64k; 3.7 against 37.9 ms at T = 1024, B = 16, H = 256). Masks fold into the coefficients: a step beyond
-      ``lengths`` becomes the identity :math:`(1, 0)` and outputs zeros, a reset step becomes
+      ``associative_scan`` (T = 1k-64k; 3.7 against 37.9 ms at T = 1024, B = 16, H = 256).
+      Masks fold into the coefficients: a step beyond ``lengths`` becomes the identity
+      :math:`(1, 0)` and outputs zeros, a reset step becomes
       :math:`(0, a_t h_0 + b_t)`, and ``reverse`` composes from the end. A cell that also
       declares ``log_coefficients`` (positive :math:`a, b`) is composed in log space. Any
       other cell is a ``ValueError``.
@@ -285,6 +287,8 @@ def scan(
     if hoist is None:
         hoist = jax.default_backend() != "cpu"
     hoist = bool(hoist) and cell.project is not None and cell.step is not None
+    if not (isinstance(method, Newton) or method in ("sequential", "newton")):
+        raise ValueError(f'method: expected "sequential", "newton" or a Newton, got {method!r}')
 
     def run(carry, start, size, policy):
         """Steps ``[start, start + size)`` (``start`` static or traced); ys time-major."""
@@ -397,8 +401,6 @@ def _sqrt_scan(run, carry, num_steps: int, reverse: bool):
 
 def _resolve_method(method, cell: Cell):
     """``"sequential"``, ``"associative"`` or a :class:`~jaxrnn.newton.Newton` for ``method``."""
-    from jaxrnn.newton import Newton  # jaxrnn.newton may import this module
-
     if isinstance(method, Newton):
         return method
     if not (isinstance(method, str) and method in _METHODS):
@@ -480,11 +482,13 @@ def _scan_steps(
     scan_inputs = (inputs, valid, flags)
 
     if newton is not None:
-        from jaxrnn.newton import newton_scan
+        batch_ndim = xs.ndim - 2 - cell.spatial_dims  # xs: (T, *batch, *spatial, features)
 
         def solve(params, carry, scan_inputs, initial):
             body = make_body(params, initial)
-            return newton_scan(body, carry, scan_inputs, reverse=reverse, options=newton)
+            return newton_scan(
+                body, carry, scan_inputs, reverse=reverse, options=newton, batch_ndim=batch_ndim
+            )
 
         if remat is not False:
             solve = jax.checkpoint(solve, prevent_cse=False, policy=policy)

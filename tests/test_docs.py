@@ -47,6 +47,7 @@ PAGES = [
             "regularizers",
             "carry",
             "scan",
+            "newton",
             "layers",
             "cudnn",
             "attention",
