@@ -287,8 +287,6 @@ def scan(
     if hoist is None:
         hoist = jax.default_backend() != "cpu"
     hoist = bool(hoist) and cell.project is not None and cell.step is not None
-    if not (isinstance(method, Newton) or method in ("sequential", "newton")):
-        raise ValueError(f'method: expected "sequential", "newton" or a Newton, got {method!r}')
 
     def run(carry, start, size, policy):
         """Steps ``[start, start + size)`` (``start`` static or traced); ys time-major."""
