@@ -32,6 +32,7 @@ PAGES = [
     "notebooks/02_seq2seq_attention",
     "notebooks/03_char_language_model",
     "notebooks/04_pytorch_interop",
+    "notebooks/05_long_range",
     "notebooks/06_regularisation_and_convlstm",
     "api/index",
     *(
@@ -63,6 +64,7 @@ PAGES = [
             "train.parallel",
             "models",
             "models.language_model",
+            "models.long_range",
             "flax",
             "flax.linen",
             "flax.nnx",
