@@ -63,6 +63,7 @@ PAGES = [
             "train.parallel",
             "models",
             "models.language_model",
+            "models.char_lm_run",
             "flax",
             "flax.linen",
             "flax.nnx",
