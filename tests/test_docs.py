@@ -39,6 +39,7 @@ PAGES = [
         for name in [
             "precision",
             "cells",
+            "linear_recurrence",
             "mgu",
             "slstm",
             "linear",
