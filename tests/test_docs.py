@@ -39,6 +39,7 @@ PAGES = [
         for name in [
             "precision",
             "cells",
+            "linear_recurrence",
             "mgu",
             "slstm",
             "linear",
@@ -63,6 +64,7 @@ PAGES = [
             "train.parallel",
             "models",
             "models.language_model",
+            "models.char_lm_run",
             "flax",
             "flax.linen",
             "flax.nnx",

@@ -6,21 +6,23 @@
   ``python -m jaxrnn demo`` runs.
 """
 
+from jaxrnn.models.char_lm_run import (
+    CharLMConfig,
+    CharLMRun,
+    load_char_lm,
+    run_metadata,
+    stored_run,
+    train_char_lm,
+)
 from jaxrnn.models.language_model import (
     CELLS,
     CharLM,
-    CharLMConfig,
     CharLMParams,
-    CharLMRun,
     bits_per_char,
     char_lm,
     evaluate_lm,
     lm_loss,
-    load_char_lm,
-    run_metadata,
     sample,
-    stored_run,
-    train_char_lm,
 )
 
 __all__ = [
