@@ -1,9 +1,10 @@
 """Models and applications built on jaxrnn, the way a user's own model would be.
 
 * :mod:`jaxrnn.models.language_model`: a character-level language model (embedding ->
-  :func:`jaxrnn.rnn` -> dense head), its loss, evaluation and sampler, and
-  :func:`train_char_lm` / :func:`load_char_lm`, trained with :mod:`jaxrnn.train` — what
-  ``python -m jaxrnn demo`` runs.
+  :func:`jaxrnn.rnn` -> dense head), its loss, evaluation and sampler;
+* :mod:`jaxrnn.models.char_lm_run`: :func:`train_char_lm` / :func:`load_char_lm` /
+  :func:`stored_run`, its training run with :mod:`jaxrnn.train` — what ``python -m jaxrnn
+  demo`` runs.
 """
 
 from jaxrnn.models.char_lm_run import (
