@@ -83,16 +83,18 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxrnn import _init
-from jaxrnn._checks import check_int, check_scalar
+from jaxrnn._cell_parts import _affine_project, _as_shape, _zeros_carry
+from jaxrnn._cell_parts import _check_features as _check_features  # re-exported
+from jaxrnn._checks import check_scalar
 from jaxrnn._checks import check_size as _check_size
 from jaxrnn._init import Initializer
 from jaxrnn._init import _block_orthogonal as _block_orthogonal  # re-exported (private helpers)
 from jaxrnn._init import _lecun_normal as _lecun_normal
 from jaxrnn._init import _orthogonal as _orthogonal
-from jaxrnn.precision import Policy, policy
+from jaxrnn.linear_recurrence import LinearRecurrence  # Cell.linear; jaxrnn.cells.LinearRecurrence
+from jaxrnn.precision import policy
 
 Array = jax.Array
 PRNGKey = jax.Array
@@ -105,65 +107,12 @@ __all__ = [
     "JordanParams",
     "LSTMCarry",
     "LSTMParams",
-    "LinearRecurrence",
     "SimpleRNNParams",
     "gru",
     "jordan_rnn",
     "lstm",
     "simple_rnn",
 ]
-
-
-class LinearRecurrence(NamedTuple):
-    r"""A cell's recurrence declared linear: :math:`h_t = a_t \odot h_{t-1} + b_t`.
-
-    ``a_t`` and ``b_t`` depend on the input only, never on the carry, so the whole sequence of
-    carries is a prefix "sum" under the associative composition of affine maps
-    :math:`(a_1, b_1) \circ (a_2, b_2) = (a_1 a_2,\; a_2 b_1 + b_2)`, which
-    ``jaxrnn.scan(..., method="associative")`` evaluates with ``jax.lax.associative_scan``
-    (:mod:`jaxrnn.linear` has the cells that declare one).
-
-    Attributes:
-        coefficients: ``coefficients(params, xp) -> (a, b)``, where ``xp`` is
-            ``cell.project(params, x)`` when the cell has a ``project`` and ``x`` otherwise, with
-            any number of leading axes (time and batch); ``a`` and ``b`` have the carry's
-            structure and shapes (with those leading axes) and may be complex.
-        readout: ``readout(params, h, xp) -> y``, the output of a step from the new carry ``h``
-            and the same ``xp``, again for any leading axes.
-        log_coefficients: optional ``log_coefficients(params, xp) -> (log_a, log_b)``, real,
-            for a recurrence whose ``a`` and ``b`` are positive (``a = exp(log_a)``, ``b =
-            exp(log_b)``: the same numbers as ``coefficients``). When given,
-            ``method="associative"`` composes the steps in log space (products as sums, sums
-            as ``logaddexp``; the parallel form of Feng et al. 2024), which neither
-            underflows nor loses the small terms of long sums. The initial carry enters
-            linearly, ``h_t = exp(S_t) h_0 + exp(Q_t)`` with ``S_t`` the summed ``log_a``
-            and ``Q_t`` the log-sum of the ``b`` terms, so it may have any sign (zeros
-            included): only ``a`` and ``b`` must be positive, not the state.
-
-    The cell's ``step`` (or ``apply``) must be one step of this recurrence: ``step(p, h, xp)
-    == (a * h + b, readout(p, a * h + b, xp))``.
-
-    >>> import jax, jax.numpy as jnp, jaxrnn as jr
-    >>> leaky = jr.LinearRecurrence(
-    ...     coefficients=lambda decay, x: (jnp.broadcast_to(decay, x.shape), x),
-    ...     readout=lambda decay, h, x: h,
-    ... )
-    >>> cell = jr.Cell(
-    ...     init=lambda key: jnp.float32(0.5),
-    ...     apply=lambda decay, h, x: (decay * h + x, decay * h + x),
-    ...     initial_carry=lambda batch_shape=(), dtype=jnp.float32: jnp.zeros(
-    ...         (*batch_shape, 1), dtype
-    ...     ),
-    ...     linear=leaky,
-    ... )
-    >>> _, ys = jr.scan(cell, jnp.float32(0.5), jnp.ones((4, 1)), method="associative")
-    >>> ys[:, 0].tolist()
-    [1.0, 1.5, 1.75, 1.875]
-    """
-
-    coefficients: Callable[[Params, Array], tuple[Carry, Carry]]
-    readout: Callable[[Params, Carry, Array], Array]
-    log_coefficients: Callable[[Params, Array], tuple[Carry, Carry]] | None = None
 
 
 class Cell(NamedTuple):
@@ -277,44 +226,7 @@ class JordanParams(NamedTuple):
 
 
 # --------------------------------------------------------------------------------------------
-# Shared pieces (the initialisers are in jaxrnn._init).
-
-
-def _check_features(name: str, x: Array, size: int) -> None:
-    """Trace-time check that the last axis of ``x`` is ``size``."""
-    shape = jnp.shape(x)
-    if len(shape) == 0 or shape[-1] != size:
-        got = shape[-1] if shape else "a scalar"
-        raise ValueError(
-            f"{name}: expected feature size (last axis) {size}, got {got} ({name}.shape={shape})"
-        )
-
-
-def _zeros_carry(size: int, default_dtype) -> Callable[..., Array]:
-    """``initial_carry`` returning zeros of shape ``(*batch_shape, size)``."""
-
-    def initial_carry(batch_shape=(), dtype=None):
-        return jnp.zeros((*_as_shape(batch_shape), size), default_dtype if dtype is None else dtype)
-
-    return initial_carry
-
-
-def _as_shape(batch_shape) -> tuple[int, ...]:
-    """``batch_shape`` (an int or a sequence of ints, each >= 0) as a tuple of Python ints."""
-    if not isinstance(batch_shape, bool) and isinstance(batch_shape, int | np.integer):
-        batch_shape = (batch_shape,)
-    try:
-        dims = tuple(batch_shape)
-    except TypeError:
-        raise TypeError(
-            f"batch_shape: expected a tuple of ints, got {type(batch_shape).__name__}"
-        ) from None
-    try:
-        return tuple(check_int("batch_shape", d, low=0) for d in dims)
-    except ValueError:
-        raise ValueError(
-            f"batch_shape: expected a tuple of ints >= 0, got {batch_shape!r}"
-        ) from None
+# Shared pieces (the initialisers are in jaxrnn._init, the other pieces in jaxrnn._cell_parts).
 
 
 def _make_cell(init, initial_carry, input_size, output_size, project, step, config) -> Cell:
@@ -322,17 +234,6 @@ def _make_cell(init, initial_carry, input_size, output_size, project, step, conf
         return step(params, carry, project(params, x))
 
     return Cell(init, apply, initial_carry, input_size, output_size, project, step, config)
-
-
-def _affine_project(input_size: int, weight: str, bias: str, pol: Policy):
-    """``project(params, x) = x @ params.<weight> + params.<bias>`` with a feature-size check,
-    in the accumulation dtype of ``pol``."""
-
-    def project(params, x):
-        _check_features("x", x, input_size)
-        return pol.dot(x, getattr(params, weight)) + pol.acc(getattr(params, bias))
-
-    return project
 
 
 # --------------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 
 from jaxrnn._checks import check_cell, check_probability
 from jaxrnn.cells import Array, Carry, Cell, Params, PRNGKey, _check_size
-from jaxrnn.scan import Remat, scan
+from jaxrnn.scan import Method, Remat, scan
 
 # A cell transformation such as jr.zoneout: transform(cell, key or None) -> cell.
 Transform = Callable[[Cell, Any], Cell]
@@ -71,6 +71,7 @@ def layer(
     unroll: int | bool = 1,
     remat: Remat = False,
     transform: Transform | None = None,
+    method: Method = "sequential",
 ) -> Layer:
     """One cell run over the sequence by :func:`jaxrnn.scan`; params and carry are the cell's.
 
@@ -78,7 +79,8 @@ def layer(
     ``resets`` as in :func:`jaxrnn.scan`. With a ``transform`` (a regulariser of
     :mod:`jaxrnn.regularizers`, e.g. ``functools.partial(jr.zoneout, rate=0.1)``), each call
     scans ``transform(cell, key)``: with a ``key`` in training, ``transform(cell, None)`` (its
-    expectation) without one; the carry is that of ``transform(cell, None)``.
+    expectation) without one; the carry is that of ``transform(cell, None)``. ``unroll``,
+    ``remat`` and ``method`` (sequential, associative, Newton) are :func:`jaxrnn.scan`'s.
 
     >>> import jax, jax.numpy as jnp, jaxrnn as jr
     >>> lay = jr.layer(jr.gru(3, 4))
@@ -103,6 +105,7 @@ def layer(
             time_major=time_major,
             unroll=unroll,
             remat=remat,
+            method=method,
         )
 
     config = (
@@ -113,6 +116,7 @@ def layer(
         ("unroll", unroll),
         ("remat", remat),
         ("transform", transform),
+        ("method", method),
     )
     initial_carry = _transformed(cell, transform, None).initial_carry
     return Layer(cell.init, apply, initial_carry, cell.input_size, cell.output_size, config)
@@ -131,6 +135,7 @@ def bidirectional(
     unroll: int | bool = 1,
     remat: Remat = False,
     transform: Transform | None = None,
+    method: Method = "sequential",
 ) -> Layer:
     """Run ``forward`` left to right and ``backward`` right to left; concatenate the outputs.
 
@@ -138,7 +143,8 @@ def bidirectional(
     backward cell starts at each sequence's own last valid element. ``backward`` defaults to a
     cell of the same kind as ``forward`` (own parameters, drawn from another key). ``resets``
     (see :func:`jaxrnn.scan`) mark segment starts for both directions; ``transform`` applies to
-    both cells, with a key of their own each (see :func:`layer`).
+    both cells, with a key of their own each (see :func:`layer`); ``method`` is
+    :func:`jaxrnn.scan`'s, for both directions.
 
     >>> import jax, jax.numpy as jnp, jaxrnn as jr
     >>> bi = jr.bidirectional(jr.lstm(3, 4))
@@ -163,7 +169,7 @@ def bidirectional(
     out = None
     if forward.output_size is not None and backward.output_size is not None:
         out = forward.output_size + backward.output_size
-    opts = dict(time_major=time_major, unroll=unroll, remat=remat)
+    opts = dict(time_major=time_major, unroll=unroll, remat=remat, method=method)
 
     def init(key):
         k_f, k_b = jax.random.split(key)
@@ -197,6 +203,7 @@ def bidirectional(
         ("time_major", time_major),
         ("unroll", unroll),
         ("remat", remat),
+        ("method", method),
     )
     return Layer(init, apply, initial_carry, forward.input_size, out, config)
 
@@ -277,6 +284,7 @@ def rnn(
     remat: Remat = False,
     cudnn: bool | None = None,
     transform: Transform | None = None,
+    method: Method = "sequential",
     **cell_kwargs,
 ) -> Layer:
     """A multi-layer, optionally bidirectional recurrent network, as ``torch.nn.LSTM`` builds.
@@ -310,6 +318,10 @@ def rnn(
         transform: a regulariser applied to every cell (see :func:`layer`), e.g.
             ``functools.partial(jr.variational_dropout, rate=0.25, recurrent_rate=0.25)``;
             each layer draws its masks from its own key. Layers with one run on the scan path.
+        method: how every layer evaluates its recurrence (see :func:`jaxrnn.scan`):
+            ``"sequential"`` (default), ``"associative"`` (linear-recurrence cells such as
+            :func:`jaxrnn.min_gru`), ``"newton"``, a :class:`jaxrnn.Newton`, or ``"auto"``.
+            cuDNN, a sequential kernel, is used only under ``"sequential"`` and ``"auto"``.
         **cell_kwargs: forwarded to ``cell_fn`` (e.g. ``proj_size``, ``reset_after``).
 
     Raises:
@@ -337,7 +349,15 @@ def rnn(
         raise TypeError(f"cudnn: expected None, True or False, got {cudnn!r}")
     if transform is not None and cudnn:
         raise ValueError("cudnn=True: a transform (regulariser) runs on the scan path only")
-    opts = dict(time_major=time_major, unroll=unroll, remat=remat, transform=transform)
+    sequential = isinstance(method, str) and method in ("sequential", "auto")
+    if cudnn and not sequential:
+        raise ValueError(
+            f'cudnn=True: cuDNN runs the layer sequentially, so method must be "sequential" or '
+            f'"auto", got {method!r}'
+        )
+    opts = dict(
+        time_major=time_major, unroll=unroll, remat=remat, transform=transform, method=method
+    )
     layers, size = [], input_size
     for _ in range(num_layers):
         if bidirectional:
@@ -361,9 +381,10 @@ def rnn(
         ("cell_kwargs", tuple(cell_kwargs.items())),
         ("cudnn", cudnn),
         ("transform", transform),
+        ("method", method),
     )
     net = net._replace(config=config)
-    if cudnn is False or transform is not None:
+    if cudnn is False or transform is not None or not sequential:
         return net
     from jaxrnn import cudnn as _cudnn  # imports this module: import it only when needed
 

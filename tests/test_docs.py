@@ -40,6 +40,7 @@ PAGES = [
         for name in [
             "precision",
             "cells",
+            "linear_recurrence",
             "mgu",
             "slstm",
             "linear",
@@ -64,6 +65,7 @@ PAGES = [
             "train.parallel",
             "models",
             "models.language_model",
+            "models.char_lm_run",
             "models.long_range",
             "flax",
             "flax.linen",

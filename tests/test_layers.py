@@ -356,3 +356,71 @@ def test_rnn_passes_remat_sqrt_to_every_scan(bidirectional):
 
     got, expected = run(params, xs, carry)
     assert_trees_close(got, expected, **TOL)
+
+
+# --------------------------------------------------------------------------------------------
+# method
+
+
+@pytest.mark.parametrize(
+    "cell_fn, method",
+    [(jr.min_gru, "associative"), (jr.gru, "newton"), (jr.min_lstm, "auto")],
+)
+def test_rnn_passes_method_to_every_scan(cell_fn, method):
+    """``jr.rnn(..., method=m)`` (through ``layer`` and ``bidirectional``) == the sequential net.
+
+    A two-layer bidirectional stack with lengths (an empty row included) and an initial carry:
+    outputs, final carries and gradients agree, whichever way every scan is evaluated.
+    """
+    kwargs = dict(num_layers=2, bidirectional=True)
+    net = jr.rnn(cell_fn, I, H, method=method, **kwargs)
+    plain_net = jr.rnn(cell_fn, I, H, **kwargs)
+    assert dict(net.config)["method"] == method
+    params = random_params(plain_net.init, 21)
+    carry = random_carry(plain_net.initial_carry, (B,), 22)
+    xs = random_xs(23, (B, T, I))
+    # The method reaches every scan: a sequential net has one lax.scan per direction and
+    # layer, "associative" none; Newton's iterations are a while loop.
+    jaxpr = jax.make_jaxpr(lambda p, x, c: net.apply(p, x, c, lengths=LENGTHS))(params, xs, carry)
+    names = _primitive_names(jaxpr.jaxpr)
+    if method == "newton":  # (its sequential fallback is a lax.scan too)
+        assert "while" in names
+    else:  # auto is sequential on the CPU
+        assert names.count("scan") == (4 if method == "auto" else 0), names
+        assert "while" not in names
+
+    def loss(net, params, xs, carry):
+        c, ys = net.apply(params, xs, carry, lengths=LENGTHS)
+        return jnp.sum(ys * jnp.sin(ys)) + sum(jnp.sum(leaf**2) for leaf in jax.tree.leaves(c))
+
+    @jax.jit
+    def run(params, xs, carry):
+        return [
+            jax.value_and_grad(functools.partial(loss, n), argnums=(0, 1, 2))(params, xs, carry)
+            for n in (net, plain_net)
+        ]
+
+    got, expected = run(params, xs, carry)
+    assert_trees_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_layer_method_errors():
+    """A linear method on a non-linear cell names the cell; cuDNN cannot run a parallel method."""
+    lay = jr.layer(jr.lstm(I, H), method="associative")
+    with pytest.raises(ValueError, match=r"associative.*lstm"):
+        lay.apply(lay.init(jax.random.key(0)), jnp.ones((B, T, I)))
+    with pytest.raises(ValueError, match=r"cudnn=True.*method"):
+        jr.rnn(jr.lstm, I, H, cudnn=True, method="newton")
+
+
+def _primitive_names(jaxpr) -> list[str]:
+    """The primitives of ``jaxpr`` and of every jaxpr nested in its equations, in order."""
+    names = []
+    for eqn in jaxpr.eqns:
+        names.append(eqn.primitive.name)
+        for value in eqn.params.values():
+            for inner in value if isinstance(value, tuple | list) else (value,):
+                inner = getattr(inner, "jaxpr", inner)
+                if hasattr(inner, "eqns"):
+                    names += _primitive_names(inner)
+    return names

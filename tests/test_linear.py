@@ -6,6 +6,7 @@ method="associative" (values and gradients); finite differences.
 """
 
 import functools
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -357,15 +358,14 @@ def test_auto_is_sequential_on_cpu_and_associative_on_accelerators(monkeypatch):
 def test_newton_is_routed_to_newton_scan(monkeypatch, method):
     """The plumbing only: a stand-in newton_scan (lax.scan) receives the loop's body and the
     options; jaxrnn.newton's own tests check the solver."""
-    import jaxrnn.newton
-
     calls = []
 
-    def fake_newton_scan(f, init, xs, *, reverse=False, options=None):
+    def fake_newton_scan(f, init, xs, *, reverse=False, options=None, batch_ndim=0):
         calls.append(options)
         return jax.lax.scan(f, init, xs, reverse=reverse)
 
-    monkeypatch.setattr(jaxrnn.newton, "newton_scan", fake_newton_scan)
+    # `jaxrnn.scan` is the function; its module is patched where jr.scan looks the solver up.
+    monkeypatch.setattr(sys.modules["jaxrnn.scan"], "newton_scan", fake_newton_scan)
     cell = jr.gru(IN, H)
     params = random_params(cell, 0)
     xs, carry, kwargs = scan_case(cell, OPTION_ROWS[2])

@@ -25,7 +25,7 @@ import pytest
 
 import jaxrnn.models as jm
 import jaxrnn.train as jt
-from jaxrnn.models.language_model import stored_run  # jr.models.stored_run once exported
+from jaxrnn.models.char_lm_run import stored_run
 from jaxrnn.train.checkpoints import _to_saveable
 
 TESTS_DIR = pathlib.Path(__file__).resolve().parent

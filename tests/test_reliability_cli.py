@@ -378,7 +378,8 @@ def test_debug_shows_the_traceback(tmp_path):
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_interrupted_demo_exits_130_with_one_line(signum, tmp_path):
     directory = tmp_path / "ckpt"
-    forever = ["--steps", "100000", "--save-every", "100000", "--eval-every", "100000"]
+    # Saving every step shows from outside when training runs: the first step directory.
+    forever = ["--steps", "100000", "--save-every", "1", "--eval-every", "100000"]
     forever += ["--checkpoint-dir", str(directory)]
     proc = subprocess.Popen(
         [sys.executable, "-c", AS_FROM_A_TERMINAL, "demo", *TINY, *forever],
@@ -390,7 +391,10 @@ def test_interrupted_demo_exits_130_with_one_line(signum, tmp_path):
     header = proc.stdout.readline()
     while header and "language model" not in header:  # printed just before training
         header = proc.stdout.readline()
-    time.sleep(15.0)  # compiled and training by then, even beside other tests (6 s was not)
+    deadline = time.monotonic() + 240
+    while not (directory.is_dir() and any(p.name.isdigit() for p in directory.iterdir())):
+        assert proc.poll() is None and time.monotonic() < deadline, "the demo never trained"
+        time.sleep(0.2)
     proc.send_signal(signum)
     out, err = proc.communicate(timeout=120)
     result = subprocess.CompletedProcess(proc.args, proc.returncode, header + out, err)
