@@ -222,49 +222,18 @@ def min_gru(
     >>> ys.shape, bool(jnp.allclose(ys, ys_par, atol=1e-6))
     ((2, 5, 8), True)
     """
-    input_size = _check_size("input_size", input_size)
-    H = hidden_size = _check_size("hidden_size", hidden_size)
-    log_space = _log_space_config(log_space)
-    _no_init("recurrent_kernel_init", recurrent_kernel_init, _NO_RECURRENT.format("min_gru"))
-    kernel = _lecun_normal if kernel_init is None else kernel_init
-    bias = jax.nn.initializers.zeros if bias_init is None else bias_init
-    pol = policy(param_dtype, dtype)
-    pdt = pol.param_dtype
-
-    def init(key):
-        k_w, k_b = jax.random.split(key)
-        return MinGRUParams(
-            w_ih=_blocks(kernel, k_w, (input_size, H), 2, pdt),
-            b=_blocks(bias, k_b, (H,), 2, pdt),
-        )
-
-    def coefficients(params, xp):
-        k_z, k_h = jnp.split(xp, 2, axis=-1)
-        candidate = _g(k_h) if log_space else k_h
-        return jax.nn.sigmoid(-k_z), jax.nn.sigmoid(k_z) * candidate
-
-    def log_coefficients(params, xp):
-        k_z, k_h = jnp.split(xp, 2, axis=-1)
-        return -jax.nn.softplus(k_z), -jax.nn.softplus(-k_z) + _log_g(k_h)
-
-    recurrence = LinearRecurrence(
-        coefficients, lambda params, h, xp: pol.out(h), log_coefficients if log_space else None
-    )
-    return _linear_cell(
-        init,
-        _zeros_carry(H, pol.accum_dtype),
-        (input_size, H),
-        _gate_project(input_size, pol),
-        recurrence,
-        config=(
-            ("factory", min_gru),
-            ("input_size", input_size),
-            ("hidden_size", hidden_size),
-            ("log_space", log_space),
-            ("kernel_init", kernel_init),
-            ("bias_init", bias_init),
-            *pol.config(),
-        ),
+    return _min_cell(
+        min_gru,
+        MinGRUParams,
+        2,  # blocks z, h
+        lambda k_z: k_z,  # log(z / (1 - z))
+        input_size,
+        hidden_size,
+        log_space,
+        kernel_init,
+        recurrent_kernel_init,
+        bias_init,
+        policy(param_dtype, dtype),
     )
 
 
@@ -321,34 +290,66 @@ def min_lstm(
     >>> carry.shape, ys.shape
     ((2, 8), (2, 5, 8))
     """
+    return _min_cell(
+        min_lstm,
+        MinLSTMParams,
+        3,  # blocks f, i, h
+        lambda k_f, k_i: jax.nn.softplus(-k_f) - jax.nn.softplus(-k_i),  # log i - log f
+        input_size,
+        hidden_size,
+        log_space,
+        kernel_init,
+        recurrent_kernel_init,
+        bias_init,
+        policy(param_dtype, dtype),
+    )
+
+
+def _min_cell(
+    factory,
+    params_type,
+    num_blocks: int,
+    log_odds: Callable[..., Array],
+    input_size,
+    hidden_size,
+    log_space,
+    kernel_init,
+    recurrent_kernel_init,
+    bias_init,
+    pol: Policy,
+) -> Cell:
+    r"""The cell of :func:`min_gru` and :func:`min_lstm`: both are
+    :math:`h_t = \sigma(-d_t) h_{t-1} + \sigma(d_t) \tilde h_t`, with ``d_t = log_odds(*gate
+    blocks)`` of the projected input (the update gate's log-odds; for minLSTM the normalised
+    :math:`\log i_t - \log f_t`) and the candidate from the last of ``num_blocks`` blocks."""
     input_size = _check_size("input_size", input_size)
     H = hidden_size = _check_size("hidden_size", hidden_size)
     log_space = _log_space_config(log_space)
-    _no_init("recurrent_kernel_init", recurrent_kernel_init, _NO_RECURRENT.format("min_lstm"))
+    name = factory.__name__
+    _no_init("recurrent_kernel_init", recurrent_kernel_init, _NO_RECURRENT.format(name))
     kernel = _lecun_normal if kernel_init is None else kernel_init
     bias = jax.nn.initializers.zeros if bias_init is None else bias_init
-    pol = policy(param_dtype, dtype)
     pdt = pol.param_dtype
 
     def init(key):
         k_w, k_b = jax.random.split(key)
-        return MinLSTMParams(
-            w_ih=_blocks(kernel, k_w, (input_size, H), 3, pdt),
-            b=_blocks(bias, k_b, (H,), 3, pdt),
+        return params_type(
+            w_ih=_blocks(kernel, k_w, (input_size, H), num_blocks, pdt),
+            b=_blocks(bias, k_b, (H,), num_blocks, pdt),
         )
 
     def gates(xp):
-        k_f, k_i, k_h = jnp.split(xp, 3, axis=-1)
-        return jax.nn.softplus(-k_f) - jax.nn.softplus(-k_i), k_h  # log i - log f
+        *gate_blocks, k_h = jnp.split(xp, num_blocks, axis=-1)
+        return log_odds(*gate_blocks), k_h
 
     def coefficients(params, xp):
-        delta, k_h = gates(xp)
+        d, k_h = gates(xp)
         candidate = _g(k_h) if log_space else k_h
-        return jax.nn.sigmoid(-delta), jax.nn.sigmoid(delta) * candidate
+        return jax.nn.sigmoid(-d), jax.nn.sigmoid(d) * candidate
 
     def log_coefficients(params, xp):
-        delta, k_h = gates(xp)
-        return -jax.nn.softplus(delta), -jax.nn.softplus(-delta) + _log_g(k_h)
+        d, k_h = gates(xp)
+        return -jax.nn.softplus(d), -jax.nn.softplus(-d) + _log_g(k_h)
 
     recurrence = LinearRecurrence(
         coefficients, lambda params, h, xp: pol.out(h), log_coefficients if log_space else None
@@ -360,7 +361,7 @@ def min_lstm(
         _gate_project(input_size, pol),
         recurrence,
         config=(
-            ("factory", min_lstm),
+            ("factory", factory),
             ("input_size", input_size),
             ("hidden_size", hidden_size),
             ("log_space", log_space),
