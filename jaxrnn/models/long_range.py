@@ -46,7 +46,7 @@ from jaxrnn import data as _data
 from jaxrnn import train as _train
 from jaxrnn._checks import check_int, check_scalar
 from jaxrnn.cells import _check_size
-from jaxrnn.newton import Newton
+from jaxrnn.scan import _resolve_method
 
 __all__ = [
     "ADDING_SOLVED_MSE",
@@ -61,7 +61,6 @@ __all__ = [
 
 Task = Literal["adding", "copy", "char"]
 TASKS = ("adding", "copy", "char")
-_METHODS = ("sequential", "associative", "newton", "auto")
 
 
 def _heads(hidden: int) -> int:
@@ -198,20 +197,16 @@ def _layer_norm(x, scale, bias):
 
 
 def _check_method(method: Any, cell: str) -> Any:
-    """``method`` if :func:`jaxrnn.scan` can run ``cell`` with it, else a ValueError."""
-    if isinstance(method, Newton):
-        return method
-    if not (isinstance(method, str) and method in _METHODS):
-        raise ValueError(
-            f"method: expected one of {', '.join(map(repr, _METHODS))} or a "
-            f"jaxrnn.newton.Newton, got {method!r}"
-        )
-    linear = LONG_RANGE_CELLS[cell](2, 2).linear is not None
-    if method == "associative" and not linear:
+    """``method`` if :func:`jaxrnn.scan` can run ``cell`` with it, else a ValueError (an unknown
+    method gets ``jr.scan``'s own message; a linear method for a nonlinear cell names the
+    config's ``cell``)."""
+    built = LONG_RANGE_CELLS[cell](2, 2)
+    if isinstance(method, str) and method == "associative" and built.linear is None:
         raise ValueError(
             f'method: "associative" needs a linear-recurrence cell '
             f"(min_gru, min_lstm, lru, rg_lru), got cell={cell!r}"
         )
+    _resolve_method(method, built)
     return method
 
 
