@@ -12,7 +12,9 @@ differs, and next to what the papers report. Three parts, each its own flag:
   published results beside it.
 * ``--speed``: time of one training step (loss and gradient of a one-layer scan) against T
   = 1k..64k, GRU vs minGRU vs LRU under each ``jr.scan`` method that applies, timed in paired
-  interleaved rounds (``harness.time_interleaved``); ratios against ``"sequential"``.
+  interleaved rounds (``harness.time_interleaved``); ratios against ``"sequential"``. A step
+  slower than ``--single-call-s`` is timed by one call instead; the results file keeps the rows
+  of the T not run, so each T can be its own run.
 * ``--newton``: Newton (DEER) iterations to converge against T and hidden size, for GRU and
   LSTM at initialisation, with full and diagonal Jacobians (iteration counts, not timings).
 
@@ -39,6 +41,7 @@ if __name__ == "__main__":
     harness.pin_from_argv()  # before JAX sizes its thread pool (hence E402)
 
 import argparse  # noqa: E402
+import time  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 
 import jax  # noqa: E402
@@ -95,6 +98,9 @@ SPEED_CELLS = {
 NEWTON_MAX_ITERS = 300  # --newton: iteration cap ("> 300": not converged)
 NEWTON_MAX_DIAGONAL = 32  # --newton: diagonal Jacobians up to this state size (CPU time)
 SPEED_NEWTON = Newton(jacobian="diagonal")  # full Jacobians of 64k steps do not fit in memory
+# --speed: a step slower than this many seconds (the Newton GRU at T = 64k takes minutes) is
+# timed by one call after its compiling call instead of 2 + 2 * repeats calls in the rounds.
+SINGLE_CALL_S = 60.0
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -124,6 +130,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--speed-batch", type=int, default=4, help="--speed: B (default 4)")
     p.add_argument("--speed-hidden", type=int, default=64, help="--speed: H (default 64)")
+    p.add_argument(
+        "--single-call-s",
+        type=float,
+        default=SINGLE_CALL_S,
+        help="--speed: a step slower than this (s) is timed once, outside the rounds "
+        f"(default {SINGLE_CALL_S:g})",
+    )
     p.add_argument("--newton-times", type=int, nargs="+", default=[64, 256, 1024])
     p.add_argument("--newton-hidden", type=int, nargs="+", default=[4, 16, 64])
     harness.add_common_args(p, repeats=5, calls=1)
@@ -132,7 +145,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         p.error("choose at least one of --table, --speed, --newton")
     if args.quick:
         args.hidden, args.batch = 4, 2
-        args.times, args.speed_batch, args.speed_hidden = [64, 128], 2, 4
+        args.times, args.speed_batch, args.speed_hidden = [16, 32], 2, 4
         args.newton_times, args.newton_hidden = [8, 32], [2, 4]
         args.repeats = min(args.repeats, 2)
     for name in ("hidden", "batch", "speed_batch", "speed_hidden", "repeats", "calls"):
@@ -300,12 +313,17 @@ def newton_report(rows: list[dict]) -> str:
 
 
 def run_speed(args) -> list[dict]:
-    """Paired interleaved timings of one training step per T, every (cell, method)."""
+    """Paired interleaved timings of one training step per T, every (cell, method).
+
+    Each step is called twice first (compile, then one timed call); a step slower than
+    ``--single-call-s`` keeps that one sample (``"single_call": True``) and stays out of the
+    interleaved rounds, where every other step is timed.
+    """
     rows = []
     b, h = args.speed_batch, args.speed_hidden
     for length in args.times:
         xs = jax.random.normal(jax.random.key(args.seed), (b, length, h))
-        tasks = {}
+        tasks, single = {}, {}
         for name, (factory, methods) in SPEED_CELLS.items():
             cell = factory(h, h)
             params = cell.init(jax.random.key(args.seed + 1))
@@ -315,17 +333,42 @@ def run_speed(args) -> list[dict]:
                 def loss(p, xs, cell=cell, m=m):
                     return jnp.mean(jnp.square(jr.scan(cell, p, xs, method=m)[1]))
 
-                step = jax.jit(jax.value_and_grad(loss))
-                tasks[(name, method)] = harness.jax_call(step, params, xs)
+                step = harness.jax_call(jax.jit(jax.value_and_grad(loss)), params, xs)
+                t0 = time.perf_counter()
+                step()  # compiles
+                warmup_s = time.perf_counter() - t0
+                t0 = time.perf_counter()
+                step()
+                once_ms = (time.perf_counter() - t0) * 1e3
+                if once_ms > args.single_call_s * 1e3:
+                    single[(name, method)] = {
+                        **harness.summary([once_ms]),
+                        "samples_ms": [once_ms],
+                        "warmup_s": warmup_s,
+                        "single_call": True,
+                    }
+                else:
+                    tasks[(name, method)] = step
         stats, _ = harness.time_interleaved(tasks, args.repeats, args.calls, args.seed)
-        for (name, method), s in stats.items():
-            ratio = harness.paired_ratio(s["samples_ms"], stats[(name, "sequential")]["samples_ms"])
-            rows.append({"T": length, "cell": name, "method": method, **s, "vs_sequential": ratio})
-            print(
-                f"  T={length} {name} {method}: {s['median_ms']:.1f} ms "
-                f"(x{ratio['ratio']:.2f} of sequential)",
-                flush=True,
-            )
+        stats.update(single)
+        for name, (_, methods) in SPEED_CELLS.items():
+            base = stats[(name, "sequential")]
+            for method in methods:
+                s = stats[(name, method)]
+                if s.get("single_call") or base.get("single_call"):
+                    r = s["median_ms"] / base["median_ms"]
+                    ratio = {"ratio": r, "ratio_q25": r, "ratio_q75": r, "ratio_of_medians": r}
+                else:
+                    ratio = harness.paired_ratio(s["samples_ms"], base["samples_ms"])
+                rows.append(
+                    {"T": length, "cell": name, "method": method, **s, "vs_sequential": ratio}
+                )
+                print(
+                    f"  T={length} {name} {method}: {s['median_ms']:.1f} ms "
+                    f"(x{ratio['ratio']:.2f} of sequential"
+                    f"{', one call' if s.get('single_call') else ''})",
+                    flush=True,
+                )
     return rows
 
 
@@ -336,7 +379,9 @@ def speed_report(rows: list[dict]) -> str:
             r["cell"],
             r["method"],
             f"{r['median_ms']:.1f}",
-            f"{r['vs_sequential']['ratio']:.2f} "
+            f"{r['vs_sequential']['ratio']:.2f} (one call)"
+            if r.get("single_call")
+            else f"{r['vs_sequential']['ratio']:.2f} "
             f"[{r['vs_sequential']['ratio_q25']:.2f}, {r['vs_sequential']['ratio_q75']:.2f}]",
         ]
         for r in rows
@@ -365,8 +410,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
         out["newton"] = run_newton(args)
         print(newton_report(out["newton"]), flush=True)
     if args.speed:
-        out["speed"] = run_speed(args)
-        print(speed_report(out["speed"]), flush=True)
+        rows = run_speed(args)
+        kept = [r for r in out.get("speed", []) if r["T"] not in args.times]
+        out["speed"] = sorted(kept + rows, key=lambda r: r["T"])  # other T's rows are kept
+        print(speed_report(rows), flush=True)
     if path is not None:
         harness.write_json(path, out)
         print(f"\nwrote {path}")

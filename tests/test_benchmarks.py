@@ -6,7 +6,9 @@ same shape and, since all of them get the same weights (Flax's, with random bias
 every other layout), the same outputs and losses. Flax, Equinox and PyTorch are independent
 references here, so this also checks jaxrnn's LSTM and GRU against them. ``bench_remat.py``
 must compute one loss for every remat form, with less XLA temp memory the less a step keeps,
-and so must ``bench_long.py`` at its longest quick sequence. ``bench_sweep.py`` runs in this
+and so must ``bench_long.py`` at its longest quick sequence. ``bench_long_range.py`` must time
+every method at every T (once, outside the rounds, when a step is over its budget) and
+converge Newton. ``bench_sweep.py`` runs in this
 process (one core count) with every implementation in float32 and bfloat16: the float32 ones
 must agree as in ``bench_cells.py``, the bfloat16 jaxrnn output must be bfloat16 and close to
 float32, and every paired ratio must be there; a second run goes through the child process per
@@ -140,6 +142,47 @@ def test_long_quick_run(tmp_path):
         assert rows[(64, "sqrt")]["temp_bytes"] < rows[(64, "True")]["temp_bytes"]
         assert rows[(64, "True")]["temp_bytes"] < rows[(64, "False")]["temp_bytes"]
     assert load("harness").read_json(out)["config"]["times"] == [16, 64]
+
+
+def test_long_range_quick_run(tmp_path, monkeypatch):
+    bench = load("bench_long_range")
+    # One cell and two methods stand for SPEED_CELLS (whose Newton GRU alone compiles for tens
+    # of seconds): every (cell, method) goes through the same code.
+    methods = ("sequential", "associative")
+    monkeypatch.setattr(bench, "SPEED_CELLS", {"min_gru": (jr.min_gru, methods)})
+    out = tmp_path / "results.json"
+    other_t = {"T": 8, "cell": "min_gru", "method": "sequential"}  # from an earlier run
+    load("harness").write_json(out, {"speed": [other_t]})
+    results = bench.main(["--speed", "--quick", "--repeats", "1", "--json", str(out)])
+    assert results["speed"][0] == other_t  # kept, in T order
+    results["speed"] = results["speed"][1:]
+
+    # --speed: a row per T and method, each against the sequential scan, timed in the rounds.
+    rows = {(r["T"], r["method"]): r for r in results["speed"]}
+    assert sorted(rows) == sorted((t, m) for t in (16, 32) for m in methods)
+    for (_, method), r in rows.items():
+        assert len(r["samples_ms"]) == 1 and r["median_ms"] > 0 and not r.get("single_call")
+        if method == "sequential":
+            assert r["vs_sequential"]["ratio"] == 1.0
+    assert load("harness").read_json(out)["speed"] == [other_t, *results["speed"]]
+    # A step over --single-call-s is timed once, outside the rounds, its ratio by medians.
+    args = argparse.Namespace(
+        times=[8], speed_batch=1, speed_hidden=2, seed=0, repeats=1, calls=1, single_call_s=0.0
+    )
+    once = bench.run_speed(args)
+    assert [r["method"] for r in once] == list(methods)
+    for r in once:
+        assert r["single_call"] and len(r["samples_ms"]) == 1
+        assert r["vs_sequential"]["ratio"] == pytest.approx(r["median_ms"] / once[0]["median_ms"])
+    assert "(one call)" in bench.speed_report(once)
+
+    # --newton: GRU and LSTM converge with both Jacobians.
+    args = argparse.Namespace(quick=True, seed=0, newton_hidden=[2], newton_times=[8])
+    newton = bench.run_newton(args)
+    assert {(r["cell"], r["jacobian"]) for r in newton} == {
+        (c, j) for c in ("gru", "lstm") for j in ("full", "diagonal")
+    }
+    assert all(r["converged"] and 1 <= r["iterations"] <= r["max_iters"] for r in newton)
 
 
 def test_sweep_quick_run(tmp_path):
