@@ -6,6 +6,7 @@ and Flax pad); Flax's ``nn.ConvLSTMCell`` on the same weights; finite difference
 """
 
 import itertools
+import math
 
 import flax.linen as nn
 import jax
@@ -90,18 +91,25 @@ def test_scan_matches_float64_reference(kind, opts, kernel, batch_shape):
     spatial = (5, 4, 3)[: len(kernel)]
     with jax.enable_x64(True):
         cell = make(kind, kernel, opts, param_dtype=jnp.float64)
-        params = cell.init(jax.random.key(0))
-        # Random biases too, so that every parameter matters.
-        keys = jax.random.split(jax.random.key(1), len(params))
-        params = type(params)(
-            *(
-                a + 0.3 * jax.random.normal(k, a.shape, a.dtype)
-                for a, k in zip(params, keys, strict=True)
-            )
+
+        # Parameters (with random biases too, so that every parameter matters) and inputs from
+        # NumPy, in the layout of ``init`` (traced by ``eval_shape``, which compiles nothing):
+        # compiling the initialisers and random draws of every case's shapes cost more than the
+        # scans. Kernels ``(*K, in, out)`` get a LeCun-normal part plus 0.3 standard normals.
+        rng = np.random.default_rng(0)
+
+        def draw(s):
+            fan_in = math.prod(s.shape[:-1]) if len(s.shape) > 1 else np.inf
+            return (1 / np.sqrt(fan_in) + 0.3) * rng.standard_normal(s.shape)
+
+        params = jax.tree.map(draw, jax.eval_shape(cell.init, jax.random.key(0)))
+        params = jax.tree.map(jnp.asarray, params)
+        xs = jnp.asarray(rng.standard_normal((*batch_shape, T, *spatial, C)))
+        # Both scans in one compiled program (eagerly, each would compile on its own).
+        run = jax.jit(
+            lambda params, xs: (jr.scan(cell, params, xs), jr.scan(cell, params, xs, hoist=True))
         )
-        xs = jax.random.normal(jax.random.key(2), (*batch_shape, T, *spatial, C), jnp.float64)
-        carry, ys = jr.scan(cell, params, xs)
-        _, ys_hoisted = jr.scan(cell, params, xs, hoist=True)
+        (carry, ys), (_, ys_hoisted) = run(params, xs)
 
         p = jax.tree.map(np.asarray, params)
         x = np.moveaxis(np.asarray(xs), len(batch_shape), 0)
@@ -200,15 +208,24 @@ def test_lengths_index_the_batch_and_time_major_moves_only_time():
     params = cell.init(jax.random.key(0))
     xs = jax.random.normal(jax.random.key(1), (3, T, 5, 4, C))
     lengths = jnp.array([T, 2, 0])
-    carry, ys = jr.scan(cell, params, xs, lengths=lengths)
+
+    # Every scan of the test in one compiled program (``lengths`` is a concrete constant in it,
+    # range-checked as in an eager call); eagerly, each scan would compile on its own.
+    @jax.jit
+    def run(params, xs):
+        alone = [jr.scan(cell, params, xs[b, :n]) for b, n in enumerate(lengths.tolist())]
+        time_major = jr.scan(cell, params, jnp.moveaxis(xs, 1, 0), time_major=True)
+        plain = jr.scan(cell, params, xs)
+        return jr.scan(cell, params, xs, lengths=lengths), alone, time_major, plain
+
+    (carry, ys), alone, (_, tm_ys), (_, plain_ys) = run(params, xs)
     assert ys.shape == (3, T, 5, 4, H) and carry.shape == (3, 5, 4, H)
     for b, n in enumerate(lengths.tolist()):  # each sequence alone, cut at its length
-        c_b, ys_b = jr.scan(cell, params, xs[b, :n])
+        c_b, ys_b = alone[b]
         np.testing.assert_allclose(ys[b, :n], ys_b, atol=1e-6)
         np.testing.assert_array_equal(ys[b, n:], 0.0)
         np.testing.assert_allclose(carry[b], c_b, atol=1e-6)
-    _, tm_ys = jr.scan(cell, params, jnp.moveaxis(xs, 1, 0), time_major=True)
-    np.testing.assert_allclose(jnp.moveaxis(tm_ys, 0, 1), jr.scan(cell, params, xs)[1], atol=1e-6)
+    np.testing.assert_allclose(jnp.moveaxis(tm_ys, 0, 1), plain_ys, atol=1e-6)
     with pytest.raises(ValueError, match="lengths"):
         jr.scan(cell, params, xs, lengths=jnp.full((3, 5, 4), T))
     with pytest.raises(ValueError, match="spatial_dims=2"):
