@@ -98,12 +98,18 @@ def test_dropout_key_comes_from_the_rng_stream():
     init = functools.partial(net.init, deterministic=True)
     variables = numpy_init(init, jax.random.key(0), src, tgt_in)
     params = variables["params"]["model"]
-    det = net.apply(variables, src, tgt_in, deterministic=True)
-    assert_trees_close(det, model.apply(params, src, tgt_in), rtol=0, atol=0)
+    # Each kind of call jitted on its own (one compile, instead of one per scan and new-shape
+    # op); the call that must fail runs eagerly.
+    det = jax.jit(lambda v: net.apply(v, src, tgt_in, deterministic=True))(variables)
+    want = jax.jit(lambda p: model.apply(p, src, tgt_in))(params)
+    assert_trees_close(det, want, rtol=0, atol=0)
     with pytest.raises(Exception, match="dropout"):  # needs a "dropout" rng when training
         net.apply(variables, src, tgt_in, deterministic=False)
-    a = net.apply(variables, src, tgt_in, deterministic=False, rngs={"dropout": jax.random.key(5)})
-    b = net.apply(variables, src, tgt_in, deterministic=False, rngs={"dropout": jax.random.key(6)})
+    train = jax.jit(
+        lambda v, key: net.apply(v, src, tgt_in, deterministic=False, rngs={"dropout": key})
+    )
+    a = train(variables, jax.random.key(5))
+    b = train(variables, jax.random.key(6))
     assert not np.allclose(a.logits, det.logits)
     assert not np.allclose(a.logits, b.logits)
 
