@@ -1,8 +1,9 @@
-"""Small shared test helpers for comparing pytrees."""
+"""Small shared test helpers: comparing pytrees, drawing parameters without compiling."""
 
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -37,3 +38,17 @@ def assert_trees_close(a, b, rtol=1e-6, atol=1e-6):
             atol=atol,
             err_msg=f"leaf {name} differs",
         )
+
+
+def numpy_init(init, *args, seed=0, scale=0.3):
+    """Random values in the structure, shapes and dtypes ``init(*args)`` returns.
+
+    ``init`` is only traced (``jax.eval_shape``, which compiles nothing) and the values are
+    drawn by NumPy (``scale`` standard normals): compiling initialisers (orthogonal, truncated
+    normal, the PRNG) costs far more than the small models of the tests run. For tests whose
+    point is not the initial values; the initialisers have their own tests.
+    """
+    rng = np.random.default_rng(seed)
+    shapes = jax.eval_shape(init, *args)
+    draw = lambda s: jnp.asarray(scale * rng.standard_normal(s.shape), s.dtype)
+    return jax.tree.map(draw, shapes)

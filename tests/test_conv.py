@@ -6,6 +6,7 @@ and Flax pad); Flax's ``nn.ConvLSTMCell`` on the same weights; finite difference
 """
 
 import itertools
+import math
 
 import flax.linen as nn
 import jax
@@ -73,6 +74,25 @@ def make(kind, kernel, opts, **kw):
     return factory(C, H, kernel, **opts, **kw)
 
 
+def numpy_params(cell, seed):
+    """Random parameters in the layout of ``cell.init`` (traced by ``eval_shape``, which
+    compiles nothing), drawn by NumPy: compiling the initialisers and random draws for every
+    case's shapes costs more than the scans. Kernels ``(*K, in, out)`` get a LeCun-normal part
+    plus 0.3 standard normals, biases 0.3 standard normals (every parameter matters). The
+    initialisers themselves are tested by ``test_forget_bias_sets_the_f_block...``."""
+    rng = np.random.default_rng(seed)
+
+    def draw(s):
+        fan_in = math.prod(s.shape[:-1]) if len(s.shape) > 1 else np.inf
+        return jnp.asarray((1 / np.sqrt(fan_in) + 0.3) * rng.standard_normal(s.shape), s.dtype)
+
+    return jax.tree.map(draw, jax.eval_shape(cell.init, jax.random.key(0)))
+
+
+def numpy_normal(seed, shape, dtype=np.float32):
+    return jnp.asarray(np.random.default_rng(seed).standard_normal(shape), dtype)
+
+
 # Every cell in every dimensionality (batch (2,)), and every batch shape on one of them: the
 # batch handling is shared, the compile of each case is what costs.
 GRID = [(c, k, (2,)) for c in CASES for k in KERNELS] + [
@@ -90,18 +110,14 @@ def test_scan_matches_float64_reference(kind, opts, kernel, batch_shape):
     spatial = (5, 4, 3)[: len(kernel)]
     with jax.enable_x64(True):
         cell = make(kind, kernel, opts, param_dtype=jnp.float64)
-        params = cell.init(jax.random.key(0))
-        # Random biases too, so that every parameter matters.
-        keys = jax.random.split(jax.random.key(1), len(params))
-        params = type(params)(
-            *(
-                a + 0.3 * jax.random.normal(k, a.shape, a.dtype)
-                for a, k in zip(params, keys, strict=True)
-            )
+
+        params = numpy_params(cell, 0)
+        xs = numpy_normal(1, (*batch_shape, T, *spatial, C), np.float64)
+        # Both scans in one compiled program (eagerly, each would compile on its own).
+        run = jax.jit(
+            lambda params, xs: (jr.scan(cell, params, xs), jr.scan(cell, params, xs, hoist=True))
         )
-        xs = jax.random.normal(jax.random.key(2), (*batch_shape, T, *spatial, C), jnp.float64)
-        carry, ys = jr.scan(cell, params, xs)
-        _, ys_hoisted = jr.scan(cell, params, xs, hoist=True)
+        (carry, ys), (_, ys_hoisted) = run(params, xs)
 
         p = jax.tree.map(np.asarray, params)
         x = np.moveaxis(np.asarray(xs), len(batch_shape), 0)
@@ -129,11 +145,13 @@ def test_scan_matches_float64_reference(kind, opts, kernel, batch_shape):
 def test_conv_lstm_equals_flax_conv_lstm_cell(kernel):
     """Flax: gates i, g, f, o, two biased convolutions, +1 on the forget pre-activation."""
     flax_cell = nn.ConvLSTMCell(features=H, kernel_size=kernel)
-    xs = jax.random.normal(jax.random.key(0), (2, T, 6, 5, C))
+    xs = numpy_normal(0, (2, T, 6, 5, C))
     carry0 = flax_cell.initialize_carry(jax.random.key(1), xs[:, 0].shape)
-    variables = flax_cell.init(jax.random.key(2), carry0, xs[:, 0])
-    v = variables["params"]
-    v = jax.tree.map(lambda a: a + 0.1, v)  # nonzero biases
+    # Flax's parameter tree (by eval_shape: its initialisers are not compiled), values drawn by
+    # NumPy, biases nonzero.
+    rng = np.random.default_rng(2)
+    shapes = jax.eval_shape(flax_cell.init, jax.random.key(2), carry0, xs[:, 0])["params"]
+    v = jax.tree.map(lambda s: jnp.asarray(0.3 * rng.standard_normal(s.shape), s.dtype), shapes)
     # Gates reordered to i, f, g, o, the biases and Flax's forget offset summed into b:
     # jr.interop's mapping (tests/test_interop_flax_mgu_conv.py has the other dimensions).
     cell, params = jr.interop.from_flax_linen(v, flax_cell)
@@ -160,8 +178,8 @@ def test_forget_bias_sets_the_f_block_and_kernels_are_lecun_normal():
 def test_gradients_match_finite_differences(kind, opts):
     with jax.enable_x64(True):
         cell = make(kind, (3, 2), opts, param_dtype=jnp.float64)
-        params = cell.init(jax.random.key(0))
-        xs = jax.random.normal(jax.random.key(1), (2, 3, 4, 3, C), jnp.float64)
+        params = numpy_params(cell, 0)
+        xs = numpy_normal(1, (2, 3, 4, 3, C), np.float64)
 
         def loss(params, xs):
             return jnp.sum(jr.scan(cell, params, xs)[1] ** 2)
@@ -171,8 +189,8 @@ def test_gradients_match_finite_differences(kind, opts):
 
 def test_bfloat16_policy_keeps_the_state_float32():
     cell = jr.conv_lstm(C, H, (3, 3), dtype=jnp.bfloat16)
-    params = cell.init(jax.random.key(0))
-    xs = jax.random.normal(jax.random.key(1), (2, T, 5, 5, C))
+    params = numpy_params(cell, 0)
+    xs = numpy_normal(1, (2, T, 5, 5, C))
     carry, ys = jr.scan(cell, params, xs)
     assert params.w_ih.dtype == jnp.float32
     assert carry.c.dtype == jnp.float32 and ys.dtype == jnp.bfloat16
@@ -186,7 +204,7 @@ def test_bad_input_is_named():
     with pytest.raises(ValueError, match="kernel_size"):
         jr.conv_gru(C, H, (3, 0))
     cell = jr.conv_lstm(C, H, (3, 3))
-    params = cell.init(jax.random.key(0))
+    params = numpy_params(cell, 0)
     with pytest.raises(ValueError, match="xs: expected feature size"):
         jr.scan(cell, params, jnp.ones((2, T, 5, 5, C + 1)))
     with pytest.raises(ValueError, match=r"x: expected shape \(\*batch, <2 spatial dims>"):
@@ -197,18 +215,27 @@ def test_bad_input_is_named():
 
 def test_lengths_index_the_batch_and_time_major_moves_only_time():
     cell = jr.conv_gru(C, H, (3, 3))
-    params = cell.init(jax.random.key(0))
-    xs = jax.random.normal(jax.random.key(1), (3, T, 5, 4, C))
+    params = numpy_params(cell, 0)
+    xs = numpy_normal(1, (3, T, 5, 4, C))
     lengths = jnp.array([T, 2, 0])
-    carry, ys = jr.scan(cell, params, xs, lengths=lengths)
+
+    # Every scan of the test in one compiled program (``lengths`` is a concrete constant in it,
+    # range-checked as in an eager call); eagerly, each scan would compile on its own.
+    @jax.jit
+    def run(params, xs):
+        alone = [jr.scan(cell, params, xs[b, :n]) for b, n in enumerate(lengths.tolist())]
+        time_major = jr.scan(cell, params, jnp.moveaxis(xs, 1, 0), time_major=True)
+        plain = jr.scan(cell, params, xs)
+        return jr.scan(cell, params, xs, lengths=lengths), alone, time_major, plain
+
+    (carry, ys), alone, (_, tm_ys), (_, plain_ys) = run(params, xs)
     assert ys.shape == (3, T, 5, 4, H) and carry.shape == (3, 5, 4, H)
     for b, n in enumerate(lengths.tolist()):  # each sequence alone, cut at its length
-        c_b, ys_b = jr.scan(cell, params, xs[b, :n])
+        c_b, ys_b = alone[b]
         np.testing.assert_allclose(ys[b, :n], ys_b, atol=1e-6)
         np.testing.assert_array_equal(ys[b, n:], 0.0)
         np.testing.assert_allclose(carry[b], c_b, atol=1e-6)
-    _, tm_ys = jr.scan(cell, params, jnp.moveaxis(xs, 1, 0), time_major=True)
-    np.testing.assert_allclose(jnp.moveaxis(tm_ys, 0, 1), jr.scan(cell, params, xs)[1], atol=1e-6)
+    np.testing.assert_allclose(jnp.moveaxis(tm_ys, 0, 1), plain_ys, atol=1e-6)
     with pytest.raises(ValueError, match="lengths"):
         jr.scan(cell, params, xs, lengths=jnp.full((3, 5, 4), T))
     with pytest.raises(ValueError, match="spatial_dims=2"):

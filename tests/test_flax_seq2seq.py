@@ -1,5 +1,7 @@
 """The Flax Seq2Seq modules (Linen and NNX) compute exactly what the pure seq2seq model does."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,7 +12,7 @@ from flax import nnx
 import jaxrnn as jr
 import jaxrnn.flax as jrf
 from jaxrnn import decode
-from tests.helpers import assert_trees_close
+from tests.helpers import assert_trees_close, numpy_init
 
 SRC_VOCAB, TGT_VOCAB, BOS, EOS = 11, 9, 1, 2
 
@@ -36,11 +38,16 @@ def test_linen_equals_pure_model_and_generate():
     model = make_model()
     net = jrf.Seq2Seq(model)
     src, src_len, tgt_in, _ = batch()
-    variables = net.init(jax.random.key(0), src, tgt_in, src_lengths=src_len)
+    # Parameters in the structure init gives (traced only), drawn by NumPy: compiling the
+    # initialisers costs more than the rest of the test.
+    init = functools.partial(net.init, src_lengths=src_len)
+    variables = numpy_init(init, jax.random.key(0), src, tgt_in)
     params = variables["params"]["model"]
     assert type(params).__name__ == "Seq2SeqParams"
-    got = net.apply(variables, src, tgt_in, src_lengths=src_len, tgt_lengths=jnp.array([5, 3, 2]))
-    want = model.apply(params, src, tgt_in, src_lengths=src_len, tgt_lengths=jnp.array([5, 3, 2]))
+    # Each side jitted on its own (one compile each instead of one per scan and new-shape op).
+    lengths = dict(src_lengths=src_len, tgt_lengths=jnp.array([5, 3, 2]))
+    got = jax.jit(lambda v: net.apply(v, src, tgt_in, **lengths))(variables)
+    want = jax.jit(lambda p: model.apply(p, src, tgt_in, **lengths))(params)
     assert_trees_close(got, want, rtol=0, atol=0)
 
     state = model.encode(params, src, src_len)
@@ -68,7 +75,7 @@ def test_linen_equals_pure_model_and_generate():
 def test_nnx_equals_linen_with_the_same_params():
     model = make_model()
     src, src_len, tgt_in, _ = batch()
-    variables = jrf.Seq2Seq(model).init(jax.random.key(0), src, tgt_in)
+    variables = numpy_init(jrf.Seq2Seq(model).init, jax.random.key(0), src, tgt_in)
     net = jrf.nnx.Seq2Seq(model, rngs=nnx.Rngs(1))
     net.set_params(variables["params"]["model"])
     assert_trees_close(net.get_params(), variables["params"]["model"], rtol=0, atol=0)
@@ -90,14 +97,21 @@ def test_dropout_key_comes_from_the_rng_stream():
     model = make_model(num_layers=2, dropout=0.5)
     net = jrf.Seq2Seq(model)
     src, _, tgt_in, _ = batch()
-    variables = net.init(jax.random.key(0), src, tgt_in, deterministic=True)
+    init = functools.partial(net.init, deterministic=True)
+    variables = numpy_init(init, jax.random.key(0), src, tgt_in)
     params = variables["params"]["model"]
-    det = net.apply(variables, src, tgt_in, deterministic=True)
-    assert_trees_close(det, model.apply(params, src, tgt_in), rtol=0, atol=0)
+    # Each kind of call jitted on its own (one compile, instead of one per scan and new-shape
+    # op); the call that must fail runs eagerly.
+    det = jax.jit(lambda v: net.apply(v, src, tgt_in, deterministic=True))(variables)
+    want = jax.jit(lambda p: model.apply(p, src, tgt_in))(params)
+    assert_trees_close(det, want, rtol=0, atol=0)
     with pytest.raises(Exception, match="dropout"):  # needs a "dropout" rng when training
         net.apply(variables, src, tgt_in, deterministic=False)
-    a = net.apply(variables, src, tgt_in, deterministic=False, rngs={"dropout": jax.random.key(5)})
-    b = net.apply(variables, src, tgt_in, deterministic=False, rngs={"dropout": jax.random.key(6)})
+    train = jax.jit(
+        lambda v, key: net.apply(v, src, tgt_in, deterministic=False, rngs={"dropout": key})
+    )
+    a = train(variables, jax.random.key(5))
+    b = train(variables, jax.random.key(6))
     assert not np.allclose(a.logits, det.logits)
     assert not np.allclose(a.logits, b.logits)
 

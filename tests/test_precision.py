@@ -17,6 +17,7 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
+from helpers import numpy_init
 from test_cells import CELL_IDS, CELLS, IN, make_inputs, reference_apply
 
 import jaxrnn as jr
@@ -259,22 +260,30 @@ def test_seq2seq_bf16_logits_float32_and_trainable():
         attention=jr.attention.additive(16, 32, 16, dtype=BF16),
         dtype=BF16,
     )
-    params = model.init(jax.random.key(0))
-    assert all(d == jnp.float32 for d in dtypes(params))
+    # init's dtypes (traced only); the values drawn by NumPy (compiling the initialisers costs
+    # more than the test).
+    assert all(d == jnp.float32 for d in dtypes(jax.eval_shape(model.init, jax.random.key(0))))
+    params = numpy_init(model.init, jax.random.key(0))
     src = jax.random.randint(jax.random.key(1), (4, 6), 3, 11)
     tgt = jnp.flip(src, axis=1)
     tgt_in = jr.seq2seq.shift_right(tgt, bos_id=1)
-    out = model.apply(params, src, tgt_in, src_lengths=jnp.array([6, 6, 4, 1]))
-    assert out.logits.dtype == jnp.float32 and out.weights.dtype == jnp.float32
 
     def loss(p):
         logits = model.apply(p, src, tgt_in).logits
         return jr.losses.softmax_cross_entropy(logits, tgt, reduction="mean")
 
-    grads = jax.jit(jax.grad(loss))(params)
+    # The forward pass, the gradients and decoding in one compiled program (eagerly, every
+    # scan, decoding loop and new-shape op would compile on its own).
+    @jax.jit
+    def run(params):
+        out = model.apply(params, src, tgt_in, src_lengths=jnp.array([6, 6, 4, 1]))
+        tokens = jr.seq2seq.generate(model, params, src, bos_id=1, eos_id=2, max_len=5)
+        return out, jax.grad(loss)(params), tokens
+
+    out, grads, tokens = run(params)
+    assert out.logits.dtype == jnp.float32 and out.weights.dtype == jnp.float32
     assert all(d == jnp.float32 for d in dtypes(grads))
     assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))
-    tokens = jr.seq2seq.generate(model, params, src, bos_id=1, eos_id=2, max_len=5)
     assert tokens.shape == (4, 5)
 
 
