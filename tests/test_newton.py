@@ -123,6 +123,29 @@ def test_cells_match_sequential_with_lengths_and_resets(make, method):
     _tree_close(got_grads, want_grads, 1e-4, 1e-5)
 
 
+@pytest.mark.parametrize("jacobian", ["full", "diagonal"])
+def test_slstm_matches_sequential(jacobian):
+    """sLSTM's carry (c, n, m, h) with the log-domain stabiliser m, from its own zero state
+    (the normaliser's first-step rule), through Newton with lengths and resets."""
+    cell = jr.slstm(IN, H, num_heads=2)  # state D = 4H = 16
+    params = cell.init(jax.random.key(3))
+    xs = jax.random.normal(jax.random.key(4), (2, T, IN))
+    lengths = jnp.array([T, 4])
+    resets = jnp.zeros((2, T), bool).at[0, 3].set(True)
+    method = Newton(jacobian=jacobian, max_iters=4 * T, on_failure="error")  # no fallback
+
+    def run(method):
+        def scan(params, xs, carry):
+            del carry  # the cell's own initial carry
+            return jr.scan(cell, params, xs, lengths=lengths, resets=resets, method=method)
+
+        return _value_and_grads(scan)(params, xs, None)
+
+    (want, want_grads), (got, got_grads) = run("sequential"), run(method)
+    _tree_close(got, want, 1e-5, 2e-6)
+    _tree_close(got_grads[:2], want_grads[:2], 1e-4, 1e-5)
+
+
 @pytest.mark.parametrize(
     ("make", "batch_shape", "reverse", "time_major"),
     [(jr.mgu, (), False, False), (jr.simple_rnn, (2, 3), True, True)],
