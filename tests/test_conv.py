@@ -16,6 +16,7 @@ import pytest
 from jax.test_util import check_grads
 
 import jaxrnn as jr
+from tests.helpers import numpy_init
 
 C, H, T = 2, 3, 4
 
@@ -149,9 +150,7 @@ def test_conv_lstm_equals_flax_conv_lstm_cell(kernel):
     carry0 = flax_cell.initialize_carry(jax.random.key(1), xs[:, 0].shape)
     # Flax's parameter tree (by eval_shape: its initialisers are not compiled), values drawn by
     # NumPy, biases nonzero.
-    rng = np.random.default_rng(2)
-    shapes = jax.eval_shape(flax_cell.init, jax.random.key(2), carry0, xs[:, 0])["params"]
-    v = jax.tree.map(lambda s: jnp.asarray(0.3 * rng.standard_normal(s.shape), s.dtype), shapes)
+    v = numpy_init(flax_cell.init, jax.random.key(2), carry0, xs[:, 0], seed=2)["params"]
     # Gates reordered to i, f, g, o, the biases and Flax's forget offset summed into b:
     # jr.interop's mapping (tests/test_interop_flax_mgu_conv.py has the other dimensions).
     cell, params = jr.interop.from_flax_linen(v, flax_cell)
