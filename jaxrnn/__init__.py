@@ -6,40 +6,52 @@ explicit parameters, so ``jit``, ``vmap``, ``grad`` and ``jvp`` apply directly.
 
 The modules, in the order data flows through them::
 
-    cells -> scan -> layers -> attention -> seq2seq / decode -> losses -> train -> models -> flax
+    _core (the types) -> cells -> _scan (jr.scan) -> layers -> attention -> seq2seq / decode
+    -> losses -> train -> models -> flax
     (beside them: regularizers (cell transformations), data (corpora and tasks), recipes
-    (small architectures), interop (PyTorch, Flax))
+    (small architectures), interop (PyTorch, Flax, Equinox))
 """
 
 # The imports follow the data flow, not the alphabet.
 # ruff: noqa: I001
 
-# cells -> scan -> layers: one step, a sequence, stacks and directions.
+# The core types; cells -> scan -> layers: one step, a sequence, stacks and directions.
+from jaxrnn._core import Bidirectional, Cell, Layer, LinearRecurrence
 from jaxrnn.cells import (
-    Cell,
+    ConvGRUParams,
+    ConvLSTMParams,
     GRUParams,
     JordanParams,
-    LinearRecurrence,
-    LSTMCarry,
-    LSTMParams,
-    SimpleRNNParams,
-    gru,
-    jordan_rnn,
-    lstm,
-    simple_rnn,
-)
-from jaxrnn.mgu import MGUParams, mgu
-from jaxrnn.slstm import SLSTMCarry, SLSTMParams, slstm
-from jaxrnn.linear import LRUParams, MinGRUParams, MinLSTMParams, RGLRUParams
-from jaxrnn.linear import lru, min_gru, min_lstm, rg_lru
-from jaxrnn.conv import ConvGRUParams, ConvLSTMParams, conv_gru, conv_lstm
-from jaxrnn.layernorm import (
     LayerNormGRUParams,
     LayerNormLSTMParams,
+    LearnableCarry,
+    LearnableCarryParams,
+    LRUParams,
+    LSTMCarry,
+    LSTMParams,
+    MGUParams,
+    MinGRUParams,
+    MinLSTMParams,
+    RGLRUParams,
+    SimpleRNNParams,
+    SLSTMCarry,
+    SLSTMParams,
+    conv_gru,
+    conv_lstm,
+    gru,
+    jordan_rnn,
     layer_norm_gru,
     layer_norm_lstm,
+    learnable_carry,
+    lru,
+    lstm,
+    mgu,
+    min_gru,
+    min_lstm,
+    rg_lru,
+    simple_rnn,
+    slstm,
 )
-from jaxrnn.carry import LearnableCarry, LearnableCarryParams, learnable_carry
 from jaxrnn.regularizers import (
     ZoneoutCarry,
     embedding_dropout,
@@ -48,10 +60,11 @@ from jaxrnn.regularizers import (
     weight_drop,
     zoneout,
 )
-from jaxrnn.scan import save_nonlinear, scan
+from jaxrnn._scan.scan import scan
+from jaxrnn._scan.sequential import save_nonlinear
 from jaxrnn.newton import Newton  # jr.scan(method=jr.Newton(...)): all steps at once
-from jaxrnn.layers import Bidirectional, Layer, bidirectional, layer, rnn, stack
-from jaxrnn import cudnn, precision  # jr.rnn's cuDNN dispatch on GPU; the dtype policy
+from jaxrnn.layers import bidirectional, layer, rnn, stack
+from jaxrnn import cells, cudnn, layers, newton, precision  # the public modules of the above
 
 # -> attention -> seq2seq / decode -> losses; data and recipes beside them.
 from jaxrnn import attention, seq2seq, decode, losses, data, recipes
@@ -59,7 +72,7 @@ from jaxrnn import attention, seq2seq, decode, losses, data, recipes
 # Weights to and from PyTorch and Flax (imports neither until a conversion is called).
 from jaxrnn import interop
 
-__version__ = "0.1.0"
+from jaxrnn._version import __version__ as __version__
 
 __all__ = [
     "Bidirectional",
@@ -88,6 +101,7 @@ __all__ = [
     "ZoneoutCarry",
     "attention",
     "bidirectional",
+    "cells",
     "conv_gru",
     "conv_lstm",
     "cudnn",
@@ -100,6 +114,7 @@ __all__ = [
     "layer",
     "layer_norm_gru",
     "layer_norm_lstm",
+    "layers",
     "learnable_carry",
     "losses",
     "lru",

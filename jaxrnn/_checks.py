@@ -19,14 +19,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxrnn._core import Array, Carry, Cell
+
 __all__ = [
+    "check_batch_shape",
+    "check_carry",
     "check_cell",
+    "check_features",
     "check_ids",
     "check_int",
+    "check_lengths",
     "check_params",
     "check_probability",
+    "check_resets",
     "check_scalar",
     "check_size",
+    "check_step_keeps_carry_dtype",
     "is_concrete",
 ]
 
@@ -77,6 +85,34 @@ def check_size(name: str, value) -> int:
         return check_int(name, value, low=1)
     except ValueError:
         raise ValueError(f"{name} must be a positive int, got {value!r}") from None
+
+
+def check_features(name: str, x: Array, size: int) -> None:
+    """Trace-time check that the last axis of ``x`` is ``size``."""
+    shape = jnp.shape(x)
+    if len(shape) == 0 or shape[-1] != size:
+        got = shape[-1] if shape else "a scalar"
+        raise ValueError(
+            f"{name}: expected feature size (last axis) {size}, got {got} ({name}.shape={shape})"
+        )
+
+
+def check_batch_shape(batch_shape) -> tuple[int, ...]:
+    """``batch_shape`` (an int or a sequence of ints, each >= 0) as a tuple of Python ints."""
+    if not isinstance(batch_shape, bool) and isinstance(batch_shape, int | np.integer):
+        batch_shape = (batch_shape,)
+    try:
+        dims = tuple(batch_shape)
+    except TypeError:
+        raise TypeError(
+            f"batch_shape: expected a tuple of ints, got {type(batch_shape).__name__}"
+        ) from None
+    try:
+        return tuple(check_int("batch_shape", d, low=0) for d in dims)
+    except ValueError:
+        raise ValueError(
+            f"batch_shape: expected a tuple of ints >= 0, got {batch_shape!r}"
+        ) from None
 
 
 def check_scalar(
@@ -189,10 +225,9 @@ def check_ids(name: str, ids, vocab: int, *, valid=None, what: str = "the vocabu
     return ids
 
 
-def check_cell(name: str, cell, cell_type: type) -> None:
-    """``TypeError`` unless ``cell`` is a :class:`jaxrnn.Cell` (``cell_type``, passed in to keep
-    this module free of imports from the rest of the library)."""
-    if isinstance(cell, cell_type):
+def check_cell(name: str, cell) -> None:
+    """``TypeError`` unless ``cell`` is a :class:`jaxrnn.Cell`."""
+    if isinstance(cell, Cell):
         return
     got = type(cell).__name__
     hint = ""
@@ -220,19 +255,24 @@ def _expected_params(cell):
 
 
 def _built_by_jaxrnn(cell) -> str | None:
-    """The name of the :mod:`jaxrnn.cells` factory that built ``cell`` (``lstm``, ...), or
-    ``None`` for any other cell (custom cells, attention decoders bound to a memory)."""
+    """The name of the built-in factory (any family of :mod:`jaxrnn.cells`: ``lstm``,
+    ``conv_gru``, ``slstm``, ...) that built ``cell``, or ``None`` for any other cell (custom
+    cells, attention decoders bound to a memory)."""
     factory = dict(getattr(cell, "config", ()) or ()).get("factory")
-    if getattr(factory, "__module__", None) == "jaxrnn.cells":
+    if getattr(factory, "__module__", "").startswith(_CELLS_PACKAGE):
         return factory.__name__
     return None
+
+
+# Every built-in cell factory lives in this package (one private file per family).
+_CELLS_PACKAGE = "jaxrnn.cells."
 
 
 def check_params(cell, params, name: str = "params") -> None:
     """Check that ``params`` have the structure, shapes and dtypes ``cell.init`` produces.
 
-    Only cells built by a factory of :mod:`jaxrnn.cells` are checked (their ``config`` names
-    it); a custom cell may take any params. Shapes and dtypes are static, so this check also
+    Every cell built by a factory of :mod:`jaxrnn.cells` is checked (its ``config`` names the
+    factory); a custom cell may take any params. Shapes and dtypes are static, so this check also
     runs under ``jit``.
 
     Raises:
@@ -269,3 +309,79 @@ def check_params(cell, params, name: str = "params") -> None:
                 f"{where}: expected dtype {exp.dtype} (the cell's param_dtype), got "
                 f"{jnp.result_type(got)}"
             )
+
+
+def check_carry(cell: Cell, carry: Carry, batch_shape: tuple[int, ...]) -> None:
+    """Raise a clear error unless ``carry`` matches ``cell.initial_carry(batch_shape)``."""
+    expected = jax.eval_shape(lambda: cell.initial_carry(batch_shape))
+    exp_leaves, exp_tree = jax.tree_util.tree_flatten_with_path(expected)
+    got_leaves, got_tree = jax.tree_util.tree_flatten_with_path(carry)
+    if exp_tree != got_tree:
+        raise TypeError(f"carry: expected a pytree of structure {exp_tree}, got {got_tree}")
+    for (path, exp), (_, got) in zip(exp_leaves, got_leaves, strict=True):
+        name = "carry" + jax.tree_util.keystr(path)
+        shape = jnp.shape(got)
+        if shape != exp.shape:
+            raise ValueError(
+                f"{name}: expected shape {exp.shape} (batch shape {tuple(batch_shape)} of xs, "
+                f"then the cell's state size), got {shape}"
+            )
+        if jnp.result_type(got) != exp.dtype:
+            raise TypeError(f"{name}: expected dtype {exp.dtype}, got {jnp.result_type(got)}")
+
+
+def check_step_keeps_carry_dtype(step, params, carry, inputs, xs_dtype) -> None:
+    """``lax.scan`` needs a step to return its carry in the dtypes it got; say which input broke
+    that (JAX's own message names no argument)."""
+    x = jax.ShapeDtypeStruct(inputs.shape[1:], inputs.dtype)
+    new = jax.eval_shape(lambda c, x: step(params, c, x)[0], carry, x)
+    old_leaves, new_leaves = jax.tree.leaves(carry), jax.tree.leaves(new)
+    got = [jnp.result_type(leaf) for leaf in old_leaves]
+    out = [leaf.dtype for leaf in new_leaves]
+    if len(got) == len(out) and got == out:
+        return
+    param_dtypes = sorted({str(jnp.result_type(p)) for p in jax.tree.leaves(params)})
+    raise TypeError(
+        f"carry: one step of the cell turns a carry of dtypes {[str(d) for d in got]} into "
+        f"{[str(d) for d in out]}, so it cannot be scanned (xs: {xs_dtype}, params: "
+        f"{', '.join(param_dtypes) or 'none'}). Give the carry, xs and params the dtypes the "
+        "cell computes in, or build the cell with the param_dtype/dtype you need."
+    )
+
+
+def check_lengths(lengths, batch_shape: tuple[int, ...], num_steps: int) -> Array:
+    """Validate ``lengths`` (integer, of the batch shape; in ``[0, T]`` when concrete)."""
+    if not isinstance(lengths, jax.Array):
+        lengths = np.asarray(lengths)
+    if not jnp.issubdtype(lengths.dtype, jnp.integer):
+        raise TypeError(f"lengths: expected an integer array, got dtype {lengths.dtype}")
+    if lengths.shape != tuple(batch_shape):
+        raise ValueError(
+            f"lengths: expected shape {tuple(batch_shape)} (the batch shape of xs), "
+            f"got {lengths.shape}"
+        )
+    if not isinstance(lengths, jax.core.Tracer):
+        values = np.asarray(lengths)
+        if values.size and (values.min() < 0 or values.max() > num_steps):
+            raise ValueError(
+                f"lengths: every length must lie in [0, {num_steps}] (T of xs), got values in "
+                f"[{values.min()}, {values.max()}]"
+            )
+    return jnp.asarray(lengths)
+
+
+def check_resets(resets, batch_shape: tuple[int, ...], num_steps: int, time_major: bool):
+    """Validate ``resets`` (bool, ``(*batch, T)`` or ``(T, *batch)``); return it time-major."""
+    if not isinstance(resets, jax.Array):
+        resets = np.asarray(resets)
+    if resets.dtype != jnp.bool_:
+        raise TypeError(f"resets: expected a bool array, got dtype {resets.dtype}")
+    expected = (num_steps, *batch_shape) if time_major else (*batch_shape, num_steps)
+    if resets.shape != expected:
+        layout = "(T, *batch)" if time_major else "(*batch, T)"
+        raise ValueError(
+            f"resets: expected shape {expected} {layout} (the batch shape and T of xs), "
+            f"got {resets.shape}"
+        )
+    resets = jnp.asarray(resets)
+    return resets if time_major else jnp.moveaxis(resets, -1, 0)

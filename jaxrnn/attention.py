@@ -43,7 +43,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrnn.cells import Array, Carry, Cell, Params, PRNGKey, _check_size
+from jaxrnn._checks import check_size
+from jaxrnn._core import Array, Carry, Cell, Params, PRNGKey
+from jaxrnn._masks import length_mask
 from jaxrnn.precision import Policy, policy
 
 __all__ = [
@@ -138,19 +140,6 @@ class GeneralParams(NamedTuple):
 
 # --------------------------------------------------------------------------------------------
 # Shared pieces.
-
-
-def length_mask(lengths: Array, max_len: int) -> Array:
-    """Boolean mask ``(*batch, max_len)``, ``True`` at positions ``t < lengths[...]``.
-
-    >>> import jax.numpy as jnp, jaxrnn as jr
-    >>> jr.attention.length_mask(jnp.array([3, 1]), 4).astype(int).tolist()
-    [[1, 1, 1, 0], [1, 0, 0, 0]]
-    """
-    lengths = jnp.asarray(lengths)
-    if not jnp.issubdtype(lengths.dtype, jnp.integer):
-        raise TypeError(f"lengths: expected an integer array, got dtype {lengths.dtype}")
-    return jnp.arange(max_len) < lengths[..., None]
 
 
 def masked_softmax(scores: Array, mask: Array | None = None) -> Array:
@@ -305,9 +294,9 @@ def additive(
     >>> context.shape, weights.shape, [round(float(w), 3) for w in weights[1]]
     ((2, 6), (2, 7), [0.333, 0.333, 0.333, 0.0, 0.0, 0.0, 0.0])
     """
-    _check_size("query_size", query_size)
-    _check_size("key_size", key_size)
-    _check_size("hidden_size", hidden_size)
+    check_size("query_size", query_size)
+    check_size("key_size", key_size)
+    check_size("hidden_size", hidden_size)
     use_bias = bias or normalize
     pol = policy(param_dtype, dtype)
     pdt = pol.param_dtype
@@ -373,7 +362,7 @@ def dot(size: int, *, scaled: bool = False, dtype=jnp.float32) -> Attention:
     >>> [round(float(w), 4) for w in weights]
     [0.2689, 0.7311]
     """
-    _check_size("size", size)
+    check_size("size", size)
     scale = 1.0 / math.sqrt(size) if scaled else None
     pol = policy(dtype)
 
@@ -422,8 +411,8 @@ def general(
     >>> params.w.shape, context.shape, weights.shape
     ((3, 5), (4, 5), (4, 9))
     """
-    _check_size("query_size", query_size)
-    _check_size("key_size", key_size)
+    check_size("query_size", query_size)
+    check_size("key_size", key_size)
     scale = 1.0 / math.sqrt(key_size) if scaled else None
     pol = policy(param_dtype, dtype)
 
@@ -565,7 +554,7 @@ def decoder(
         raise TypeError(f"cell: expected a jaxrnn.Cell, got {type(cell).__name__}")
     if not isinstance(attention, Attention):
         raise TypeError(f"attention: expected a jaxrnn.attention.Attention, got {type(attention)}")
-    value_size = attention.key_size if value_size is None else _check_size("value_size", value_size)
+    value_size = attention.key_size if value_size is None else check_size("value_size", value_size)
     if cell.input_size is None or cell.output_size is None:
         raise ValueError("cell: the decoder needs a cell with known input_size and output_size")
     input_size = cell.input_size - value_size

@@ -36,8 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrnn._checks import check_ids
-from jaxrnn.cells import _check_size
+from jaxrnn._checks import check_ids, check_size
 
 __all__ = [
     "DATE_FORMATS",
@@ -410,8 +409,8 @@ class TextBatches:
         ids = np.asarray(ids)
         if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
             raise ValueError(f"ids: expected a 1-D integer array, got {ids.dtype} {ids.shape}")
-        _check_size("batch_size", batch_size)
-        _check_size("seq_len", seq_len)
+        check_size("batch_size", batch_size)
+        check_size("seq_len", seq_len)
         # The largest offset is seq_len - 1 and every input needs its next token as target.
         num_chunks = (ids.size - seq_len) // (batch_size * seq_len)
         if num_chunks < 1:

@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxrnn._checks import check_int, check_scalar
-from jaxrnn.cells import Array, PRNGKey
+from jaxrnn._core import Array, PRNGKey
 
 __all__ = ["beam_search", "greedy", "length_penalty", "sample"]
 

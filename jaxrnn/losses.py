@@ -25,10 +25,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrnn._checks import check_ids, is_concrete
-from jaxrnn.attention import length_mask
-from jaxrnn.cells import Array
-from jaxrnn.scan import check_lengths
+from jaxrnn._checks import check_ids, check_lengths, is_concrete
+from jaxrnn._core import Array
+from jaxrnn._masks import length_mask
 
 __all__ = [
     "length_mask",

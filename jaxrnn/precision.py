@@ -6,8 +6,8 @@ Every jaxrnn factory that creates parameters takes Flax's two arguments:
   these "master weights");
 * ``dtype`` (default: ``param_dtype``): the dtype of matmul *operands*. Inputs and weights are
   cast to it right before each matmul, which accumulates in float32
-  (``preferred_element_type``), so ``dtype=jnp.bfloat16`` runs the matmuls at bf16 speed
-  (1.5-2x float32 on CPUs with ``avx512_bf16``, the norm on GPU/TPU) with float32 sums.
+  (``preferred_element_type``), so ``dtype=jnp.bfloat16`` runs the matmuls at bf16 speed where
+  the hardware has bf16 arithmetic (GPU, TPU, CPUs with ``avx512_bf16``) with float32 sums.
 
 Everything else stays in the *accumulation dtype*, ``promote_types(dtype, float32)`` (float32
 for bf16/f16/f32, float64 for float64): biases are added, gate nonlinearities evaluated and the
@@ -97,12 +97,12 @@ def _weight_dot(x: jax.Array, w: jax.Array, accum_dtype: np.dtype) -> jax.Array:
     the leading axis of both operands. XLA:CPU hands that "transposed-LHS" form to a generic
     GEMM (Eigen) instead of the fast YNNPACK kernel it uses for ``x @ w``; inside a recurrent
     backward loop, where the weight gradient of every step is one such small GEMM, that costs
-    a third of a training step. Giving the transposed rule ``x^T`` as a materialised array
+    much of a training step. Giving the transposed rule ``x^T`` as a materialised array
     (an ``optimization_barrier`` keeps XLA from folding the transpose back into the dot) turns
-    it into a standard-form GEMM: the LSTM training step at (B, T, I, H) = (32, 128, 128, 256)
-    measured 1.2-1.25x faster on one and two CPU cores (benchmarks/README.md, "The weight
-    gradient's GEMM"). Values and gradients are those of ``x @ w``. Accelerators fold
-    transposes into their GEMMs for free, so the barrier is used on the CPU only.
+    it into a standard-form GEMM, which makes the LSTM training step faster on the CPU
+    (benchmarks/README.md, "The weight gradient's GEMM", has the measurement). Values and
+    gradients are those of ``x @ w``. Accelerators fold transposes into their GEMMs for free,
+    so the barrier is used on the CPU only.
     """
     return jnp.matmul(x, w, preferred_element_type=accum_dtype)
 

@@ -20,10 +20,11 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxrnn.cells import Array, Cell, PRNGKey, _check_size
-from jaxrnn.layers import Bidirectional, Layer, layer
+from jaxrnn._checks import check_size
+from jaxrnn._core import Array, Bidirectional, Cell, Layer, PRNGKey
+from jaxrnn._dense import DenseParams, dense, dense_init
+from jaxrnn.layers import layer
 from jaxrnn.precision import Policy, policy
-from jaxrnn.seq2seq import DenseParams, _dense, _dense_init
 
 __all__ = [
     "Model",
@@ -64,7 +65,7 @@ def _as_layer(rnn: Layer | Cell) -> Layer:
 def _init(rnn_init, in_size: int, out_size: int, pol: Policy):
     def init(key):
         k_rnn, k_head = jax.random.split(key)
-        head = _dense_init(k_head, in_size, out_size, pol.param_dtype)
+        head = dense_init(k_head, in_size, out_size, pol.param_dtype)
         return ModelParams(rnn_init(k_rnn), head)
 
     return init
@@ -111,12 +112,12 @@ def many_to_many(
     (2, 7, 5)
     """
     net = _as_layer(rnn)
-    _check_size("output_size", output_size)
+    check_size("output_size", output_size)
     pol = policy(param_dtype, dtype)
 
     def apply(params, xs, *, lengths=None, key=None):
         _, ys = net.apply(params.rnn, xs, lengths=lengths, key=key)
-        out = _dense(params.head, ys, pol)
+        out = dense(params.head, ys, pol)
         if lengths is not None:
             valid = jnp.arange(out.shape[-2]) < jnp.asarray(lengths)[..., None]
             out = jnp.where(valid[..., None], out, jnp.zeros((), out.dtype))
@@ -146,12 +147,12 @@ def many_to_one(
     (2, 4)
     """
     net = _as_layer(rnn)
-    _check_size("output_size", output_size)
+    check_size("output_size", output_size)
     pol = policy(param_dtype, dtype)
 
     def apply(params, xs, *, lengths=None, key=None):
         carry, _ = net.apply(params.rnn, xs, lengths=lengths, key=key)
-        return _dense(params.head, final_hidden(carry), pol)
+        return dense(params.head, final_hidden(carry), pol)
 
     config = (("factory", many_to_one), ("rnn", net), ("output_size", output_size))
     return Model(_init(net.init, net.output_size, output_size, pol), apply, None, config)
@@ -197,7 +198,7 @@ def one_to_many(
     >>> model.generate(params, jnp.ones((4, 2)), length=6).shape
     (4, 6, 1)
     """
-    _check_size("output_size", output_size)
+    check_size("output_size", output_size)
     if cell.input_size != vector_size + output_size:
         raise ValueError(
             f"cell: input_size {cell.input_size} must be vector_size + output_size = "
@@ -225,7 +226,7 @@ def one_to_many(
         prev = jnp.concatenate([jnp.zeros_like(targets[..., :1, :]), targets[..., :-1, :]], -2)
         xs = jnp.broadcast_to(vector[..., None, :], (*prev.shape[:-1], vector_size))
         _, ys = net.apply(params.rnn, jnp.concatenate([xs, prev.astype(xs.dtype)], -1))
-        return _dense(params.head, ys, pol)
+        return dense(params.head, ys, pol)
 
     def generate(params, vector, length: int):
         vector = check_vector(vector)
@@ -234,7 +235,7 @@ def one_to_many(
         def body(state, _):
             carry, prev = state
             carry, h = cell.apply(params.rnn, carry, jnp.concatenate([vector, prev], -1))
-            out = _dense(params.head, h, pol)
+            out = dense(params.head, h, pol)
             return (carry, feedback(out).astype(prev.dtype)), out
 
         state = (cell.initial_carry(batch), jnp.zeros((*batch, output_size), vector.dtype))

@@ -35,8 +35,9 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxrnn._checks import check_probability
-from jaxrnn.cells import Array, Carry, Cell, PRNGKey, jordan_rnn
+from jaxrnn._checks import check_cell, check_probability
+from jaxrnn._core import Array, Carry, Cell, PRNGKey
+from jaxrnn.cells import jordan_rnn
 
 __all__ = [
     "ZoneoutCarry",
@@ -54,12 +55,6 @@ class ZoneoutCarry(NamedTuple):
 
     carry: Any
     step: Array
-
-
-def _check_cell(cell) -> Cell:
-    if not isinstance(cell, Cell):
-        raise TypeError(f"cell: expected a jr.Cell, got {type(cell).__name__}")
-    return cell
 
 
 def _check_rate(name: str, value, *, allow_one: bool = False) -> float:
@@ -146,7 +141,7 @@ def variational_dropout(
     >>> jr.variational_dropout(cell, None, rate=0.2) is cell  # evaluation: no dropout
     True
     """
-    _check_cell(cell)
+    check_cell("cell", cell)
     rate = _check_rate("rate", rate)
     recurrent_rate = _check_rate("recurrent_rate", recurrent_rate)
     if key is None or (rate == 0.0 and recurrent_rate == 0.0):
@@ -208,7 +203,7 @@ def zoneout(
     >>> carry.carry.shape, carry.step.tolist()
     ((2, 8), [5, 5])
     """
-    _check_cell(cell)
+    check_cell("cell", cell)
     if dict(cell.config).get("factory") is jordan_rnn:
         raise ValueError("cell: zoneout needs a cell that outputs its hidden state, not jordan_rnn")
     rate = _check_rate("rate", rate, allow_one=True)
@@ -278,7 +273,7 @@ def weight_drop(
     >>> ys.shape
     (2, 5, 8)
     """
-    _check_cell(cell)
+    check_cell("cell", cell)
     rate = _check_rate("rate", rate)
     if isinstance(names, str) or not names or not all(isinstance(n, str) for n in names):
         raise TypeError(f"names: expected a non-empty tuple of parameter names, got {names!r}")
@@ -422,7 +417,7 @@ def regularize(
     >>> jr.regularize(cell, jax.random.key(2)) is cell  # every rate 0: the cell itself
     True
     """
-    _check_cell(cell)
+    check_cell("cell", cell)
     input_dropout = _check_rate("input_dropout", input_dropout)
     recurrent_dropout = _check_rate("recurrent_dropout", recurrent_dropout)
     zoneout = _check_rate("zoneout", zoneout)

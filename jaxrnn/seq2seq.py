@@ -32,11 +32,11 @@ import numpy as np
 
 from jaxrnn import attention as _attention
 from jaxrnn import decode as _decode
-from jaxrnn._checks import check_ids, check_int, check_probability
-from jaxrnn.cells import Array, Carry, Cell, PRNGKey, _check_size
-from jaxrnn.layers import Layer
-from jaxrnn.precision import Policy, policy
-from jaxrnn.scan import check_lengths, scan
+from jaxrnn._checks import check_ids, check_int, check_lengths, check_probability, check_size
+from jaxrnn._core import Array, Carry, Cell, Layer, PRNGKey
+from jaxrnn._dense import DenseParams, dense, dense_init
+from jaxrnn._scan.scan import scan
+from jaxrnn.precision import policy
 
 __all__ = [
     "Bridge",
@@ -50,26 +50,6 @@ __all__ = [
     "generate",
     "shift_right",
 ]
-
-_lecun_normal = jax.nn.initializers.lecun_normal()
-
-
-class DenseParams(NamedTuple):
-    """An affine map ``x @ w + b``: ``w (in, out)``, ``b (out,)``."""
-
-    w: Array
-    b: Array
-
-
-def _dense_init(key: PRNGKey, in_size: int, out_size: int, dtype) -> DenseParams:
-    return DenseParams(
-        _lecun_normal(key, (in_size, out_size), dtype), jnp.zeros((out_size,), dtype)
-    )
-
-
-def _dense(params: DenseParams, x: Array, pol: Policy) -> Array:
-    """``x @ w + b``, operands in ``pol.dtype``, result in the accumulation dtype."""
-    return pol.dot(x, params.w) + pol.acc(params.b)
 
 
 def shift_right(targets: Array, bos_id: int) -> Array:
@@ -144,11 +124,11 @@ def bridge(encoder: Layer, decoder_cell: Cell, *, param_dtype=jnp.float32, dtype
     splits = np.cumsum(sizes)[:-1].tolist()
 
     def init(key):
-        return _dense_init(key, in_size, out_size, pol.param_dtype)
+        return dense_init(key, in_size, out_size, pol.param_dtype)
 
     def apply(params, encoder_carry):
         leaves = [pol.acc(leaf) for leaf in jax.tree.leaves(_last_layer(encoder_carry))]
-        s0 = jnp.tanh(_dense(params, jnp.concatenate(leaves, axis=-1), pol))
+        s0 = jnp.tanh(dense(params, jnp.concatenate(leaves, axis=-1), pol))
         parts = jnp.split(s0, splits, axis=-1)
         parts = [p.astype(d.dtype) for p, d in zip(parts, dec_leaves, strict=True)]
         return jax.tree.unflatten(dec_tree, parts)
@@ -307,8 +287,8 @@ def encoder_decoder(
         raise TypeError(f"encoder: expected a jaxrnn.Layer, got {type(encoder).__name__}")
     if not isinstance(decoder_cell, Cell):
         raise TypeError(f"decoder_cell: expected a jaxrnn.Cell, got {type(decoder_cell).__name__}")
-    _check_size("src_vocab", src_vocab)
-    _check_size("tgt_vocab", tgt_vocab)
+    check_size("src_vocab", src_vocab)
+    check_size("tgt_vocab", tgt_vocab)
     if None in (encoder.input_size, encoder.output_size):
         raise ValueError("encoder: needs known input_size and output_size")
     src_embed_size, memory_size = encoder.input_size, encoder.output_size
@@ -338,7 +318,7 @@ def encoder_decoder(
             encoder=encoder.init(keys[2]),
             bridge=br.init(keys[3]) if br is not None else None,
             decoder=dec_init(keys[4]),
-            readout=_dense_init(keys[5], readout_size, tgt_vocab, pdt),
+            readout=dense_init(keys[5], readout_size, tgt_vocab, pdt),
         )
 
     def encode(params, src, src_lengths=None, *, dropout_key=None):
@@ -371,7 +351,7 @@ def encoder_decoder(
             cell = decoder_for(state.memory)
             carry, y = cell.apply(params.decoder, state.carry, params.tgt_embed[tokens])
             out, _ = split_output(y)
-            return DecodeState(carry, state.memory), _dense(params.readout, out, pol)
+            return DecodeState(carry, state.memory), dense(params.readout, out, pol)
 
         return step
 
@@ -383,7 +363,7 @@ def encoder_decoder(
             cell, params.decoder, params.tgt_embed[tgt_in], state.carry, lengths=tgt_lengths
         )
         out, weights = split_output(ys)
-        logits = _dense(params.readout, out, pol)
+        logits = dense(params.readout, out, pol)
         if tgt_lengths is not None:  # zero like every other output past the end
             valid = _attention.length_mask(tgt_lengths, tgt_in.shape[1])
             logits = jnp.where(valid[..., None], logits, jnp.zeros((), logits.dtype))
@@ -421,7 +401,7 @@ def encoder_decoder(
             tokens = jnp.where(coin, predicted.astype(truth.dtype), truth)
             carry, y = cell.apply(params.decoder, carry, params.tgt_embed[tokens])
             out, weights = split_output(y)
-            logits = _dense(params.readout, out, pol)
+            logits = dense(params.readout, out, pol)
             return (carry, logits), (logits, weights)
 
         first = jnp.zeros((batch, tgt_vocab), pol.accum_dtype)

@@ -27,6 +27,7 @@ PAGES = [
     "index",
     "getting_started",
     "notation",
+    "performance",
     "changelog",
     "notebooks/01_cells_from_equations",
     "notebooks/02_seq2seq_attention",
@@ -39,15 +40,16 @@ PAGES = [
         f"api/{name}"
         for name in [
             "precision",
+            "core",
             "cells",
-            "linear_recurrence",
-            "mgu",
-            "slstm",
-            "linear",
-            "layernorm",
-            "conv",
+            "cells.classic",
+            "cells.gated",
+            "cells.layernorm",
+            "cells.conv",
+            "cells.xlstm",
+            "cells.linear",
+            "cells.carry",
             "regularizers",
-            "carry",
             "scan",
             "newton",
             "layers",
@@ -99,11 +101,11 @@ def test_docs_build_without_warnings_and_render_math_and_plots(tmp_path):
     # Math: MathJax loads from the site itself, not from a CDN, and the page has math to typeset.
     mathjax = out / "_static" / "mathjax" / "tex-chtml.js"
     assert mathjax.is_file(), "the local MathJax copy was not installed into _static"
-    cells = (out / "api" / "cells.html").read_text(encoding="utf-8")
+    cells = (out / "api" / "cells.gated.html").read_text(encoding="utf-8")
     assert "_static/mathjax/tex-chtml.js" in cells
     assert "cdn.jsdelivr.net" not in cells
     assert cells.count('class="math') >= 4, "expected the cells' equations as math blocks"
-    assert r"\Gamma_u" in cells and "jaxrnn.cells.lstm" in cells
+    assert r"\Gamma_u" in cells and "jaxrnn.cells._gated.lstm" in cells
 
     # A notebook page: rendered from its committed outputs, with its plot as a PNG file.
     notebook = out / "notebooks" / "01_cells_from_equations.html"

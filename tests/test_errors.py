@@ -275,3 +275,69 @@ def test_remat_must_be_bool_sqrt_or_policy(remat):
         rf"{re.escape(repr(remat))}$",
     ):
         scan_lstm(remat=remat)(XS)
+
+
+# --------------------------------------------------------------------------------------------
+# params: every built-in cell's params are checked by jr.scan, with the LSTM's message
+
+# One cell of every factory of jaxrnn.cells, and an input sequence of its layout.
+EVERY_CELL = {
+    "simple_rnn": jr.simple_rnn(I, H),
+    "jordan_rnn": jr.jordan_rnn(I, H, 2),
+    "gru": jr.gru(I, H),
+    "lstm": jr.lstm(I, H, peephole=True),
+    "mgu": jr.mgu(I, H),
+    "layer_norm_lstm": jr.layer_norm_lstm(I, H),
+    "layer_norm_gru": jr.layer_norm_gru(I, H),
+    "conv_lstm": jr.conv_lstm(I, H, (3,)),
+    "conv_gru": jr.conv_gru(I, H, (3,)),
+    "slstm": jr.slstm(I, H, num_heads=2),
+    "min_gru": jr.min_gru(I, H),
+    "min_lstm": jr.min_lstm(I, H),
+    "lru": jr.lru(I, H),
+    "rg_lru": jr.rg_lru(I, H),
+    "learnable_carry": jr.learnable_carry(jr.gru(I, H)),
+}
+
+
+def _cell_xs(cell):
+    spatial = (5,) * cell.spatial_dims  # a convolutional cell's feature maps
+    return np.ones((B, T, *spatial, I), np.float32)
+
+
+def _first_array(params):
+    """Path and value of the first array leaf of ``params`` (the field the error must name)."""
+    return jax.tree_util.tree_flatten_with_path(params)[0][0]
+
+
+@pytest.mark.parametrize("name", sorted(EVERY_CELL))
+def test_every_cell_checks_param_shapes(name):
+    cell = EVERY_CELL[name]
+    params = zeros_params(cell)
+    path, leaf = _first_array(params)
+    bad_shape = (*leaf.shape[:-1], leaf.shape[-1] + 1)
+    bad = jax.tree_util.tree_map_with_path(
+        lambda p, v: jnp.zeros(bad_shape, v.dtype) if p == path else v, params
+    )
+    field = re.escape("params" + jax.tree_util.keystr(path))
+    wanted = rf"^{field}: expected shape {re.escape(str(leaf.shape))} .*{name} cell.*got "
+    wanted += re.escape(str(bad_shape))
+    xs = _cell_xs(cell)
+    for run in (run_eager, run_jit):  # at trace time: the same error under jit
+        with pytest.raises(ValueError, match=wanted):
+            run(lambda p, x: jr.scan(cell, p, x), bad, xs)
+
+
+@pytest.mark.parametrize("name", sorted(EVERY_CELL))
+def test_every_cell_checks_param_dtypes_and_type(name):
+    cell = EVERY_CELL[name]
+    params = zeros_params(cell)
+    path, leaf = _first_array(params)
+    half = jax.tree_util.tree_map_with_path(
+        lambda p, v: v.astype(jnp.float16) if p == path else v, params
+    )
+    field = re.escape("params" + jax.tree_util.keystr(path))
+    with pytest.raises(TypeError, match=rf"^{field}: expected dtype {leaf.dtype}\b.*got float16"):
+        jr.scan(cell, half, _cell_xs(cell))
+    with pytest.raises(TypeError, match=rf"^params: expected {type(params).__name__} .*{name}"):
+        jr.scan(cell, LSTM_PARAMS if name != "lstm" else RNN_PARAMS, _cell_xs(cell))

@@ -12,7 +12,7 @@ import pytest
 from jax.test_util import check_grads
 
 import jaxrnn as jr
-from jaxrnn.layernorm import EPSILON, layer_norm
+from jaxrnn.cells._layernorm import EPSILON, layer_norm
 
 IN, H, T = 3, 4, 5
 

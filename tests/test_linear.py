@@ -15,8 +15,8 @@ import pytest
 from jax.test_util import check_grads
 
 import jaxrnn as jr
+from jaxrnn._scan.scan import resolve_method
 from jaxrnn.newton import Newton
-from jaxrnn.scan import _resolve_method
 
 IN, H, T = 3, 4, 6
 
@@ -347,11 +347,11 @@ def test_sqrt_remat_is_sequential_only():
 def test_auto_is_sequential_on_cpu_and_associative_on_accelerators(monkeypatch):
     linear, other = jr.lru(IN, H), jr.lstm(IN, H)
     assert jax.default_backend() == "cpu"
-    assert _resolve_method("auto", linear) == "sequential"
+    assert resolve_method("auto", linear) == "sequential"
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
-    assert _resolve_method("auto", linear) == "associative"
-    assert _resolve_method("auto", other) == "sequential"
-    assert _resolve_method("newton", other) == Newton()
+    assert resolve_method("auto", linear) == "associative"
+    assert resolve_method("auto", other) == "sequential"
+    assert resolve_method("newton", other) == Newton()
 
 
 @pytest.mark.parametrize("method", ["newton", Newton(tol=1e-3, jacobian="diagonal")])
@@ -364,8 +364,8 @@ def test_newton_is_routed_to_newton_scan(monkeypatch, method):
         calls.append(options)
         return jax.lax.scan(f, init, xs, reverse=reverse)
 
-    # `jaxrnn.scan` is the function; its module is patched where jr.scan looks the solver up.
-    monkeypatch.setattr(sys.modules["jaxrnn.scan"], "newton_scan", fake_newton_scan)
+    # Patched where the sequential evaluation of jr.scan looks the solver up.
+    monkeypatch.setattr(sys.modules["jaxrnn._scan.sequential"], "newton_scan", fake_newton_scan)
     cell = jr.gru(IN, H)
     params = random_params(cell, 0)
     xs, carry, kwargs = scan_case(cell, OPTION_ROWS[2])

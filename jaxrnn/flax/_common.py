@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from jaxrnn._scan.scan import scan
 from jaxrnn.layers import Layer, bidirectional, layer, rnn, stack
-from jaxrnn.scan import scan
 
 
 def uses_key(lay: Layer) -> bool:

@@ -28,7 +28,7 @@ from typing import Any, Literal
 import flax.linen as nn
 
 from jaxrnn import seq2seq as _seq2seq
-from jaxrnn.cells import Array, Cell
+from jaxrnn._core import Array, Cell
 from jaxrnn.flax._common import run_cell, uses_key
 from jaxrnn.layers import Layer as _Layer
 from jaxrnn.seq2seq import Seq2Seq as _Seq2Seq

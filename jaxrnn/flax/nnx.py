@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxrnn.cells import Array, Cell
+from jaxrnn._core import Array, Cell
 from jaxrnn.flax._common import run_cell, uses_key
 from jaxrnn.layers import Layer as _Layer
 from jaxrnn.seq2seq import Seq2Seq as _Seq2Seq

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from jaxrnn.cells import Cell
-from jaxrnn.conv import ConvLSTMParams, conv_lstm
+from jaxrnn._core import Cell
+from jaxrnn.cells import ConvLSTMParams, conv_lstm
 from jaxrnn.interop._common import _check_dtypes, _dtype_kwargs, _split
 
 

@@ -41,7 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrnn.cells import Cell
+from jaxrnn._core import Cell
 from jaxrnn.interop._common import _build, _cell_kind, _check_shape, _fold_gru_biases
 
 __all__ = ["from_equinox", "to_equinox"]

@@ -31,7 +31,7 @@ The correspondence:
   jaxrnn's ``b``.
 - Flax's GRU computes the ``reset_after=True`` form with input-side biases ``b_ir, b_iz, b_in``
   and, in Linen only, a hidden-side ``b_hn`` (NNX's ``GRUCell`` has no ``b_hn``).
-- Flax's MGU is jaxrnn's (:mod:`jaxrnn.mgu` follows it): ``b_ih`` is the biases of ``if, in``,
+- Flax's MGU is jaxrnn's (:func:`jaxrnn.mgu` follows it): ``b_ih`` is the biases of ``if, in``,
   ``b_hh`` that of ``hn``, which Flax has only with ``reset_gate=True``.
 - Flax's ``ConvLSTMCell`` has two biased convolutions ``ih`` and ``hh`` with kernels
   ``(*kernel_size, in, 4H)``, as jaxrnn's ``w_ih``/``w_hh``, but gate blocks ordered
@@ -52,8 +52,8 @@ from typing import Any
 
 import jax.numpy as jnp
 
-from jaxrnn.cells import Cell, GRUParams, LSTMCarry
-from jaxrnn.conv import ConvLSTMParams, conv_gru, conv_lstm
+from jaxrnn._core import Cell
+from jaxrnn.cells import ConvLSTMParams, GRUParams, LSTMCarry, MGUParams, conv_gru, conv_lstm, mgu
 from jaxrnn.interop._common import (
     _GRU_GATES,
     _LSTM_GATES,
@@ -69,7 +69,6 @@ from jaxrnn.interop._common import (
     _split,
 )
 from jaxrnn.interop._flax_conv import _conv_lstm_from_linen, _conv_lstm_to_linen
-from jaxrnn.mgu import MGUParams, mgu
 
 __all__ = [
     "carry_from_flax",

@@ -44,9 +44,8 @@ import numpy as np
 import jaxrnn
 from jaxrnn import data as _data
 from jaxrnn import train as _train
-from jaxrnn._checks import check_int, check_scalar
-from jaxrnn.cells import _check_size
-from jaxrnn.scan import _resolve_method
+from jaxrnn._checks import check_int, check_scalar, check_size
+from jaxrnn._scan.scan import resolve_method
 
 __all__ = [
     "ADDING_SOLVED_MSE",
@@ -206,7 +205,7 @@ def _check_method(method: Any, cell: str) -> Any:
             f'method: "associative" needs a linear-recurrence cell '
             f"(min_gru, min_lstm, lru, rg_lru), got cell={cell!r}"
         )
-    _resolve_method(method, built)
+    resolve_method(method, built)
     return method
 
 
@@ -249,8 +248,8 @@ def long_range_model(
         raise ValueError(f"task: expected one of {', '.join(map(repr, TASKS))}, got {task!r}")
     if not (isinstance(cell, str) and cell in LONG_RANGE_CELLS):
         raise ValueError(f"cell: expected one of {sorted(LONG_RANGE_CELLS)}, got {cell!r}")
-    hidden_size = _check_size("hidden_size", hidden_size)
-    num_layers = _check_size("num_layers", num_layers)
+    hidden_size = check_size("hidden_size", hidden_size)
+    num_layers = check_size("num_layers", num_layers)
     length = check_int("length", length, low=2 if task == "adding" else 1)
     method = _check_method(method, cell)
     cells = [LONG_RANGE_CELLS[cell](hidden_size, hidden_size) for _ in range(num_layers)]
@@ -366,8 +365,8 @@ def train_long_range(
         raise TypeError(f"config: expected a LongRangeConfig, got {type(config).__name__}")
     steps = check_int("steps", config.steps, low=1)
     eval_every = check_int("eval_every", config.eval_every, low=1)
-    batch_size = _check_size("batch_size", config.batch_size)
-    eval_size = _check_size("eval_size", config.eval_size)
+    batch_size = check_size("batch_size", config.batch_size)
+    eval_size = check_size("eval_size", config.eval_size)
     seed = check_int("seed", config.seed)
     lr = check_scalar("learning_rate", config.learning_rate, low=0.0, low_open=True)
     model = long_range_model(

@@ -23,6 +23,7 @@ import tempfile
 import jax
 
 from jaxrnn.train._digest import gather_bytes
+from jaxrnn.train._types import CheckpointError
 
 try:  # POSIX advisory locks; without them (Windows) a writer takes no lock.
     import fcntl
@@ -36,9 +37,7 @@ LOCK_NAME = ".jaxrnn-writer-{}.lock"
 
 
 def _error(message: str) -> Exception:
-    """A :class:`jaxrnn.train.CheckpointError` (imported here: its module imports this one)."""
-    from jaxrnn.train.checkpoints import CheckpointError
-
+    """A :class:`jaxrnn.train.CheckpointError` with ``message``."""
     return CheckpointError(message)
 
 
@@ -51,8 +50,6 @@ def open_for_writing(directory: str) -> int | None:
     processes, every process must reach the same directory: process 0 leaves a token file
     there which every other process must see.
     """
-    from jaxrnn.train.checkpoints import CheckpointError
-
     problem, fd = None, None
     try:
         prepare(directory)

@@ -26,20 +26,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from jaxrnn.train import _digest, _directory
-from jaxrnn.train.loop import History
-from jaxrnn.train.state import TrainState
+from jaxrnn.train._types import CheckpointError, History, TrainState
 
 __all__ = ["CheckpointError", "Checkpoints"]
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint directory or checkpoint cannot be used as asked.
-
-    Raised when a checkpoint cannot be restored exactly (corrupt, incomplete, without a digest,
-    of another structure than the template), when its directory is unusable (not a directory,
-    not writable, holds symbolic links, is in use by another writer), and when a save would
-    overwrite a step with other contents. The message is one line and names the directory.
-    """
 
 
 def _is_key(x) -> bool:

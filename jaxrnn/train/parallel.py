@@ -33,15 +33,14 @@ a whole copy of global arrays (to evaluate or sample on its own).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-if TYPE_CHECKING:
-    from jaxrnn.train.state import TrainState
+from jaxrnn.train._types import TrainState
 
 __all__ = [
     "data_mesh",

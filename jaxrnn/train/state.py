@@ -28,13 +28,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
+from jaxrnn.train._types import Batch, LossFn, Metrics, TrainState
 from jaxrnn.train.parallel import MODEL_AXIS, by_rows, replicated, state_shardings
 
 __all__ = [
@@ -47,31 +48,6 @@ __all__ = [
     "make_train_step",
     "truncated",
 ]
-
-Batch = Any
-Metrics = dict[str, jax.Array]
-LossFn = Callable[[Any, Any, Batch, jax.Array], tuple[jax.Array, Any]]
-
-
-class TrainState(NamedTuple):
-    """Everything a training run needs to continue: a pytree, checkpointed as a whole.
-
-    Attributes:
-        params: the model parameters.
-        opt_state: the optimizer state.
-        step: number of steps taken, an int32 scalar; also the data position (the batch of
-            step ``s`` is ``batches(s)`` in :func:`fit`).
-        rng: a ``jax.random`` key, split at every step (dropout and other noise).
-        carry: the recurrent state at the end of the last chunk, passed to the next chunk
-            (truncated BPTT); ``()`` for models without one. Every leaf has the batch as its
-            first axis.
-    """
-
-    params: Any
-    opt_state: Any
-    step: jax.Array
-    rng: jax.Array
-    carry: Any = ()
 
 
 def init_state(

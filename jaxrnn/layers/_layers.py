@@ -1,66 +1,19 @@
-"""Recurrent layers: unidirectional, bidirectional and stacked, as pure init/apply pairs.
-
-A :class:`Layer` maps a whole sequence to a sequence,
-``apply(params, xs, carry=None, *, lengths=None, key=None) -> (carry, ys)``, like
-:func:`jaxrnn.scan` does for one cell. :func:`rnn` builds what ``torch.nn.RNN/GRU/LSTM`` build
-(``num_layers``, ``bidirectional``, ``dropout``):
-
-.. math::
-
-    a_l^{(t)} = \\text{cell}_l(a_l^{(t-1)}, y_{l-1}^{(t)}), \\qquad
-    y_0^{(t)} = x^{(t)}
-
-and a bidirectional layer runs one cell forward and one backward over the same inputs,
-:math:`y^{(t)} = [\\overrightarrow{a}^{(t)}; \\overleftarrow{a}^{(t)}]` (forward features first).
-"""
+"""Layers from cells: :func:`layer`, :func:`bidirectional`, :func:`stack`, :func:`rnn`."""
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from jaxrnn._checks import check_cell, check_probability
-from jaxrnn.cells import Array, Carry, Cell, Params, PRNGKey, _check_size
-from jaxrnn.scan import Method, Remat, scan
+from jaxrnn._checks import check_cell, check_probability, check_size
+from jaxrnn._core import Bidirectional, Cell, Layer, Transform
+from jaxrnn._scan.scan import Method, Remat, scan
+from jaxrnn.layers import _cudnn
 
-# A cell transformation such as jr.zoneout: transform(cell, key or None) -> cell.
-Transform = Callable[[Cell, Any], Cell]
-
-__all__ = ["Bidirectional", "Layer", "bidirectional", "layer", "rnn", "stack"]
-
-
-class Layer(NamedTuple):
-    """A recurrent layer: a sequence-to-sequence map as pure functions.
-
-    Attributes:
-        init: ``init(key) -> params``.
-        apply: ``apply(params, xs, carry=None, *, lengths=None, key=None) -> (carry, ys)``;
-            ``key`` drives dropout and is ignored by layers without any.
-        initial_carry: ``initial_carry(batch_shape=(), dtype=None) -> carry`` (``None``: the
-            cells' own carry dtypes).
-        input_size: features of ``xs``.
-        output_size: features of ``ys``.
-        config: how the layer was built, as ``(name, value)`` pairs (``dict(layer.config)``),
-            starting with ``("factory", <the factory function>)``.
-    """
-
-    init: Callable[[PRNGKey], Params]
-    apply: Callable[..., tuple[Carry, Array]]
-    initial_carry: Callable[..., Carry]
-    input_size: int | None
-    output_size: int | None
-    config: tuple[tuple[str, Any], ...] = ()
-
-
-class Bidirectional(NamedTuple):
-    """Params or carry of a bidirectional layer, one entry per direction."""
-
-    forward: Any
-    backward: Any
+__all__ = ["bidirectional", "layer", "rnn", "stack"]
 
 
 def layer(
@@ -91,7 +44,7 @@ def layer(
     Raises:
         TypeError: if ``cell`` is not a :class:`~jaxrnn.Cell` (e.g. already a :class:`Layer`).
     """
-    check_cell("cell", cell, Cell)
+    check_cell("cell", cell)
 
     def apply(params, xs, carry=None, *, lengths=None, resets=None, key=None):
         return scan(
@@ -157,9 +110,9 @@ def bidirectional(
         TypeError: if ``forward`` or ``backward`` is not a :class:`~jaxrnn.Cell`.
         ValueError: if the two cells read different input sizes.
     """
-    check_cell("forward", forward, Cell)
+    check_cell("forward", forward)
     if backward is not None:
-        check_cell("backward", backward, Cell)
+        check_cell("backward", backward)
     backward = forward if backward is None else backward
     if forward.input_size != backward.input_size:
         raise ValueError(
@@ -343,7 +296,7 @@ def rnn(
             f"hidden_size, **cell_kwargs)), got a {type(cell_fn).__name__}"
             + ("; pass the factory, not a cell built with it" if isinstance(cell_fn, Cell) else "")
         )
-    num_layers = _check_size("num_layers", num_layers)
+    num_layers = check_size("num_layers", num_layers)
     dropout = check_probability("dropout", dropout)
     if cudnn not in (None, True, False):
         raise TypeError(f"cudnn: expected None, True or False, got {cudnn!r}")
@@ -386,10 +339,8 @@ def rnn(
     net = net._replace(config=config)
     if cudnn is False or transform is not None or not sequential:
         return net
-    from jaxrnn import cudnn as _cudnn  # imports this module: import it only when needed
-
     if cudnn:
-        _cudnn._require(net)
+        _cudnn.require(net)
     elif not _cudnn.supports(net)[0]:
         return net  # never dispatched: keep the plain stack
     scan_apply = net.apply
@@ -400,7 +351,7 @@ def rnn(
             if cudnn:
                 raise ValueError("cudnn=True: resets run on the scan path only")
             return scan_apply(params, xs, carry, lengths=lengths, resets=resets, key=key)
-        if _cudnn._dispatch(net, params, xs, key, require=bool(cudnn)):
+        if _cudnn.dispatch(net, params, xs, key, require=bool(cudnn)):
             return _cudnn.apply_cudnn(net, params, xs, carry, lengths)
         return scan_apply(params, xs, carry, lengths=lengths, key=key)
 

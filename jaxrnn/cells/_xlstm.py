@@ -26,17 +26,10 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxrnn._checks import check_scalar
-from jaxrnn.cells import (
-    Array,
-    Cell,
-    _affine_project,
-    _as_shape,
-    _check_size,
-    _lecun_normal,
-    _make_cell,
-    _orthogonal,
-)
+from jaxrnn._checks import check_batch_shape, check_scalar, check_size
+from jaxrnn._core import Array, Cell
+from jaxrnn.cells._build import affine_project, make_cell
+from jaxrnn.cells._init import lecun_normal, orthogonal
 from jaxrnn.precision import policy
 
 __all__ = ["SLSTMCarry", "SLSTMParams", "slstm"]
@@ -174,9 +167,9 @@ def slstm(
     >>> params.w_hh.shape, ys.shape, bool((carry.n >= 1).all())
     ((2, 4, 4, 4), (2, 5, 8), True)
     """
-    input_size = _check_size("input_size", input_size)
-    hidden_size = _check_size("hidden_size", hidden_size)
-    num_heads = _check_size("num_heads", num_heads)
+    input_size = check_size("input_size", input_size)
+    hidden_size = check_size("hidden_size", hidden_size)
+    num_heads = check_size("num_heads", num_heads)
     if hidden_size % num_heads:
         raise ValueError(
             f"hidden_size ({hidden_size}) must be a multiple of num_heads ({num_heads}): "
@@ -202,8 +195,8 @@ def slstm(
     d = H // K
     pol = policy(param_dtype, dtype)
     pdt = pol.param_dtype
-    w_init = kernel_init or _lecun_normal
-    r_init = recurrent_kernel_init or _orthogonal
+    w_init = kernel_init or lecun_normal
+    r_init = recurrent_kernel_init or orthogonal
     b_init = bias_init or jax.nn.initializers.zeros
 
     def init(key):
@@ -245,16 +238,16 @@ def slstm(
         return SLSTMCarry(h, c, n, m), pol.out(h)
 
     def initial_carry(batch_shape=(), dtype=None):
-        shape = (*_as_shape(batch_shape), H)
+        shape = (*check_batch_shape(batch_shape), H)
         dtype = pol.accum_dtype if dtype is None else dtype
         return SLSTMCarry(*(jnp.zeros(shape, dtype) for _ in range(4)))
 
-    return _make_cell(
+    return make_cell(
         init,
         initial_carry,
         input_size,
         H,
-        _affine_project(input_size, "w_ih", "b", pol),
+        affine_project(input_size, "w_ih", "b", pol),
         step,
         config=(
             ("factory", slstm),

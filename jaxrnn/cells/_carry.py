@@ -15,8 +15,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxrnn._checks import check_cell
-from jaxrnn.cells import Array, Cell, _as_shape
+from jaxrnn._checks import check_batch_shape, check_cell
+from jaxrnn._core import Array, Cell
 
 __all__ = ["LearnableCarry", "LearnableCarryParams", "learnable_carry"]
 
@@ -71,7 +71,7 @@ def learnable_carry(cell: Cell, init=jax.nn.initializers.zeros) -> Cell:
     >>> bool((grads.carry.h != 0).any())
     True
     """
-    check_cell("cell", cell, Cell)
+    check_cell("cell", cell)
 
     def init_params(key):
         k_cell, k_carry = jax.random.split(key)
@@ -86,7 +86,7 @@ def learnable_carry(cell: Cell, init=jax.nn.initializers.zeros) -> Cell:
 
     def initial_carry(batch_shape=(), dtype=None):
         inner = cell.initial_carry(batch_shape, dtype)
-        return LearnableCarry(inner, jnp.zeros(_as_shape(batch_shape), bool))
+        return LearnableCarry(inner, jnp.zeros(check_batch_shape(batch_shape), bool))
 
     def apply(params, carry, x):
         inner, started = carry

@@ -11,31 +11,22 @@ one place.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-Array = jax.Array
-Initializer = Callable[[jax.Array, tuple[int, ...], Any], jax.Array]
+from jaxrnn._core import Array
 
 ARG_NAMES = ("kernel_init", "recurrent_kernel_init", "bias_init")
 
-_lecun_normal = jax.nn.initializers.lecun_normal()
+lecun_normal = jax.nn.initializers.lecun_normal()
 _orthogonal_init = jax.nn.initializers.orthogonal()
 
 
-def _orthogonal(key: jax.Array, shape: tuple[int, ...], dtype) -> Array:
+def orthogonal(key: jax.Array, shape: tuple[int, ...], dtype) -> Array:
     """Orthogonal init; half-precision dtypes are drawn in float32 (LAPACK has no bf16 QR)."""
     draw_dtype = jnp.float32 if jnp.finfo(dtype).bits < 32 else dtype
     return _orthogonal_init(key, shape, draw_dtype).astype(dtype)
-
-
-def _block_orthogonal(key: jax.Array, rows: int, hidden: int, blocks: int, dtype) -> Array:
-    """``blocks`` independent orthogonal ``(rows, hidden)`` matrices side by side."""
-    return recurrent_kernel(None, key, (rows, hidden), blocks, dtype)
 
 
 def check_initializers(kernel_init, recurrent_kernel_init, bias_init) -> None:
@@ -95,7 +86,7 @@ def _kernel(name: str, init, default, key, shape: tuple[int, ...], blocks: int, 
     return gate_blocks(name, init, key, shape, blocks, dtype)
 
 
-def input_kernel(init, key, shape: tuple[int, ...], blocks: int, dtype, default=_lecun_normal):
+def input_kernel(init, key, shape: tuple[int, ...], blocks: int, dtype, default=lecun_normal):
     """A cell's input kernel: ``init`` per gate block, or ``default`` (LeCun normal) drawn for
     the fused kernel at once."""
     return _kernel("kernel_init", init, default, key, shape, blocks, dtype)
@@ -106,7 +97,7 @@ def recurrent_kernel(init, key, shape: tuple[int, ...], blocks: int, dtype, defa
     kernel at once; ``default=None`` is the dense cells' default, an orthogonal matrix per gate
     block (per block, unlike the other defaults)."""
     if init is None and default is None:
-        init = _orthogonal
+        init = orthogonal
     return _kernel("recurrent_kernel_init", init, default, key, shape, blocks, dtype)
 
 

@@ -33,18 +33,11 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxrnn import _init
-from jaxrnn._init import Initializer
-from jaxrnn.cells import (
-    Array,
-    Cell,
-    LSTMCarry,
-    _as_shape,
-    _check_features,
-    _check_size,
-    _make_cell,
-    _zeros_carry,
-)
+from jaxrnn._checks import check_batch_shape, check_features, check_size
+from jaxrnn._core import Array, Cell, Initializer
+from jaxrnn.cells import _init
+from jaxrnn.cells._build import make_cell, zeros_carry
+from jaxrnn.cells._gated import LSTMCarry, gru_update, lstm_update
 from jaxrnn.precision import policy
 
 __all__ = ["LayerNormGRUParams", "LayerNormLSTMParams", "layer_norm_gru", "layer_norm_lstm"]
@@ -84,7 +77,7 @@ def layer_norm(a: Array, scale: Array, bias: Array) -> Array:
     r""":math:`\mathrm{LN}(a; \gamma, \beta)` over the last axis (biased variance, as PyTorch).
 
     >>> import jax.numpy as jnp
-    >>> from jaxrnn.layernorm import layer_norm
+    >>> from jaxrnn.cells._layernorm import layer_norm
     >>> y = layer_norm(jnp.array([1.0, 2.0, 3.0]), jnp.ones(3), jnp.zeros(3))
     >>> [round(v, 4) for v in y.tolist()]
     [-1.2247, 0.0, 1.2247]
@@ -99,7 +92,7 @@ def _normalised_project(input_size: int, pol):
     """``project(params, x) = LN(x @ w_ih; ln_ih_scale, ln_ih_bias)``, shared by both cells."""
 
     def project(params, x):
-        _check_features("x", x, input_size)
+        check_features("x", x, input_size)
         gain, bias = pol.acc((params.ln_ih_scale, params.ln_ih_bias))
         return layer_norm(pol.dot(x, params.w_ih), gain, bias)
 
@@ -154,8 +147,8 @@ def layer_norm_lstm(
     >>> ys.shape, carry.c.shape
     ((2, 5, 8), (2, 8))
     """
-    _check_size("input_size", input_size)
-    _check_size("hidden_size", hidden_size)
+    check_size("input_size", input_size)
+    check_size("hidden_size", hidden_size)
     _init.check_initializers(kernel_init, recurrent_kernel_init, bias_init)
     H = hidden_size
     pol = policy(param_dtype, dtype)
@@ -179,19 +172,21 @@ def layer_norm_lstm(
 
     def step(params, carry, xp):
         h, c = carry
-        gain, bias, c_gain, c_bias = pol.acc(params[4:])  # ln_hh and ln_c gains and biases
+        gain, bias, c_gain, c_bias = pol.acc(
+            (params.ln_hh_scale, params.ln_hh_bias, params.ln_c_scale, params.ln_c_bias)
+        )
         gates = xp + layer_norm(pol.dot(h, params.w_hh), gain, bias)
-        i, f, g, o = jnp.split(gates, 4, axis=-1)
-        c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
-        c = layer_norm(c, c_gain, c_bias)
-        h = jax.nn.sigmoid(o) * jnp.tanh(c)
+        h, c = lstm_update(gates, c, normalise_c=lambda c: layer_norm(c, c_gain, c_bias))
         return LSTMCarry(h, c), pol.out(h)
 
     def initial_carry(batch_shape=(), dtype=None):
-        shape, dtype = (*_as_shape(batch_shape), H), pol.accum_dtype if dtype is None else dtype
+        shape, dtype = (
+            (*check_batch_shape(batch_shape), H),
+            pol.accum_dtype if dtype is None else dtype,
+        )
         return LSTMCarry(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
 
-    return _make_cell(
+    return make_cell(
         init,
         initial_carry,
         input_size,
@@ -254,8 +249,8 @@ def layer_norm_gru(
     >>> ys.shape
     (2, 5, 8)
     """
-    _check_size("input_size", input_size)
-    _check_size("hidden_size", hidden_size)
+    check_size("input_size", input_size)
+    check_size("hidden_size", hidden_size)
     _init.check_initializers(kernel_init, recurrent_kernel_init, bias_init)
     H = hidden_size
     pol = policy(param_dtype, dtype)
@@ -277,18 +272,14 @@ def layer_norm_gru(
 
     def step(params, h, xp):
         gain, bias = pol.acc((params.ln_hh_scale, params.ln_hh_bias))
-        x_r, x_z, x_n = jnp.split(xp, 3, axis=-1)
         hp = layer_norm(pol.dot(h, params.w_hh), gain, bias)
         h_r, h_z, h_n = jnp.split(hp, 3, axis=-1)
-        r = jax.nn.sigmoid(x_r + h_r)
-        z = jax.nn.sigmoid(x_z + h_z)
-        n = jnp.tanh(x_n + r * h_n)
-        h = (1.0 - z) * n + z * h
+        h = gru_update(xp, h, (h_r, h_z), lambda r: r * h_n)
         return h, pol.out(h)
 
-    return _make_cell(
+    return make_cell(
         init,
-        _zeros_carry(H, pol.accum_dtype),
+        zeros_carry(H, pol.accum_dtype),
         input_size,
         H,
         project,

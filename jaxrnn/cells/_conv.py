@@ -29,16 +29,11 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxrnn import _init
-from jaxrnn._init import Initializer
-from jaxrnn.cells import (
-    Array,
-    Cell,
-    LSTMCarry,
-    _as_shape,
-    _check_size,
-    _make_cell,
-)
+from jaxrnn._checks import check_batch_shape, check_size
+from jaxrnn._core import Array, Cell, Initializer
+from jaxrnn.cells import _init
+from jaxrnn.cells._build import make_cell
+from jaxrnn.cells._gated import LSTMCarry, gru_update, lstm_update
 from jaxrnn.precision import Policy, policy
 
 __all__ = ["ConvGRUParams", "ConvLSTMParams", "conv_gru", "conv_lstm"]
@@ -76,7 +71,7 @@ def _check_kernel_size(kernel_size) -> tuple[int, ...]:
     if not kernel:
         raise ValueError("kernel_size: expected at least one spatial dimension, got ()")
     for k in kernel:
-        _check_size("kernel_size", k)
+        check_size("kernel_size", k)
     return kernel
 
 
@@ -112,7 +107,7 @@ def _check_map(name: str, x: Array, n: int, channels: int) -> None:
 
 def _conv_project(n: int, input_size: int, bias: str, pol: Policy):
     """``project(params, x) = w_ih * x + params.<bias>``, the convolutional counterpart of the
-    dense cells' ``_affine_project``."""
+    dense cells' ``affine_project``."""
 
     def project(params, x):
         _check_map("x", x, n, input_size)
@@ -185,8 +180,8 @@ def conv_lstm(
     >>> params.w_hh.shape, ys.shape, carry.c.shape
     ((3, 3, 4, 16), (8, 10, 16, 16, 4), (8, 16, 16, 4))
     """
-    _check_size("input_size", input_size)
-    _check_size("hidden_size", hidden_size)
+    check_size("input_size", input_size)
+    check_size("hidden_size", hidden_size)
     kernel = _check_kernel_size(kernel_size)
     _init.check_initializers(kernel_init, recurrent_kernel_init, bias_init)
     n, H = len(kernel), hidden_size
@@ -212,17 +207,15 @@ def conv_lstm(
         h, c = carry
         _check_state_matches(h, xp, n)
         gates = xp + _conv(pol, h.astype(pol.accum_dtype), params.w_hh)
-        i, f, g, o = jnp.split(gates, 4, axis=-1)
-        c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
-        h = jax.nn.sigmoid(o) * jnp.tanh(c)
+        h, c = lstm_update(gates, c)
         return LSTMCarry(h, c), pol.out(h)
 
     def initial_carry(batch_shape=(), dtype=None):
-        shape = (*_as_shape(batch_shape), H)
+        shape = (*check_batch_shape(batch_shape), H)
         dtype = pol.accum_dtype if dtype is None else dtype
         return LSTMCarry(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
 
-    cell = _make_cell(
+    cell = make_cell(
         init,
         initial_carry,
         input_size,
@@ -292,8 +285,8 @@ def conv_gru(
     >>> ys.shape, carry.shape
     ((2, 7, 32, 3), (2, 32, 3))
     """
-    _check_size("input_size", input_size)
-    _check_size("hidden_size", hidden_size)
+    check_size("input_size", input_size)
+    check_size("hidden_size", hidden_size)
     kernel = _check_kernel_size(kernel_size)
     _init.check_initializers(kernel_init, recurrent_kernel_init, bias_init)
     n, H = len(kernel), hidden_size
@@ -318,26 +311,23 @@ def conv_gru(
 
     def step(params, h, xp):
         _check_state_matches(h, xp, n)
-        x_r, x_z, x_n = jnp.split(xp, 3, axis=-1)
         b_hh = pol.acc(params.b_hh)
         if reset_after:
             h_r, h_z, h_n = jnp.split(_conv(pol, h, params.w_hh) + b_hh, 3, axis=-1)
-            r = jax.nn.sigmoid(x_r + h_r)
-            z = jax.nn.sigmoid(x_z + h_z)
-            n_t = jnp.tanh(x_n + r * h_n)
+            h = gru_update(xp, h, (h_r, h_z), lambda r: r * h_n)
         else:
             h_rz = _conv(pol, h, params.w_hh[..., : 2 * H]) + b_hh[: 2 * H]
-            r = jax.nn.sigmoid(x_r + h_rz[..., :H])
-            z = jax.nn.sigmoid(x_z + h_rz[..., H:])
-            n_t = jnp.tanh(x_n + _conv(pol, r * h, params.w_hh[..., 2 * H :]) + b_hh[2 * H :])
-        h = (1.0 - z) * n_t + z * h
+            w_hn, b_hn = params.w_hh[..., 2 * H :], b_hh[2 * H :]
+            h = gru_update(
+                xp, h, (h_rz[..., :H], h_rz[..., H:]), lambda r: _conv(pol, r * h, w_hn) + b_hn
+            )
         return h, pol.out(h)
 
     def initial_carry(batch_shape=(), dtype=None):
         dtype = pol.accum_dtype if dtype is None else dtype
-        return jnp.zeros((*_as_shape(batch_shape), H), dtype)
+        return jnp.zeros((*check_batch_shape(batch_shape), H), dtype)
 
-    cell = _make_cell(
+    cell = make_cell(
         init,
         initial_carry,
         input_size,

@@ -33,17 +33,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrnn._checks import check_scalar
-from jaxrnn.cells import (
-    Array,
-    Cell,
-    LinearRecurrence,
-    _check_features,
-    _check_size,
-    _lecun_normal,
-    _make_cell,
-    _zeros_carry,
-)
+from jaxrnn._checks import check_features, check_scalar, check_size
+from jaxrnn._core import Array, Cell, Initializer, LinearRecurrence
+from jaxrnn.cells._build import make_cell, zeros_carry
+from jaxrnn.cells._init import lecun_normal
 from jaxrnn.precision import Policy, policy
 
 __all__ = [
@@ -57,8 +50,6 @@ __all__ = [
     "rg_lru",
     "ring_init",
 ]
-
-Initializer = Callable[..., Array]
 
 
 class MinGRUParams(NamedTuple):
@@ -119,10 +110,12 @@ def _linear_cell(init, initial_carry, sizes, project, recurrence, config) -> Cel
 
     input_size, output_size = sizes
     if project is None:
-        cell = Cell(init, step, initial_carry, input_size, output_size, config=config)
-    else:
-        cell = _make_cell(init, initial_carry, input_size, output_size, project, step, config)
-    return cell._replace(linear=recurrence)
+        return Cell(
+            init, step, initial_carry, input_size, output_size, config=config, linear=recurrence
+        )
+    return make_cell(
+        init, initial_carry, input_size, output_size, project, step, config, linear=recurrence
+    )
 
 
 def _no_init(name: str, value, why: str) -> None:
@@ -138,7 +131,7 @@ def _blocks(init: Initializer, key, shape: tuple[int, ...], count: int, dtype) -
 
 def _gate_project(input_size: int, pol: Policy):
     def project(params, x):
-        _check_features("x", x, input_size)
+        check_features("x", x, input_size)
         return pol.dot(x, params.w_ih) + pol.acc(params.b)
 
     return project
@@ -322,12 +315,12 @@ def _min_cell(
     :math:`h_t = \sigma(-d_t) h_{t-1} + \sigma(d_t) \tilde h_t`, with ``d_t = log_odds(*gate
     blocks)`` of the projected input (the update gate's log-odds; for minLSTM the normalised
     :math:`\log i_t - \log f_t`) and the candidate from the last of ``num_blocks`` blocks."""
-    input_size = _check_size("input_size", input_size)
-    H = hidden_size = _check_size("hidden_size", hidden_size)
+    input_size = check_size("input_size", input_size)
+    H = hidden_size = check_size("hidden_size", hidden_size)
     log_space = _log_space_config(log_space)
     name = factory.__name__
     _no_init("recurrent_kernel_init", recurrent_kernel_init, _NO_RECURRENT.format(name))
-    kernel = _lecun_normal if kernel_init is None else kernel_init
+    kernel = lecun_normal if kernel_init is None else kernel_init
     bias = jax.nn.initializers.zeros if bias_init is None else bias_init
     pdt = pol.param_dtype
 
@@ -356,7 +349,7 @@ def _min_cell(
     )
     return _linear_cell(
         init,
-        _zeros_carry(H, pol.accum_dtype),
+        zeros_carry(H, pol.accum_dtype),
         (input_size, H),
         _gate_project(input_size, pol),
         recurrence,
@@ -445,8 +438,8 @@ def lru(
     >>> bool(((0.9 <= radius) & (radius <= 0.999)).all())
     True
     """
-    input_size = _check_size("input_size", input_size)
-    N = hidden_size = _check_size("hidden_size", hidden_size)
+    input_size = check_size("input_size", input_size)
+    N = hidden_size = check_size("hidden_size", hidden_size)
     r_max = check_scalar("r_max", r_max, low=0.0, high=1.0, low_open=True)
     r_min = check_scalar("r_min", r_min, low=0.0, high=r_max, high_open=True)
     max_phase = check_scalar("max_phase", max_phase, low=0.0, high=2 * math.pi, low_open=True)
@@ -491,7 +484,7 @@ def lru(
         return jax.lax.complex(radius * jnp.cos(phase), radius * jnp.sin(phase))
 
     def coefficients(params, x):
-        _check_features("x", x, input_size)
+        check_features("x", x, input_size)
         gamma = jnp.exp(pol.acc(params.gamma_log))
         bx = jax.lax.complex(gamma * pol.dot(x, params.b_re), gamma * pol.dot(x, params.b_im))
         return jnp.broadcast_to(eigenvalues(params), bx.shape), bx
@@ -502,7 +495,7 @@ def lru(
 
     return _linear_cell(
         init,
-        _zeros_carry(N, cdt),
+        zeros_carry(N, cdt),
         (input_size, input_size),
         None,
         LinearRecurrence(coefficients, readout),
@@ -528,7 +521,7 @@ def ring_init(min_rad: float = 0.9, max_rad: float = 0.999) -> Initializer:
     with :math:`a^2` uniform in ``[min_rad**2, max_rad**2]`` (uniform on the ring's area).
 
     >>> import jax, jax.numpy as jnp
-    >>> from jaxrnn.linear import ring_init
+    >>> from jaxrnn.cells import ring_init
     >>> a = jax.nn.sigmoid(-ring_init()(jax.random.key(0), (1000,), jnp.float32))
     >>> bool(((0.9 <= a) & (a <= 0.999)).all())
     True
@@ -619,12 +612,12 @@ def rg_lru(
     >>> ys.shape
     (2, 5, 8)
     """
-    input_size = _check_size("input_size", input_size)
-    H = hidden_size = _check_size("hidden_size", hidden_size)
+    input_size = check_size("input_size", input_size)
+    H = hidden_size = check_size("hidden_size", hidden_size)
     c = check_scalar("c", c, low=0.0, low_open=True)
     max_rad = check_scalar("max_rad", max_rad, low=0.0, high=1.0, low_open=True, high_open=True)
     min_rad = check_scalar("min_rad", min_rad, low=0.0, high=max_rad, low_open=True)
-    kernel = _lecun_normal if kernel_init is None else kernel_init
+    kernel = lecun_normal if kernel_init is None else kernel_init
     recurrent = recurrent_kernel_init or ring_init(min_rad, max_rad)
     bias = jax.nn.initializers.zeros if bias_init is None else bias_init
     projected = input_size != H
@@ -642,7 +635,7 @@ def rg_lru(
         )
 
     def project(params, x):
-        _check_features("x", x, input_size)
+        check_features("x", x, input_size)
         u = pol.dot(x, params.w_in) + pol.acc(params.b_in) if projected else pol.acc(x)
         return jnp.concatenate([pol.dot(u, params.w_gates) + pol.acc(params.b_gates), u], -1)
 
@@ -654,7 +647,7 @@ def rg_lru(
 
     return _linear_cell(
         init,
-        _zeros_carry(H, pol.accum_dtype),
+        zeros_carry(H, pol.accum_dtype),
         (input_size, H),
         project,
         LinearRecurrence(coefficients, lambda params, h, xp: pol.out(h)),

@@ -1,0 +1,299 @@
+"""Running a cell over a sequence: ``jax.lax.scan``, or in parallel over time.
+
+:func:`scan` evaluates the same recurrence by one of three methods: a sequential
+``jax.lax.scan`` (the default), a parallel prefix scan (``jax.lax.associative_scan``) for cells
+whose recurrence is linear in the carry (:class:`~jaxrnn.LinearRecurrence`), or Newton
+iterations for any cell (:mod:`jaxrnn.newton`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal
+
+import jax
+import jax.numpy as jnp
+
+from jaxrnn._checks import (
+    check_carry,
+    check_cell,
+    check_lengths,
+    check_params,
+    check_resets,
+)
+from jaxrnn._core import Array, Carry, Cell, Params
+from jaxrnn._scan.associative import associative_steps
+from jaxrnn._scan.newton import Newton
+from jaxrnn._scan.sequential import SQRT, scan_steps, sqrt_scan, step_policy
+
+__all__ = ["Method", "Remat", "scan"]
+
+#: What ``remat`` accepts: ``False``, ``True``, ``"sqrt"`` or a ``jax.checkpoint`` policy.
+Remat = bool | Literal["sqrt"] | Callable[..., bool]
+
+#: What ``method`` accepts: one of these names or a :class:`jaxrnn.newton.Newton`.
+Method = Literal["sequential", "associative", "newton", "auto"] | Any
+
+_METHODS = ("sequential", "associative", "newton", "auto")
+
+
+def scan(
+    cell: Cell,
+    params: Params,
+    xs: Array,
+    carry: Carry | None = None,
+    *,
+    lengths: Array | None = None,
+    resets: Array | None = None,
+    reverse: bool = False,
+    time_major: bool = False,
+    unroll: int | bool = 1,
+    remat: Remat = False,
+    hoist: bool | None = None,
+    method: Method = "sequential",
+) -> tuple[Carry, Array]:
+    r"""Run ``cell`` over the time axis of ``xs``.
+
+    .. math::
+
+        (\text{carry}_t, y_t) = \text{cell.apply}(\text{params}, \text{carry}_{t-1}, x_t),
+        \qquad t = 1, \dots, T
+
+    When the cell provides ``project``/``step`` and ``hoist`` is on, the input projection of all
+    ``T`` steps is computed in one matmul before the loop, and the loop runs only the recurrent
+    part.
+
+    ``method`` chooses how the recurrence is evaluated; every option (``carry``, ``lengths``,
+    ``resets``, ``reverse``, ``time_major``, any batch shape) means the same under every
+    method, and values and gradients agree with ``"sequential"`` up to floating-point
+    rounding:
+
+    * ``"sequential"`` (default): ``jax.lax.scan``, one step after the other.
+    * ``"associative"``: for a cell that declares its recurrence linear,
+      :math:`h_t = a_t \odot h_{t-1} + b_t` with :math:`a_t, b_t` from the input only
+      (``cell.linear``, a :class:`~jaxrnn.LinearRecurrence`, as :func:`jaxrnn.min_gru`,
+      :func:`jaxrnn.min_lstm`, :func:`jaxrnn.lru` and :func:`jaxrnn.rg_lru` declare): the
+      carries are the prefix compositions of the affine maps :math:`h \mapsto a_t h + b_t`,
+      evaluated by ``jax.lax.associative_scan`` in :math:`O(\log T)` depth. A step beyond
+      ``lengths`` is the identity map, a reset step restarts from the initial carry, and a cell
+      that also declares ``log_coefficients`` is composed in log space. Any other cell is a
+      ``ValueError``.
+    * ``"newton"`` or a :class:`jaxrnn.newton.Newton` (its options; ``"newton"`` is
+      ``Newton()``): any cell, in parallel over time by Newton iterations on the whole
+      trajectory (DEER, :mod:`jaxrnn.newton`).
+    * ``"auto"``: ``"associative"`` for a linear cell on a GPU or TPU, ``"sequential"``
+      otherwise (always on the CPU).
+
+    Which method is fastest where, with the depth and work of each, is on the documentation's
+    performance page (``docs/performance.md``), with the benchmark commands behind its figures.
+
+    ``unroll``, ``remat`` and ``hoist`` are knobs of the sequential loop; under the parallel
+    methods ``unroll`` is ignored, ``remat=False`` means plain autodiff, ``remat=True`` (or a
+    policy) wraps the whole parallel evaluation in ``jax.checkpoint`` (the backward pass
+    recomputes it instead of storing its intermediates), ``remat="sqrt"`` is a ``ValueError``
+    (its segments are sequential), and ``hoist`` is ignored by ``"associative"`` (which always
+    projects all steps at once) and applies to ``"newton"`` as to ``"sequential"``.
+
+    Args:
+        cell: the :class:`~jaxrnn.Cell` to run.
+        params: its parameters.
+        xs: inputs of shape ``(*batch, T, features)``, or ``(T, *batch, features)`` when
+            ``time_major``; any number of batch dimensions, including none. For a cell with
+            ``spatial_dims = n`` (:mod:`jaxrnn.cells._conv`), ``n`` spatial axes come before the
+            features: ``(*batch, T, *spatial, features)``.
+        carry: the initial carry with leading dims equal to the batch shape; ``None`` means
+            ``cell.initial_carry(batch_shape)`` (zeros). Its dtype is the cell's (the carry
+            dtype of its precision policy, :mod:`jaxrnn.precision`), not that of ``xs``:
+            ``xs`` of any float dtype are cast to the cell's matmul dtype.
+        lengths: optional integer array of the batch shape, each sequence's true length. Steps
+            at ``t >= length`` leave the carry unchanged and output zeros, and the inputs there
+            are never read (garbage or NaN padding changes nothing), so the returned carry is
+            the carry after each sequence's last valid step.
+        resets: optional bool array ``(*batch, T)`` (``(T, *batch)`` when ``time_major``; the
+            batch shape of ``lengths``) marking where a new segment begins: an episode in
+            reinforcement learning, a document in packed sequences (Haiku's ``ResetCore``).
+            Where ``resets[..., t]`` is True, the carry entering step ``t`` is replaced by the
+            initial carry (``carry``, or zeros), so nothing flows across a segment boundary.
+            With ``reverse=True`` the same array describes the same segments: the carry
+            entering step ``t`` is replaced where ``t + 1`` begins a segment. Steps beyond
+            ``lengths`` stay masked whatever ``resets`` holds there.
+        reverse: run from the last step to the first; outputs stay aligned with inputs. With
+            ``lengths``, each sequence runs from its own last valid element back to its first.
+        time_major: layout of ``xs`` and of the returned ``ys``.
+        unroll: passed to ``jax.lax.scan``.
+        remat: what each step keeps for the backward pass. ``False`` (default): the outputs of
+            its matmuls and nonlinearities (policy :func:`save_nonlinear`); the cheap
+            elementwise arithmetic between them is recomputed. ``True``: only the carry; the
+            whole step is recomputed (``jax.checkpoint``), much less memory for long sequences
+            for about one more forward pass of compute. ``"sqrt"``: two-level checkpointing for
+            very long sequences. The steps are cut into segments of
+            :math:`S = \lceil\sqrt{T}\,\rceil` (the last :math:`T \bmod S` steps form one
+            shorter segment); only the carries at segment boundaries are kept, and the backward
+            pass recomputes one segment at a time, keeping its steps' residuals as ``False``
+            does. Memory :math:`O(\sqrt{T})`: about :math:`T/S` carries plus :math:`S` steps of
+            residuals, against :math:`T` carries for ``True`` and :math:`T` steps of residuals
+            for ``False``; compute as for ``True``. A callable is used as the
+            ``jax.checkpoint`` policy, e.g. ``jax.checkpoint_policies.everything_saveable``.
+        hoist: compute the cell's input projection for all steps before the loop (one large
+            matmul) instead of inside each step. ``None`` (default) hoists on accelerators and
+            not on the CPU, where the per-step form is faster (the performance page). Both forms
+            compute the same function.
+        method: ``"sequential"`` (default), ``"associative"``, ``"newton"``, ``"auto"`` or a
+            :class:`jaxrnn.newton.Newton` (see above).
+
+    Returns:
+        ``(carry, ys)``: the final carry and the outputs, ``(*batch, T, out)`` (or
+        ``(T, *batch, out)`` when ``time_major``).
+
+    Raises:
+        ValueError: if ``xs`` has the wrong feature size or rank, the carry's batch shape
+            differs from the batch shape of ``xs``, ``lengths`` has the wrong shape, concrete
+            ``lengths`` lie outside ``[0, T]``, a leaf of ``params`` has another shape than
+            ``cell.init`` gives it, ``method`` is unknown, ``"associative"`` is asked of a
+            cell without a linear recurrence, or ``remat="sqrt"`` of a parallel method.
+        TypeError: if ``cell`` is not a :class:`~jaxrnn.Cell` (a :class:`~jaxrnn.Layer`, a
+            factory), ``xs`` is not a float array (integer, bool and complex are refused),
+            ``lengths`` is not an integer array, the carry's structure or dtype is not the
+            cell's, ``params`` are not of the type, structure and dtypes ``cell.init`` returns
+            (checked for cells built by a factory of :mod:`jaxrnn.cells`; a custom cell takes
+            any params), a step changes the carry's dtype, or ``remat`` is none of the forms
+            above.
+
+    Every check but the range of ``lengths`` reads only shapes and dtypes, so it runs under
+    ``jax.jit`` too; traced ``lengths`` are not range-checked (a length above ``T`` then acts
+    as ``T``, a negative one as 0).
+
+    >>> import jax, jax.numpy as jnp, jaxrnn as jr
+    >>> cell = jr.lstm(3, 8)
+    >>> params = cell.init(jax.random.key(0))
+    >>> xs = jnp.ones((2, 5, 3))  # (batch, time, features)
+    >>> carry, ys = jr.scan(cell, params, xs, lengths=jnp.array([5, 2]))
+    >>> ys.shape, carry.h.shape
+    ((2, 5, 8), (2, 8))
+    >>> bool((ys[1, 2:] == 0).all()), bool((carry.h[1] == ys[1, 1]).all())
+    (True, True)
+
+    A linear-recurrence cell, in parallel over time:
+
+    >>> cell = jr.min_gru(3, 8)
+    >>> params = cell.init(jax.random.key(0))
+    >>> _, ys_seq = jr.scan(cell, params, xs)
+    >>> _, ys_par = jr.scan(cell, params, xs, method="associative")
+    >>> bool(jnp.allclose(ys_seq, ys_par, atol=1e-6))
+    True
+    """
+    check_cell("cell", cell)
+    check_params(cell, params)
+    method = resolve_method(method, cell)
+    if method != "sequential" and isinstance(remat, str) and remat == "sqrt":
+        raise ValueError(
+            f'remat="sqrt" cuts the sequence into segments scanned one after the other; it '
+            f'applies to method="sequential" only, got method={method!r}'
+        )
+    xs = jnp.asarray(xs)
+    if not jnp.issubdtype(xs.dtype, jnp.floating):
+        raise TypeError(f"xs: expected a floating-point array, got dtype {xs.dtype}")
+    # A convolutional cell's sequences are (*batch, T, *spatial, F): the spatial axes sit
+    # between time and features and belong to the carry's shape, not to `lengths`'.
+    spatial = n = cell.spatial_dims
+    if xs.ndim < 2 + n:
+        layout = "(time, *batch, " if time_major else "(*batch, time, "
+        layout += f"<{n} spatial dims>, features)" if n else "features)"
+        cell_note = f" for a cell with spatial_dims={n}" if n else ""
+        raise ValueError(
+            f"xs: expected at least {2 + n} dims {layout}{cell_note}, got shape {xs.shape}"
+        )
+    if cell.input_size is not None and xs.shape[-1] != cell.input_size:
+        raise ValueError(
+            f"xs: expected feature size (last axis) {cell.input_size} (the cell's input_size), "
+            f"got {xs.shape[-1]} (xs.shape={xs.shape})"
+        )
+    time_axis = 0 if time_major else xs.ndim - 2 - spatial
+    num_steps = xs.shape[time_axis]
+    batch_shape = xs.shape[:time_axis] + xs.shape[time_axis + 1 : -1]
+    sequence_batch = batch_shape[: len(batch_shape) - spatial]  # what `lengths` indexes
+
+    if carry is None:
+        carry = cell.initial_carry(batch_shape)
+    else:
+        check_carry(cell, carry, batch_shape)
+    if lengths is not None:
+        lengths = check_lengths(lengths, sequence_batch, num_steps)
+    initial = carry
+    if resets is not None:
+        resets = check_resets(resets, sequence_batch, num_steps, time_major)
+        if reverse:  # in reverse, a segment ends (its first processed step) before a start
+            resets = jnp.concatenate([resets[1:], jnp.zeros_like(resets[:1])], axis=0)
+    policy = step_policy(remat)
+    if hoist is None:
+        hoist = jax.default_backend() != "cpu"
+    hoist = bool(hoist) and cell.project is not None and cell.step is not None
+
+    def run(carry, start, size, policy):
+        """Steps ``[start, start + size)`` (``start`` static or traced); ys time-major."""
+        if size == num_steps:
+            seg = xs
+        elif isinstance(start, int):
+            seg = jax.lax.slice_in_dim(xs, start, start + size, axis=time_axis)
+        else:
+            seg = jax.lax.dynamic_slice_in_dim(
+                xs, start, size, time_axis, allow_negative_indices=False
+            )
+        valid = None
+        if lengths is not None:
+            steps = (start + jnp.arange(size)).reshape((size,) + (1,) * len(sequence_batch))
+            valid = steps < lengths  # (size, *batch), without the spatial axes
+        reset = None
+        if resets is not None:
+            reset = (
+                resets
+                if size == num_steps
+                else jax.lax.dynamic_slice_in_dim(resets, start, size, 0)
+            )
+            reset = (reset, initial)
+        seg = jnp.moveaxis(seg, time_axis, 0)
+        if method == "associative":
+            return associative_steps(cell, params, seg, carry, valid, reverse, remat, reset)
+        newton = None if method == "sequential" else method
+        return scan_steps(
+            cell, params, seg, carry, valid, hoist, reverse, unroll, policy, reset, newton, remat
+        )
+
+    if policy is not SQRT:
+        carry, ys = run(carry, 0, num_steps, policy)
+    else:
+        carry, ys = sqrt_scan(run, carry, num_steps, reverse)
+    if not time_major:
+        ys = jax.tree.map(lambda v: jnp.moveaxis(v, 0, len(sequence_batch)), ys)
+    return carry, ys
+
+
+def resolve_method(method, cell: Cell):
+    """``"sequential"``, ``"associative"`` or a :class:`~jaxrnn.newton.Newton` for ``method``."""
+    if isinstance(method, Newton):
+        return method
+    if not (isinstance(method, str) and method in _METHODS):
+        raise ValueError(
+            f"method: expected one of {', '.join(repr(m) for m in _METHODS)} or a "
+            f"jaxrnn.newton.Newton, got {method!r}"
+        )
+    if method == "newton":
+        return Newton()
+    if method == "auto":
+        parallel = cell.linear is not None and jax.default_backend() != "cpu"
+        return "associative" if parallel else "sequential"
+    if method == "associative" and cell.linear is None:
+        raise ValueError(
+            f'method="associative" needs a cell that declares its recurrence linear '
+            f"(Cell.linear, h_t = a_t * h_(t-1) + b_t), and {_cell_name(cell)} does not: use "
+            f'method="sequential" or "newton", or a linear-recurrence cell (jr.min_gru, '
+            f"jr.min_lstm, jr.lru, jr.rg_lru)"
+        )
+    return method
+
+
+def _cell_name(cell: Cell) -> str:
+    """``"this lstm cell"`` (the factory's name) or ``"this custom cell"``."""
+    factory = dict(cell.config or ()).get("factory")
+    name = getattr(factory, "__name__", None)
+    return f"this {name} cell" if name else "this custom cell (its config names no factory)"

@@ -1,0 +1,70 @@
+"""What every built-in cell factory shares, apart from the initialisers (:mod:`._init`).
+
+``make_cell`` assembles a :class:`~jaxrnn.Cell` from a factory's ``project`` and ``step``
+(``apply = step(project(x))``, which :func:`jaxrnn.scan` splits to hoist ``project`` out of the
+time loop); ``zeros_carry`` is the ``initial_carry`` of a cell with one state vector;
+``affine_project`` is the input-side projection ``x @ w + b`` most cells share. The conventions
+they implement are described in :mod:`jaxrnn.cells`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax.numpy as jnp
+
+from jaxrnn._checks import check_batch_shape, check_features
+from jaxrnn._core import Array, Cell, LinearRecurrence
+from jaxrnn.precision import Policy
+
+
+def make_cell(
+    init,
+    initial_carry,
+    input_size: int | None,
+    output_size: int | None,
+    project,
+    step,
+    config,
+    *,
+    spatial_dims: int = 0,
+    linear: LinearRecurrence | None = None,
+) -> Cell:
+    """A :class:`~jaxrnn.Cell` whose ``apply`` is ``step(params, carry, project(params, x))``."""
+
+    def apply(params, carry, x):
+        return step(params, carry, project(params, x))
+
+    return Cell(
+        init,
+        apply,
+        initial_carry,
+        input_size,
+        output_size,
+        project,
+        step,
+        config,
+        spatial_dims,
+        linear,
+    )
+
+
+def zeros_carry(size: int, default_dtype) -> Callable[..., Array]:
+    """``initial_carry`` returning zeros of shape ``(*batch_shape, size)``."""
+
+    def initial_carry(batch_shape=(), dtype=None):
+        shape = (*check_batch_shape(batch_shape), size)
+        return jnp.zeros(shape, default_dtype if dtype is None else dtype)
+
+    return initial_carry
+
+
+def affine_project(input_size: int, weight: str, bias: str, pol: Policy):
+    """``project(params, x) = x @ params.<weight> + params.<bias>`` with a feature-size check,
+    in the accumulation dtype of ``pol``."""
+
+    def project(params, x):
+        check_features("x", x, input_size)
+        return pol.dot(x, getattr(params, weight)) + pol.acc(getattr(params, bias))
+
+    return project
