@@ -391,7 +391,7 @@ def test_zoneout_rate_one_is_allowed_and_above_is_not():
 
 
 def test_not_a_cell_and_unknown_weight_names():
-    with pytest.raises(TypeError, match=r"cell: expected a jr\.Cell"):
+    with pytest.raises(TypeError, match=r"cell: expected a jaxrnn\.Cell"):
         jr.zoneout(jr.layer(jr.gru(IN, H)), rate=0.1)
     cell = jr.weight_drop(jr.gru(IN, H), jax.random.key(0), rate=0.5, names=("w_peep",))
     with pytest.raises(ValueError, match=r"names: \['w_peep'\] are not fields"):

@@ -3,7 +3,9 @@
 ``make_cell`` assembles a :class:`~jaxrnn.Cell` from a factory's ``project`` and ``step``
 (``apply = step(project(x))``, which :func:`jaxrnn.scan` splits to hoist ``project`` out of the
 time loop); ``zeros_carry`` is the ``initial_carry`` of a cell with one state vector;
-``affine_project`` is the input-side projection ``x @ w + b`` most cells share. The conventions
+``affine_project`` is the input-side projection ``x @ w + b`` most cells share;
+``cell_config`` is the ``config`` every factory records (what :mod:`jaxrnn.interop` and the
+params check read). The conventions
 they implement are described in :mod:`jaxrnn.cells`.
 """
 
@@ -49,12 +51,24 @@ def make_cell(
     )
 
 
-def zeros_carry(size: int, default_dtype) -> Callable[..., Array]:
-    """``initial_carry`` returning zeros of shape ``(*batch_shape, size)``."""
+def cell_config(factory, pol: Policy, **fields) -> tuple[tuple[str, object], ...]:
+    """A built-in cell's ``config``: ``("factory", factory)``, then ``fields`` in the order given
+    (the arguments that choose the function a step computes), then the precision policy's
+    ``param_dtype`` and ``dtype``."""
+    return (("factory", factory), *fields.items(), *pol.config())
+
+
+def zeros_carry(size, default_dtype, carry_type=None) -> Callable[..., Array]:
+    """``initial_carry`` returning zeros of shape ``(*batch_shape, size)``, or with a
+    ``carry_type`` (a NamedTuple such as ``LSTMCarry``) and one size per field, that NamedTuple
+    of zeros of shapes ``(*batch_shape, size_k)``."""
 
     def initial_carry(batch_shape=(), dtype=None):
-        shape = (*check_batch_shape(batch_shape), size)
-        return jnp.zeros(shape, default_dtype if dtype is None else dtype)
+        batch_shape = check_batch_shape(batch_shape)
+        dtype = default_dtype if dtype is None else dtype
+        if carry_type is None:
+            return jnp.zeros((*batch_shape, size), dtype)
+        return carry_type(*(jnp.zeros((*batch_shape, s), dtype) for s in size))
 
     return initial_carry
 

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from jaxrnn._checks import check_size
 from jaxrnn._core import Array, Cell, Initializer
 from jaxrnn.cells import _init
-from jaxrnn.cells._build import affine_project, make_cell, zeros_carry
+from jaxrnn.cells._build import affine_project, cell_config, make_cell, zeros_carry
 from jaxrnn.precision import policy
 
 __all__ = ["JordanParams", "SimpleRNNParams", "jordan_rnn", "simple_rnn"]
@@ -108,12 +108,12 @@ def simple_rnn(
         hidden_size,
         affine_project(input_size, "w_ih", "b", pol),
         step,
-        config=(
-            ("factory", simple_rnn),
-            ("input_size", input_size),
-            ("hidden_size", hidden_size),
-            ("activation", activation),
-            *pol.config(),
+        config=cell_config(
+            simple_rnn,
+            pol,
+            input_size=input_size,
+            hidden_size=hidden_size,
+            activation=activation,
         ),
     )
 
@@ -198,11 +198,11 @@ def jordan_rnn(
         output_size,
         affine_project(input_size, "w_ih", "b", pol),
         step,
-        config=(
-            ("factory", jordan_rnn),
-            ("input_size", input_size),
-            ("hidden_size", hidden_size),
-            ("output_size", output_size),
-            *pol.config(),
+        config=cell_config(
+            jordan_rnn,
+            pol,
+            input_size=input_size,
+            hidden_size=hidden_size,
+            output_size=output_size,
         ),
     )

@@ -29,10 +29,10 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxrnn._checks import check_batch_shape, check_size
+from jaxrnn._checks import check_size
 from jaxrnn._core import Array, Cell, Initializer
 from jaxrnn.cells import _init
-from jaxrnn.cells._build import make_cell
+from jaxrnn.cells._build import cell_config, make_cell, zeros_carry
 from jaxrnn.cells._gated import LSTMCarry, gru_update, lstm_update
 from jaxrnn.precision import Policy, policy
 
@@ -210,10 +210,7 @@ def conv_lstm(
         h, c = lstm_update(gates, c)
         return LSTMCarry(h, c), pol.out(h)
 
-    def initial_carry(batch_shape=(), dtype=None):
-        shape = (*check_batch_shape(batch_shape), H)
-        dtype = pol.accum_dtype if dtype is None else dtype
-        return LSTMCarry(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
+    initial_carry = zeros_carry((H, H), pol.accum_dtype, LSTMCarry)
 
     cell = make_cell(
         init,
@@ -222,13 +219,13 @@ def conv_lstm(
         H,
         project,
         step,
-        config=(
-            ("factory", conv_lstm),
-            ("input_size", input_size),
-            ("hidden_size", hidden_size),
-            ("kernel_size", kernel),
-            ("forget_bias", forget_bias),
-            *pol.config(),
+        config=cell_config(
+            conv_lstm,
+            pol,
+            input_size=input_size,
+            hidden_size=hidden_size,
+            kernel_size=kernel,
+            forget_bias=forget_bias,
         ),
     )
     return cell._replace(spatial_dims=n)
@@ -323,9 +320,7 @@ def conv_gru(
             )
         return h, pol.out(h)
 
-    def initial_carry(batch_shape=(), dtype=None):
-        dtype = pol.accum_dtype if dtype is None else dtype
-        return jnp.zeros((*check_batch_shape(batch_shape), H), dtype)
+    initial_carry = zeros_carry(H, pol.accum_dtype)
 
     cell = make_cell(
         init,
@@ -334,13 +329,13 @@ def conv_gru(
         H,
         project,
         step,
-        config=(
-            ("factory", conv_gru),
-            ("input_size", input_size),
-            ("hidden_size", hidden_size),
-            ("kernel_size", kernel),
-            ("reset_after", reset_after),
-            *pol.config(),
+        config=cell_config(
+            conv_gru,
+            pol,
+            input_size=input_size,
+            hidden_size=hidden_size,
+            kernel_size=kernel,
+            reset_after=reset_after,
         ),
     )
     return cell._replace(spatial_dims=n)

@@ -25,10 +25,10 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxrnn._checks import check_batch_shape, check_scalar, check_size
+from jaxrnn._checks import check_scalar, check_size
 from jaxrnn._core import Array, Cell, Initializer
 from jaxrnn.cells import _init
-from jaxrnn.cells._build import affine_project, make_cell, zeros_carry
+from jaxrnn.cells._build import affine_project, cell_config, make_cell, zeros_carry
 from jaxrnn.precision import policy
 
 __all__ = [
@@ -164,12 +164,12 @@ def gru(
         H,
         affine_project(input_size, "w_ih", "b_ih", pol),
         step,
-        config=(
-            ("factory", gru),
-            ("input_size", input_size),
-            ("hidden_size", hidden_size),
-            ("reset_after", reset_after),
-            *pol.config(),
+        config=cell_config(
+            gru,
+            pol,
+            input_size=input_size,
+            hidden_size=hidden_size,
+            reset_after=reset_after,
         ),
     )
 
@@ -271,14 +271,7 @@ def lstm(
             h = pol.dot(h, params.w_proj)
         return LSTMCarry(h, c), pol.out(h)
 
-    def initial_carry(batch_shape=(), dtype=None):
-        batch_shape, dtype = (
-            check_batch_shape(batch_shape),
-            pol.accum_dtype if dtype is None else dtype,
-        )
-        return LSTMCarry(
-            h=jnp.zeros((*batch_shape, R), dtype), c=jnp.zeros((*batch_shape, H), dtype)
-        )
+    initial_carry = zeros_carry((R, H), pol.accum_dtype, LSTMCarry)
 
     return make_cell(
         init,
@@ -287,15 +280,15 @@ def lstm(
         R,
         affine_project(input_size, "w_ih", "b", pol),
         step,
-        config=(
-            ("factory", lstm),
-            ("input_size", input_size),
-            ("hidden_size", hidden_size),
-            ("peephole", peephole),
-            ("coupled", coupled),
-            ("forget_bias", forget_bias),
-            ("proj_size", proj_size),
-            *pol.config(),
+        config=cell_config(
+            lstm,
+            pol,
+            input_size=input_size,
+            hidden_size=hidden_size,
+            peephole=peephole,
+            coupled=coupled,
+            forget_bias=forget_bias,
+            proj_size=proj_size,
         ),
     )
 
@@ -396,13 +389,13 @@ def mgu(
         H,
         affine_project(input_size, "w_ih", "b_ih", pol),
         step,
-        config=(
-            ("factory", mgu),
-            ("input_size", input_size),
-            ("hidden_size", hidden_size),
-            ("reset_gate", reset_gate),
-            ("forget_bias", forget_bias),
-            *pol.config(),
+        config=cell_config(
+            mgu,
+            pol,
+            input_size=input_size,
+            hidden_size=hidden_size,
+            reset_gate=reset_gate,
+            forget_bias=forget_bias,
         ),
     )
 

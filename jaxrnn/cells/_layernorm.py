@@ -33,10 +33,10 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxrnn._checks import check_batch_shape, check_features, check_size
+from jaxrnn._checks import check_features, check_size
 from jaxrnn._core import Array, Cell, Initializer
 from jaxrnn.cells import _init
-from jaxrnn.cells._build import make_cell, zeros_carry
+from jaxrnn.cells._build import cell_config, make_cell, zeros_carry
 from jaxrnn.cells._gated import LSTMCarry, gru_update, lstm_update
 from jaxrnn.precision import policy
 
@@ -179,12 +179,7 @@ def layer_norm_lstm(
         h, c = lstm_update(gates, c, normalise_c=lambda c: layer_norm(c, c_gain, c_bias))
         return LSTMCarry(h, c), pol.out(h)
 
-    def initial_carry(batch_shape=(), dtype=None):
-        shape, dtype = (
-            (*check_batch_shape(batch_shape), H),
-            pol.accum_dtype if dtype is None else dtype,
-        )
-        return LSTMCarry(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
+    initial_carry = zeros_carry((H, H), pol.accum_dtype, LSTMCarry)
 
     return make_cell(
         init,
@@ -193,12 +188,12 @@ def layer_norm_lstm(
         H,
         project,
         step,
-        config=(
-            ("factory", layer_norm_lstm),
-            ("input_size", input_size),
-            ("hidden_size", hidden_size),
-            ("forget_bias", forget_bias),
-            *pol.config(),
+        config=cell_config(
+            layer_norm_lstm,
+            pol,
+            input_size=input_size,
+            hidden_size=hidden_size,
+            forget_bias=forget_bias,
         ),
     )
 
@@ -284,10 +279,5 @@ def layer_norm_gru(
         H,
         project,
         step,
-        config=(
-            ("factory", layer_norm_gru),
-            ("input_size", input_size),
-            ("hidden_size", hidden_size),
-            *pol.config(),
-        ),
+        config=cell_config(layer_norm_gru, pol, input_size=input_size, hidden_size=hidden_size),
     )

@@ -35,7 +35,7 @@ import numpy as np
 
 from jaxrnn._checks import check_features, check_scalar, check_size
 from jaxrnn._core import Array, Cell, Initializer, LinearRecurrence
-from jaxrnn.cells._build import make_cell, zeros_carry
+from jaxrnn.cells._build import cell_config, make_cell, zeros_carry
 from jaxrnn.cells._init import lecun_normal
 from jaxrnn.precision import Policy, policy
 
@@ -353,14 +353,14 @@ def _min_cell(
         (input_size, H),
         _gate_project(input_size, pol),
         recurrence,
-        config=(
-            ("factory", factory),
-            ("input_size", input_size),
-            ("hidden_size", hidden_size),
-            ("log_space", log_space),
-            ("kernel_init", kernel_init),
-            ("bias_init", bias_init),
-            *pol.config(),
+        config=cell_config(
+            factory,
+            pol,
+            input_size=input_size,
+            hidden_size=hidden_size,
+            log_space=log_space,
+            kernel_init=kernel_init,
+            bias_init=bias_init,
         ),
     )
 
@@ -499,15 +499,15 @@ def lru(
         (input_size, input_size),
         None,
         LinearRecurrence(coefficients, readout),
-        config=(
-            ("factory", lru),
-            ("input_size", input_size),
-            ("hidden_size", hidden_size),
-            ("r_min", r_min),
-            ("r_max", r_max),
-            ("max_phase", max_phase),
-            ("kernel_init", kernel_init),
-            *pol.config(),
+        config=cell_config(
+            lru,
+            pol,
+            input_size=input_size,
+            hidden_size=hidden_size,
+            r_min=r_min,
+            r_max=r_max,
+            max_phase=max_phase,
+            kernel_init=kernel_init,
         ),
     )
 
@@ -651,16 +651,16 @@ def rg_lru(
         (input_size, H),
         project,
         LinearRecurrence(coefficients, lambda params, h, xp: pol.out(h)),
-        config=(
-            ("factory", rg_lru),
-            ("input_size", input_size),
-            ("hidden_size", hidden_size),
-            ("c", c),
-            ("min_rad", min_rad),
-            ("max_rad", max_rad),
-            ("kernel_init", kernel_init),
-            ("recurrent_kernel_init", recurrent_kernel_init),
-            ("bias_init", bias_init),
-            *pol.config(),
+        config=cell_config(
+            rg_lru,
+            pol,
+            input_size=input_size,
+            hidden_size=hidden_size,
+            c=c,
+            min_rad=min_rad,
+            max_rad=max_rad,
+            kernel_init=kernel_init,
+            recurrent_kernel_init=recurrent_kernel_init,
+            bias_init=bias_init,
         ),
     )

@@ -26,9 +26,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxrnn._checks import check_batch_shape, check_scalar, check_size
+from jaxrnn._checks import check_scalar, check_size
 from jaxrnn._core import Array, Cell
-from jaxrnn.cells._build import affine_project, make_cell
+from jaxrnn.cells._build import affine_project, cell_config, make_cell, zeros_carry
 from jaxrnn.cells._init import lecun_normal, orthogonal
 from jaxrnn.precision import policy
 
@@ -237,10 +237,7 @@ def slstm(
         h = jax.nn.sigmoid(o_raw) * (c / n)
         return SLSTMCarry(h, c, n, m), pol.out(h)
 
-    def initial_carry(batch_shape=(), dtype=None):
-        shape = (*check_batch_shape(batch_shape), H)
-        dtype = pol.accum_dtype if dtype is None else dtype
-        return SLSTMCarry(*(jnp.zeros(shape, dtype) for _ in range(4)))
+    initial_carry = zeros_carry((H,) * 4, pol.accum_dtype, SLSTMCarry)
 
     return make_cell(
         init,
@@ -249,16 +246,16 @@ def slstm(
         H,
         affine_project(input_size, "w_ih", "b", pol),
         step,
-        config=(
-            ("factory", slstm),
-            ("input_size", input_size),
-            ("hidden_size", hidden_size),
-            ("num_heads", num_heads),
-            ("forget_gate", forget_gate),
-            ("forget_bias", forget_bias),
-            ("kernel_init", kernel_init),
-            ("recurrent_kernel_init", recurrent_kernel_init),
-            ("bias_init", bias_init),
-            *pol.config(),
+        config=cell_config(
+            slstm,
+            pol,
+            input_size=input_size,
+            hidden_size=hidden_size,
+            num_heads=num_heads,
+            forget_gate=forget_gate,
+            forget_bias=forget_bias,
+            kernel_init=kernel_init,
+            recurrent_kernel_init=recurrent_kernel_init,
+            bias_init=bias_init,
         ),
     )
