@@ -25,12 +25,12 @@ from sphinx.util.docutils import SphinxDirective
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # document the checkout, installed or not
 
-import jaxrnn  # noqa: E402  (from the checkout, after the sys.path insert)
+from jaxrnn._version import __version__  # noqa: E402  (the checkout's, after the insert)
 
 project = "jaxrnn"
 author = "jaxrnn developers"
 copyright = "jaxrnn developers, Apache-2.0"
-release = version = jaxrnn.__version__
+release = version = __version__
 
 extensions = [
     "sphinx.ext.autodoc",
