@@ -4,7 +4,9 @@ Build: ``sphinx-build -W --keep-going -b html docs docs/_build/html`` (the ``doc
 
 The API pages are autodoc (+ napoleon for the Google-style sections) over the docstrings, which
 are reST already; math is MathJax, served from a local copy so that pages render offline; the
-notebooks are rendered by myst-nb from their committed outputs, never executed.
+notebooks are rendered by myst-nb from their committed outputs, never executed; references to
+Python, JAX, NumPy, Flax, Optax and Orbax objects link to their documentation through
+intersphinx, from inventories shipped in ``docs/_inv`` (no download, so the build works offline).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import contextlib
 import importlib
 import io
 import os
+import re
 import shutil
 import sys
 import types
@@ -25,27 +28,108 @@ from sphinx.util.docutils import SphinxDirective
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # document the checkout, installed or not
 
-import jaxrnn  # noqa: E402  (from the checkout, after the sys.path insert)
+from jaxrnn._version import __version__  # noqa: E402  (the checkout's, after the insert)
 
 project = "jaxrnn"
 author = "jaxrnn developers"
 copyright = "jaxrnn developers, Apache-2.0"
-release = version = jaxrnn.__version__
+release = version = __version__
 
 extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.napoleon",
     "sphinx.ext.mathjax",
     "sphinx.ext.viewcode",
+    "sphinx.ext.intersphinx",
+    "sphinx_copybutton",  # a copy button on every code block
     "myst_nb",  # Markdown pages (MyST) and notebooks; loads myst_parser itself
 ]
 
-exclude_patterns = ["_build", "**/.ipynb_checkpoints", "Thumbs.db", ".DS_Store"]
+exclude_patterns = ["_build", "_inv", "**/.ipynb_checkpoints", "Thumbs.db", ".DS_Store"]
 suppress_warnings: list[str] = []
+
+# --- intersphinx: links into the documentation of the libraries jaxrnn builds on ----------------
+# Each project's inventory is a small local file (written by docs/_inv/make_inventories.py, which
+# lists the objects our docstrings and pages refer to), never downloaded: the site builds offline
+# and `-W` cannot fail on an unreachable server. The URLs are where the links point.
+intersphinx_mapping = {
+    "python": ("https://docs.python.org/3/", "_inv/python.inv"),
+    "jax": ("https://docs.jax.dev/en/latest/", "_inv/jax.inv"),
+    "numpy": ("https://numpy.org/doc/stable/", "_inv/numpy.inv"),
+    "flax": ("https://flax.readthedocs.io/en/latest/", "_inv/flax.inv"),
+    "flax_linen": ("https://flax-linen.readthedocs.io/en/latest/", "_inv/flax_linen.inv"),
+    "optax": ("https://optax.readthedocs.io/en/latest/", "_inv/optax.inv"),
+    "orbax": ("https://orbax.readthedocs.io/en/latest/", "_inv/orbax.inv"),
+}
 
 # --- autodoc / napoleon -----------------------------------------------------------------------
 autodoc_member_order = "bysource"
 autodoc_typehints = "signature"
+# Signatures name jaxrnn's type aliases instead of expanding them (``kernel_init: Initializer |
+# None`` rather than ``Callable[[Array, tuple[int, ...], Any], Array] | None``). Keys are the
+# annotations as written (the modules use ``from __future__ import annotations``); values are
+# what the signature shows and links to: the aliases are described in docs/api/types.md, and
+# ``Array`` is ``jax.Array`` (a link into JAX's documentation). The other entries give objects
+# that JAX, Optax and Flax define in private modules the public names their inventories list.
+autodoc_type_aliases = {
+    "Initializer": "Initializer",
+    "PRNGKey": "PRNGKey",
+    "Params": "Params",
+    "Carry": "Carry",
+    "Array": "jax.Array",
+    "jax.Array": "jax.Array",
+    "Mesh": "jax.sharding.Mesh",
+    "optax.GradientTransformation": "optax.GradientTransformation",
+    "nnx.Rngs": "flax.nnx.Rngs",
+    "nnx.RngStream": "flax.nnx.RngStream",
+    "np.ndarray": "numpy.ndarray",
+    "np.dtype": "numpy.dtype",
+}
+# Where a public object is defined under a private name, the name its documentation uses.
+_PUBLIC_NAMES = {
+    "jax.jaxlib._jax.Array": "jax.Array",
+    "jaxlib._jax.Array": "jax.Array",
+    "jax._src.mesh.Mesh": "jax.sharding.Mesh",
+    "optax._src.base.GradientTransformation": "optax.GradientTransformation",
+    "flax.nnx.rnglib.Rngs": "flax.nnx.Rngs",
+    "flax.nnx.rnglib.RngStream": "flax.nnx.RngStream",
+    "flax.linen.module.Module": "flax.linen.Module",
+}
+_ALIAS_REPR = re.compile(r"TypeAliasForwardRef\('([^']*)'\)")
+_PRIVATE_NAME = re.compile("|".join(rf"(?<![\w.]){re.escape(n)}(?![\w.])" for n in _PUBLIC_NAMES))
+_BARE_ALIAS = {k: v for k, v in autodoc_type_aliases.items() if "." not in k and k != v}
+_BARE_NAME = re.compile("|".join(rf"(?<![\w.~]){re.escape(n)}(?![\w.])" for n in _BARE_ALIAS))
+
+
+# A default without a source form, e.g. Flax Linen's `parent=<flax.linen.module._Sentinel
+# object>`: Sphinx cannot parse such a signature and prints it raw, `~` prefixes and all.
+_OBJECT_REPR = re.compile(r"<[\w.]+ object(?: at 0x[0-9a-fA-F]+)?>")
+
+
+def _fix_annotations(text: str | None) -> str | None:
+    if not text:
+        return text
+    text = _OBJECT_REPR.sub("...", _ALIAS_REPR.sub(r"\1", text))
+    text = _PRIVATE_NAME.sub(lambda m: _PUBLIC_NAMES[m.group(0)], text)
+    return _BARE_NAME.sub(lambda m: _BARE_ALIAS[m.group(0)], text)
+
+
+def _alias_names(app, what, name, obj, options, signature, return_annotation):
+    """Type aliases and public names in every signature. Sphinx substitutes an alias that is a
+    whole annotation, but inside ``X | None`` or ``tuple[X, Y]`` it leaves its placeholder's
+    repr, ``TypeAliasForwardRef('X')``; where it cannot evaluate the annotations (a NamedTuple's
+    fields) it leaves them as written (``Array``); and an alias evaluated at import (``Step =
+    Callable[[Any, Array], ...]``) names the private module that defines ``jax.Array``. Each is
+    rewritten to the name that links (``jax.Array``, shown as ``Array``), and a default that
+    only has an object repr is shown as ``...``."""
+    if signature is None and return_annotation is None:
+        return None
+    return _fix_annotations(signature), _fix_annotations(return_annotation)
+
+
+python_use_unqualified_type_names = True  # `jax.Array` shows as `Array` (still linked)
+python_display_short_literal_types = True  # `Literal["a", "b"]` shows as `"a" | "b"`
+python_maximum_signature_line_length = 96  # longer signatures: one parameter per line
 autodoc_preserve_defaults = True
 autodoc_default_options = {"members": True, "special-members": "__call__"}
 autodoc_inherit_docstrings = False  # e.g. Flax's long Module.setup docstring on our setup()
@@ -194,6 +278,14 @@ nb_execution_mode = "off"  # render the committed outputs; tests/test_notebooks.
 nb_merge_streams = True
 source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-nb"}
 
+# --- copy button (sphinx-copybutton) -------------------------------------------------------------
+# Copying a doctest block copies the code without the prompts and without the outputs; a shell
+# block's `$ ` prompt is dropped too.
+copybutton_prompt_text = r">>> |\.\.\. |\$ "
+copybutton_prompt_is_regexp = True
+copybutton_only_copy_prompt_lines = True
+copybutton_exclude = ".linenos, .gp, .go"
+
 # --- HTML -------------------------------------------------------------------------------------
 html_theme = "furo"
 html_title = "jaxrnn"
@@ -203,6 +295,7 @@ html_show_sourcelink = False
 
 def setup(app):
     app.connect("autodoc-skip-member", _skip_namedtuple_fields)
+    app.connect("autodoc-process-signature", _alias_names)
     app.connect("build-finished", _copy_mathjax)
     app.connect("missing-reference", _resolve_reexport)
     app.add_directive("jaxrnn-cli-help", CliHelp)
