@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -21,10 +22,9 @@ def assert_trees_close(a, b, rtol=1e-6, atol=1e-6):
         or any leaf differs beyond the tolerances. The message names the path
         of the offending leaf.
     """
-    leaves_a, tree_a = jax.tree_util.tree_flatten_with_path(a)
-    leaves_b, tree_b = jax.tree_util.tree_flatten_with_path(b)
-    if tree_a != tree_b:
-        raise AssertionError(f"tree structures differ:\n  {tree_a}\n  {tree_b}")
+    chex.assert_trees_all_equal_structs(a, b)
+    leaves_a = jax.tree_util.tree_flatten_with_path(a)[0]
+    leaves_b = jax.tree_util.tree_flatten_with_path(b)[0]
     for (path, x), (_, y) in zip(leaves_a, leaves_b, strict=True):
         name = jax.tree_util.keystr(path) or "<root>"
         x = np.asarray(x)

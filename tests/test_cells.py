@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import functools
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from absl.testing import parameterized
 from helpers import assert_trees_close
 from jax.test_util import check_grads
 
@@ -276,13 +278,19 @@ def test_apply_matches_numpy_reference_float64(name, make, kind, opts, batch_sha
         assert_trees_close(got, want, rtol=1e-12, atol=1e-12)
 
 
-@cell_cases()
-def test_apply_matches_numpy_reference_float32(name, make, kind, opts):
-    cell, params, carry, x = make_inputs(make, (3,), jnp.float32)
-    got = cell.apply(params, carry, x)
-    for leaf in jax.tree.leaves(got):
-        assert leaf.dtype == jnp.float32
-    assert_trees_close(got, reference_apply(kind, opts, params, carry, x), rtol=1e-5, atol=1e-5)
+class ApplyFloat32Test(chex.TestCase):
+    """The float32 step against the float64 NumPy reference, eagerly and under ``jax.jit``
+    (``chex.variants``, as Optax tests its transformations)."""
+
+    @chex.variants(with_jit=True, without_jit=True)
+    @parameterized.named_parameters(*CELLS)
+    def test_apply_matches_numpy_reference_float32(self, make, kind, opts):
+        cell, params, carry, x = make_inputs(make, (3,), jnp.float32)
+        got = self.variant(cell.apply)(params, carry, x)
+        chex.assert_trees_all_equal_structs(got[0], carry)
+        chex.assert_type(jax.tree.leaves(got), jnp.float32)
+        want = reference_apply(kind, opts, params, carry, x)
+        assert_trees_close(got, want, rtol=1e-5, atol=1e-5)
 
 
 @cell_cases()

@@ -61,8 +61,7 @@ def test_version_is_written_once():
     assert attr == "jaxrnn._version.__version__"
     assert re.fullmatch(r"\d+\.\d+\.\d+(\.\w+)?", __version__)
     literal = re.compile(rf"""["']{re.escape(__version__)}["']""")
-    # jaxrnn/__init__.py is exempt until it re-exports the version from jaxrnn._version.
-    exempt = {"jaxrnn/_version.py", "jaxrnn/__init__.py"}
+    exempt = {"jaxrnn/_version.py"}
     for path in [*(ROOT / "jaxrnn").rglob("*.py"), ROOT / "docs" / "conf.py"]:
         if path.relative_to(ROOT).as_posix() not in exempt:
             assert not literal.search(path.read_text(encoding="utf-8")), path

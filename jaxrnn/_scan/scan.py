@@ -87,12 +87,9 @@ def scan(
     Which method is fastest where, with the depth and work of each, is on the documentation's
     performance page (``docs/performance.md``), with the benchmark commands behind its figures.
 
-    ``unroll``, ``remat`` and ``hoist`` are knobs of the sequential loop; under the parallel
-    methods ``unroll`` is ignored, ``remat=False`` means plain autodiff, ``remat=True`` (or a
-    policy) wraps the whole parallel evaluation in ``jax.checkpoint`` (the backward pass
-    recomputes it instead of storing its intermediates), ``remat="sqrt"`` is a ``ValueError``
-    (its segments are sequential), and ``hoist`` is ignored by ``"associative"`` (which always
-    projects all steps at once) and applies to ``"newton"`` as to ``"sequential"``.
+    ``unroll``, ``remat`` and ``hoist`` are knobs of the sequential loop. Under the parallel
+    methods ``unroll`` is ignored, ``remat=True`` (or a policy) checkpoints the whole parallel
+    evaluation, and ``hoist`` applies to ``"newton"`` only.
 
     Args:
         cell: the :class:`~jaxrnn.Cell` to run.
@@ -122,18 +119,11 @@ def scan(
         time_major: layout of ``xs`` and of the returned ``ys``.
         unroll: passed to ``jax.lax.scan``.
         remat: what each step keeps for the backward pass. ``False`` (default): the outputs of
-            its matmuls and nonlinearities (policy :func:`save_nonlinear`); the cheap
-            elementwise arithmetic between them is recomputed. ``True``: only the carry; the
-            whole step is recomputed (``jax.checkpoint``), much less memory for long sequences
-            for about one more forward pass of compute. ``"sqrt"``: two-level checkpointing for
-            very long sequences. The steps are cut into segments of
-            :math:`S = \lceil\sqrt{T}\,\rceil` (the last :math:`T \bmod S` steps form one
-            shorter segment); only the carries at segment boundaries are kept, and the backward
-            pass recomputes one segment at a time, keeping its steps' residuals as ``False``
-            does. Memory :math:`O(\sqrt{T})`: about :math:`T/S` carries plus :math:`S` steps of
-            residuals, against :math:`T` carries for ``True`` and :math:`T` steps of residuals
-            for ``False``; compute as for ``True``. A callable is used as the
-            ``jax.checkpoint`` policy, e.g. ``jax.checkpoint_policies.everything_saveable``.
+            its matmuls and nonlinearities (policy :func:`save_nonlinear`). ``True``: only the
+            carry (the step is recomputed). ``"sqrt"``: only the carries at the boundaries of
+            :math:`\lceil\sqrt{T}\,\rceil`-step segments, :math:`O(\sqrt{T})` memory for
+            very long sequences (sequential only). A callable: the ``jax.checkpoint`` policy.
+            The performance page compares their memory and compute.
         hoist: compute the cell's input projection for all steps before the loop (one large
             matmul) instead of inside each step. ``None`` (default) hoists on accelerators and
             not on the CPU, where the per-step form is faster (the performance page). Both forms
@@ -146,22 +136,18 @@ def scan(
         ``(T, *batch, out)`` when ``time_major``).
 
     Raises:
-        ValueError: if ``xs`` has the wrong feature size or rank, the carry's batch shape
-            differs from the batch shape of ``xs``, ``lengths`` has the wrong shape, concrete
-            ``lengths`` lie outside ``[0, T]``, a leaf of ``params`` has another shape than
-            ``cell.init`` gives it, ``method`` is unknown, ``"associative"`` is asked of a
-            cell without a linear recurrence, or ``remat="sqrt"`` of a parallel method.
-        TypeError: if ``cell`` is not a :class:`~jaxrnn.Cell` (a :class:`~jaxrnn.Layer`, a
-            factory), ``xs`` is not a float array (integer, bool and complex are refused),
-            ``lengths`` is not an integer array, the carry's structure or dtype is not the
-            cell's, ``params`` are not of the type, structure and dtypes ``cell.init`` returns
-            (checked for cells built by a factory of :mod:`jaxrnn.cells`; a custom cell takes
-            any params), a step changes the carry's dtype, or ``remat`` is none of the forms
-            above.
+        ValueError: a wrong shape (``xs``, ``carry``, ``lengths``, ``resets``, a leaf of
+            ``params``), concrete ``lengths`` outside ``[0, T]``, an unknown ``method``,
+            ``"associative"`` for a cell without a linear recurrence, ``remat="sqrt"`` with a
+            parallel method.
+        TypeError: a wrong kind or dtype: ``cell`` not a :class:`~jaxrnn.Cell`, ``xs`` not
+            floating-point, ``lengths`` not integer, ``resets`` not bool, a carry or params of
+            another structure or dtype than the cell's (params are checked for every cell of
+            :mod:`jaxrnn.cells`), a step that changes the carry's dtype, an unknown ``remat``.
 
-    Every check but the range of ``lengths`` reads only shapes and dtypes, so it runs under
-    ``jax.jit`` too; traced ``lengths`` are not range-checked (a length above ``T`` then acts
-    as ``T``, a negative one as 0).
+    Every check reads only shapes and dtypes, so it runs under ``jax.jit`` too, except the
+    range of ``lengths``: traced ``lengths`` are not range-checked (a length above ``T`` then
+    acts as ``T``, a negative one as 0).
 
     >>> import jax, jax.numpy as jnp, jaxrnn as jr
     >>> cell = jr.lstm(3, 8)

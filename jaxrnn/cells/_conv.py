@@ -180,8 +180,8 @@ def conv_lstm(
     >>> params.w_hh.shape, ys.shape, carry.c.shape
     ((3, 3, 4, 16), (8, 10, 16, 16, 4), (8, 16, 16, 4))
     """
-    check_size("input_size", input_size)
-    check_size("hidden_size", hidden_size)
+    input_size = check_size("input_size", input_size)
+    hidden_size = check_size("hidden_size", hidden_size)
     kernel = _check_kernel_size(kernel_size)
     _init.check_initializers(kernel_init, recurrent_kernel_init, bias_init)
     n, H = len(kernel), hidden_size
@@ -282,8 +282,8 @@ def conv_gru(
     >>> ys.shape, carry.shape
     ((2, 7, 32, 3), (2, 32, 3))
     """
-    check_size("input_size", input_size)
-    check_size("hidden_size", hidden_size)
+    input_size = check_size("input_size", input_size)
+    hidden_size = check_size("hidden_size", hidden_size)
     kernel = _check_kernel_size(kernel_size)
     _init.check_initializers(kernel_init, recurrent_kernel_init, bias_init)
     n, H = len(kernel), hidden_size

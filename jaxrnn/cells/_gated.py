@@ -356,8 +356,8 @@ def mgu(
     >>> params.w_hh.shape, ys.shape, params.b_ih[:8].tolist() == [1.0] * 8
     ((8, 16), (2, 5, 8), True)
     """
-    check_size("input_size", input_size)
-    check_size("hidden_size", hidden_size)
+    input_size = check_size("input_size", input_size)
+    hidden_size = check_size("hidden_size", hidden_size)
     _init.check_initializers(kernel_init, recurrent_kernel_init, bias_init)
     H = hidden_size
     pol = policy(param_dtype, dtype)

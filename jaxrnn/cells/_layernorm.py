@@ -147,8 +147,8 @@ def layer_norm_lstm(
     >>> ys.shape, carry.c.shape
     ((2, 5, 8), (2, 8))
     """
-    check_size("input_size", input_size)
-    check_size("hidden_size", hidden_size)
+    input_size = check_size("input_size", input_size)
+    hidden_size = check_size("hidden_size", hidden_size)
     _init.check_initializers(kernel_init, recurrent_kernel_init, bias_init)
     H = hidden_size
     pol = policy(param_dtype, dtype)
@@ -244,8 +244,8 @@ def layer_norm_gru(
     >>> ys.shape
     (2, 5, 8)
     """
-    check_size("input_size", input_size)
-    check_size("hidden_size", hidden_size)
+    input_size = check_size("input_size", input_size)
+    hidden_size = check_size("hidden_size", hidden_size)
     _init.check_initializers(kernel_init, recurrent_kernel_init, bias_init)
     H = hidden_size
     pol = policy(param_dtype, dtype)

@@ -165,11 +165,11 @@ def min_gru(
     hidden_size: int,
     *,
     log_space: bool = True,
+    param_dtype=jnp.float32,
+    dtype=None,
     kernel_init: Initializer | None = None,
     recurrent_kernel_init: None = None,
     bias_init: Initializer | None = None,
-    param_dtype=jnp.float32,
-    dtype=None,
 ) -> Cell:
     r"""minGRU (Feng et al. 2024, "Were RNNs All We Needed?"): a GRU whose gate and candidate
     read only the input.
@@ -196,11 +196,11 @@ def min_gru(
         input_size: ``I``.
         hidden_size: ``H``.
         log_space: positive candidate and log-space parallel form (see above).
+        param_dtype: storage dtype of the parameters.
+        dtype: dtype of the matmul operands and of ``y`` (:mod:`jaxrnn.precision`).
         kernel_init: initialiser of each ``(I, H)`` block of ``w_ih`` (default LeCun normal).
         recurrent_kernel_init: must be ``None``: the cell has no recurrent weights.
         bias_init: initialiser of each ``(H,)`` block of ``b`` (default zeros).
-        param_dtype: storage dtype of the parameters.
-        dtype: dtype of the matmul operands and of ``y`` (:mod:`jaxrnn.precision`).
 
     Returns:
         A :class:`~jaxrnn.Cell` with :class:`MinGRUParams`, carry ``h (*batch, H)``, ``y = h``,
@@ -235,11 +235,11 @@ def min_lstm(
     hidden_size: int,
     *,
     log_space: bool = True,
+    param_dtype=jnp.float32,
+    dtype=None,
     kernel_init: Initializer | None = None,
     recurrent_kernel_init: None = None,
     bias_init: Initializer | None = None,
-    param_dtype=jnp.float32,
-    dtype=None,
 ) -> Cell:
     r"""minLSTM (Feng et al. 2024, "Were RNNs All We Needed?"): an LSTM whose gates read only
     the input, with normalised gates and no output gate or cell state.
@@ -264,11 +264,11 @@ def min_lstm(
         input_size: ``I``.
         hidden_size: ``H``.
         log_space: positive candidate and log-space parallel form (see :func:`min_gru`).
+        param_dtype: storage dtype of the parameters.
+        dtype: dtype of the matmul operands and of ``y`` (:mod:`jaxrnn.precision`).
         kernel_init: initialiser of each ``(I, H)`` block of ``w_ih`` (default LeCun normal).
         recurrent_kernel_init: must be ``None``: the cell has no recurrent weights.
         bias_init: initialiser of each ``(H,)`` block of ``b`` (default zeros).
-        param_dtype: storage dtype of the parameters.
-        dtype: dtype of the matmul operands and of ``y`` (:mod:`jaxrnn.precision`).
 
     Returns:
         A :class:`~jaxrnn.Cell` with :class:`MinLSTMParams`, carry ``h (*batch, H)``, ``y = h``,
@@ -380,11 +380,11 @@ def lru(
     r_min: float = 0.0,
     r_max: float = 1.0,
     max_phase: float = 2 * math.pi,
+    param_dtype=jnp.float32,
+    dtype=None,
     kernel_init: Initializer | None = None,
     recurrent_kernel_init: None = None,
     bias_init: None = None,
-    param_dtype=jnp.float32,
-    dtype=None,
 ) -> Cell:
     r"""Linear recurrent unit (Orvieto et al. 2023, "Resurrecting Recurrent Neural Networks for
     Long Sequences"): a complex diagonal linear recurrence with real inputs and outputs.
@@ -415,14 +415,14 @@ def lru(
         r_min: smallest initial :math:`|\lambda|`, in ``[0, r_max)``.
         r_max: largest initial :math:`|\lambda|`, in ``(r_min, 1]``.
         max_phase: largest initial phase of :math:`\lambda`, in ``(0, 2 pi]``.
+        param_dtype: storage dtype of the (real) parameters.
+        dtype: dtype of the matmul operands and of ``y`` (:mod:`jaxrnn.precision`); the carry
+            is complex64 (complex128 for float64).
         kernel_init: initialiser of ``b_re`` and of ``b_im``, each ``(I, N)`` (default normal
             with standard deviation :math:`1/\sqrt{2I}`).
         recurrent_kernel_init: must be ``None``: :math:`\lambda` is set by ``r_min``,
             ``r_max`` and ``max_phase``.
         bias_init: must be ``None``: the cell has no bias.
-        param_dtype: storage dtype of the (real) parameters.
-        dtype: dtype of the matmul operands and of ``y`` (:mod:`jaxrnn.precision`); the carry
-            is complex64 (complex128 for float64).
 
     Returns:
         A :class:`~jaxrnn.Cell` with :class:`LRUParams`, a complex carry ``h (*batch, N)``,
@@ -557,11 +557,11 @@ def rg_lru(
     c: float = 8.0,
     min_rad: float = 0.9,
     max_rad: float = 0.999,
+    param_dtype=jnp.float32,
+    dtype=None,
     kernel_init: Initializer | None = None,
     recurrent_kernel_init: Initializer | None = None,
     bias_init: Initializer | None = None,
-    param_dtype=jnp.float32,
-    dtype=None,
 ) -> Cell:
     r"""Real-gated linear recurrent unit (De et al. 2024, Griffin; RecurrentGemma's RG-LRU).
 
@@ -590,14 +590,14 @@ def rg_lru(
         c: the fixed scale of the gate in the exponent (8 in the paper).
         min_rad: smallest initial :math:`a` of the default ``recurrent_kernel_init``.
         max_rad: largest initial :math:`a` of the default ``recurrent_kernel_init``.
+        param_dtype: storage dtype of the parameters.
+        dtype: dtype of the matmul operands and of ``y`` (:mod:`jaxrnn.precision`).
         kernel_init: initialiser of each ``(H, H)`` gate block of ``w_gates`` and of ``w_in``
             (default LeCun normal).
         recurrent_kernel_init: initialiser of ``a_param (H,)`` (default
             ``ring_init(min_rad, max_rad)``).
         bias_init: initialiser of each ``(H,)`` block of ``b_gates`` and of ``b_in`` (default
             zeros).
-        param_dtype: storage dtype of the parameters.
-        dtype: dtype of the matmul operands and of ``y`` (:mod:`jaxrnn.precision`).
 
     Returns:
         A :class:`~jaxrnn.Cell` with :class:`RGLRUParams`, carry ``h (*batch, H)``, ``y = h``,

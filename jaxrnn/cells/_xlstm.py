@@ -20,14 +20,13 @@ initialisers the official code does not tie to the sLSTM.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from jaxrnn._checks import check_scalar, check_size
-from jaxrnn._core import Array, Cell
+from jaxrnn._core import Array, Cell, Initializer
 from jaxrnn.cells._build import affine_project, cell_config, make_cell, zeros_carry
 from jaxrnn.cells._init import lecun_normal, orthogonal
 from jaxrnn.precision import policy
@@ -83,11 +82,11 @@ def slstm(
     num_heads: int = 4,
     forget_gate: str = "sigmoid",
     forget_bias: float | str | None = "powerlaw",
-    kernel_init: Callable | None = None,
-    recurrent_kernel_init: Callable | None = None,
-    bias_init: Callable | None = None,
     param_dtype=jnp.float32,
     dtype=None,
+    kernel_init: Initializer | None = None,
+    recurrent_kernel_init: Initializer | None = None,
+    bias_init: Initializer | None = None,
 ) -> Cell:
     r"""sLSTM cell (Beck et al. 2024, xLSTM, section 2.2 and appendix A.2).
 
@@ -145,12 +144,12 @@ def slstm(
             :math:`5 - 12\,(e/(d-1))^{0.3}`, from +5 down to -7, so every head holds a spread
             of time scales), a number (that constant, like :func:`~jaxrnn.lstm`'s), or
             ``None`` (``bias_init`` initialises this block like the others).
-        kernel_init: initialiser of the input weights, per gate block.
-        recurrent_kernel_init: initialiser of the recurrent weights, per gate and head block.
-        bias_init: initialiser of the bias, per gate block.
         param_dtype: storage dtype of the parameters.
         dtype: dtype of the matmul operands and of ``y`` (:mod:`jaxrnn.precision`); the four
             states stay in the accumulation dtype.
+        kernel_init: initialiser of the input weights, per gate block.
+        recurrent_kernel_init: initialiser of the recurrent weights, per gate and head block.
+        bias_init: initialiser of the bias, per gate block.
 
     Returns:
         A :class:`~jaxrnn.Cell` with :class:`SLSTMParams` and carry :class:`SLSTMCarry`
