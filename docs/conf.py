@@ -171,10 +171,37 @@ def _skip_namedtuple_fields(app, what, name, obj, skip, options):
     return None
 
 
+def _documented_by_object(env) -> dict[int, str]:
+    """``id(obj) -> documented full name`` for every object the site documents, built once."""
+    cached = getattr(env, "_jaxrnn_documented", None)
+    if cached is not None:
+        return cached
+    found: dict[int, str] = {}
+    for fullname in sorted(env.get_domain("py").objects, key=len):
+        obj = _lookup(fullname)
+        if obj is not None and not isinstance(obj, (str, int, float, bool, type(None))):
+            found.setdefault(id(obj), fullname)
+    env._jaxrnn_documented = found
+    return found
+
+
+def _lookup(target: str):
+    """The object ``target`` (``jaxrnn.lstm``, ``jaxrnn.train.fit``, ...) names, or ``None``."""
+    parts = target.split(".")
+    try:
+        obj = importlib.import_module(parts[0])
+        for part in parts[1:]:
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError):
+        return None
+    return obj
+
+
 def _resolve_reexport(app, env, node, contnode):
     """Resolve ``jaxrnn.lstm``, ``jaxrnn.Layer``, ``jaxrnn.train.fit``, ... (names re-exported by
-    a package) to the page of the module that defines them, ``jaxrnn.cells.lstm`` etc.; likewise
-    an unqualified name imported into the current module (``Cell`` in ``jaxrnn.layers``)."""
+    a package) to the page that documents the object itself, whatever name it is documented
+    under; likewise an unqualified name imported into the current module (``Cell`` in
+    ``jaxrnn.layers``)."""
     target, module = node.get("reftarget", ""), node.get("py:module") or ""
     if node.get("refdomain") != "py":
         return None
@@ -182,28 +209,44 @@ def _resolve_reexport(app, env, node, contnode):
         if not module.startswith("jaxrnn") or "." in target:
             return None
         target = f"{module}.{target}"  # e.g. :class:`RNN` in jaxrnn.flax's docstring
-    parts = target.split(".")
-    try:
-        obj = importlib.import_module(parts[0])
-        canonical = parts[:1]
-        for i, part in enumerate(parts[1:], start=1):
-            obj = getattr(obj, part)
-            if isinstance(obj, types.ModuleType):
-                canonical = obj.__name__.split(".")
-            elif getattr(obj, "__module__", None) and getattr(obj, "__qualname__", None):
-                canonical = [*obj.__module__.split("."), *obj.__qualname__.split(".")]
-            else:  # a NamedTuple field, a constant: keep the name under its resolved owner
-                canonical = [*canonical, *parts[i:]]
-                break
-    except (ImportError, AttributeError):
-        return None
-    canonical_name = ".".join(canonical)
-    if canonical_name == target:
+    obj = _lookup(target)
+    documented = None if obj is None else _documented_by_object(env).get(id(obj))
+    if documented is None or documented == target:
         return None
     py = env.get_domain("py")
     return py.resolve_xref(
-        env, node["refdoc"], app.builder, node["reftype"], canonical_name, node, contnode
+        env, node["refdoc"], app.builder, node["reftype"], documented, node, contnode
     )
+
+
+class Family(SphinxDirective):
+    """``.. jaxrnn-family:: jaxrnn.cells._gated jaxrnn [jaxrnn.cells ...]``: the docstring of a
+    private implementation file, then every class and function of its ``__all__`` that it
+    defines, documented under the public name users write (``jaxrnn.lstm``, as ``jr.lstm``; not
+    ``jaxrnn.cells._gated.lstm``): the first of the public modules that re-exports it."""
+
+    required_arguments = 2
+    optional_arguments = 3  # further public modules, for names the first does not re-export
+
+    def run(self):
+        private, *publics = self.arguments
+        module = importlib.import_module(private)
+        lines = [f".. automodule:: {private}", "   :no-members:", ""]
+        for name in module.__all__:
+            obj = getattr(module, name)
+            if getattr(obj, "__module__", None) != private:
+                continue  # imported or an alias (the aliases have their own page)
+            public = next(
+                (m for m in publics if getattr(importlib.import_module(m), name, None) is obj),
+                None,
+            )
+            if public is None:
+                msg = f"{private}.{name} is re-exported by none of {', '.join(publics)}"
+                return [self.state.document.reporter.warning(msg, line=self.lineno)]
+            kind = "autoclass" if isinstance(obj, type) else "autofunction"
+            lines += [f".. currentmodule:: {public}", "", f".. {kind}:: {name}", ""]
+        self.state_machine.insert_input(lines, self.state_machine.input_lines.source(0))
+        return []
 
 
 class CliHelp(SphinxDirective):
@@ -299,3 +342,4 @@ def setup(app):
     app.connect("build-finished", _copy_mathjax)
     app.connect("missing-reference", _resolve_reexport)
     app.add_directive("jaxrnn-cli-help", CliHelp)
+    app.add_directive("jaxrnn-family", Family)

@@ -113,7 +113,7 @@ def test_docs_build_without_warnings_and_render_math_and_plots(tmp_path):
     assert "_static/mathjax/tex-chtml.js" in cells
     assert "cdn.jsdelivr.net" not in cells
     assert cells.count('class="math') >= 4, "expected the cells' equations as math blocks"
-    assert r"\Gamma_u" in cells and "jaxrnn.cells._gated.lstm" in cells
+    assert r"\Gamma_u" in cells and "jaxrnn.lstm" in cells
 
     # A notebook page: rendered from its committed outputs, with its plot as a PNG file.
     notebook = out / "notebooks" / "01_cells_from_equations.html"
@@ -154,7 +154,7 @@ def test_docs_build_without_warnings_and_render_math_and_plots(tmp_path):
     # Signatures name the type aliases (linked to their page), never a placeholder's repr.
     assert "TypeAliasForwardRef" not in cells
     signature = re.search(
-        r'<dt class="sig sig-object py" id="jaxrnn.cells._gated.lstm">.*?</dt>', cells, re.S
+        r'<dt class="sig sig-object py" id="jaxrnn.lstm">.*?</dt>', cells, re.S
     )
     assert signature and 'href="types.html#Initializer"' in signature.group(0)
 
