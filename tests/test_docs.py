@@ -153,9 +153,7 @@ def test_docs_build_without_warnings_and_render_math_and_plots(tmp_path):
 
     # Signatures name the type aliases (linked to their page), never a placeholder's repr.
     assert "TypeAliasForwardRef" not in cells
-    signature = re.search(
-        r'<dt class="sig sig-object py" id="jaxrnn.lstm">.*?</dt>', cells, re.S
-    )
+    signature = re.search(r'<dt class="sig sig-object py" id="jaxrnn.lstm">.*?</dt>', cells, re.S)
     assert signature and 'href="types.html#Initializer"' in signature.group(0)
 
     # A copy button on code blocks, from the site's own files.
