@@ -317,7 +317,7 @@ def test_initialisers_are_called_per_block():
         (dict(forget_gate="tanh"), ValueError, "forget_gate must be 'sigmoid' or 'exp'"),
         (dict(forget_bias="ones"), ValueError, "forget_bias must be 'powerlaw'"),
         (dict(forget_bias=float("nan")), ValueError, "forget_bias must be a finite"),
-        (dict(kernel_init="lecun"), TypeError, "kernel_init must be callable"),
+        (dict(kernel_init="lecun"), TypeError, "kernel_init: expected None .* or an initialiser"),
     ],
 )
 def test_errors(kwargs, error, match):

@@ -15,9 +15,10 @@ from collections.abc import Callable
 
 import jax.numpy as jnp
 
-from jaxrnn._checks import check_batch_shape, check_features
+from jaxrnn._checks import check_batch_shape, check_features, check_size
 from jaxrnn._core import Array, Cell, LinearRecurrence
-from jaxrnn.precision import Policy
+from jaxrnn.cells import _init
+from jaxrnn.precision import Policy, policy
 
 
 def make_cell(
@@ -49,6 +50,19 @@ def make_cell(
         spatial_dims,
         linear,
     )
+
+
+def setup(param_dtype, dtype, initializers=(None, None, None), **sizes):
+    """What every factory checks first: each of ``sizes`` a positive int (returned as Python
+    ints, in order), the initialisers ``(kernel_init, recurrent_kernel_init, bias_init)`` each
+    ``None`` or callable, then the precision policy of ``param_dtype`` and ``dtype``.
+
+    ``input_size, hidden_size, pol = setup(param_dtype, dtype, inits, input_size=I,
+    hidden_size=H)``.
+    """
+    checked = [check_size(name, value) for name, value in sizes.items()]
+    _init.check_initializers(*initializers)
+    return (*checked, policy(param_dtype, dtype))
 
 
 def cell_config(factory, pol: Policy, **fields) -> tuple[tuple[str, object], ...]:

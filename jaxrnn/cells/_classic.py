@@ -7,11 +7,9 @@ from typing import NamedTuple
 
 import jax.numpy as jnp
 
-from jaxrnn._checks import check_size
 from jaxrnn._core import Array, Cell, Initializer
 from jaxrnn.cells import _init
-from jaxrnn.cells._build import affine_project, cell_config, make_cell, zeros_carry
-from jaxrnn.precision import policy
+from jaxrnn.cells._build import affine_project, cell_config, make_cell, setup, zeros_carry
 
 __all__ = ["JordanParams", "SimpleRNNParams", "jordan_rnn", "simple_rnn"]
 
@@ -82,11 +80,14 @@ def simple_rnn(
     >>> a.shape, bool((a == y).all())
     ((2, 5), True)
     """
-    input_size = check_size("input_size", input_size)
-    hidden_size = check_size("hidden_size", hidden_size)
-    _init.check_initializers(kernel_init, recurrent_kernel_init, bias_init)
+    input_size, hidden_size, pol = setup(
+        param_dtype,
+        dtype,
+        (kernel_init, recurrent_kernel_init, bias_init),
+        input_size=input_size,
+        hidden_size=hidden_size,
+    )
     H = hidden_size
-    pol = policy(param_dtype, dtype)
     pdt = pol.param_dtype
 
     def init(key):
@@ -166,12 +167,15 @@ def jordan_rnn(
     >>> o.shape
     (4, 2)
     """
-    input_size = check_size("input_size", input_size)
-    hidden_size = check_size("hidden_size", hidden_size)
-    output_size = check_size("output_size", output_size)
-    _init.check_initializers(kernel_init, recurrent_kernel_init, bias_init)
+    input_size, hidden_size, output_size, pol = setup(
+        param_dtype,
+        dtype,
+        (kernel_init, recurrent_kernel_init, bias_init),
+        input_size=input_size,
+        hidden_size=hidden_size,
+        output_size=output_size,
+    )
     H, n_out = hidden_size, output_size
-    pol = policy(param_dtype, dtype)
     pdt = pol.param_dtype
 
     def init(key):

@@ -32,9 +32,9 @@ import jax.numpy as jnp
 from jaxrnn._checks import check_size
 from jaxrnn._core import Array, Cell, Initializer
 from jaxrnn.cells import _init
-from jaxrnn.cells._build import cell_config, make_cell, zeros_carry
+from jaxrnn.cells._build import cell_config, make_cell, setup, zeros_carry
 from jaxrnn.cells._gated import LSTMCarry, gru_update, lstm_update
-from jaxrnn.precision import Policy, policy
+from jaxrnn.precision import Policy
 
 __all__ = ["ConvGRUParams", "ConvLSTMParams", "conv_gru", "conv_lstm"]
 
@@ -180,12 +180,15 @@ def conv_lstm(
     >>> params.w_hh.shape, ys.shape, carry.c.shape
     ((3, 3, 4, 16), (8, 10, 16, 16, 4), (8, 16, 16, 4))
     """
-    input_size = check_size("input_size", input_size)
-    hidden_size = check_size("hidden_size", hidden_size)
+    input_size, hidden_size, pol = setup(
+        param_dtype,
+        dtype,
+        (kernel_init, recurrent_kernel_init, bias_init),
+        input_size=input_size,
+        hidden_size=hidden_size,
+    )
     kernel = _check_kernel_size(kernel_size)
-    _init.check_initializers(kernel_init, recurrent_kernel_init, bias_init)
     n, H = len(kernel), hidden_size
-    pol = policy(param_dtype, dtype)
     pdt = pol.param_dtype
 
     def init(key):
@@ -282,12 +285,15 @@ def conv_gru(
     >>> ys.shape, carry.shape
     ((2, 7, 32, 3), (2, 32, 3))
     """
-    input_size = check_size("input_size", input_size)
-    hidden_size = check_size("hidden_size", hidden_size)
+    input_size, hidden_size, pol = setup(
+        param_dtype,
+        dtype,
+        (kernel_init, recurrent_kernel_init, bias_init),
+        input_size=input_size,
+        hidden_size=hidden_size,
+    )
     kernel = _check_kernel_size(kernel_size)
-    _init.check_initializers(kernel_init, recurrent_kernel_init, bias_init)
     n, H = len(kernel), hidden_size
-    pol = policy(param_dtype, dtype)
     pdt = pol.param_dtype
 
     def init(key):

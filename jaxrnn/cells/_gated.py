@@ -28,8 +28,7 @@ import jax.numpy as jnp
 from jaxrnn._checks import check_scalar, check_size
 from jaxrnn._core import Array, Cell, Initializer
 from jaxrnn.cells import _init
-from jaxrnn.cells._build import affine_project, cell_config, make_cell, zeros_carry
-from jaxrnn.precision import policy
+from jaxrnn.cells._build import affine_project, cell_config, make_cell, setup, zeros_carry
 
 __all__ = [
     "GRUParams",
@@ -129,11 +128,14 @@ def gru(
     >>> params.w_ih.shape, params.w_hh.shape, params.b_hh.shape
     ((3, 12), (4, 12), (12,))
     """
-    input_size = check_size("input_size", input_size)
-    hidden_size = check_size("hidden_size", hidden_size)
-    _init.check_initializers(kernel_init, recurrent_kernel_init, bias_init)
+    input_size, hidden_size, pol = setup(
+        param_dtype,
+        dtype,
+        (kernel_init, recurrent_kernel_init, bias_init),
+        input_size=input_size,
+        hidden_size=hidden_size,
+    )
     H = hidden_size
-    pol = policy(param_dtype, dtype)
     pdt = pol.param_dtype
 
     def init(key):
@@ -236,17 +238,20 @@ def lstm(
     >>> carry.h.shape, carry.c.shape, y.shape
     ((2,), (4,), (2,))
     """
-    input_size = check_size("input_size", input_size)
-    hidden_size = check_size("hidden_size", hidden_size)
+    input_size, hidden_size, pol = setup(
+        param_dtype,
+        dtype,
+        (kernel_init, recurrent_kernel_init, bias_init),
+        input_size=input_size,
+        hidden_size=hidden_size,
+    )
     if proj_size is not None:
         proj_size = check_size("proj_size", proj_size)
     forget_bias = check_scalar("forget_bias", forget_bias)
-    _init.check_initializers(kernel_init, recurrent_kernel_init, bias_init)
     H = hidden_size
     R = proj_size or hidden_size  # size of h, which the recurrent weights read
     G = 3 if coupled else 4  # fused gate blocks: (i,) f, g, o
     f_block = 0 if coupled else 1
-    pol = policy(param_dtype, dtype)
     pdt = pol.param_dtype
 
     def init(key):
@@ -356,11 +361,14 @@ def mgu(
     >>> params.w_hh.shape, ys.shape, params.b_ih[:8].tolist() == [1.0] * 8
     ((8, 16), (2, 5, 8), True)
     """
-    input_size = check_size("input_size", input_size)
-    hidden_size = check_size("hidden_size", hidden_size)
-    _init.check_initializers(kernel_init, recurrent_kernel_init, bias_init)
+    input_size, hidden_size, pol = setup(
+        param_dtype,
+        dtype,
+        (kernel_init, recurrent_kernel_init, bias_init),
+        input_size=input_size,
+        hidden_size=hidden_size,
+    )
     H = hidden_size
-    pol = policy(param_dtype, dtype)
     pdt = pol.param_dtype
 
     def init(key):

@@ -33,12 +33,11 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxrnn._checks import check_features, check_size
+from jaxrnn._checks import check_features
 from jaxrnn._core import Array, Cell, Initializer
 from jaxrnn.cells import _init
-from jaxrnn.cells._build import cell_config, make_cell, zeros_carry
+from jaxrnn.cells._build import cell_config, make_cell, setup, zeros_carry
 from jaxrnn.cells._gated import LSTMCarry, gru_update, lstm_update
-from jaxrnn.precision import policy
 
 __all__ = ["LayerNormGRUParams", "LayerNormLSTMParams", "layer_norm_gru", "layer_norm_lstm"]
 
@@ -147,11 +146,14 @@ def layer_norm_lstm(
     >>> ys.shape, carry.c.shape
     ((2, 5, 8), (2, 8))
     """
-    input_size = check_size("input_size", input_size)
-    hidden_size = check_size("hidden_size", hidden_size)
-    _init.check_initializers(kernel_init, recurrent_kernel_init, bias_init)
+    input_size, hidden_size, pol = setup(
+        param_dtype,
+        dtype,
+        (kernel_init, recurrent_kernel_init, bias_init),
+        input_size=input_size,
+        hidden_size=hidden_size,
+    )
     H = hidden_size
-    pol = policy(param_dtype, dtype)
     pdt = pol.param_dtype
 
     def init(key):
@@ -244,11 +246,14 @@ def layer_norm_gru(
     >>> ys.shape
     (2, 5, 8)
     """
-    input_size = check_size("input_size", input_size)
-    hidden_size = check_size("hidden_size", hidden_size)
-    _init.check_initializers(kernel_init, recurrent_kernel_init, bias_init)
+    input_size, hidden_size, pol = setup(
+        param_dtype,
+        dtype,
+        (kernel_init, recurrent_kernel_init, bias_init),
+        input_size=input_size,
+        hidden_size=hidden_size,
+    )
     H = hidden_size
-    pol = policy(param_dtype, dtype)
     pdt = pol.param_dtype
 
     def init(key):

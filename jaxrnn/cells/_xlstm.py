@@ -27,6 +27,7 @@ import jax.numpy as jnp
 
 from jaxrnn._checks import check_scalar, check_size
 from jaxrnn._core import Array, Cell, Initializer
+from jaxrnn.cells import _init
 from jaxrnn.cells._build import affine_project, cell_config, make_cell, zeros_carry
 from jaxrnn.cells._init import lecun_normal, orthogonal
 from jaxrnn.precision import policy
@@ -183,13 +184,7 @@ def slstm(
             )
     elif forget_bias is not None:
         forget_bias = check_scalar("forget_bias", forget_bias)
-    for name, init_fn in (
-        ("kernel_init", kernel_init),
-        ("recurrent_kernel_init", recurrent_kernel_init),
-        ("bias_init", bias_init),
-    ):
-        if init_fn is not None and not callable(init_fn):
-            raise TypeError(f"{name} must be callable as init(key, shape, dtype) or None")
+    _init.check_initializers(kernel_init, recurrent_kernel_init, bias_init)
     H, K = hidden_size, num_heads
     d = H // K
     pol = policy(param_dtype, dtype)
