@@ -163,9 +163,40 @@ def _open_checkpoints(args, overrides: dict, config):
     return config, latest, stored_corpus
 
 
+def _read_corpus(args: argparse.Namespace) -> tuple[str, str, str, str]:
+    """``(text, name, description, where)`` of ``--corpus`` (or the built-in default)."""
+    from jaxrnn import data
+
+    if args.corpus is None:
+        text, name = data.stdlib_corpus(), "stdlib"
+        described = f"the source of {len(data.STDLIB_MODULES)} Python standard-library modules"
+        return text, name, described, "the default corpus"
+    name = os.path.abspath(args.corpus)
+    try:
+        text = data.load_text(name, max_bytes=args.max_corpus_bytes)
+    except ValueError as e:
+        raise ValueError("--corpus " + str(e).removeprefix("load_text: ")) from e
+    except OSError as e:
+        raise ValueError(f"--corpus {name!r}: {e.strerror or e}") from e
+    return text, name, name, f"--corpus {name!r}"
+
+
+def _print_losses(history, end_step: int, train_time: float) -> None:
+    """The first and last training loss, the last validation loss, and the training time."""
+    from jaxrnn.models import bits_per_char
+
+    losses = history.train.get("loss", [])
+    if losses:
+        line = f"step {end_step}: train loss {losses[0]:.3f} (step 1) -> {losses[-1]:.3f}"
+        if history.eval.get("loss"):
+            val = history.eval["loss"][-1]
+            line += f", validation loss {val:.3f} nats/char ({bits_per_char(val):.2f} bits/char)"
+        print(line + f"; training took {train_time:.1f} s")
+
+
 def _demo(args: argparse.Namespace) -> int:
     from jaxrnn import data
-    from jaxrnn.models import CharLMConfig, bits_per_char, train_char_lm
+    from jaxrnn.models import CharLMConfig, train_char_lm
 
     overrides = {k: getattr(args, k) for k in _MODEL_OPTIONS if getattr(args, k) is not None}
     config = CharLMConfig(**overrides)
@@ -177,19 +208,7 @@ def _demo(args: argparse.Namespace) -> int:
         config = dataclasses.replace(config, steps=args.steps)
 
     # The corpus is always the user's (or the built-in default), never a path from metadata.
-    if args.corpus is None:
-        text, name = data.stdlib_corpus(), "stdlib"
-        described = f"the source of {len(data.STDLIB_MODULES)} Python standard-library modules"
-        where = "the default corpus"
-    else:
-        name = os.path.abspath(args.corpus)
-        try:
-            text = data.load_text(name, max_bytes=args.max_corpus_bytes)
-        except ValueError as e:
-            raise ValueError("--corpus " + str(e).removeprefix("load_text: ")) from e
-        except OSError as e:
-            raise ValueError(f"--corpus {name!r}: {e.strerror or e}") from e
-        described, where = name, f"--corpus {name!r}"
+    text, name, described, where = _read_corpus(args)
     if stored_corpus is not None and data.text_digest(text) != stored_corpus["sha256"]:
         raise ValueError(
             f"{os.path.abspath(args.checkpoint_dir)} was trained on another corpus (recorded "
@@ -225,14 +244,8 @@ def _demo(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     train_time = time.perf_counter() - t_train
-    losses = run.history.train.get("loss", [])
     end_step = int(run.state.step)
-    if losses:
-        line = f"step {end_step}: train loss {losses[0]:.3f} (step 1) -> {losses[-1]:.3f}"
-        if run.history.eval.get("loss"):
-            val = run.history.eval["loss"][-1]
-            line += f", validation loss {val:.3f} nats/char ({bits_per_char(val):.2f} bits/char)"
-        print(line + f"; training took {train_time:.1f} s")
+    _print_losses(run.history, end_step, train_time)
     if args.checkpoint_dir is not None:
         print(f"checkpoint: {os.path.abspath(args.checkpoint_dir)} (step {end_step})")
     _print_samples(run.model, _local_params(run.state.params), run.vocab, args, seed=config.seed)

@@ -125,8 +125,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
+    """The parser of ``python -m jaxrnn``: ``--version``, ``--debug``, ``demo`` and ``sample``."""
     from jaxrnn import __version__
-    from jaxrnn.data import MAX_TEXT_BYTES
 
     parser = _Parser(
         prog="jaxrnn",
@@ -140,7 +140,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
+    demo = _demo_command(sub)
+    sample = _sample_command(sub)
+    for command in (demo, sample):  # also accepted after the command: jaxrnn demo --debug
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
+    return parser
 
+
+def _demo_command(sub) -> argparse.ArgumentParser:
+    """The ``demo`` command: train a character-level language model, then sample."""
     demo = sub.add_parser(
         "demo",
         help="train a character-level language model and print generated text",
@@ -152,6 +160,19 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     defaults = _config_defaults()
+    _run_options(demo, defaults)
+    _model_options(demo)
+    _sampling_options(demo)
+    demo.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _distributed_options(demo)  # issue 14: see "Distributed runs" below
+    _show_defaults(demo, defaults)
+    return demo
+
+
+def _run_options(demo: argparse.ArgumentParser, defaults: dict) -> None:
+    """``demo``'s steps, cell, corpus and checkpoint options."""
+    from jaxrnn.data import MAX_TEXT_BYTES
+
     demo.add_argument(
         "--steps",
         type=_positive_int,
@@ -182,6 +203,10 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--save-every", type=_positive_int, default=100, help="checkpoint period (steps)"
     )
+
+
+def _model_options(demo: argparse.ArgumentParser) -> None:
+    """``demo``'s model, optimiser, evaluation and regularisation options."""
     demo.add_argument("--hidden-size", type=_positive_int)
     demo.add_argument("--embed-size", type=_positive_int)
     demo.add_argument("--num-layers", type=_positive_int)
@@ -207,9 +232,10 @@ def _parser() -> argparse.ArgumentParser:
         regularisation.add_argument(
             "--" + name.replace("_", "-"), type=_probability, metavar="P", help=text
         )
-    _sampling_options(demo)
-    demo.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    _distributed_options(demo)  # issue 14: see "Distributed runs" below
+
+
+def _show_defaults(demo: argparse.ArgumentParser, defaults: dict) -> None:
+    """Append the ``CharLMConfig`` default to the help of each option that has one."""
     for action in demo._actions:
         name = action.dest
         if name in defaults and action.help and "default" not in action.help:
@@ -217,6 +243,9 @@ def _parser() -> argparse.ArgumentParser:
         elif name in defaults and not action.help:
             action.help = f"default {defaults[name]}"
 
+
+def _sample_command(sub) -> argparse.ArgumentParser:
+    """The ``sample`` command: generate text from a checkpoint of ``demo``."""
     sample = sub.add_parser(
         "sample",
         help="generate text from a checkpoint directory written by `demo`",
@@ -228,9 +257,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     sample.add_argument("--seed", type=_seed, default=0, help="sampling seed")
     _sampling_options(sample)
-    for command in (demo, sample):  # also accepted after the command: jaxrnn demo --debug
-        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS)
-    return parser
+    return sample
 
 
 def _sampling_options(parser: argparse.ArgumentParser) -> None:

@@ -500,6 +500,31 @@ def _default_query(carry):
     )
 
 
+def _check_decoder_parts(cell, attention, value_size, query_fn):
+    """``(value_size, input_size, query_fn)`` of :func:`decoder`, the parts checked to fit."""
+    if not isinstance(cell, Cell):
+        raise TypeError(f"cell: expected a jaxrnn.Cell, got {type(cell).__name__}")
+    if not isinstance(attention, Attention):
+        raise TypeError(f"attention: expected a jaxrnn.attention.Attention, got {type(attention)}")
+    value_size = attention.key_size if value_size is None else check_size("value_size", value_size)
+    if cell.input_size is None or cell.output_size is None:
+        raise ValueError("cell: the decoder needs a cell with known input_size and output_size")
+    input_size = cell.input_size - value_size
+    if input_size < 1:
+        raise ValueError(
+            f"cell: input_size {cell.input_size} must be the decoder input's size plus the "
+            f"context size {value_size}, leaving at least 1 feature for the input"
+        )
+    query_fn = _default_query if query_fn is None else query_fn
+    query = jax.eval_shape(lambda: query_fn(cell.initial_carry()))
+    if query.shape != (attention.query_size,):
+        raise ValueError(
+            f"attention: query_size {attention.query_size} must be the size of the decoder "
+            f"state the query is read from, which is {query.shape}"
+        )
+    return value_size, input_size, query_fn
+
+
 def decoder(
     cell: Cell,
     attention: Attention,
@@ -550,26 +575,7 @@ def decoder(
     >>> ys.output.shape, ys.weights.shape  # the alignment history is ys.weights
     ((2, 5, 14), (2, 5, 7))
     """
-    if not isinstance(cell, Cell):
-        raise TypeError(f"cell: expected a jaxrnn.Cell, got {type(cell).__name__}")
-    if not isinstance(attention, Attention):
-        raise TypeError(f"attention: expected a jaxrnn.attention.Attention, got {type(attention)}")
-    value_size = attention.key_size if value_size is None else check_size("value_size", value_size)
-    if cell.input_size is None or cell.output_size is None:
-        raise ValueError("cell: the decoder needs a cell with known input_size and output_size")
-    input_size = cell.input_size - value_size
-    if input_size < 1:
-        raise ValueError(
-            f"cell: input_size {cell.input_size} must be the decoder input's size plus the "
-            f"context size {value_size}, leaving at least 1 feature for the input"
-        )
-    query_fn = _default_query if query_fn is None else query_fn
-    query = jax.eval_shape(lambda: query_fn(cell.initial_carry()))
-    if query.shape != (attention.query_size,):
-        raise ValueError(
-            f"attention: query_size {attention.query_size} must be the size of the decoder "
-            f"state the query is read from, which is {query.shape}"
-        )
+    value_size, input_size, query_fn = _check_decoder_parts(cell, attention, value_size, query_fn)
     output_size = cell.output_size + value_size
 
     def init(key):

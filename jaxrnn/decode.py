@@ -25,6 +25,7 @@ Arguments are checked before decoding: ``bos_id``, ``eos_id``, ``pad_id``, ``max
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -287,46 +288,9 @@ def beam_search(
     batch, bos_id, eos_id, max_len, pad_id = _common(carry, bos_id, eos_id, max_len, pad_id)
     K = _check_int("beam_size", beam_size, 1)
     alpha = check_scalar("length_penalty", length_penalty, low=0.0)
-    penalty = lambda n: _length_penalty(n, alpha)
     neg_inf = jnp.float32(-jnp.inf)
-
-    def gather_carry(c, parent):
-        def one(leaf):
-            leaf = leaf.reshape(batch, K, *leaf.shape[1:])
-            idx = parent.reshape(batch, K, *(1,) * (leaf.ndim - 2))
-            return jnp.take_along_axis(leaf, idx, axis=1).reshape(batch * K, *leaf.shape[2:])
-
-        return jax.tree.map(one, c)
-
-    def body(state):
-        t, carry, last, raw, finished, length, out = state
-        carry, logits, log_probs = _call_step(step, carry, last.reshape(batch * K), batch * K)
-        vocab = logits.shape[-1]
-        _check_ids(vocab, bos_id=bos_id, eos_id=eos_id, pad_id=pad_id)
-        log_probs = log_probs.reshape(batch, K, vocab)
-        # Candidates (batch, K, vocab): extend unfinished hypotheses by every token; a finished
-        # one has a single candidate (column 0) that keeps it unchanged.
-        grow = raw[..., None] + log_probs
-        keep = jnp.where(jnp.arange(vocab) == 0, raw[..., None], neg_inf)
-        cand = jnp.where(finished[..., None], keep, grow)
-        cand_len = jnp.where(finished, length, length + 1)[..., None]
-        rank = (cand / penalty(cand_len)).reshape(batch, K * vocab)
-        _, idx = jax.lax.top_k(rank, K)  # (batch, K)
-        parent, tok = idx // vocab, (idx % vocab).astype(jnp.int32)
-        raw = jnp.take_along_axis(cand.reshape(batch, K * vocab), idx, axis=1)
-        was_finished = jnp.take_along_axis(finished, parent, axis=1)
-        length = jnp.take_along_axis(length, parent, axis=1) + (~was_finished).astype(jnp.int32)
-        tok = jnp.where(was_finished, pad_id, tok)
-        finished = was_finished | (tok == eos_id)
-        out = jnp.take_along_axis(out, parent[..., None], axis=1).at[:, :, t].set(tok)
-        carry = gather_carry(carry, parent)
-        return t + 1, carry, tok, raw, finished, length, out
-
-    def cond(state):
-        t, _, _, raw, finished, _, _ = state
-        done = finished | (raw == neg_inf)  # an empty slot never becomes a hypothesis
-        return (t < max_len) & ~jnp.all(done)
-
+    body = functools.partial(_beam_step, step, batch, K, alpha, (bos_id, eos_id, pad_id))
+    cond = functools.partial(_beam_running, max_len)
     state = (
         jnp.int32(0),
         jax.tree.map(lambda leaf: jnp.repeat(leaf, K, axis=0), carry),
@@ -337,7 +301,54 @@ def beam_search(
         jnp.full((batch, K, max_len), pad_id, jnp.int32),
     )
     _, _, _, raw, _, length, out = jax.lax.while_loop(cond, body, state)
-    scores = raw / penalty(length)  # an unfinished hypothesis has length max_len here
+    # an unfinished hypothesis has length max_len here
+    scores = raw / _length_penalty(length, alpha)
     order = jnp.argsort(-scores, axis=1, stable=True)
     scores = jnp.take_along_axis(scores, order, axis=1)
     return jnp.take_along_axis(out, order[..., None], axis=1), scores
+
+
+def _gather_beams(tree, parent: Array, batch: int, K: int):
+    """Each leaf's rows ``(batch * K, ...)`` reordered to the beams' ``parent`` hypotheses."""
+
+    def one(leaf):
+        leaf = leaf.reshape(batch, K, *leaf.shape[1:])
+        idx = parent.reshape(batch, K, *(1,) * (leaf.ndim - 2))
+        return jnp.take_along_axis(leaf, idx, axis=1).reshape(batch * K, *leaf.shape[2:])
+
+    return jax.tree.map(one, tree)
+
+
+def _beam_step(step: Step, batch: int, K: int, alpha: float, ids: tuple, state):
+    """One step of :func:`beam_search`: extend, rank and keep the ``K`` best candidates."""
+    bos_id, eos_id, pad_id = ids
+    neg_inf = jnp.float32(-jnp.inf)
+    t, carry, last, raw, finished, length, out = state
+    carry, logits, log_probs = _call_step(step, carry, last.reshape(batch * K), batch * K)
+    vocab = logits.shape[-1]
+    _check_ids(vocab, bos_id=bos_id, eos_id=eos_id, pad_id=pad_id)
+    log_probs = log_probs.reshape(batch, K, vocab)
+    # Candidates (batch, K, vocab): extend unfinished hypotheses by every token; a finished
+    # one has a single candidate (column 0) that keeps it unchanged.
+    grow = raw[..., None] + log_probs
+    keep = jnp.where(jnp.arange(vocab) == 0, raw[..., None], neg_inf)
+    cand = jnp.where(finished[..., None], keep, grow)
+    cand_len = jnp.where(finished, length, length + 1)[..., None]
+    rank = (cand / _length_penalty(cand_len, alpha)).reshape(batch, K * vocab)
+    _, idx = jax.lax.top_k(rank, K)  # (batch, K)
+    parent, tok = idx // vocab, (idx % vocab).astype(jnp.int32)
+    raw = jnp.take_along_axis(cand.reshape(batch, K * vocab), idx, axis=1)
+    was_finished = jnp.take_along_axis(finished, parent, axis=1)
+    length = jnp.take_along_axis(length, parent, axis=1) + (~was_finished).astype(jnp.int32)
+    tok = jnp.where(was_finished, pad_id, tok)
+    finished = was_finished | (tok == eos_id)
+    out = jnp.take_along_axis(out, parent[..., None], axis=1).at[:, :, t].set(tok)
+    carry = _gather_beams(carry, parent, batch, K)
+    return t + 1, carry, tok, raw, finished, length, out
+
+
+def _beam_running(max_len: int, state):
+    """Whether :func:`beam_search` goes on: steps left and a live hypothesis in some beam."""
+    t, _, _, raw, finished, _, _ = state
+    done = finished | (raw == jnp.float32(-jnp.inf))  # an empty slot never becomes a hypothesis
+    return (t < max_len) & ~jnp.all(done)

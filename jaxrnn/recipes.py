@@ -14,6 +14,7 @@ nonlinearity :math:`g` belongs to the loss (:mod:`jaxrnn.losses`).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -158,6 +159,16 @@ def many_to_one(
     return Model(_init(net.init, net.output_size, output_size, pol), apply, None, config)
 
 
+def _check_vector(vector_size: int, vector) -> Array:
+    """``vector`` as an array whose last axis has ``vector_size`` features."""
+    vector = jnp.asarray(vector)
+    if vector.ndim < 1 or vector.shape[-1] != vector_size:
+        raise ValueError(
+            f"vector: expected feature size (last axis) {vector_size}, got shape {vector.shape}"
+        )
+    return vector
+
+
 def one_to_many(
     cell: Cell,
     vector_size: int,
@@ -208,13 +219,7 @@ def one_to_many(
     net = layer(cell)
     pol = policy(param_dtype, dtype)
 
-    def check_vector(vector):
-        vector = jnp.asarray(vector)
-        if vector.ndim < 1 or vector.shape[-1] != vector_size:
-            raise ValueError(
-                f"vector: expected feature size (last axis) {vector_size}, got shape {vector.shape}"
-            )
-        return vector
+    check_vector = functools.partial(_check_vector, vector_size)
 
     def apply(params, vector, targets):
         vector, targets = check_vector(vector), jnp.asarray(targets)

@@ -30,6 +30,7 @@ per step and so counts steps in its carry (:class:`ZoneoutCarry`).
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -243,6 +244,37 @@ def zoneout(
     )
 
 
+def _drop_weights(names: tuple[str, ...], keys: dict, rate: float, params):
+    """``params`` with the fields ``names`` multiplied by their DropConnect masks."""
+    fields = getattr(params, "_fields", ())
+    missing = [n for n in names if n not in fields]
+    if missing:
+        raise ValueError(
+            f"names: {missing} are not fields of the cell's params "
+            f"({type(params).__name__}{tuple(fields)})"
+        )
+    return params._replace(
+        **{
+            n: getattr(params, n)
+            * _keep_mask(keys[n], rate, jnp.shape(getattr(params, n)), getattr(params, n).dtype)
+            for n in names
+        }
+    )
+
+
+def _dropped_linear(lin, drop):
+    """A cell's linear-recurrence form reading ``drop(params)`` (``None`` stays ``None``): the
+    same mask in the parallel form (``jr.scan(method=...)``)."""
+    if lin is None:
+        return None
+    return lin._replace(
+        coefficients=lambda params, xp: lin.coefficients(drop(params), xp),
+        readout=lambda params, h, xp: lin.readout(drop(params), h, xp),
+        log_coefficients=lin.log_coefficients
+        and (lambda params, xp: lin.log_coefficients(drop(params), xp)),
+    )
+
+
 def weight_drop(
     cell: Cell, key: PRNGKey | None = None, *, rate: float = 0.0, names: tuple[str, ...] = ("w_hh",)
 ) -> Cell:
@@ -282,21 +314,7 @@ def weight_drop(
         return cell
     keys = dict(zip(names, jax.random.split(key, len(names)), strict=True))
 
-    def drop(params):
-        fields = getattr(params, "_fields", ())
-        missing = [n for n in names if n not in fields]
-        if missing:
-            raise ValueError(
-                f"names: {missing} are not fields of the cell's params "
-                f"({type(params).__name__}{tuple(fields)})"
-            )
-        return params._replace(
-            **{
-                n: getattr(params, n)
-                * _keep_mask(keys[n], rate, jnp.shape(getattr(params, n)), getattr(params, n).dtype)
-                for n in names
-            }
-        )
+    drop = functools.partial(_drop_weights, names, keys, rate)
 
     def apply(params, carry, x):
         return cell.apply(drop(params), carry, x)
@@ -310,21 +328,11 @@ def weight_drop(
         def step(params, carry, xp):
             return cell.step(drop(params), carry, xp)
 
-    linear = None
-    if cell.linear is not None:  # the same mask in the parallel form (jr.scan(method=...))
-        lin = cell.linear
-        linear = lin._replace(
-            coefficients=lambda params, xp: lin.coefficients(drop(params), xp),
-            readout=lambda params, h, xp: lin.readout(drop(params), h, xp),
-            log_coefficients=lin.log_coefficients
-            and (lambda params, xp: lin.log_coefficients(drop(params), xp)),
-        )
-
     return cell._replace(
         apply=apply,
         project=project,
         step=step,
-        linear=linear,
+        linear=_dropped_linear(cell.linear, drop),
         config=(
             ("factory", weight_drop),
             ("cell", cell),

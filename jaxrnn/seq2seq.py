@@ -23,6 +23,7 @@ through that choice. For inference, :meth:`Seq2Seq.encode` and
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -223,6 +224,164 @@ def _check_tokens(name: str, tokens, vocab: int, lengths=None) -> tuple[Array, A
     return jnp.asarray(check_ids(name, tokens, vocab, valid=valid)), lengths
 
 
+class _Parts(NamedTuple):
+    """What :func:`encoder_decoder` resolves once and its pure functions read."""
+
+    encoder: Layer
+    decoder_cell: Cell
+    dec: Any  # the attention decoder (jaxrnn.attention.decoder), or None without attention
+    bridge: Bridge | None
+    pol: Any
+    src_vocab: int
+    tgt_vocab: int
+    src_embed_size: int
+    tgt_embed_size: int
+    readout_size: int
+
+
+def _attention_decoder(decoder_cell: Cell, attention, memory_size: int):
+    """``(attention decoder or None, target embedding size, readout size)``, checked."""
+    if attention is None:
+        return None, decoder_cell.input_size, decoder_cell.output_size
+    if attention.key_size != memory_size:
+        raise ValueError(
+            f"attention: key_size {attention.key_size} must equal the encoder's output_size "
+            f"{memory_size}"
+        )
+    dec = _attention.decoder(decoder_cell, attention, value_size=memory_size)
+    return dec, dec.input_size, dec.output_size
+
+
+def _init(m: _Parts, key: PRNGKey) -> Seq2SeqParams:
+    """``Seq2Seq.init``: embeddings, encoder, bridge, decoder and readout from six keys."""
+    keys = jax.random.split(key, 6)
+    pdt = m.pol.param_dtype
+    dec_init = m.dec.init if m.dec is not None else m.decoder_cell.init
+    return Seq2SeqParams(
+        src_embed=jax.random.normal(keys[0], (m.src_vocab, m.src_embed_size), pdt),
+        tgt_embed=jax.random.normal(keys[1], (m.tgt_vocab, m.tgt_embed_size), pdt),
+        encoder=m.encoder.init(keys[2]),
+        bridge=m.bridge.init(keys[3]) if m.bridge is not None else None,
+        decoder=dec_init(keys[4]),
+        readout=dense_init(keys[5], m.readout_size, m.tgt_vocab, pdt),
+    )
+
+
+def _encode(m: _Parts, params, src, src_lengths=None, *, dropout_key=None) -> DecodeState:
+    """``Seq2Seq.encode``: the decoder's initial carry and the attention memory."""
+    src, src_lengths = _check_tokens("src", src, m.src_vocab, src_lengths)
+    batch, src_len = src.shape
+    mask = None
+    if src_lengths is not None:
+        mask = _attention.length_mask(src_lengths, src_len)
+    enc_carry, enc_out = m.encoder.apply(
+        params.encoder, params.src_embed[src], lengths=src_lengths, key=dropout_key
+    )
+    if m.bridge is not None:
+        carry = m.bridge.apply(params.bridge, enc_carry)
+    else:
+        carry = m.decoder_cell.initial_carry((batch,))
+    memory = m.dec.precompute(params.decoder, enc_out, mask=mask) if m.dec is not None else None
+    return DecodeState(carry, memory)
+
+
+def _decoder_for(m: _Parts, memory) -> Cell:
+    """The decoder cell, bound to the attention ``memory`` when there is attention."""
+    return m.dec.bind(memory) if m.dec is not None else m.decoder_cell
+
+
+def _split_output(m: _Parts, y):
+    """(readout input, attention weights or None) from a decoder step's output."""
+    if m.dec is not None:
+        return y.output, y.weights
+    return y, None
+
+
+def _step(m: _Parts, params, state: DecodeState, tokens) -> tuple[DecodeState, Array]:
+    """One decoding step: ``(state, tokens) -> (state, logits)``."""
+    cell = _decoder_for(m, state.memory)
+    carry, y = cell.apply(params.decoder, state.carry, params.tgt_embed[tokens])
+    out, _ = _split_output(m, y)
+    return DecodeState(carry, state.memory), dense(params.readout, out, m.pol)
+
+
+def _decode_step(m: _Parts, params):
+    """``Seq2Seq.decode_step``: the step function of :mod:`jaxrnn.decode` for ``params``."""
+    return functools.partial(_step, m, params)
+
+
+def _zero_past_end(x: Array, lengths: Array, steps: int) -> Array:
+    """``x (batch, T, ...)`` with zeros at the steps ``t >= lengths``."""
+    valid = _attention.length_mask(lengths, steps)
+    return jnp.where(valid[..., None], x, jnp.zeros((), x.dtype))
+
+
+def _apply(
+    m: _Parts, params, src, tgt_in, *, src_lengths=None, tgt_lengths=None, dropout_key=None
+) -> Seq2SeqOutput:
+    """``Seq2Seq.apply``: teacher forcing, the whole target through one scan."""
+    tgt_in, tgt_lengths = _check_tokens("tgt_in", tgt_in, m.tgt_vocab, tgt_lengths)
+    state = _encode(m, params, src, src_lengths, dropout_key=dropout_key)
+    cell = _decoder_for(m, state.memory)
+    _, ys = scan(cell, params.decoder, params.tgt_embed[tgt_in], state.carry, lengths=tgt_lengths)
+    out, weights = _split_output(m, ys)
+    logits = dense(params.readout, out, m.pol)
+    if tgt_lengths is not None:  # zero like every other output past the end
+        logits = _zero_past_end(logits, tgt_lengths, tgt_in.shape[1])
+    return Seq2SeqOutput(logits, weights)
+
+
+def _sampled_step(m: _Parts, cell: Cell, params, loop_carry, inputs):
+    """One scheduled-sampling step: feed the truth or the previous step's (noisy) argmax."""
+    carry, prev_logits = loop_carry
+    truth, coin, g = inputs
+    predicted = jnp.argmax(jax.lax.stop_gradient(prev_logits) + g, axis=-1)
+    tokens = jnp.where(coin, predicted.astype(truth.dtype), truth)
+    carry, y = cell.apply(params.decoder, carry, params.tgt_embed[tokens])
+    out, weights = _split_output(m, y)
+    logits = dense(params.readout, out, m.pol)
+    return (carry, logits), (logits, weights)
+
+
+def _scheduled_sampling(
+    m: _Parts,
+    params,
+    src,
+    tgt_in,
+    key,
+    *,
+    rate,
+    src_lengths=None,
+    tgt_lengths=None,
+    greedy=False,
+    dropout_key=None,
+) -> Seq2SeqOutput:
+    """``Seq2Seq.scheduled_sampling``: some inputs replaced by the model's own predictions."""
+    tgt_in, tgt_lengths = _check_tokens("tgt_in", tgt_in, m.tgt_vocab, tgt_lengths)
+    batch, tgt_len = tgt_in.shape
+    rate = check_probability("rate", rate, include_one=True)
+    state = _encode(m, params, src, src_lengths, dropout_key=dropout_key)
+    cell = _decoder_for(m, state.memory)  # the memory stays out of the loop carry
+    k_coin, k_draw = jax.random.split(key)
+    use_model = jax.random.bernoulli(k_coin, rate, (tgt_len, batch))
+    use_model = use_model.at[0].set(False)  # the first input is always BOS
+    accum = m.pol.accum_dtype
+    if greedy:
+        noise = jnp.zeros((tgt_len, batch, m.tgt_vocab), accum)
+    else:  # Gumbel-max: argmax(z + g) is a draw from softmax(z)
+        noise = jax.random.gumbel(k_draw, (tgt_len, batch, m.tgt_vocab), accum)
+    body = functools.partial(_sampled_step, m, cell, params)
+    first = jnp.zeros((batch, m.tgt_vocab), accum)
+    _, (logits, weights) = jax.lax.scan(body, (state.carry, first), (tgt_in.T, use_model, noise))
+    logits = jnp.moveaxis(logits, 0, 1)
+    weights = None if weights is None else jnp.moveaxis(weights, 0, 1)
+    if tgt_lengths is not None:
+        logits = _zero_past_end(logits, tgt_lengths, tgt_len)
+        if weights is not None:
+            weights = _zero_past_end(weights, tgt_lengths, tgt_len)
+    return Seq2SeqOutput(logits, weights)
+
+
 def encoder_decoder(
     encoder: Layer,
     decoder_cell: Cell,
@@ -291,132 +450,25 @@ def encoder_decoder(
     check_size("tgt_vocab", tgt_vocab)
     if None in (encoder.input_size, encoder.output_size):
         raise ValueError("encoder: needs known input_size and output_size")
-    src_embed_size, memory_size = encoder.input_size, encoder.output_size
-
-    if attention is not None:
-        if attention.key_size != memory_size:
-            raise ValueError(
-                f"attention: key_size {attention.key_size} must equal the encoder's output_size "
-                f"{memory_size}"
-            )
-        dec = _attention.decoder(decoder_cell, attention, value_size=memory_size)
-        tgt_embed_size, readout_size = dec.input_size, dec.output_size
-        dec_init = dec.init
-    else:
-        dec = None
-        tgt_embed_size, readout_size = decoder_cell.input_size, decoder_cell.output_size
-        dec_init = decoder_cell.init
+    dec, tgt_embed_size, readout_size = _attention_decoder(
+        decoder_cell, attention, encoder.output_size
+    )
     pol = policy(param_dtype, dtype)
-    pdt = pol.param_dtype
-    br = bridge(encoder, decoder_cell, param_dtype=pdt, dtype=pol.dtype) if use_bridge else None
-
-    def init(key):
-        keys = jax.random.split(key, 6)
-        return Seq2SeqParams(
-            src_embed=jax.random.normal(keys[0], (src_vocab, src_embed_size), pdt),
-            tgt_embed=jax.random.normal(keys[1], (tgt_vocab, tgt_embed_size), pdt),
-            encoder=encoder.init(keys[2]),
-            bridge=br.init(keys[3]) if br is not None else None,
-            decoder=dec_init(keys[4]),
-            readout=dense_init(keys[5], readout_size, tgt_vocab, pdt),
-        )
-
-    def encode(params, src, src_lengths=None, *, dropout_key=None):
-        src, src_lengths = _check_tokens("src", src, src_vocab, src_lengths)
-        batch, src_len = src.shape
-        mask = None
-        if src_lengths is not None:
-            mask = _attention.length_mask(src_lengths, src_len)
-        enc_carry, enc_out = encoder.apply(
-            params.encoder, params.src_embed[src], lengths=src_lengths, key=dropout_key
-        )
-        if br is not None:
-            carry = br.apply(params.bridge, enc_carry)
-        else:
-            carry = decoder_cell.initial_carry((batch,))
-        memory = dec.precompute(params.decoder, enc_out, mask=mask) if dec is not None else None
-        return DecodeState(carry, memory)
-
-    def decoder_for(memory) -> Cell:
-        return dec.bind(memory) if dec is not None else decoder_cell
-
-    def split_output(y):
-        """(readout input, attention weights or None) from a decoder step's output."""
-        if dec is not None:
-            return y.output, y.weights
-        return y, None
-
-    def decode_step(params):
-        def step(state, tokens):
-            cell = decoder_for(state.memory)
-            carry, y = cell.apply(params.decoder, state.carry, params.tgt_embed[tokens])
-            out, _ = split_output(y)
-            return DecodeState(carry, state.memory), dense(params.readout, out, pol)
-
-        return step
-
-    def apply(params, src, tgt_in, *, src_lengths=None, tgt_lengths=None, dropout_key=None):
-        tgt_in, tgt_lengths = _check_tokens("tgt_in", tgt_in, tgt_vocab, tgt_lengths)
-        state = encode(params, src, src_lengths, dropout_key=dropout_key)
-        cell = decoder_for(state.memory)
-        _, ys = scan(
-            cell, params.decoder, params.tgt_embed[tgt_in], state.carry, lengths=tgt_lengths
-        )
-        out, weights = split_output(ys)
-        logits = dense(params.readout, out, pol)
-        if tgt_lengths is not None:  # zero like every other output past the end
-            valid = _attention.length_mask(tgt_lengths, tgt_in.shape[1])
-            logits = jnp.where(valid[..., None], logits, jnp.zeros((), logits.dtype))
-        return Seq2SeqOutput(logits, weights)
-
-    def scheduled_sampling(
-        params,
-        src,
-        tgt_in,
-        key,
-        *,
-        rate,
-        src_lengths=None,
-        tgt_lengths=None,
-        greedy=False,
-        dropout_key=None,
-    ):
-        tgt_in, tgt_lengths = _check_tokens("tgt_in", tgt_in, tgt_vocab, tgt_lengths)
-        batch, tgt_len = tgt_in.shape
-        rate = check_probability("rate", rate, include_one=True)
-        state = encode(params, src, src_lengths, dropout_key=dropout_key)
-        cell = decoder_for(state.memory)  # the memory stays out of the loop carry
-        k_coin, k_draw = jax.random.split(key)
-        use_model = jax.random.bernoulli(k_coin, rate, (tgt_len, batch))
-        use_model = use_model.at[0].set(False)  # the first input is always BOS
-        if greedy:
-            noise = jnp.zeros((tgt_len, batch, tgt_vocab), pol.accum_dtype)
-        else:  # Gumbel-max: argmax(z + g) is a draw from softmax(z)
-            noise = jax.random.gumbel(k_draw, (tgt_len, batch, tgt_vocab), pol.accum_dtype)
-
-        def body(loop_carry, inputs):
-            carry, prev_logits = loop_carry
-            truth, coin, g = inputs
-            predicted = jnp.argmax(jax.lax.stop_gradient(prev_logits) + g, axis=-1)
-            tokens = jnp.where(coin, predicted.astype(truth.dtype), truth)
-            carry, y = cell.apply(params.decoder, carry, params.tgt_embed[tokens])
-            out, weights = split_output(y)
-            logits = dense(params.readout, out, pol)
-            return (carry, logits), (logits, weights)
-
-        first = jnp.zeros((batch, tgt_vocab), pol.accum_dtype)
-        _, (logits, weights) = jax.lax.scan(
-            body, (state.carry, first), (tgt_in.T, use_model, noise)
-        )
-        logits = jnp.moveaxis(logits, 0, 1)
-        weights = None if weights is None else jnp.moveaxis(weights, 0, 1)
-        if tgt_lengths is not None:
-            valid = _attention.length_mask(tgt_lengths, tgt_len)
-            logits = jnp.where(valid[..., None], logits, jnp.zeros((), logits.dtype))
-            if weights is not None:
-                weights = jnp.where(valid[..., None], weights, jnp.zeros((), weights.dtype))
-        return Seq2SeqOutput(logits, weights)
-
+    br = None
+    if use_bridge:
+        br = bridge(encoder, decoder_cell, param_dtype=pol.param_dtype, dtype=pol.dtype)
+    m = _Parts(
+        encoder=encoder,
+        decoder_cell=decoder_cell,
+        dec=dec,
+        bridge=br,
+        pol=pol,
+        src_vocab=src_vocab,
+        tgt_vocab=tgt_vocab,
+        src_embed_size=encoder.input_size,
+        tgt_embed_size=tgt_embed_size,
+        readout_size=readout_size,
+    )
     config = (
         ("factory", encoder_decoder),
         ("encoder", encoder),
@@ -427,9 +479,8 @@ def encoder_decoder(
         ("use_bridge", use_bridge),
         *pol.config(),
     )
-    return Seq2Seq(
-        init, apply, scheduled_sampling, encode, decode_step, src_vocab, tgt_vocab, config
-    )
+    fns = (_init, _apply, _scheduled_sampling, _encode, _decode_step)
+    return Seq2Seq(*(functools.partial(f, m) for f in fns), src_vocab, tgt_vocab, config)
 
 
 def generate(

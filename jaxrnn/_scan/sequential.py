@@ -136,6 +136,23 @@ def sqrt_scan(run, carry, num_steps: int, reverse: bool):
     return carry, jax.tree.map(lambda a, b: jnp.concatenate([a, b]), ys, ys_rest)
 
 
+def _masked_body(step, params, initial):
+    """The scan body of :func:`scan_steps`: restart the carry where flagged, then step, keeping
+    the carry (and zeroing the output) at padded steps."""
+
+    def body(carry, inp):
+        x, ok, restart = inp
+        if restart is not None:
+            carry = jax.tree.map(lambda c, c0: jnp.where(expand(restart, c), c0, c), carry, initial)
+        new_carry, y = step(params, carry, x)
+        if ok is not None:
+            new_carry = jax.tree.map(lambda n, o: jnp.where(expand(ok, n), n, o), new_carry, carry)
+            y = jax.tree.map(lambda v: jnp.where(expand(ok, v), v, jnp.zeros((), v.dtype)), y)
+        return new_carry, y
+
+    return body
+
+
 def scan_steps(
     cell,
     params,
@@ -168,30 +185,13 @@ def scan_steps(
 
     flags, initial = (None, None) if reset is None else reset
 
-    def make_body(params, initial):
-        def body(carry, inp):
-            x, ok, restart = inp
-            if restart is not None:
-                carry = jax.tree.map(
-                    lambda c, c0: jnp.where(expand(restart, c), c0, c), carry, initial
-                )
-            new_carry, y = step(params, carry, x)
-            if ok is not None:
-                new_carry = jax.tree.map(
-                    lambda n, o: jnp.where(expand(ok, n), n, o), new_carry, carry
-                )
-                y = jax.tree.map(lambda v: jnp.where(expand(ok, v), v, jnp.zeros((), v.dtype)), y)
-            return new_carry, y
-
-        return body
-
     scan_inputs = (inputs, valid, flags)
 
     if newton is not None:
         batch_ndim = xs.ndim - 2 - cell.spatial_dims  # xs: (T, *batch, *spatial, features)
 
         def solve(params, carry, scan_inputs, initial):
-            body = make_body(params, initial)
+            body = _masked_body(step, params, initial)
             return newton_scan(
                 body, carry, scan_inputs, reverse=reverse, options=newton, batch_ndim=batch_ndim
             )
@@ -200,5 +200,5 @@ def scan_steps(
             solve = jax.checkpoint(solve, prevent_cse=False, policy=policy)
         return solve(params, carry, scan_inputs, initial)
 
-    body = jax.checkpoint(make_body(params, initial), prevent_cse=False, policy=policy)
+    body = jax.checkpoint(_masked_body(step, params, initial), prevent_cse=False, policy=policy)
     return jax.lax.scan(body, carry, scan_inputs, reverse=reverse, unroll=unroll)

@@ -48,7 +48,7 @@ projection, a Jordan cell, a convolutional GRU, a nonzero ``b_hn`` for NNX, a co
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax.numpy as jnp
 
@@ -194,17 +194,7 @@ def from_flax_linen(variables, kind) -> tuple[Cell, Any]:
     >>> bool(jnp.allclose(y, y_jr, atol=1e-6)), bool(jnp.allclose(c, new.c, atol=1e-6))
     (True, True)
     """
-    module = None
-    if isinstance(kind, str):
-        if kind not in _FLAX_KINDS:
-            raise ValueError(f"kind: expected one of {_FLAX_KINDS}, got {kind!r}")
-    else:
-        module, kind = kind, _flax_class_kind(kind, "linen")
-        if kind is None:
-            raise ValueError(
-                "kind: expected a string or a flax.linen LSTMCell, OptimizedLSTMCell, GRUCell, "
-                f"SimpleCell, MGUCell or ConvLSTMCell, got {type(module).__name__}"
-            )
+    module, kind = _linen_kind(kind)
     activation = None if module is None else _flax_activation(module, kind)
     if not isinstance(variables, Mapping):
         raise TypeError(f"variables: expected a dict of parameters, got {type(variables).__name__}")
@@ -214,77 +204,128 @@ def from_flax_linen(variables, kind) -> tuple[Cell, Any]:
         if module is not None:
             _check_flax_dtype(module, conv_params.b.dtype)
         return cell, conv_params
+    r = _linen_reader(params, kind)
+    if kind in ("lstm", "optimized_lstm", "gru"):
+        return _gated_from_linen(r)
+    if kind == "mgu":
+        return _mgu_from_linen(r, module)
+    biases = {"b": _linen_get(r, "i", "bias", (r.hidden,))}
+    w_ih = _linen_get(r, "i", "kernel", r.kernels["i"])
+    return _build(kind, w_ih, _linen_get(r, "h", "kernel", r.kernels["h"]), biases, activation)
+
+
+def _linen_kind(kind) -> tuple[Any, str]:
+    """``(Linen cell or None, kind)`` from :func:`from_flax_linen`'s ``kind``, checked."""
+    if isinstance(kind, str):
+        if kind not in _FLAX_KINDS:
+            raise ValueError(f"kind: expected one of {_FLAX_KINDS}, got {kind!r}")
+        return None, kind
+    module, kind = kind, _flax_class_kind(kind, "linen")
+    if kind is None:
+        raise ValueError(
+            "kind: expected a string or a flax.linen LSTMCell, OptimizedLSTMCell, GRUCell, "
+            f"SimpleCell, MGUCell or ConvLSTMCell, got {type(module).__name__}"
+        )
+    return module, kind
+
+
+class _LinenReader(NamedTuple):
+    """A dense Linen cell's parameters, with the sizes read from its first hidden kernel."""
+
+    params: Mapping
+    kind: str
+    first: str  # the hidden-side kernel the sizes come from: hi, hr, hf or h
+    first_shape: tuple[int, ...]
+    features_in: int
+    hidden: int
+
+    @property
+    def kernels(self) -> dict[str, tuple[int, int]]:
+        return {"i": (self.features_in, self.hidden), "h": (self.hidden, self.hidden)}
+
+
+def _linen_leaf(params, kind: str, name: str, leaf: str):
+    """``params[name][leaf]`` as an array, or a ``ValueError`` saying it is missing."""
+    try:
+        return jnp.asarray(params[name][leaf])
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"variables: no {name}/{leaf} parameter for a Linen {kind} cell (found "
+            f"{sorted(params)})"
+        ) from None
+
+
+def _linen_reader(params, kind: str) -> _LinenReader:
+    """The input and hidden sizes, from the kernels of ``i*`` and of the first ``h*`` gate."""
     first = {"lstm": "hi", "optimized_lstm": "hi", "gru": "hr", "simple": "h", "mgu": "hf"}[kind]
-
-    def get(name, leaf, shape=None):
-        try:
-            value = jnp.asarray(params[name][leaf])
-        except (KeyError, TypeError):
-            raise ValueError(
-                f"variables: no {name}/{leaf} parameter for a Linen {kind} cell (found "
-                f"{sorted(params)})"
-            ) from None
-        if shape is not None and value.shape != shape:
-            raise ValueError(
-                f"variables['params']['{name}']['{leaf}']: expected shape {shape} (from "
-                f"{first}/kernel, {first_shape}: input size {features_in}, {hidden} features), "
-                f"got {value.shape}"
-            )
-        return value
-
-    features_in = get("i" + first[1:], "kernel").shape[0]  # ii, ir, if or i
-    first_shape = get(first, "kernel").shape
+    features_in = _linen_leaf(params, kind, "i" + first[1:], "kernel").shape[0]  # ii, ir, if, i
+    first_shape = _linen_leaf(params, kind, first, "kernel").shape
     if len(first_shape) != 2 or first_shape[0] != first_shape[1]:
         raise ValueError(
             f"variables['params']['{first}']['kernel']: expected a square (features, features) "
             f"matrix, got shape {first_shape}"
         )
-    hidden = first_shape[1]
-    kernels = {"i": (features_in, hidden), "h": (hidden, hidden)}
-    bias_shape = (hidden,)
+    return _LinenReader(params, kind, first, first_shape, features_in, first_shape[1])
 
-    def fused(side, leaf, gates):
-        shape = kernels[side] if leaf == "kernel" else bias_shape
-        return jnp.concatenate([get(side + g, leaf, shape) for g in gates], axis=-1)
 
-    if kind in ("lstm", "optimized_lstm"):
-        w_ih = fused("i", "kernel", _LSTM_GATES)
-        w_hh = fused("h", "kernel", _LSTM_GATES)
-        b = fused("h", "bias", _LSTM_GATES)
-        return _build(kind, w_ih, w_hh, {"b": b})
-    if kind == "gru":
-        w_ih = fused("i", "kernel", _GRU_GATES)
-        w_hh = fused("h", "kernel", _GRU_GATES)
-        b_ih = fused("i", "bias", _GRU_GATES)
-        b_hn = get("hn", "bias", bias_shape)
-        b_hh = jnp.concatenate([jnp.zeros_like(b_hn), jnp.zeros_like(b_hn), b_hn], axis=-1)
-        return _build(kind, w_ih, w_hh, {"b_ih": b_ih, "b_hh": b_hh})
-    if kind == "mgu":
-        hn = params.get("hn")
-        has_b_hn = isinstance(hn, Mapping) and "bias" in hn
-        reset_gate = has_b_hn if module is None else module.reset_gate
-        if has_b_hn and not reset_gate:
-            raise ValueError(
-                "variables: hn/bias is there, but MGUCell(reset_gate=False) has no bias on hn "
-                "(only reset_gate=True has one)"
-            )
-        arrays = {
-            "w_ih": fused("i", "kernel", ("f", "n")),
-            "w_hh": fused("h", "kernel", ("f", "n")),
-            "b_ih": fused("i", "bias", ("f", "n")),
-        }
-        b_hh = (
-            get("hn", "bias", bias_shape) if reset_gate else jnp.zeros_like(arrays["b_ih"][hidden:])
+def _linen_get(r: _LinenReader, name: str, leaf: str, shape: tuple[int, ...]):
+    """``params[name][leaf]``, checked to have ``shape``."""
+    value = _linen_leaf(r.params, r.kind, name, leaf)
+    if value.shape != shape:
+        raise ValueError(
+            f"variables['params']['{name}']['{leaf}']: expected shape {shape} (from "
+            f"{r.first}/kernel, {r.first_shape}: input size {r.features_in}, {r.hidden} "
+            f"features), got {value.shape}"
         )
-        _check_dtypes({**arrays, "b_hh": b_hh})
-        dtype = arrays["w_ih"].dtype
-        if module is not None:
-            _check_flax_dtype(module, dtype)
-        cell = mgu(features_in, hidden, reset_gate=reset_gate, **_dtype_kwargs(dtype))
-        return cell, MGUParams(**arrays, b_hh=b_hh)
-    biases = {"b": get("i", "bias", bias_shape)}
-    w_ih = get("i", "kernel", kernels["i"])
-    return _build(kind, w_ih, get("h", "kernel", kernels["h"]), biases, activation)
+    return value
+
+
+def _linen_fused(r: _LinenReader, side: str, leaf: str, gates) -> jnp.ndarray:
+    """The per-gate kernels (or biases) of one side, concatenated in ``gates`` order."""
+    shape = r.kernels[side] if leaf == "kernel" else (r.hidden,)
+    return jnp.concatenate([_linen_get(r, side + g, leaf, shape) for g in gates], axis=-1)
+
+
+def _gated_from_linen(r: _LinenReader) -> tuple[Cell, Any]:
+    """An LSTM (``b`` = the hidden-side biases) or a GRU (``b_hh = (0, 0, b_hn)``)."""
+    if r.kind in ("lstm", "optimized_lstm"):
+        w_ih = _linen_fused(r, "i", "kernel", _LSTM_GATES)
+        w_hh = _linen_fused(r, "h", "kernel", _LSTM_GATES)
+        b = _linen_fused(r, "h", "bias", _LSTM_GATES)
+        return _build(r.kind, w_ih, w_hh, {"b": b})
+    w_ih = _linen_fused(r, "i", "kernel", _GRU_GATES)
+    w_hh = _linen_fused(r, "h", "kernel", _GRU_GATES)
+    b_ih = _linen_fused(r, "i", "bias", _GRU_GATES)
+    b_hn = _linen_get(r, "hn", "bias", (r.hidden,))
+    b_hh = jnp.concatenate([jnp.zeros_like(b_hn), jnp.zeros_like(b_hn), b_hn], axis=-1)
+    return _build(r.kind, w_ih, w_hh, {"b_ih": b_ih, "b_hh": b_hh})
+
+
+def _mgu_from_linen(r: _LinenReader, module) -> tuple[Cell, Any]:
+    """An MGU, its ``reset_gate`` from ``module`` or else from whether ``hn`` has a bias."""
+    hn = r.params.get("hn")
+    has_b_hn = isinstance(hn, Mapping) and "bias" in hn
+    reset_gate = has_b_hn if module is None else module.reset_gate
+    if has_b_hn and not reset_gate:
+        raise ValueError(
+            "variables: hn/bias is there, but MGUCell(reset_gate=False) has no bias on hn "
+            "(only reset_gate=True has one)"
+        )
+    arrays = {
+        "w_ih": _linen_fused(r, "i", "kernel", ("f", "n")),
+        "w_hh": _linen_fused(r, "h", "kernel", ("f", "n")),
+        "b_ih": _linen_fused(r, "i", "bias", ("f", "n")),
+    }
+    if reset_gate:
+        b_hh = _linen_get(r, "hn", "bias", (r.hidden,))
+    else:
+        b_hh = jnp.zeros_like(arrays["b_ih"][r.hidden :])
+    _check_dtypes({**arrays, "b_hh": b_hh})
+    dtype = arrays["w_ih"].dtype
+    if module is not None:
+        _check_flax_dtype(module, dtype)
+    cell = mgu(r.features_in, r.hidden, reset_gate=reset_gate, **_dtype_kwargs(dtype))
+    return cell, MGUParams(**arrays, b_hh=b_hh)
 
 
 def _gru_flax_biases(params: GRUParams) -> tuple:
@@ -518,47 +559,55 @@ def to_flax_nnx(cell: Cell, params, *, kind: str | None = None):
     w_ih, w_hh = jnp.asarray(params.w_ih), jnp.asarray(params.w_hh)
     in_size, hidden = w_ih.shape[0], w_hh.shape[0]
     opts = dict(param_dtype=w_ih.dtype, rngs=nnx.Rngs(0))
+    if kind in ("lstm", "optimized_lstm"):
+        return _nnx_lstm(nnx, kind, w_ih, w_hh, params.b, opts)
+    if kind == "gru":
+        return _nnx_gru(nnx, params, w_ih, w_hh, opts)
+    activation = dict(cell.config)["activation"]
+    module = nnx.SimpleCell(in_size, hidden, activation_fn=activation, **opts)
+    _nnx_put(module.dense_i.kernel, w_ih)
+    _nnx_put(module.dense_i.bias, params.b)
+    _nnx_put(module.dense_h.kernel, w_hh)
+    return module
 
-    def put(var, value):
-        var[...] = jnp.asarray(value, var[...].dtype)
 
-    if kind == "lstm":
-        module = nnx.LSTMCell(in_size, hidden, **opts)
-        names = {"i": "ii", "f": "if_", "g": "ig", "o": "io"}
-        parts = zip(
-            _LSTM_GATES,
-            _split(w_ih, 4),
-            _split(w_hh, 4),
-            _split(params.b, 4),
-            strict=True,
-        )
-        for g, w_i, w_h, b in parts:
-            put(getattr(module, names[g]).kernel, w_i)
-            put(getattr(module, "h" + g).kernel, w_h)
-            put(getattr(module, "h" + g).bias, b)
-    elif kind == "optimized_lstm":
+def _nnx_put(var, value) -> None:
+    """Write ``value`` into the NNX variable ``var``, in its dtype."""
+    var[...] = jnp.asarray(value, var[...].dtype)
+
+
+def _nnx_lstm(nnx, kind: str, w_ih, w_hh, b, opts: dict):
+    """An ``nnx.LSTMCell`` (one kernel per gate) or ``nnx.OptimizedLSTMCell`` (fused)."""
+    in_size, hidden = w_ih.shape[0], w_hh.shape[0]
+    if kind == "optimized_lstm":
         module = nnx.OptimizedLSTMCell(in_size, hidden, **opts)
-        put(module.dense_i.kernel, w_ih)
-        put(module.dense_h.kernel, w_hh)
-        put(module.dense_h.bias, params.b)
-    elif kind == "gru":
-        b_r, b_z, b_n, b_hn = _gru_flax_biases(params)
-        if bool(jnp.any(b_hn != 0)):
-            raise ValueError(
-                "this GRU has a nonzero b_hn (params.b_hh[2H:], inside r * (h @ W_hn + b_hn)); "
-                "flax.nnx.GRUCell has no such bias and r varies, so no other bias can hold it "
-                "(flax.linen.GRUCell has it: use to_flax_linen)"
-            )
-        module = nnx.GRUCell(in_size, hidden, **opts)
-        put(module.dense_i.kernel, w_ih)
-        put(module.dense_i.bias, jnp.concatenate([b_r, b_z, b_n], axis=-1))
-        put(module.dense_h.kernel, w_hh)
-    else:
-        activation = dict(cell.config)["activation"]
-        module = nnx.SimpleCell(in_size, hidden, activation_fn=activation, **opts)
-        put(module.dense_i.kernel, w_ih)
-        put(module.dense_i.bias, params.b)
-        put(module.dense_h.kernel, w_hh)
+        _nnx_put(module.dense_i.kernel, w_ih)
+        _nnx_put(module.dense_h.kernel, w_hh)
+        _nnx_put(module.dense_h.bias, b)
+        return module
+    module = nnx.LSTMCell(in_size, hidden, **opts)
+    names = {"i": "ii", "f": "if_", "g": "ig", "o": "io"}
+    parts = zip(_LSTM_GATES, _split(w_ih, 4), _split(w_hh, 4), _split(b, 4), strict=True)
+    for g, w_i, w_h, b_g in parts:
+        _nnx_put(getattr(module, names[g]).kernel, w_i)
+        _nnx_put(getattr(module, "h" + g).kernel, w_h)
+        _nnx_put(getattr(module, "h" + g).bias, b_g)
+    return module
+
+
+def _nnx_gru(nnx, params: GRUParams, w_ih, w_hh, opts: dict):
+    """An ``nnx.GRUCell``, refused for a nonzero ``b_hn`` (it has no such bias)."""
+    b_r, b_z, b_n, b_hn = _gru_flax_biases(params)
+    if bool(jnp.any(b_hn != 0)):
+        raise ValueError(
+            "this GRU has a nonzero b_hn (params.b_hh[2H:], inside r * (h @ W_hn + b_hn)); "
+            "flax.nnx.GRUCell has no such bias and r varies, so no other bias can hold it "
+            "(flax.linen.GRUCell has it: use to_flax_linen)"
+        )
+    module = nnx.GRUCell(w_ih.shape[0], w_hh.shape[0], **opts)
+    _nnx_put(module.dense_i.kernel, w_ih)
+    _nnx_put(module.dense_i.bias, jnp.concatenate([b_r, b_z, b_n], axis=-1))
+    _nnx_put(module.dense_h.kernel, w_hh)
     return module
 
 

@@ -159,8 +159,8 @@ def _cell_mode(cell: Cell, where: str) -> str:
     )
 
 
-def _torch_spec(obj) -> _TorchSpec:
-    """Read the torch configuration a jaxrnn layer corresponds to, or raise why there is none."""
+def _torch_rows(obj) -> tuple[list[list[Cell]], set[bool], float, str]:
+    """``(cells per layer and direction, time_major values, dropout, wrapper)`` of a layer."""
     if isinstance(obj, Layer) and dict(obj.config).get("factory") is rnn:
         cfg = dict(obj.config)
         kwargs = dict(cfg["cell_kwargs"])
@@ -170,29 +170,23 @@ def _torch_spec(obj) -> _TorchSpec:
             row *= 2 if cfg["bidirectional"] else 1
             rows.append(row)
             size = len(row) * row[0].output_size
-        time_majors, dropout, wrapper = {cfg["time_major"]}, cfg["dropout"], "stack"
-    elif isinstance(obj, Layer) and dict(obj.config).get("factory") is stack:
+        return rows, {cfg["time_major"]}, cfg["dropout"], "stack"
+    if isinstance(obj, Layer) and dict(obj.config).get("factory") is stack:
         cfg = dict(obj.config)
         rows, time_majors = [], set()
         for k, lay in enumerate(cfg["layers"]):
             cells, tm = _single_layout(lay, f"layer {k} of the stack")
             rows.append(cells)
             time_majors.add(tm)
-        dropout, wrapper = cfg["dropout"], "stack"
-    else:
-        cells, tm = _single_layout(obj, "layer")
-        rows, time_majors, dropout, wrapper = [cells], {tm}, 0.0, "single"
+        return rows, time_majors, cfg["dropout"], "stack"
+    cells, tm = _single_layout(obj, "layer")
+    return [cells], {tm}, 0.0, "single"
 
-    if len(time_majors) != 1:
-        raise ValueError("the layers of the stack disagree on time_major; torch has one layout")
-    if len({len(r) for r in rows}) != 1:
-        raise ValueError(
-            "the stack mixes unidirectional and bidirectional layers; a torch module is "
-            "bidirectional in every layer or in none"
-        )
+
+def _check_rows_agree(rows: list[list[Cell]], mode: str) -> None:
+    """Every cell has layer 0's kind and options and the input size torch feeds it."""
     first = rows[0][0]
     ref = dict(first.config)
-    mode = _cell_mode(first, "layer 0")
     in_size = first.input_size
     for k, row in enumerate(rows):
         for d, cell in enumerate(row):
@@ -212,6 +206,22 @@ def _torch_spec(obj) -> _TorchSpec:
                     "features (the input size, or the previous layer's output size)"
                 )
         in_size = len(row) * first.output_size
+
+
+def _torch_spec(obj) -> _TorchSpec:
+    """Read the torch configuration a jaxrnn layer corresponds to, or raise why there is none."""
+    rows, time_majors, dropout, wrapper = _torch_rows(obj)
+    if len(time_majors) != 1:
+        raise ValueError("the layers of the stack disagree on time_major; torch has one layout")
+    if len({len(r) for r in rows}) != 1:
+        raise ValueError(
+            "the stack mixes unidirectional and bidirectional layers; a torch module is "
+            "bidirectional in every layer or in none"
+        )
+    first = rows[0][0]
+    ref = dict(first.config)
+    mode = _cell_mode(first, "layer 0")
+    _check_rows_agree(rows, mode)
     return _TorchSpec(
         mode=mode,
         input_size=first.input_size,
@@ -449,7 +459,19 @@ def from_torch(module):
         ImportError: without PyTorch installed (``pip install "jaxrnn[torch]"``).
     """
     torch = _import_torch()
+    _check_torch_class(torch, module)
+    dtype = _jax_dtype(torch, module)
+    net = _layer_like(module, dtype)
+    grid = [
+        [_cell_params_from_torch(torch, module, dtype, k, d) for d in range(_directions(module))]
+        for k in range(module.num_layers)
+    ]
+    spec = _torch_spec(net)
+    return net, _ungrid(spec, grid)
 
+
+def _check_torch_class(torch, module) -> None:
+    """``module`` is a torch RNN, GRU or LSTM that keeps torch's own ``forward``."""
     bases = (torch.nn.RNN, torch.nn.GRU, torch.nn.LSTM)
     if not isinstance(module, bases):
         raise TypeError(f"module: expected torch.nn.RNN, GRU or LSTM, got {type(module).__name__}")
@@ -461,7 +483,10 @@ def from_torch(module):
             f"torch.nn.{base.__name__}; jaxrnn can only reproduce torch's own forward, so it "
             "refuses to convert a module whose function may differ"
         )
-    mode = module.mode
+
+
+def _jax_dtype(torch, module):
+    """The JAX dtype of ``module``'s parameters (float64 only with ``jax_enable_x64``)."""
     torch_dtype = module.weight_ih_l0.dtype
     dtypes = {
         torch.float32: jnp.float32,
@@ -478,6 +503,12 @@ def from_torch(module):
             "silently compute in float32; enable it (jax.config.update('jax_enable_x64', True)) "
             "or convert a float32 copy of the module (module.float())"
         )
+    return dtype
+
+
+def _layer_like(module, dtype) -> Layer:
+    """The :func:`jaxrnn.rnn` layer with ``module``'s configuration, parameters in ``dtype``."""
+    mode = module.mode
     if mode == "RNN_TANH":
         cell_fn, kwargs = simple_rnn, {}
     elif mode == "RNN_RELU":
@@ -490,7 +521,7 @@ def from_torch(module):
         raise TypeError(f"from_torch: unsupported torch RNN mode {mode!r}")
     if dtype is not jnp.float32:
         kwargs["param_dtype"] = dtype
-    net = rnn(
+    return rnn(
         cell_fn,
         module.input_size,
         module.hidden_size,
@@ -501,47 +532,56 @@ def from_torch(module):
         **kwargs,
     )
 
-    def get(name, shape):
-        value = _torch_to_numpy(getattr(module, name))
-        if value.dtype != np.dtype(jnp.dtype(dtype)) and not (
-            value.dtype == np.float32 and torch_dtype in (torch.float16, torch.bfloat16)
-        ):
-            raise TypeError(
-                f"module.{name}: expected dtype {torch_dtype} (that of weight_ih_l0), got "
-                f"{getattr(module, name).dtype}"
-            )
-        return _check_shape(f"module.{name}", value, shape)
 
-    def arr(x):
-        return jnp.asarray(np.asarray(x).astype(jnp.dtype(dtype)))
+def _directions(module) -> int:
+    """1, or 2 for a bidirectional torch module."""
+    return 2 if module.bidirectional else 1
 
+
+def _torch_weight(torch, module, name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
+    """``module.<name>`` as NumPy, checked: the dtype of ``weight_ih_l0``, then ``shape``."""
+    torch_dtype = module.weight_ih_l0.dtype
+    value = _torch_to_numpy(getattr(module, name))
+    if value.dtype != np.dtype(jnp.dtype(dtype)) and not (
+        value.dtype == np.float32 and torch_dtype in (torch.float16, torch.bfloat16)
+    ):
+        raise TypeError(
+            f"module.{name}: expected dtype {torch_dtype} (that of weight_ih_l0), got "
+            f"{getattr(module, name).dtype}"
+        )
+    return _check_shape(f"module.{name}", value, shape)
+
+
+def _in_dtype(x, dtype) -> jax.Array:
+    """``x`` as a JAX array of ``dtype``."""
+    return jnp.asarray(np.asarray(x).astype(jnp.dtype(dtype)))
+
+
+def _cell_params_from_torch(torch, module, dtype, k: int, d: int):
+    """The jaxrnn cell params of layer ``k``, direction ``d`` (1: ``_reverse``) of ``module``."""
+    mode = module.mode
     G = {"GRU": 3, "LSTM": 4}.get(mode, 1)
     H = module.hidden_size
     R = module.proj_size or H  # size of h
-    D = 2 if module.bidirectional else 1
-    grid = []
-    for k in range(module.num_layers):
-        row = []
-        in_size = module.input_size if k == 0 else D * R
-        for d in range(D):
-            sfx = _suffix(k, d)
-            w_ih = get("weight_ih" + sfx, (G * H, in_size)).T
-            w_hh = get("weight_hh" + sfx, (G * H, R)).T
-            if module.bias:
-                b_ih, b_hh = get("bias_ih" + sfx, (G * H,)), get("bias_hh" + sfx, (G * H,))
-            else:
-                b_ih = b_hh = np.zeros((G * H,), w_ih.dtype)
-            if mode == "GRU":
-                p = GRUParams(arr(w_ih), arr(w_hh), arr(b_ih), arr(b_hh))
-            elif mode == "LSTM":
-                w_proj = arr(get("weight_hr" + sfx, (R, H)).T) if module.proj_size else None
-                p = LSTMParams(arr(w_ih), arr(w_hh), arr(b_ih + b_hh), None, w_proj)
-            else:
-                p = SimpleRNNParams(arr(w_ih), arr(w_hh), arr(b_ih + b_hh))
-            row.append(p)
-        grid.append(row)
-    spec = _torch_spec(net)
-    return net, _ungrid(spec, grid)
+    in_size = module.input_size if k == 0 else _directions(module) * R
+    sfx = _suffix(k, d)
+
+    def get(name, shape):
+        return _torch_weight(torch, module, name + sfx, shape, dtype)
+
+    w_ih = get("weight_ih", (G * H, in_size)).T
+    w_hh = get("weight_hh", (G * H, R)).T
+    if module.bias:
+        b_ih, b_hh = get("bias_ih", (G * H,)), get("bias_hh", (G * H,))
+    else:
+        b_ih = b_hh = np.zeros((G * H,), w_ih.dtype)
+    if mode == "GRU":
+        return GRUParams(*(_in_dtype(x, dtype) for x in (w_ih, w_hh, b_ih, b_hh)))
+    if mode == "LSTM":
+        w_proj = _in_dtype(get("weight_hr", (R, H)).T, dtype) if module.proj_size else None
+        w_ih, w_hh, b = (_in_dtype(x, dtype) for x in (w_ih, w_hh, b_ih + b_hh))
+        return LSTMParams(w_ih, w_hh, b, None, w_proj)
+    return SimpleRNNParams(*(_in_dtype(x, dtype) for x in (w_ih, w_hh, b_ih + b_hh)))
 
 
 def _carry_rows(carry) -> list:

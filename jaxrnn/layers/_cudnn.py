@@ -163,20 +163,32 @@ def supports(layer: Layer, *, key: jax.Array | None = None) -> tuple[bool, str]:
             "implements LSTM only)"
         )
     cell = lstm(cfg["input_size"], cfg["hidden_size"], **dict(cfg["cell_kwargs"]))
-    cell_cfg = dict(cell.config)
+    reason = _lstm_reason(dict(cell.config))
+    if reason:
+        return False, reason
+    if key is not None and cfg["dropout"] > 0.0:
+        return False, (
+            f"dropout={cfg['dropout']} with a key: cuDNN's dropout masks differ from jaxrnn's, "
+            "so dropout runs on the scan path"
+        )
+    return True, ""
+
+
+def _lstm_reason(cell_cfg: dict) -> str:
+    """Why cuDNN does not compute a jr.lstm of this config exactly, or ``""`` if it does."""
     for opt, why in (
         ("peephole", "cuDNN has no peephole connections"),
         ("coupled", "cuDNN has no coupled input and forget gates"),
     ):
         if cell_cfg.get(opt):
-            return False, f"lstm({opt}=True): {why}"
+            return f"lstm({opt}=True): {why}"
     if cell_cfg.get("proj_size"):
-        return False, (
+        return (
             f"lstm(proj_size={cell_cfg['proj_size']}): jax.experimental.rnn.lstm has no projection"
         )
     unknown = sorted(set(cell_cfg) - _LSTM_OPTIONS)
     if unknown:
-        return False, (
+        return (
             f"lstm option(s) {', '.join(unknown)}: not known to the cuDNN dispatch, which "
             "cannot tell whether cuDNN computes them"
         )
@@ -187,16 +199,11 @@ def supports(layer: Layer, *, key: jax.Array | None = None) -> tuple[bool, str]:
         param_dtype = dtype = cell_cfg.get("dtype")
     for what, value in (("param_dtype", param_dtype), ("dtype", dtype)):
         if not _is_float32(value):
-            return False, (
+            return (
                 f"lstm {what}={getattr(value, '__name__', value)}: the cuDNN path computes in "
                 "float32 only"
             )
-    if key is not None and cfg["dropout"] > 0.0:
-        return False, (
-            f"dropout={cfg['dropout']} with a key: cuDNN's dropout masks differ from jaxrnn's, "
-            "so dropout runs on the scan path"
-        )
-    return True, ""
+    return ""
 
 
 def _backend_reason() -> str | None:
@@ -417,9 +424,14 @@ def unpack_lstm_weights(
         b_ih, b_hh = biases[2 * k], biases[2 * k + 1]
         b = jnp.where(b_hh == 0, b_ih, b_ih + b_hh)
         cells.append(LSTMParams(w_ih=w_ih.T, w_hh=w_hh.T, b=b))
+    return _per_layer(cells, num_layers, bidirectional)
+
+
+def _per_layer(entries: list, num_layers: int, bidirectional: bool) -> tuple:
+    """Per-pseudo-layer entries nested as jr.rnn nests them: one per layer, or Bidirectional."""
     if bidirectional:
-        return tuple(Bidirectional(cells[2 * k], cells[2 * k + 1]) for k in range(num_layers))
-    return tuple(cells)
+        return tuple(Bidirectional(entries[2 * k], entries[2 * k + 1]) for k in range(num_layers))
+    return tuple(entries)
 
 
 # --------------------------------------------------------------------------------------------
@@ -557,9 +569,34 @@ def apply_cudnn(
     input_size, hidden_size = cfg["input_size"], cfg["hidden_size"]
     num_layers, bidirectional = cfg["num_layers"], cfg["bidirectional"]
     time_major = cfg["time_major"]
-    directions = 2 if bidirectional else 1
     cell = lstm(input_size, hidden_size, **dict(cfg["cell_kwargs"]))
+    xs = _check_xs(xs, input_size, time_major)
+    if time_major:
+        xs = jnp.moveaxis(xs, 0, -2)
+    batch_shape, num_steps = xs.shape[:-2], xs.shape[-2]
+    carries = _full_carry(cell, carry, num_layers, bidirectional, batch_shape)
+    weights = _checked_weights(params, cfg)
+    if lengths is not None:
+        lengths = check_lengths(lengths, batch_shape, num_steps)
+    out_size = (2 if bidirectional else 1) * hidden_size
+    if math.prod(batch_shape) == 0 or num_steps == 0:  # nothing to run: the carry is unchanged
+        ys = jnp.zeros((*batch_shape, num_steps, out_size), xs.dtype)
+        new_carries = carries
+    else:
+        y, h_n, c_n = _run_kernel(xs, carries, weights, lengths, cfg)
+        ys = y.reshape(*batch_shape, num_steps, out_size)
+        state_shape = (*batch_shape, hidden_size)
+        new_carries = [
+            LSTMCarry(h.reshape(state_shape), c.reshape(state_shape))
+            for h, c in zip(h_n, c_n, strict=True)
+        ]
+    if time_major:
+        ys = jnp.moveaxis(ys, -2, 0)
+    return _per_layer(new_carries, num_layers, bidirectional), ys
 
+
+def _check_xs(xs, input_size: int, time_major: bool) -> Array:
+    """``xs`` as a float32 array of at least 2 dims with ``input_size`` features, checked."""
     xs = jnp.asarray(xs)
     if xs.ndim < 2:
         layout = "(time, *batch, features)" if time_major else "(*batch, time, features)"
@@ -571,12 +608,15 @@ def apply_cudnn(
         )
     if xs.dtype != jnp.float32:
         raise TypeError(f"xs: the cuDNN path computes in float32, got dtype {xs.dtype}")
-    if time_major:
-        xs = jnp.moveaxis(xs, 0, -2)
-    batch_shape, num_steps = xs.shape[:-2], xs.shape[-2]
-    carries = _full_carry(cell, carry, num_layers, bidirectional, batch_shape)
+    return xs
+
+
+def _checked_weights(params: Params, cfg: dict) -> Array:
+    """``params`` packed into cuDNN's flat float32 vector, checked against the layer's sizes."""
+    input_size, hidden_size = cfg["input_size"], cfg["hidden_size"]
+    num_layers, bidirectional = cfg["num_layers"], cfg["bidirectional"]
     weights = pack_lstm_weights(params)
-    expected = _flat_sizes(input_size, hidden_size, num_layers, directions)
+    expected = _flat_sizes(input_size, hidden_size, num_layers, 2 if bidirectional else 1)
     if weights.shape != (sum(math.prod(s) for s in expected),):
         raise ValueError(
             f"params: sizes differ from the layer's (input_size={input_size}, "
@@ -584,56 +624,40 @@ def apply_cudnn(
         )
     if weights.dtype != jnp.float32:
         raise TypeError(f"params: the cuDNN path computes in float32, got dtype {weights.dtype}")
-    if lengths is not None:
-        lengths = check_lengths(lengths, batch_shape, num_steps)
+    return weights
 
-    batch = math.prod(batch_shape)
-    out_size = directions * hidden_size
-    if batch == 0 or num_steps == 0:  # nothing to run: the carry is unchanged, ys empty/zero
-        ys = jnp.zeros((*batch_shape, num_steps, out_size), xs.dtype)
-        new_carries = carries
-    else:
-        x = xs.reshape(batch, num_steps, input_size)
-        h0 = jnp.stack([c.h.reshape(batch, hidden_size) for c in carries])
-        c0 = jnp.stack([c.c.reshape(batch, hidden_size) for c in carries])
-        if lengths is None:
-            run_lengths = jnp.full((batch,), num_steps, jnp.int32)
-            y, h_n, c_n = _lstm_core(x, h0, c0, weights, run_lengths, _sizes(cfg))
-        else:
-            lengths = lengths.reshape(batch).astype(jnp.int32)
-            valid = jnp.arange(num_steps, dtype=jnp.int32) < lengths[:, None]  # (B, T)
-            empty = (lengths == 0)[None, :, None]  # broadcasts against (L * D, B, H)
-            zero = jnp.zeros((), xs.dtype)
-            # Padding is never read (as in jr.scan, NaN there changes nothing); zero-length
-            # rows run one step on zeros, and their results are replaced below.
-            x = jnp.where(valid[..., None], x, zero)
-            run_lengths = jnp.maximum(lengths, 1)
-            y, h_n, c_n = _lstm_core(
-                x,
-                jnp.where(empty, zero, h0),
-                jnp.where(empty, zero, c0),
-                weights,
-                run_lengths,
-                _sizes(cfg),
-            )
-            y = jnp.where(valid[..., None], y, zero)
-            h_n = jnp.where(empty, h0, h_n)
-            c_n = jnp.where(empty, c0, c_n)
-        ys = y.reshape(*batch_shape, num_steps, out_size)
-        state_shape = (*batch_shape, hidden_size)
-        new_carries = [
-            LSTMCarry(h.reshape(state_shape), c.reshape(state_shape))
-            for h, c in zip(h_n, c_n, strict=True)
-        ]
-    if time_major:
-        ys = jnp.moveaxis(ys, -2, 0)
-    if bidirectional:
-        out = tuple(
-            Bidirectional(new_carries[2 * k], new_carries[2 * k + 1]) for k in range(num_layers)
-        )
-    else:
-        out = tuple(new_carries)
-    return out, ys
+
+def _run_kernel(xs, carries: list, weights, lengths, cfg: dict):
+    """``(y (B, T, D * H), h_n, c_n (L * D, B, H))`` from cuDNN, batch dimensions flattened.
+
+    Padding is never read (as in jr.scan, NaN there changes nothing); zero-length rows run one
+    step on zeros, and their results are replaced by the initial state (and zeros in ``y``).
+    """
+    input_size, hidden_size = cfg["input_size"], cfg["hidden_size"]
+    num_steps = xs.shape[-2]
+    batch = math.prod(xs.shape[:-2])
+    x = xs.reshape(batch, num_steps, input_size)
+    h0 = jnp.stack([c.h.reshape(batch, hidden_size) for c in carries])
+    c0 = jnp.stack([c.c.reshape(batch, hidden_size) for c in carries])
+    if lengths is None:
+        run_lengths = jnp.full((batch,), num_steps, jnp.int32)
+        return _lstm_core(x, h0, c0, weights, run_lengths, _sizes(cfg))
+    lengths = lengths.reshape(batch).astype(jnp.int32)
+    valid = jnp.arange(num_steps, dtype=jnp.int32) < lengths[:, None]  # (B, T)
+    empty = (lengths == 0)[None, :, None]  # broadcasts against (L * D, B, H)
+    zero = jnp.zeros((), xs.dtype)
+    x = jnp.where(valid[..., None], x, zero)
+    run_lengths = jnp.maximum(lengths, 1)
+    y, h_n, c_n = _lstm_core(
+        x,
+        jnp.where(empty, zero, h0),
+        jnp.where(empty, zero, c0),
+        weights,
+        run_lengths,
+        _sizes(cfg),
+    )
+    y = jnp.where(valid[..., None], y, zero)
+    return y, jnp.where(empty, h0, h_n), jnp.where(empty, c0, c_n)
 
 
 def _sizes(cfg: dict) -> tuple[int, int, int, bool]:

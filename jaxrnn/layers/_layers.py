@@ -224,6 +224,42 @@ def stack(layers: Sequence[Layer], *, dropout: float = 0.0) -> Layer:
     return Layer(init, apply, initial_carry, layers[0].input_size, layers[-1].output_size, config)
 
 
+def _check_rnn_options(cell_fn, num_layers, dropout, cudnn, transform, method):
+    """``(num_layers, dropout, sequential)`` of :func:`rnn`, its options checked."""
+    if isinstance(cell_fn, Cell | Layer) or not callable(cell_fn):
+        raise TypeError(
+            f"cell_fn: expected a cell factory such as jr.lstm (called as cell_fn(input_size, "
+            f"hidden_size, **cell_kwargs)), got a {type(cell_fn).__name__}"
+            + ("; pass the factory, not a cell built with it" if isinstance(cell_fn, Cell) else "")
+        )
+    num_layers = check_size("num_layers", num_layers)
+    dropout = check_probability("dropout", dropout)
+    if cudnn not in (None, True, False):
+        raise TypeError(f"cudnn: expected None, True or False, got {cudnn!r}")
+    if transform is not None and cudnn:
+        raise ValueError("cudnn=True: a transform (regulariser) runs on the scan path only")
+    sequential = isinstance(method, str) and method in ("sequential", "auto")
+    if cudnn and not sequential:
+        raise ValueError(
+            f'cudnn=True: cuDNN runs the layer sequentially, so method must be "sequential" or '
+            f'"auto", got {method!r}'
+        )
+    return num_layers, dropout, sequential
+
+
+def _rnn_layers(cell_fn, input_size, hidden_size, num_layers, bidirectional, cell_kwargs, opts):
+    """The layers of :func:`rnn`, each reading the previous one's output."""
+    layers, size = [], input_size
+    for _ in range(num_layers):
+        if bidirectional:
+            lay = _bidirectional(cell_fn(size, hidden_size, **cell_kwargs), **opts)
+        else:
+            lay = layer(cell_fn(size, hidden_size, **cell_kwargs), **opts)
+        layers.append(lay)
+        size = lay.output_size
+    return layers
+
+
 def rnn(
     cell_fn: Callable[..., Cell],
     input_size: int,
@@ -290,35 +326,15 @@ def rnn(
     >>> ys.shape, len(carry), carry[1].forward.c.shape
     ((4, 7, 32), 2, (4, 16))
     """
-    if isinstance(cell_fn, Cell | Layer) or not callable(cell_fn):
-        raise TypeError(
-            f"cell_fn: expected a cell factory such as jr.lstm (called as cell_fn(input_size, "
-            f"hidden_size, **cell_kwargs)), got a {type(cell_fn).__name__}"
-            + ("; pass the factory, not a cell built with it" if isinstance(cell_fn, Cell) else "")
-        )
-    num_layers = check_size("num_layers", num_layers)
-    dropout = check_probability("dropout", dropout)
-    if cudnn not in (None, True, False):
-        raise TypeError(f"cudnn: expected None, True or False, got {cudnn!r}")
-    if transform is not None and cudnn:
-        raise ValueError("cudnn=True: a transform (regulariser) runs on the scan path only")
-    sequential = isinstance(method, str) and method in ("sequential", "auto")
-    if cudnn and not sequential:
-        raise ValueError(
-            f'cudnn=True: cuDNN runs the layer sequentially, so method must be "sequential" or '
-            f'"auto", got {method!r}'
-        )
+    num_layers, dropout, sequential = _check_rnn_options(
+        cell_fn, num_layers, dropout, cudnn, transform, method
+    )
     opts = dict(
         time_major=time_major, unroll=unroll, remat=remat, transform=transform, method=method
     )
-    layers, size = [], input_size
-    for _ in range(num_layers):
-        if bidirectional:
-            lay = _bidirectional(cell_fn(size, hidden_size, **cell_kwargs), **opts)
-        else:
-            lay = layer(cell_fn(size, hidden_size, **cell_kwargs), **opts)
-        layers.append(lay)
-        size = lay.output_size
+    layers = _rnn_layers(
+        cell_fn, input_size, hidden_size, num_layers, bidirectional, cell_kwargs, opts
+    )
     net = stack(layers, dropout=dropout)
     config = (
         ("factory", rnn),
@@ -339,6 +355,12 @@ def rnn(
     net = net._replace(config=config)
     if cudnn is False or transform is not None or not sequential:
         return net
+    return _cudnn_dispatching(net, cudnn)
+
+
+def _cudnn_dispatching(net: Layer, cudnn: bool | None) -> Layer:
+    """``net`` whose ``apply`` runs on cuDNN where it computes the same, else the plain stack
+    (``cudnn=True``: an error where it cannot)."""
     if cudnn:
         _cudnn.require(net)
     elif not _cudnn.supports(net)[0]:

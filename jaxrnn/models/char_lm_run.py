@@ -181,13 +181,7 @@ def train_char_lm(
     batches = _data.TextBatches(
         vocab.encode(train_text), config.batch_size, config.seq_len, seed=config.seed
     )
-    eval_fn = None
-    val_ids = vocab.encode(val_text)
-    if config.eval_chunks > 0 and val_ids.size >= (config.batch_size + 1) * config.seq_len:
-        val = _data.TextBatches(val_ids, config.batch_size, config.seq_len)
-        n = min(config.eval_chunks, val.num_chunks)
-        chunks = jax.tree.map(lambda *xs: jnp.stack(xs), *[val(k) for k in range(n)])
-        eval_fn = lambda s: {"loss": evaluate_lm(model, _train.local_copy(s.params), chunks)}
+    eval_fn = _validation(model, config, vocab.encode(val_text))
     if mesh == "auto":
         n_dev = len(jax.devices())
         mesh = _train.data_mesh() if n_dev > 1 and config.batch_size % n_dev == 0 else None
@@ -204,15 +198,7 @@ def train_char_lm(
     try:
         if ckpt is not None:
             if ckpt.latest_step() is not None:
-                stored_config, stored_vocab, corpus_info = _parse_run(
-                    ckpt.metadata(), ckpt.directory
-                )
-                stored = {
-                    "config": dataclasses.asdict(stored_config),
-                    "vocab": stored_vocab.to_json(),
-                    "corpus": corpus_info,
-                }
-                _check_same_run(stored, meta, ckpt.directory)
+                _check_resumes_run(ckpt, meta)
             state, history = ckpt.resume(state)
         step = _train.make_train_step(lm_loss(model), config.optimizer(), mesh=mesh)
         state, history = _train.fit(
@@ -233,6 +219,28 @@ def train_char_lm(
         if ckpt is not None:
             ckpt.close()
     return CharLMRun(model, state, history, vocab, config)
+
+
+def _validation(model: CharLM, config: CharLMConfig, val_ids):
+    """``eval_fn(state) -> {"loss": ...}`` on up to ``eval_chunks`` held-out chunks, or
+    ``None`` (no evaluation asked for, or too little held-out text for one batch)."""
+    if config.eval_chunks > 0 and val_ids.size >= (config.batch_size + 1) * config.seq_len:
+        val = _data.TextBatches(val_ids, config.batch_size, config.seq_len)
+        n = min(config.eval_chunks, val.num_chunks)
+        chunks = jax.tree.map(lambda *xs: jnp.stack(xs), *[val(k) for k in range(n)])
+        return lambda s: {"loss": evaluate_lm(model, _train.local_copy(s.params), chunks)}
+    return None
+
+
+def _check_resumes_run(ckpt, meta: Mapping[str, Any]) -> None:
+    """The run stored in ``ckpt`` is the one described by ``meta`` (else a ValueError)."""
+    stored_config, stored_vocab, corpus_info = _parse_run(ckpt.metadata(), ckpt.directory)
+    stored = {
+        "config": dataclasses.asdict(stored_config),
+        "vocab": stored_vocab.to_json(),
+        "corpus": corpus_info,
+    }
+    _check_same_run(stored, meta, ckpt.directory)
 
 
 def _check_same_run(stored: Mapping[str, Any], current: Mapping[str, Any], where: str):

@@ -170,39 +170,7 @@ def char_lm(
         dtype=pol.dtype,
         **cell_kwargs,
     )
-    embed_init = jax.nn.initializers.normal(1.0)
-    head_init = jax.nn.initializers.lecun_normal()
-
-    def init(key):
-        k_embed, k_rnn, k_out = jax.random.split(key, 3)
-        return CharLMParams(
-            embed=embed_init(k_embed, (vocab_size, embed_size), pol.param_dtype),
-            rnn=net.init(k_rnn),
-            w_out=head_init(k_out, (net.output_size, vocab_size), pol.param_dtype),
-            b_out=jnp.zeros((vocab_size,), pol.param_dtype),
-        )
-
-    def apply(params, carry, ids, *, reset=None, key=None):
-        if reset is not None:  # zeros of each leaf's dtype (zoneout counts steps in int32)
-            carry = jax.tree.map(
-                lambda c: jnp.where(
-                    reset.reshape((-1,) + (1,) * (c.ndim - 1)), jnp.zeros((), c.dtype), c
-                ),
-                carry,
-            )
-        k_net = k_out = k_embed = None
-        if key is not None and keyed:
-            if embedding_dropout > 0.0:
-                k_net, k_out, k_embed = jax.random.split(key, 3)
-            else:
-                k_net, k_out = jax.random.split(key)
-        xs = _embedding_dropout(k_embed, params.embed, embedding_dropout)[ids]
-        carry, ys = net.apply(params.rnn, xs, carry, key=k_net)
-        if k_out is not None and dropout > 0.0:
-            keep = jax.random.bernoulli(k_out, 1.0 - dropout, ys.shape)
-            ys = jnp.where(keep, ys / (1.0 - dropout), jnp.zeros((), ys.dtype))
-        return carry, pol.dot(ys, params.w_out) + pol.acc(params.b_out)
-
+    spec = _LMSpec(net, pol, vocab_size, embed_size, dropout, embedding_dropout, keyed)
     config = (
         ("factory", "char_lm"),
         ("vocab_size", vocab_size),
@@ -215,7 +183,61 @@ def char_lm(
         ("embedding_dropout", embedding_dropout),
         *pol.config(),
     )
+    init, apply = functools.partial(_lm_init, spec), functools.partial(_lm_apply, spec)
     return CharLM(init, apply, net.initial_carry, vocab_size, config)
+
+
+class _LMSpec(NamedTuple):
+    """What :func:`char_lm` resolves once and its pure functions read."""
+
+    net: Any  # the recurrent layers (jr.rnn)
+    pol: Any
+    vocab_size: int
+    embed_size: int
+    dropout: float
+    embedding_dropout: float
+    keyed: bool  # whether a key draws any mask
+
+
+def _lm_init(spec: _LMSpec, key) -> CharLMParams:
+    """``CharLM.init``: embedding N(0, 1), recurrent layers, LeCun-normal head, zero bias."""
+    pdt = spec.pol.param_dtype
+    k_embed, k_rnn, k_out = jax.random.split(key, 3)
+    return CharLMParams(
+        embed=jax.nn.initializers.normal(1.0)(k_embed, (spec.vocab_size, spec.embed_size), pdt),
+        rnn=spec.net.init(k_rnn),
+        w_out=jax.nn.initializers.lecun_normal()(
+            k_out, (spec.net.output_size, spec.vocab_size), pdt
+        ),
+        b_out=jnp.zeros((spec.vocab_size,), pdt),
+    )
+
+
+def _reset_carry(carry, reset):
+    """``carry`` with zeros (of each leaf's dtype) in the rows where ``reset`` is set."""
+    return jax.tree.map(
+        lambda c: jnp.where(reset.reshape((-1,) + (1,) * (c.ndim - 1)), jnp.zeros((), c.dtype), c),
+        carry,
+    )
+
+
+def _lm_apply(spec: _LMSpec, params, carry, ids, *, reset=None, key=None):
+    """``CharLM.apply``: ``(carry, logits)``, dropout drawn from ``key`` when given."""
+    dropout, embedding_dropout = spec.dropout, spec.embedding_dropout
+    if reset is not None:  # zeros of each leaf's dtype (zoneout counts steps in int32)
+        carry = _reset_carry(carry, reset)
+    k_net = k_out = k_embed = None
+    if key is not None and spec.keyed:
+        if embedding_dropout > 0.0:
+            k_net, k_out, k_embed = jax.random.split(key, 3)
+        else:
+            k_net, k_out = jax.random.split(key)
+    xs = _embedding_dropout(k_embed, params.embed, embedding_dropout)[ids]
+    carry, ys = spec.net.apply(params.rnn, xs, carry, key=k_net)
+    if k_out is not None and dropout > 0.0:
+        keep = jax.random.bernoulli(k_out, 1.0 - dropout, ys.shape)
+        ys = jnp.where(keep, ys / (1.0 - dropout), jnp.zeros((), ys.dtype))
+    return carry, spec.pol.dot(ys, params.w_out) + spec.pol.acc(params.b_out)
 
 
 def _cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:

@@ -252,77 +252,104 @@ def long_range_model(
     num_layers = check_size("num_layers", num_layers)
     length = check_int("length", length, low=2 if task == "adding" else 1)
     method = _check_method(method, cell)
-    cells = [LONG_RANGE_CELLS[cell](hidden_size, hidden_size) for _ in range(num_layers)]
+    cells = tuple(LONG_RANGE_CELLS[cell](hidden_size, hidden_size) for _ in range(num_layers))
+    in_size, out_size, baseline, batch = _task_data(task, length)
+    spec = _Spec(task, cells, hidden_size, in_size, out_size, method)
+    bind = functools.partial
+    return LongRangeModel(bind(_init, spec), bind(_apply, spec), bind(_loss, spec), baseline, batch)
 
+
+class _Spec(NamedTuple):
+    """What :func:`long_range_model` resolves once and its pure functions read."""
+
+    task: str
+    cells: tuple  # one per residual block
+    hidden_size: int
+    in_size: int
+    out_size: int
+    method: Any
+
+
+def _adding_batch(length: int, key, batch_size: int, *, held_out=False):
+    """A fresh batch of the adding problem (there is no held-out part)."""
+    del held_out
+    return _data.adding_problem(key, batch_size, length)
+
+
+def _copy_batch(length: int, key, batch_size: int, *, held_out=False):
+    """A fresh batch of copy memory (there is no held-out part)."""
+    del held_out
+    return _data.copy_memory(
+        key, batch_size, length, num_symbols=COPY_SYMBOLS, copy_length=COPY_LENGTH
+    )
+
+
+def _char_batch(train_ids, val_ids, length: int, key, batch_size: int, *, held_out=False):
+    """Random windows of the training (or, ``held_out``, the validation) text."""
+    return _windows(val_ids if held_out else train_ids, key, batch_size, length)
+
+
+def _task_data(task: str, length: int) -> tuple[int, int, float, Callable[..., Any]]:
+    """``(input size, output size, memoryless baseline, batch function)`` of ``task``."""
     if task == "adding":
-        in_size, out_size, baseline = 2, 1, 1.0 / 6.0
-
-        def batch(key, batch_size, *, held_out=False):
-            del held_out
-            return _data.adding_problem(key, batch_size, length)
-
-    elif task == "copy":
-        in_size = out_size = COPY_SYMBOLS + 2
+        return 2, 1, 1.0 / 6.0, functools.partial(_adding_batch, length)
+    if task == "copy":
+        size = COPY_SYMBOLS + 2
         baseline = COPY_LENGTH * math.log(COPY_SYMBOLS) / (length + 2 * COPY_LENGTH)
+        return size, size, baseline, functools.partial(_copy_batch, length)
+    vocab, train_ids, val_ids, baseline = _char_data()
+    train_ids, val_ids = jnp.asarray(train_ids), jnp.asarray(val_ids)
+    batch = functools.partial(_char_batch, train_ids, val_ids, length)
+    return vocab.size, vocab.size, baseline, batch
 
-        def batch(key, batch_size, *, held_out=False):
-            del held_out
-            return _data.copy_memory(
-                key, batch_size, length, num_symbols=COPY_SYMBOLS, copy_length=COPY_LENGTH
-            )
 
-    else:
-        vocab, train_ids, val_ids, baseline = _char_data()
-        in_size = out_size = vocab.size
-        train_ids, val_ids = jnp.asarray(train_ids), jnp.asarray(val_ids)
-
-        def batch(key, batch_size, *, held_out=False):
-            return _windows(val_ids if held_out else train_ids, key, batch_size, length)
-
+def _init(spec: _Spec, key):
+    """``LongRangeModel.init``: input map, residual blocks and head, from one key."""
     lecun = jax.nn.initializers.lecun_normal()
+    hidden = spec.hidden_size
+    k_in, k_out, *k_cells = jax.random.split(key, 2 + len(spec.cells))
+    return {
+        "w_in": lecun(k_in, (spec.in_size, hidden), jnp.float32),
+        "b_in": jnp.zeros((hidden,), jnp.float32),
+        "blocks": [
+            {
+                "scale": jnp.ones((hidden,), jnp.float32),
+                "bias": jnp.zeros((hidden,), jnp.float32),
+                "cell": c.init(k),
+            }
+            for c, k in zip(spec.cells, k_cells, strict=True)
+        ],
+        "w_out": lecun(k_out, (hidden, spec.out_size), jnp.float32),
+        "b_out": jnp.zeros((spec.out_size,), jnp.float32),
+    }
 
-    def init(key):
-        k_in, k_out, *k_cells = jax.random.split(key, 2 + num_layers)
-        return {
-            "w_in": lecun(k_in, (in_size, hidden_size), jnp.float32),
-            "b_in": jnp.zeros((hidden_size,), jnp.float32),
-            "blocks": [
-                {
-                    "scale": jnp.ones((hidden_size,), jnp.float32),
-                    "bias": jnp.zeros((hidden_size,), jnp.float32),
-                    "cell": c.init(k),
-                }
-                for c, k in zip(cells, k_cells, strict=True)
-            ],
-            "w_out": lecun(k_out, (hidden_size, out_size), jnp.float32),
-            "b_out": jnp.zeros((out_size,), jnp.float32),
-        }
 
-    def apply(params, xs):
-        # token ids: a one-hot input times w_in is a row lookup
-        u = xs @ params["w_in"] if task == "adding" else params["w_in"][xs]
-        u = u + params["b_in"]
-        for c, block in zip(cells, params["blocks"], strict=True):
-            normed = _layer_norm(u, block["scale"], block["bias"])
-            _, ys = jaxrnn.scan(c, block["cell"], normed, method=method)
-            u = u + ys
-        if task == "adding":
-            return (u[:, -1] @ params["w_out"] + params["b_out"])[:, 0]
-        return u @ params["w_out"] + params["b_out"]
+def _apply(spec: _Spec, params, xs):
+    """``LongRangeModel.apply``: the last step's output (adding), else every step's logits."""
+    # token ids: a one-hot input times w_in is a row lookup
+    u = xs @ params["w_in"] if spec.task == "adding" else params["w_in"][xs]
+    u = u + params["b_in"]
+    for c, block in zip(spec.cells, params["blocks"], strict=True):
+        normed = _layer_norm(u, block["scale"], block["bias"])
+        _, ys = jaxrnn.scan(c, block["cell"], normed, method=spec.method)
+        u = u + ys
+    if spec.task == "adding":
+        return (u[:, -1] @ params["w_out"] + params["b_out"])[:, 0]
+    return u @ params["w_out"] + params["b_out"]
 
-    def loss(params, xs, ys):
-        out = apply(params, xs)
-        if task == "adding":
-            mse = jnp.mean(jnp.square(out - ys))
-            return mse, mse
-        logp = jax.nn.log_softmax(out)
-        ce = -jnp.mean(jnp.take_along_axis(logp, ys[..., None], axis=-1))
-        if task == "char":
-            return ce, ce / math.log(2.0)
-        copied = (jnp.argmax(out, -1) == ys)[:, -COPY_LENGTH:]
-        return ce, jnp.mean(copied.astype(jnp.float32))
 
-    return LongRangeModel(init, apply, loss, baseline, batch)
+def _loss(spec: _Spec, params, xs, ys):
+    """``LongRangeModel.loss``: ``(loss, metric)`` of the task."""
+    out = _apply(spec, params, xs)
+    if spec.task == "adding":
+        mse = jnp.mean(jnp.square(out - ys))
+        return mse, mse
+    logp = jax.nn.log_softmax(out)
+    ce = -jnp.mean(jnp.take_along_axis(logp, ys[..., None], axis=-1))
+    if spec.task == "char":
+        return ce, ce / math.log(2.0)
+    copied = (jnp.argmax(out, -1) == ys)[:, -COPY_LENGTH:]
+    return ce, jnp.mean(copied.astype(jnp.float32))
 
 
 def _solved(task: str, metric: float) -> bool:

@@ -11,6 +11,7 @@ state and every batch are sharded over it (:mod:`jaxrnn.train.parallel`).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import signal
 import sys
@@ -158,14 +159,78 @@ def fit(
     if on_nonfinite not in ("raise", "continue"):
         raise ValueError(f"on_nonfinite: expected 'raise' or 'continue', got {on_nonfinite!r}")
     start = int(state.step)
+    history = _resume_history(history, checkpoints, start)
+    if mesh is not None:
+        state = shard_state(state, mesh, axis_name)
+    run = _Run(
+        state=state,
+        history=history,
+        bar=_progress_bar(num_steps, start, desc, progress),
+        start=start,
+        t0=time.perf_counter(),
+        tokens_per_step=tokens_per_step,
+        on_nonfinite=on_nonfinite,
+        signals=_Signals(_announce if progress else None),
+        several=jax.process_count() > 1,
+        done=start,
+    )
+    try:
+        with run.signals:
+            try:
+                _steps(
+                    run,
+                    train_step,
+                    batches,
+                    num_steps,
+                    mesh=mesh,
+                    axis_name=axis_name,
+                    eval_fn=eval_fn,
+                    eval_every=eval_every,
+                    checkpoints=checkpoints,
+                    log_every=log_every,
+                    callback=callback,
+                )
+                _finish(run, eval_fn, checkpoints)
+            except KeyboardInterrupt as interrupt:
+                if isinstance(interrupt, Interrupted):
+                    raise
+                raise _stop(run, checkpoints) from None
+    finally:
+        run.bar.close()
+    return run.state, run.history
+
+
+@dataclasses.dataclass
+class _Run:
+    """The bookkeeping of one :func:`fit` call, updated step by step."""
+
+    state: TrainState  # always a completed step's: the one of ``done``
+    history: History
+    bar: tqdm
+    start: int
+    t0: float
+    tokens_per_step: int | None
+    on_nonfinite: str
+    signals: _Signals
+    several: bool  # several processes (``jax.distributed``)
+    done: int  # the last completed step
+    pending: list[tuple[int, Metrics]] = dataclasses.field(default_factory=list)
+    last_saved: int | None = None
+    last_eval: int | None = None
+
+
+def _resume_history(history: History | None, checkpoints, start: int) -> History:
+    """``history``, else the one saved with the checkpoint of step ``start``, else a new one."""
     if history is None:
         history = History()
         if checkpoints is not None and start in checkpoints.steps():
             history = checkpoints.history(start)
-    if mesh is not None:
-        state = shard_state(state, mesh, axis_name)
-    pending: list[tuple[int, Metrics]] = []
-    bar = tqdm(
+    return history
+
+
+def _progress_bar(num_steps: int, start: int, desc: str, progress: bool) -> tqdm:
+    """The ``tqdm`` bar on stderr (disabled without ``progress``)."""
+    return tqdm(
         total=num_steps,
         initial=start,
         desc=desc,
@@ -175,92 +240,108 @@ def fit(
         dynamic_ncols=True,
         mininterval=0.5,
     )
-    t0 = time.perf_counter()
-    last_saved = last_eval = None
-
-    def flush(step: int) -> None:
-        if not pending:
-            return
-        fetched = jax.device_get(pending)
-        pending.clear()
-        for s, m in fetched:
-            history.log_train(s, m)
-            if on_nonfinite == "raise":
-                values = {k: float(v) for k, v in m.items()}
-                if not all(math.isfinite(v) for v in values.values()):
-                    raise NonFiniteLossError(int(s), values, history)
-        postfix = {"loss": f"{history.train['loss'][-1]:.4f}"} if "loss" in history.train else {}
-        elapsed = time.perf_counter() - t0
-        if tokens_per_step and elapsed > 0:
-            postfix["tok/s"] = f"{(step - start) * tokens_per_step / elapsed:,.0f}"
-        bar.set_postfix(postfix, refresh=False)
-
-    announce = (lambda msg: tqdm.write(msg, file=sys.stderr)) if progress else None
-    signals = _Signals(announce)
-    several = jax.process_count() > 1
-
-    def stop_requested(at_fetch: bool) -> bool:
-        # With several processes, all stop at the same step: a signal to any of them is
-        # agreed on (a collective) when metrics are fetched, a step boundary all share.
-        if not several:
-            return signals.received is not None
-        return at_fetch and not all_processes(signals.received is None)
-
-    done = start  # the last completed step: ``state`` holds it
-    try:
-        with signals:
-            try:
-                for s in range(start, num_steps):
-                    if stop_requested(False):
-                        raise KeyboardInterrupt
-                    batch = batches(s)
-                    if mesh is not None:
-                        batch = shard_batch(batch, mesh, axis_name)
-                    new_state, metrics = train_step(state, batch)
-                    state, done = new_state, s + 1  # ``state`` is always a completed step's
-                    pending.append((done, metrics))
-                    save = checkpoints is not None and checkpoints.should_save(done)
-                    evaluate = eval_fn is not None and eval_every > 0 and done % eval_every == 0
-                    if save or evaluate or len(pending) >= log_every or done == num_steps:
-                        flush(done)
-                        if several and stop_requested(True):
-                            raise KeyboardInterrupt
-                    if evaluate:
-                        history.log_eval(done, eval_fn(state))
-                        last_eval = done
-                    if save:
-                        checkpoints.save(state, history=history)
-                        last_saved = done
-                    bar.update(1)
-                    if callback is not None:
-                        callback(done, state, metrics)
-                flush(done)
-                evaluated = history.eval.get("step") and history.eval["step"][-1] == done
-                if eval_fn is not None and last_eval != done and not evaluated:
-                    history.log_eval(done, eval_fn(state))
-                if checkpoints is not None and last_saved != done:
-                    checkpoints.save(state, history=history)
-                    last_saved = done
-                if stop_requested(True):
-                    raise KeyboardInterrupt
-            except KeyboardInterrupt as interrupt:
-                if isinstance(interrupt, Interrupted):
-                    raise
-                raise _stop(state, done, history, checkpoints, flush, last_saved) from None
-    finally:
-        bar.close()
-    return state, history
 
 
-def _stop(state, step, history, checkpoints, flush, last_saved) -> Interrupted:
+def _announce(msg: str) -> None:
+    """Print a message above the progress bar."""
+    tqdm.write(msg, file=sys.stderr)
+
+
+def _flush(run: _Run, step: int) -> None:
+    """Fetch the pending metrics into the history (checking them) and update the bar."""
+    if not run.pending:
+        return
+    history = run.history
+    fetched = jax.device_get(run.pending)
+    run.pending.clear()
+    for s, m in fetched:
+        history.log_train(s, m)
+        if run.on_nonfinite == "raise":
+            values = {k: float(v) for k, v in m.items()}
+            if not all(math.isfinite(v) for v in values.values()):
+                raise NonFiniteLossError(int(s), values, history)
+    postfix = {"loss": f"{history.train['loss'][-1]:.4f}"} if "loss" in history.train else {}
+    elapsed = time.perf_counter() - run.t0
+    if run.tokens_per_step and elapsed > 0:
+        postfix["tok/s"] = f"{(step - run.start) * run.tokens_per_step / elapsed:,.0f}"
+    run.bar.set_postfix(postfix, refresh=False)
+
+
+def _stop_requested(run: _Run, at_fetch: bool) -> bool:
+    """Whether a signal asks the loop to stop (agreed by all processes at a fetch)."""
+    # With several processes, all stop at the same step: a signal to any of them is
+    # agreed on (a collective) when metrics are fetched, a step boundary all share.
+    if not run.several:
+        return run.signals.received is not None
+    return at_fetch and not all_processes(run.signals.received is None)
+
+
+def _steps(
+    run: _Run,
+    train_step,
+    batches,
+    num_steps: int,
+    *,
+    mesh,
+    axis_name,
+    eval_fn,
+    eval_every,
+    checkpoints,
+    log_every,
+    callback,
+) -> None:
+    """The steps from ``run.start`` to ``num_steps``: train, fetch, evaluate, save."""
+    for s in range(run.start, num_steps):
+        if _stop_requested(run, False):
+            raise KeyboardInterrupt
+        batch = batches(s)
+        if mesh is not None:
+            batch = shard_batch(batch, mesh, axis_name)
+        new_state, metrics = train_step(run.state, batch)
+        run.state, run.done = new_state, s + 1  # ``state`` is always a completed step's
+        done = run.done
+        run.pending.append((done, metrics))
+        save = checkpoints is not None and checkpoints.should_save(done)
+        evaluate = eval_fn is not None and eval_every > 0 and done % eval_every == 0
+        if save or evaluate or len(run.pending) >= log_every or done == num_steps:
+            _flush(run, done)
+            if run.several and _stop_requested(run, True):
+                raise KeyboardInterrupt
+        if evaluate:
+            run.history.log_eval(done, eval_fn(run.state))
+            run.last_eval = done
+        if save:
+            checkpoints.save(run.state, history=run.history)
+            run.last_saved = done
+        run.bar.update(1)
+        if callback is not None:
+            callback(done, run.state, metrics)
+
+
+def _finish(run: _Run, eval_fn, checkpoints) -> None:
+    """After the last step: fetch, evaluate and save unless that step already did."""
+    done, history = run.done, run.history
+    _flush(run, done)
+    evaluated = history.eval.get("step") and history.eval["step"][-1] == done
+    if eval_fn is not None and run.last_eval != done and not evaluated:
+        history.log_eval(done, eval_fn(run.state))
+    if checkpoints is not None and run.last_saved != done:
+        checkpoints.save(run.state, history=history)
+        run.last_saved = done
+    if _stop_requested(run, True):
+        raise KeyboardInterrupt
+
+
+def _stop(run: _Run, checkpoints) -> Interrupted:
     """Save the last completed step, then describe the interruption."""
+    state, step, history = run.state, run.done, run.history
     if any(isinstance(x, jax.Array) and x.is_deleted() for x in jax.tree.leaves(state)):
         # Interrupted inside a step that donated this state: it is gone, the checkpoints stay.
         return Interrupted(step, None, None, history)
-    flush(step)  # a non-finite step raises NonFiniteLossError here, before saving
+    _flush(run, step)  # a non-finite step raises NonFiniteLossError here, before saving
     path = None
     if checkpoints is not None:
-        if last_saved != step:
+        if run.last_saved != step:
             checkpoints.save(state, history=history)
         path = checkpoints.step_path(step)
     return Interrupted(step, path, state, history)
