@@ -118,7 +118,8 @@ def test_dropout_key_comes_from_the_rng_stream():
     nnx_net = jrf.nnx.Seq2Seq(model, rngs=nnx.Rngs(0))
     nnx_net.set_params(params)
     nnx_net.eval()
-    assert_trees_close(nnx_net(src, tgt_in), det, rtol=0, atol=0)
+    # Jitted like det: like with like (an eager call and a jitted one may round differently).
+    assert_trees_close(nnx.jit(lambda net: net(src, tgt_in))(nnx_net), det, rtol=0, atol=0)
     nnx_net.train()
     assert not np.allclose(nnx_net(src, tgt_in).logits, det.logits)
 

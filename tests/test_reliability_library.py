@@ -84,10 +84,15 @@ def test_seq2seq_padding_ids_are_not_checked(s2s):
     tgt = with_id(with_id(TGT, (1, 2), V_TGT), (1, 3), -7)
     dirty = model.apply(params, src, tgt, src_lengths=src_len, tgt_lengths=tgt_len)
     np.testing.assert_array_equal(dirty.logits, clean.logits)
-    dirty = model.scheduled_sampling(
-        params, src, tgt, key0(), rate=0.0, src_lengths=src_len, tgt_lengths=tgt_len
-    )
-    np.testing.assert_array_equal(dirty.logits, clean.logits)
+
+    # Scheduled sampling against itself on clean ids (like with like: its per-step readout
+    # may round differently from apply's; that rate 0 equals apply is test_seq2seq's).
+    def sampled(src, tgt):
+        return model.scheduled_sampling(
+            params, src, tgt, key0(), rate=0.0, src_lengths=src_len, tgt_lengths=tgt_len
+        ).logits
+
+    np.testing.assert_array_equal(sampled(src, tgt), sampled(SRC, TGT))
 
 
 def test_seq2seq_ids_under_jit_are_not_value_checked(s2s):
