@@ -91,7 +91,7 @@ def test_gradients_match_finite_differences():
         def loss(params, xs):
             return jnp.sum(jr.scan(cell, params, xs)[1] ** 2)
 
-        check_grads(loss, (params, xs), order=1, modes=["rev"], eps=1e-6)
+        check_grads(jax.jit(loss), (params, xs), order=1, modes=["rev"], eps=1e-6)
 
 
 def test_bfloat16_policy():

@@ -173,7 +173,7 @@ def test_gradients_flow_and_match_finite_differences(transform):
 
         grads = jax.grad(loss)(params, xs)
         assert all(bool(jnp.isfinite(g).all()) and bool((g != 0).any()) for g in grads[:3])
-        check_grads(loss, (params, xs), order=1, modes=["rev"], eps=1e-6)
+        check_grads(jax.jit(loss), (params, xs), order=1, modes=["rev"], eps=1e-6)
 
 
 # --------------------------------------------------------------------------------------------
