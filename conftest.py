@@ -1,16 +1,50 @@
 """Test configuration shared by tests/, the doctests in jaxrnn/ and README.md."""
 
+import importlib.metadata
 import os
+import re
 import shutil
 import tempfile
 
-import jax
+# --------------------------------------------------------------------------------------------
+# Compiling, not running, is the suite's time: its programs are tiny and most run once or twice.
+# Two settings make XLA compile them several times faster (the scanned gradients of test_scan
+# and test_cudnn, 3 to 5 times), whatever the program computes:
+# - XLA's classic CPU fusion emitters (``--xla_cpu_use_fusion_emitters=false``): the newer
+#   MLIR-based ones, now the default, take most of the compile time of a scanned gradient;
+# - JAX's ``jax_disable_most_optimizations`` (LLVM at -O0, for when "the cost of optimization
+#   is greater than that of running a less-optimized program").
+# Neither changes what a program computes beyond the rounding any two XLA builds may differ in,
+# which the tests' tolerances allow for, and no test asserts a speed. The pytest processes and
+# the subprocesses they start (the CLI, multi-process runs) inherit both through the
+# environment; the notebooks run as users run them (tests/test_notebooks.py: their training
+# steps run faster optimised). JAXRNN_TEST_FAST_COMPILE=0 runs everything with XLA's defaults.
+# Set before jax is imported, so that this process's backend sees the flag too. XLA aborts on
+# a flag it does not know, so the emitter flag is given only to the jaxlib versions known to
+# have it (0.9.1 and later; a jaxlib that drops it will say so at the first compile).
+FAST_COMPILE_ENV = {
+    "XLA_FLAGS": "--xla_cpu_use_fusion_emitters=false",
+    "JAX_DISABLE_MOST_OPTIMIZATIONS": "1",
+}
+if os.environ.get("JAXRNN_TEST_FAST_COMPILE", "1") != "0":
+    _jaxlib = tuple(int(p) for p in re.findall(r"\d+", importlib.metadata.version("jaxlib"))[:3])
+    _flags = os.environ.get("XLA_FLAGS", "")
+    if _jaxlib >= (0, 9, 1) and "xla_cpu_use_fusion_emitters" not in _flags:
+        os.environ["XLA_FLAGS"] = f"{_flags} {FAST_COMPILE_ENV['XLA_FLAGS']}".strip()
+    os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
 
 # Strict dtype promotion: mixing float32 with float64 (or int with float) is an error, never a
 # silent upcast, so a dtype slip in the library fails the tests.
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 # Using a PRNG key twice is an error (the initialisers promise one key per parameter).
 jax.config.update("jax_debug_key_reuse", True)
+# jax may have read the environment before this file ran (another plugin imported it).
+jax.config.update(
+    "jax_disable_most_optimizations", os.environ.get("JAX_DISABLE_MOST_OPTIMIZATIONS") == "1"
+)
 
 # --------------------------------------------------------------------------------------------
 # One XLA compilation cache per test run.
@@ -37,10 +71,23 @@ if os.environ.get("JAXRNN_TEST_XLA_CACHE", "1") != "0":
         # the suite's compiles are shorter), whatever its size.
         os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
         os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "-1"
-    # jax read the environment when it was imported, possibly before this file ran.
     jax.config.update("jax_compilation_cache_dir", os.environ[_CACHE_DIR])
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+
+
+@pytest.fixture
+def default_compile_env():
+    """This process's environment without the fast-compile settings, for a subprocess that
+    must run as users run it (the notebook kernels)."""
+    env = dict(os.environ)
+    for name, value in FAST_COMPILE_ENV.items():
+        rest = env.get(name, "").replace(value, "").strip()
+        if rest:
+            env[name] = rest
+        else:
+            env.pop(name, None)
+    return env
 
 
 def pytest_unconfigure(config):
