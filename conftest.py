@@ -93,3 +93,42 @@ def default_compile_env():
 def pytest_unconfigure(config):
     if _created_cache_dir is not None:
         shutil.rmtree(_created_cache_dir, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------------------------
+# The slowest tests first. pytest-xdist's work stealing hands each worker a contiguous part of
+# the collection and moves the not-yet-started tail of the busiest queue to an idle worker, so
+# a long test late in the collection can leave one core busy after the other has finished.
+# Moved to the front (this order, the longest first; the rest keep theirs), they start
+# early and the run ends on short tests. Seconds of CPU on two idle cores, with the settings
+# above: the notebooks run XLA's defaults (about 10 to 40 s each); the others start
+# subprocesses (the CLI, several processes, the docs build) or are long doctests.
+SLOW_FIRST = [
+    "tests/test_notebooks.py::test_notebook_executes[02_seq2seq_attention.ipynb]",
+    "tests/test_notebooks.py::test_notebook_executes[01_cells_from_equations.ipynb]",
+    "tests/test_notebooks.py::test_notebook_executes[03_char_language_model.ipynb]",
+    "tests/test_notebooks.py::test_notebook_executes[06_regularisation_and_convlstm.ipynb]",
+    "tests/test_distributed.py",  # one module fixture launches the process pairs (~25 s)
+    "tests/test_docs.py",  # sphinx-build (~15 s)
+    "tests/test_parallel.py::test_one_and_eight_devices_give_the_same_training",
+    "README.md",  # its doctests (~13 s)
+    "tests/test_notebooks.py::test_notebook_executes[05_long_range.ipynb]",
+    "tests/test_notebooks.py::test_notebook_executes[04_pytorch_interop.ipynb]",
+    "tests/test_cli.py",  # one module fixture trains the demo the file's tests read (~20 s)
+    "tests/test_benchmarks.py::test_sweep_runs_a_child_per_core_count",
+    "tests/test_benchmarks.py::test_cells_quick_run",
+    "tests/test_reliability_checkpoints.py::test_signal_saves_and_resume_is_bit_exact",
+    "tests/test_reliability_cli.py::test_two_runs_on_one_directory",
+    "tests/test_checkpoint.py::test_resume_after_crash_is_bit_exact",
+]
+
+
+def _slow_rank(nodeid):
+    for rank, prefix in enumerate(SLOW_FIRST):
+        if nodeid == prefix or nodeid.startswith((f"{prefix}::", f"{prefix}[")):
+            return rank
+    return len(SLOW_FIRST)
+
+
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: _slow_rank(item.nodeid))  # stable: the rest keep their order
