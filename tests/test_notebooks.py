@@ -3,7 +3,8 @@
 The notebooks check their own results (each comparison ``assert``s its tolerance), so a
 notebook that runs to the end has also passed its checks. The kernel is a new ``python3``
 process, so the strict dtype promotion that ``conftest.py`` sets for pytest does not apply
-there.
+there, and neither do its fast-compile settings: a notebook runs as a user runs it, with XLA's
+defaults (its training steps run faster optimised). It shares the run's compilation cache.
 """
 
 from pathlib import Path
@@ -23,7 +24,7 @@ def test_notebooks_are_found():
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
-def test_notebook_executes(path):
+def test_notebook_executes(path, default_compile_env):
     nb = nbformat.read(path, as_version=4)
     assert nb.metadata.get("kernelspec", {}).get("name") == "python3", "kernel must be python3"
     client = nbclient.NotebookClient(
@@ -34,7 +35,8 @@ def test_notebook_executes(path):
         # Run from the notebook's own directory, as Jupyter does, so relative paths resolve.
         resources={"metadata": {"path": str(path.parent)}},
     )
-    client.execute()  # raises CellExecutionError (with the traceback) on the first failing cell
+    # Raises CellExecutionError (with the traceback) on the first failing cell.
+    client.execute(env=default_compile_env)
     errors = [
         out
         for cell in nb.cells
