@@ -170,9 +170,15 @@ def _skip_namedtuple_fields(app, what, name, obj, skip, options):
     return None
 
 
+# ``id(obj) -> documented full name``, per build environment. Kept in this process, not on the
+# environment: Sphinx pickles the environment for incremental builds, and object ids mean nothing
+# in the next process.
+_DOCUMENTED: dict[int, dict[int, str]] = {}
+
+
 def _documented_by_object(env) -> dict[int, str]:
     """``id(obj) -> documented full name`` for every object the site documents, built once."""
-    cached = getattr(env, "_jaxrnn_documented", None)
+    cached = _DOCUMENTED.get(id(env))
     if cached is not None:
         return cached
     found: dict[int, str] = {}
@@ -180,7 +186,8 @@ def _documented_by_object(env) -> dict[int, str]:
         obj = _lookup(fullname)
         if obj is not None and not isinstance(obj, (str, int, float, bool, type(None))):
             found.setdefault(id(obj), fullname)
-    env._jaxrnn_documented = found
+    _DOCUMENTED.clear()  # one environment per build
+    _DOCUMENTED[id(env)] = found
     return found
 
 
