@@ -64,7 +64,7 @@ from jaxrnn._scan.scan import scan
 from jaxrnn._scan.sequential import save_nonlinear
 from jaxrnn.newton import Newton  # jr.scan(method=jr.Newton(...)): all steps at once
 from jaxrnn.layers import bidirectional, layer, rnn, stack
-from jaxrnn import cells, cudnn, layers, newton, precision  # the public modules of the above
+from jaxrnn import cells, cudnn, kernels, layers, newton, precision  # the public modules above
 
 # -> attention -> seq2seq / decode -> losses; data and recipes beside them.
 from jaxrnn import attention, seq2seq, decode, losses, data, recipes
@@ -111,6 +111,7 @@ __all__ = [
     "gru",
     "interop",
     "jordan_rnn",
+    "kernels",
     "layer",
     "layer_norm_gru",
     "layer_norm_lstm",

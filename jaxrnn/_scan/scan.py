@@ -25,6 +25,7 @@ from jaxrnn._core import Array, Carry, Cell, Params
 from jaxrnn._scan.associative import associative_steps
 from jaxrnn._scan.newton import Newton
 from jaxrnn._scan.sequential import SQRT, scan_steps, sqrt_scan, step_policy
+from jaxrnn.kernels import _dispatch as _kernels
 
 __all__ = ["Method", "Remat", "scan"]
 
@@ -51,6 +52,7 @@ def scan(
     remat: Remat = False,
     hoist: bool | None = None,
     method: Method = "sequential",
+    kernel: bool | None = None,
 ) -> tuple[Carry, Array]:
     r"""Run ``cell`` over the time axis of ``xs``.
 
@@ -130,6 +132,14 @@ def scan(
             compute the same function.
         method: ``"sequential"`` (default), ``"associative"``, ``"newton"``, ``"auto"`` or a
             :class:`jaxrnn.newton.Newton` (see above).
+        kernel: run on the native CPU kernels (:mod:`jaxrnn.kernels`). ``None`` (default):
+            whenever they compute exactly what this function computes otherwise (an unmodified
+            :func:`jaxrnn.lstm` without peepholes, coupling or projection, or a
+            :func:`jaxrnn.gru`; float32 or bfloat16; ``method="sequential"``, ``remat=False``,
+            no ``resets``; on the CPU, with the kernels built). ``True``: require them (a
+            ``ValueError`` naming the reason where they cannot run). ``False``: never. The
+            kernel path has reverse-mode derivatives only; ``unroll`` and ``hoist`` do not
+            apply to it.
 
     Returns:
         ``(carry, ys)``: the final carry and the outputs, ``(*batch, T, out)`` (or
@@ -171,6 +181,7 @@ def scan(
     check_cell("cell", cell)
     check_params(cell, params)
     method = resolve_method(method, cell)
+    kernel = _kernels.check_option(kernel)
     if method != "sequential" and isinstance(remat, str) and remat == "sqrt":
         raise ValueError(
             f'remat="sqrt" cuts the sequence into segments scanned one after the other; it '
@@ -210,6 +221,15 @@ def scan(
         resets = check_resets(resets, sequence_batch, num_steps, time_major)
         if reverse:  # in reverse, a segment ends (its first processed step) before a start
             resets = jnp.concatenate([resets[1:], jnp.zeros_like(resets[:1])], axis=0)
+    if kernel is not False:
+        why = _kernels.reason(cell, method=method, remat=remat, resets=resets)
+        if why and kernel:
+            raise ValueError(f"kernel=True: this scan cannot run on the native kernels: {why}")
+        if not why:
+            carry, ys = _kernels.run(
+                cell, params, jnp.moveaxis(xs, time_axis, 0), carry, lengths, reverse
+            )
+            return carry, ys if time_major else jnp.moveaxis(ys, 0, len(sequence_batch))
     policy = step_policy(remat)
     if hoist is None:
         hoist = jax.default_backend() != "cpu"

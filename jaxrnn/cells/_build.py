@@ -11,6 +11,7 @@ they implement are described in :mod:`jaxrnn.cells`.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 
 import jax.numpy as jnp
@@ -38,6 +39,7 @@ def make_cell(
     def apply(params, carry, x):
         return step(params, carry, project(params, x))
 
+    _BUILT[apply] = (project, step, config)
     return Cell(
         init,
         apply,
@@ -50,6 +52,26 @@ def make_cell(
         spatial_dims,
         linear,
     )
+
+
+# The functions and config of every cell a factory built, keyed by its ``apply`` (held weakly:
+# an entry lives as long as the cell's functions): how a consumer tells a cell as its factory
+# made it, whose ``config`` describes what it computes, from a modified one (a regulariser's
+# wrapper, or a ``cell._replace(apply=...)``). The native kernels' dispatch relies on it.
+_BUILT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def as_built(cell: Cell) -> bool:
+    """Whether ``cell``'s ``apply``, ``project``, ``step`` and ``config`` are those its factory
+    made (so its ``config`` says exactly what it computes)."""
+    try:
+        entry = _BUILT.get(cell.apply)
+    except TypeError:  # an apply that cannot be weakly referenced was not made here
+        return False
+    if entry is None:
+        return False
+    project, step, config = entry
+    return cell.project is project and cell.step is step and cell.config == config
 
 
 def setup(param_dtype, dtype, initializers=(None, None, None), **sizes):

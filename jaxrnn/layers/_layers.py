@@ -10,7 +10,9 @@ import jax.numpy as jnp
 
 from jaxrnn._checks import check_cell, check_probability, check_size
 from jaxrnn._core import Bidirectional, Cell, Layer, Transform
-from jaxrnn._scan.scan import Method, Remat, scan
+from jaxrnn._scan.scan import Method, Remat, resolve_method, scan
+from jaxrnn.kernels._dispatch import check_option as check_kernel_option
+from jaxrnn.kernels._dispatch import reason as kernel_reason
 from jaxrnn.layers import _cudnn
 
 __all__ = ["bidirectional", "layer", "rnn", "stack"]
@@ -25,6 +27,7 @@ def layer(
     remat: Remat = False,
     transform: Transform | None = None,
     method: Method = "sequential",
+    kernel: bool | None = None,
 ) -> Layer:
     """One cell run over the sequence by :func:`jaxrnn.scan`; params and carry are the cell's.
 
@@ -33,7 +36,9 @@ def layer(
     :mod:`jaxrnn.regularizers`, e.g. ``functools.partial(jr.zoneout, rate=0.1)``), each call
     scans ``transform(cell, key)``: with a ``key`` in training, ``transform(cell, None)`` (its
     expectation) without one; the carry is that of ``transform(cell, None)``. ``unroll``,
-    ``remat`` and ``method`` (sequential, associative, Newton) are :func:`jaxrnn.scan`'s.
+    ``remat``, ``method`` (sequential, associative, Newton) and ``kernel`` (the native CPU
+    kernels, :mod:`jaxrnn.kernels`; ``True`` is checked here against the cell and options) are
+    :func:`jaxrnn.scan`'s.
 
     >>> import jax, jax.numpy as jnp, jaxrnn as jr
     >>> lay = jr.layer(jr.gru(3, 4))
@@ -45,6 +50,7 @@ def layer(
         TypeError: if ``cell`` is not a :class:`~jaxrnn.Cell` (e.g. already a :class:`Layer`).
     """
     check_cell("cell", cell)
+    _require_kernel(kernel, (cell,), transform, method, remat)
 
     def apply(params, xs, carry=None, *, lengths=None, resets=None, key=None):
         return scan(
@@ -59,6 +65,7 @@ def layer(
             unroll=unroll,
             remat=remat,
             method=method,
+            kernel=kernel,
         )
 
     config = (
@@ -70,6 +77,7 @@ def layer(
         ("remat", remat),
         ("transform", transform),
         ("method", method),
+        ("kernel", kernel),
     )
     initial_carry = _transformed(cell, transform, None).initial_carry
     return Layer(cell.init, apply, initial_carry, cell.input_size, cell.output_size, config)
@@ -78,6 +86,19 @@ def layer(
 def _transformed(cell: Cell, transform, key) -> Cell:
     """``cell`` itself, or the regularised ``transform(cell, key)``."""
     return cell if transform is None else transform(cell, key)
+
+
+def _require_kernel(kernel, cells, transform, method, remat) -> None:
+    """Build-time check of ``kernel``: ``True`` needs cells and options the kernels run."""
+    if not check_kernel_option(kernel):
+        return
+    for cell in cells:
+        why = "transform: a regularised cell runs on the XLA path" if transform else ""
+        why = why or kernel_reason(
+            cell, method=resolve_method(method, cell), remat=remat, resets=None
+        )
+        if why:
+            raise ValueError(f"kernel=True: cannot run on the native kernels: {why}")
 
 
 def bidirectional(
@@ -89,6 +110,7 @@ def bidirectional(
     remat: Remat = False,
     transform: Transform | None = None,
     method: Method = "sequential",
+    kernel: bool | None = None,
 ) -> Layer:
     """Run ``forward`` left to right and ``backward`` right to left; concatenate the outputs.
 
@@ -96,7 +118,7 @@ def bidirectional(
     backward cell starts at each sequence's own last valid element. ``backward`` defaults to a
     cell of the same kind as ``forward`` (own parameters, drawn from another key). ``resets``
     (see :func:`jaxrnn.scan`) mark segment starts for both directions; ``transform`` applies to
-    both cells, with a key of their own each (see :func:`layer`); ``method`` is
+    both cells, with a key of their own each (see :func:`layer`); ``method`` and ``kernel`` are
     :func:`jaxrnn.scan`'s, for both directions.
 
     >>> import jax, jax.numpy as jnp, jaxrnn as jr
@@ -122,7 +144,8 @@ def bidirectional(
     out = None
     if forward.output_size is not None and backward.output_size is not None:
         out = forward.output_size + backward.output_size
-    opts = dict(time_major=time_major, unroll=unroll, remat=remat, method=method)
+    _require_kernel(kernel, (forward, backward), transform, method, remat)
+    opts = dict(time_major=time_major, unroll=unroll, remat=remat, method=method, kernel=kernel)
 
     def init(key):
         k_f, k_b = jax.random.split(key)
@@ -157,6 +180,7 @@ def bidirectional(
         ("unroll", unroll),
         ("remat", remat),
         ("method", method),
+        ("kernel", kernel),
     )
     return Layer(init, apply, initial_carry, forward.input_size, out, config)
 
@@ -274,6 +298,7 @@ def rnn(
     cudnn: bool | None = None,
     transform: Transform | None = None,
     method: Method = "sequential",
+    kernel: bool | None = None,
     **cell_kwargs,
 ) -> Layer:
     """A multi-layer, optionally bidirectional recurrent network, as ``torch.nn.LSTM`` builds.
@@ -311,6 +336,11 @@ def rnn(
             ``"sequential"`` (default), ``"associative"`` (linear-recurrence cells such as
             :func:`jaxrnn.min_gru`), ``"newton"``, a :class:`jaxrnn.Newton`, or ``"auto"``.
             cuDNN, a sequential kernel, is used only under ``"sequential"`` and ``"auto"``.
+        kernel: run the layers on the native CPU kernels (:mod:`jaxrnn.kernels`): ``None``
+            (default) wherever they compute the same (``cell_fn=jr.lstm`` without peephole,
+            coupling or projection, or ``jr.gru``; float32 or bfloat16; sequential, no remat,
+            no resets, on the CPU); ``True``: require them (``ValueError`` naming the reason);
+            ``False``: never. Independent of ``cudnn``, which applies on CUDA GPUs.
         **cell_kwargs: forwarded to ``cell_fn`` (e.g. ``proj_size``, ``reset_after``).
 
     Raises:
@@ -330,7 +360,12 @@ def rnn(
         cell_fn, num_layers, dropout, cudnn, transform, method
     )
     opts = dict(
-        time_major=time_major, unroll=unroll, remat=remat, transform=transform, method=method
+        time_major=time_major,
+        unroll=unroll,
+        remat=remat,
+        transform=transform,
+        method=method,
+        kernel=kernel,
     )
     layers = _rnn_layers(
         cell_fn, input_size, hidden_size, num_layers, bidirectional, cell_kwargs, opts
@@ -351,6 +386,7 @@ def rnn(
         ("cudnn", cudnn),
         ("transform", transform),
         ("method", method),
+        ("kernel", kernel),
     )
     net = net._replace(config=config)
     if cudnn is False or transform is not None or not sequential:

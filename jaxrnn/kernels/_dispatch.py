@@ -1,0 +1,184 @@
+"""When :func:`jaxrnn.scan` runs a cell on the native kernels, and how.
+
+The rule mirrors the cuDNN dispatch (:mod:`jaxrnn.cudnn`): ``kernel=None`` uses the kernel
+exactly where it computes what the XLA path computes, ``True`` requires it (a ``ValueError``
+naming the obstacle otherwise), ``False`` never uses it. The decision is made when ``scan`` is
+traced, from the cell, the call's options and the backend.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+from jaxrnn._core import Array, Carry, Cell, Params
+from jaxrnn.cells import LSTMCarry, gru, lstm
+from jaxrnn.cells._build import as_built
+from jaxrnn.kernels import _library
+from jaxrnn.kernels._ops import gru_sequence, lstm_sequence
+
+__all__ = ["check_option", "reason", "run", "supports"]
+
+# Operand and parameter dtypes the kernels implement (sums, gates and carry are float32).
+_DTYPES = (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16))
+
+
+def check_option(kernel) -> bool | None:
+    """``kernel`` itself, if it is ``None``, ``True`` or ``False``."""
+    if kernel is None or kernel is True or kernel is False:
+        return kernel
+    raise TypeError(f"kernel: expected None, True or False, got {kernel!r}")
+
+
+def _name(fn) -> str:
+    return getattr(fn, "__name__", None) or type(fn).__name__
+
+
+def supports(cell: Cell) -> tuple[bool, str]:
+    """Whether the kernels compute ``cell`` exactly, and if not, why.
+
+    Supported: :func:`jaxrnn.lstm` without ``peephole``, ``coupled`` or ``proj_size`` (any
+    ``forget_bias``), and :func:`jaxrnn.gru` (either ``reset_after``), as their factories built
+    them (not wrapped by a regulariser or otherwise modified), with ``param_dtype`` and
+    ``dtype`` each float32 or bfloat16.
+
+    >>> import jaxrnn as jr
+    >>> from jaxrnn.kernels import supports
+    >>> supports(jr.lstm(3, 8))
+    (True, '')
+    >>> supports(jr.lstm(3, 8, peephole=True))[1]
+    'lstm(peephole=True): the kernels have no peephole connections'
+    """
+    if not isinstance(cell, Cell):
+        return False, f"expected a jaxrnn Cell, got {type(cell).__name__}"
+    cfg = dict(cell.config or ())
+    factory = cfg.get("factory")
+    if factory not in (lstm, gru):
+        built = f"{_name(factory)} cells" if factory is not None else "custom cells"
+        return False, f"the kernels implement jr.lstm and jr.gru only, not {built}"
+    if not as_built(cell):
+        return False, (
+            f"this {factory.__name__} cell is not as jr.{factory.__name__} built it (a "
+            "regulariser or another wrapper changed its functions)"
+        )
+    for opt, why in (
+        ("peephole", "the kernels have no peephole connections"),
+        ("coupled", "the kernels have no coupled input and forget gates"),
+        ("proj_size", "the kernels have no projection"),
+    ):
+        if cfg.get(opt):
+            return False, f"lstm({opt}={cfg[opt]!r}): {why}"
+    for what in ("param_dtype", "dtype"):
+        if jnp.dtype(cfg[what]) not in _DTYPES:
+            return False, (
+                f"{factory.__name__}({what}={jnp.dtype(cfg[what]).name}): the kernels compute "
+                "with float32 or bfloat16 operands only"
+            )
+    return True, ""
+
+
+def _backend_reason() -> str:
+    device = jax.config.jax_default_device
+    if device is None:
+        platform = jax.default_backend()
+    else:
+        platform = device if isinstance(device, str) else device.platform
+    if platform != "cpu":
+        return f"the computation runs on {platform!r}; the kernels are for the CPU"
+    return ""
+
+
+def reason(cell: Cell, *, method, remat, resets) -> str:
+    """Why :func:`jaxrnn.scan` of ``cell`` with these options keeps the XLA path, or ``""``."""
+    ok, why = supports(cell)
+    if not ok:
+        return why
+    if not (isinstance(method, str) and method == "sequential"):
+        return f"method={method!r}: the kernels run the sequential recurrence only"
+    if remat is not False:
+        return f"remat={remat!r}: the kernels keep their own residuals (no rematerialisation)"
+    if resets is not None:
+        return "resets: the kernels do not restart segments"
+    status = _library.status()
+    if not status.available:
+        return status.reason
+    return _backend_reason()
+
+
+def run(
+    cell: Cell,
+    params: Params,
+    xs: Array,
+    carry: Carry,
+    lengths: Array | None,
+    reverse: bool,
+) -> tuple[Carry, Array]:
+    """``(carry, ys)`` of ``cell`` over time-major ``xs (T, *batch, I)`` on the kernels.
+
+    ``carry`` and ``lengths`` are checked already; a traced length outside ``[0, T]`` acts as
+    the nearest end, as on the XLA path. ``ys`` is ``(T, *batch, H)`` in the cell's ``dtype``.
+    """
+    cfg = dict(cell.config)
+    dtype = jnp.dtype(cfg["dtype"])
+    num_steps, batch_shape = xs.shape[0], xs.shape[1:-1]
+    batch = math.prod(batch_shape)
+    hidden = cfg["hidden_size"]
+    if num_steps == 0 or batch == 0:
+        return carry, jnp.zeros((num_steps, *batch_shape, hidden), dtype)
+    x = xs.reshape(num_steps, batch, xs.shape[-1])
+    if lengths is None:
+        lens = jnp.full((batch,), num_steps, jnp.int32)
+    else:
+        lens = jnp.clip(lengths.reshape(batch), 0, num_steps).astype(jnp.int32)
+        # Padding is never read: zeroed, NaN there cannot reach the weight gradients' matmuls.
+        valid = jnp.arange(num_steps)[:, None] < lens[None, :]
+        x = jnp.where(valid[..., None], x, jnp.zeros((), x.dtype))
+    flat = lambda a: a.reshape(batch, hidden)
+    restore = lambda a: a.reshape(*batch_shape, hidden)
+    try:
+        if cfg["factory"] is lstm:
+            ys, hn, cn = lstm_sequence(
+                x,
+                params.w_ih,
+                params.w_hh,
+                params.b,
+                flat(carry.h),
+                flat(carry.c),
+                lens,
+                bool(reverse),
+                dtype,
+            )
+            new_carry = LSTMCarry(restore(hn), restore(cn))
+        else:
+            ys, hn = gru_sequence(
+                x,
+                params.w_ih,
+                params.w_hh,
+                params.b_ih,
+                params.b_hh,
+                flat(carry),
+                lens,
+                bool(reverse),
+                bool(cfg["reset_after"]),
+                dtype,
+            )
+            new_carry = restore(hn)
+    except (TypeError, ValueError) as err:
+        _explain_autodiff(err)
+        raise
+    return new_carry, ys.reshape(num_steps, *batch_shape, hidden)
+
+
+def _explain_autodiff(err: Exception) -> None:
+    """Re-raises JAX's errors for forward-mode and second-order derivatives of the kernels as
+    errors that say what to do."""
+    text = str(err)
+    if "forward-mode" in text or "cannot be differentiated" in text:
+        what = "forward-mode" if "forward-mode" in text else "second-order"
+        raise type(err)(
+            f"the native kernels have reverse-mode derivatives only, not {what} ones "
+            "(jax.jvp, jax.jacfwd, jax.hessian, or grad of grad): pass kernel=False to "
+            "jr.scan / jr.layer / jr.bidirectional / jr.rnn for those"
+        ) from err

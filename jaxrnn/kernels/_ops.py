@@ -1,0 +1,229 @@
+r"""One direction of an LSTM or GRU layer over a sequence, on the native kernels.
+
+Each function computes what :func:`jaxrnn.scan` of the cell computes, time-major and with the
+batch flattened: ``xs (T, B, I)``, carries ``(B, H)``, ``lengths (B,)`` in ``[0, T]``. Work is
+split where each part runs fastest:
+
+* the input projection of all steps, :math:`X W_{ih} + b`, is one XLA matmul of
+  ``(T B, I) x (I, G H)`` before the kernel (large enough for XLA's GEMM to run at the
+  machine's peak on every core);
+* the kernel runs the recurrence: per step the matmul :math:`h_{t-1} W_{hh}` with the gate
+  nonlinearities fused into it, on all cores;
+* the backward kernel runs the recurrence backwards, producing the gate pre-activation
+  cotangents :math:`\delta G_t` of every step; the weight gradients then are single XLA matmuls
+  over all steps: :math:`\partial W_{hh} = \sum_t h_{t-1}^\top \delta G_t`,
+  :math:`\partial W_{ih} = \sum_t x_t^\top \delta G_t`, :math:`\partial x_t = \delta G_t
+  W_{ih}^\top`.
+
+Precision follows :mod:`jaxrnn.precision`: ``dtype`` is the matmul operand dtype (float32, or
+bfloat16 with float32 sums); the carry, gates and cotangents are float32.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxrnn.kernels import _library
+
+__all__ = ["gru_sequence", "lstm_sequence"]
+
+_F32 = jnp.float32
+
+
+def _ffi(target: str, shapes, *args, **attrs):
+    """An FFI call of ``target`` (its handler runs the batch of a ``vmap`` one at a time)."""
+    _library.require()
+    call = jax.ffi.ffi_call(
+        target,
+        [jax.ShapeDtypeStruct(s, _F32) for s in shapes],
+        vmap_method="sequential",
+    )
+    return call(*args, **{k: np.int32(v) for k, v in attrs.items()})
+
+
+def _project(xs, w_ih, b, dtype):
+    """``xs @ w_ih + b`` for all steps: operands in ``dtype``, float32 sums."""
+    gx = jnp.matmul(xs.astype(dtype), w_ih.astype(dtype), preferred_element_type=_F32)
+    return gx + b.astype(_F32)
+
+
+def _t_matmul(a, g):
+    """``a^T g`` over the leading (T, B) axes, with ``a^T`` materialised: XLA:CPU runs the
+    standard-form GEMM much faster than the transposed-LHS one (see
+    :func:`jaxrnn.precision._weight_dot`)."""
+    a = a.reshape(-1, a.shape[-1]).astype(_F32)
+    a_t = jax.lax.optimization_barrier(a.T)
+    return jnp.matmul(a_t, g.reshape(-1, g.shape[-1]))
+
+
+def _previous(ys, h0, lengths, reverse):
+    """The carry entering each step: ``h0`` at a row's first step, else the previous output.
+
+    Only valid steps matter (the others have zero gate cotangents): forward, step ``t``'s
+    predecessor is ``t - 1``; in reverse it is ``t + 1``, and a row's first step is its last
+    valid one.
+    """
+    if not reverse:
+        return jnp.concatenate([h0[None], ys[:-1]], axis=0)
+    num_steps = ys.shape[0]
+    shifted = jnp.concatenate([ys[1:], h0[None]], axis=0)
+    follows = jnp.arange(1, num_steps + 1)[:, None] < lengths[None, :]  # t + 1 is valid
+    return jnp.where(follows[..., None], shifted, h0[None])
+
+
+def _input_grads(xs, w_ih, dg, dtype):
+    """``(dxs, dw_ih, db)`` from the gate cotangents of the input side ``dg (T, B, G H)``."""
+    xs_op = xs.astype(dtype)
+    dxs = jnp.matmul(dg, w_ih.astype(dtype).astype(_F32).T).astype(xs.dtype)
+    return dxs, _t_matmul(xs_op, dg).astype(w_ih.dtype), dg.sum(axis=(0, 1))
+
+
+# ---------------------------------------------------------------------------------------------
+# LSTM
+
+
+def _lstm_forward(xs, w_ih, w_hh, b, h0, c0, lengths, reverse, dtype, train):
+    num_steps, batch = xs.shape[:2]
+    hidden = w_hh.shape[0]
+    gx = _project(xs, w_ih, b, dtype)
+    saved = ((num_steps, batch, 4 * hidden), (num_steps, batch, hidden)) if train else ((0,), (0,))
+    shapes = ((num_steps, batch, hidden), (batch, hidden), (batch, hidden), *saved)
+    w = w_hh.astype(dtype)
+    return _ffi("jaxrnn_lstm_forward", shapes, gx, w, h0, c0, lengths, reverse=reverse, train=train)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(7, 8))
+def lstm_sequence(xs, w_ih, w_hh, b, h0, c0, lengths, reverse: bool, dtype):
+    """``(ys, h_T, c_T)`` of ``jr.lstm`` (no peephole, coupling or projection) over ``xs``.
+
+    ``ys (T, B, H)`` in ``dtype``; zero past each row's length, where the carry is frozen.
+    """
+    ys, hn, cn, _, _ = _lstm_forward(xs, w_ih, w_hh, b, h0, c0, lengths, reverse, dtype, False)
+    return ys.astype(dtype), hn, cn
+
+
+def _lstm_fwd(xs, w_ih, w_hh, b, h0, c0, lengths, reverse, dtype):
+    ys, hn, cn, acts, cs = _lstm_forward(xs, w_ih, w_hh, b, h0, c0, lengths, reverse, dtype, True)
+    residuals = (xs, w_ih, w_hh, b, h0, c0, lengths, ys, acts, cs)
+    return (ys.astype(dtype), hn, cn), residuals
+
+
+def _lstm_bwd(reverse, dtype, residuals, cotangents):
+    xs, w_ih, w_hh, b, h0, c0, lengths, ys, acts, cs = residuals
+    dys, dhn, dcn = cotangents
+    num_steps, batch = xs.shape[:2]
+    hidden = w_hh.shape[0]
+    shapes = ((num_steps, batch, 4 * hidden), (batch, hidden), (batch, hidden))
+    dg, dh0, dc0 = _ffi(
+        "jaxrnn_lstm_backward",
+        shapes,
+        acts,
+        cs,
+        c0,
+        w_hh.astype(dtype),
+        lengths,
+        dys.astype(_F32),
+        dhn.astype(_F32),
+        dcn.astype(_F32),
+        reverse=reverse,
+    )
+    dxs, dw_ih, db = _input_grads(xs, w_ih, dg, dtype)
+    hprev = _previous(ys, h0, lengths, reverse)
+    dw_hh = _t_matmul(hprev.astype(dtype), dg).astype(w_hh.dtype)
+    return dxs, dw_ih, dw_hh, db.astype(b.dtype), dh0, dc0, None
+
+
+lstm_sequence.defvjp(_lstm_fwd, _lstm_bwd)
+
+
+# ---------------------------------------------------------------------------------------------
+# GRU
+
+
+def _gru_forward(xs, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse, reset_after, dtype, train):
+    num_steps, batch = xs.shape[:2]
+    hidden = w_hh.shape[0]
+    gx = _project(xs, w_ih, b_ih, dtype)
+    blocks = 4 if reset_after else 3  # saved r, z, n (and h W_hn + b_hn with reset_after)
+    saved = ((num_steps, batch, blocks * hidden),) if train else ((0,),)
+    shapes = ((num_steps, batch, hidden), (batch, hidden), *saved)
+    return _ffi(
+        "jaxrnn_gru_forward",
+        shapes,
+        gx,
+        w_hh.astype(dtype),
+        b_hh.astype(_F32),
+        h0,
+        lengths,
+        reverse=reverse,
+        reset_after=reset_after,
+        train=train,
+    )
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(7, 8, 9))
+def gru_sequence(xs, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse: bool, reset_after: bool, dtype):
+    """``(ys, h_T)`` of ``jr.gru(reset_after=reset_after)`` over ``xs``; ``ys`` in ``dtype``."""
+    ys, hn, _ = _gru_forward(
+        xs, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse, reset_after, dtype, False
+    )
+    return ys.astype(dtype), hn
+
+
+def _gru_fwd(xs, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse, reset_after, dtype):
+    ys, hn, acts = _gru_forward(
+        xs, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse, reset_after, dtype, True
+    )
+    residuals = (xs, w_ih, w_hh, b_ih, b_hh, h0, lengths, ys, acts)
+    return (ys.astype(dtype), hn), residuals
+
+
+def _gru_bwd(reverse, reset_after, dtype, residuals, cotangents):
+    xs, w_ih, w_hh, b_ih, b_hh, h0, lengths, ys, acts = residuals
+    dys, dhn = cotangents
+    num_steps, batch = xs.shape[:2]
+    hidden = w_hh.shape[0]
+    dpn_shape = (num_steps, batch, hidden) if reset_after else (0,)
+    dg, dpn, dh0 = _ffi(
+        "jaxrnn_gru_backward",
+        ((num_steps, batch, 3 * hidden), dpn_shape, (batch, hidden)),
+        acts,
+        ys,
+        h0,
+        w_hh.astype(dtype),
+        lengths,
+        dys.astype(_F32),
+        dhn.astype(_F32),
+        reverse=reverse,
+        reset_after=reset_after,
+    )
+    hprev = _previous(ys, h0, lengths, reverse).astype(dtype)
+    if reset_after:  # dg is the recurrent side [dr, dz, r * dn]; the input side has dn
+        dgx = jnp.concatenate([dg[..., : 2 * hidden], dpn], axis=-1)
+        dw_hh = _t_matmul(hprev, dg)
+    else:  # dg = [dr, dz, dn] on both sides; W_hn reads r * h
+        dgx = dg
+        r = acts[..., :hidden]
+        rh = (r * hprev.astype(_F32)).astype(dtype)
+        dw_hh = jnp.concatenate(
+            [_t_matmul(hprev, dg[..., : 2 * hidden]), _t_matmul(rh, dg[..., 2 * hidden :])],
+            axis=-1,
+        )
+    dxs, dw_ih, db_ih = _input_grads(xs, w_ih, dgx, dtype)
+    db_hh = dg.sum(axis=(0, 1))
+    return (
+        dxs,
+        dw_ih,
+        dw_hh.astype(w_hh.dtype),
+        db_ih.astype(b_ih.dtype),
+        db_hh.astype(b_hh.dtype),
+        dh0,
+        None,
+    )
+
+
+gru_sequence.defvjp(_gru_fwd, _gru_bwd)

@@ -1,0 +1,67 @@
+// jaxrnn native kernels: what the FFI handlers (rnn_ffi.cc) and the per-ISA implementations
+// (rnn_avx2.cc, rnn_avx512.cc) share. Plain C structs and function pointers only: the ISA
+// translation units are compiled for other instruction sets and must not share inline C++
+// library code with the baseline one (an inline function compiled for AVX-512 could be the
+// copy the linker keeps).
+#ifndef JAXRNN_KERNELS_RNN_COMMON_H_
+#define JAXRNN_KERNELS_RNN_COMMON_H_
+
+#include <stdint.h>
+
+namespace jaxrnn {
+
+// A barrier all threads of one kernel call pass once per synchronisation point.
+struct Barrier {
+  void (*wait)(void* ctx, int tid);
+  void* ctx;
+};
+
+// One direction of one layer over a whole sequence, time-major, batch flattened to B.
+// Gate blocks along the last axis: LSTM i, f, g, o; GRU r, z, n (as jr.lstm / jr.gru store them).
+struct SeqArgs {
+  int cell;         // kLstm, kGruAfter (reset_after=True) or kGruBefore (reset_after=False)
+  int T, B, H;      // steps, flattened batch, hidden size
+  int reverse;      // run from t = T - 1 down to 0 (each row from its own last valid step)
+  int bf16;         // weights are bfloat16 (uint16 bit patterns); h is rounded to bf16 per step
+  const int32_t* lengths;  // (B,) valid steps per row, in [0, T]
+  const void* w;    // (H, G*H) recurrent weights, row-major: f32 or bf16
+  const float* b_hh;  // GRU: (3H,) recurrent bias; LSTM: unused
+  // forward
+  const float* gx;  // (T, B, G*H) input projections x_t W_ih + b (XLA computed them)
+  const float* h0;  // (B, H)
+  const float* c0;  // (B, H) LSTM only
+  float* ys;        // (T, B, H) outputs: h_t at valid steps, 0 past each row's length
+  float* hn;        // (B, H) final carry
+  float* cn;        // (B, H) LSTM only
+  float* acts;      // (T, B, A) saved activations for the backward pass, or null (inference)
+  float* cs;        // (T, B, H) LSTM cell states for the backward pass, or null
+  // backward (reads acts, cs, ys of the forward pass, h0, c0)
+  const float* dys;  // (T, B, H) output cotangents
+  const float* dhn;  // (B, H)
+  const float* dcn;  // (B, H) LSTM only
+  float* dg;         // (T, B, G*H) gate pre-activation cotangents (GRU reset_after: recurrent side)
+  float* dpn;        // (T, B, H) GRU reset_after: candidate pre-activation cotangent; else null
+  float* dh0;        // (B, H)
+  float* dc0;        // (B, H) LSTM only
+};
+
+enum CellKind { kLstm = 0, kGruAfter = 1, kGruBefore = 2 };
+
+// Implementations of one instruction set.
+struct Isa {
+  const char* name;
+  int lanes;  // floats per vector: hidden units per packed panel
+  // Bytes of workspace one call needs (packed weights, state buffers), given nthreads.
+  int64_t (*workspace_bytes)(const SeqArgs* a, int nthreads, int backward);
+  // What thread `tid` of `nthreads` runs; all threads share `ws` and pass `barrier` together.
+  void (*forward)(const SeqArgs* a, void* ws, int tid, int nthreads, Barrier barrier);
+  void (*backward)(const SeqArgs* a, void* ws, int tid, int nthreads, Barrier barrier);
+};
+
+// Null where the compiler or the CPU lacks the instruction set.
+const Isa* isa_avx512();  // AVX-512 F/BW/DQ/VL; bf16 dot products where the CPU has AVX512-BF16
+const Isa* isa_avx2();    // AVX2 + FMA
+
+}  // namespace jaxrnn
+
+#endif  // JAXRNN_KERNELS_RNN_COMMON_H_

@@ -1,0 +1,451 @@
+// XLA FFI handlers of the jaxrnn sequence kernels (typed FFI, CPU platform), the thread team
+// that runs them, and the choice of instruction set. Built at `pip install` (setup.py) against
+// the FFI headers vendored next to this file (those of the oldest jaxlib jaxrnn supports; the
+// FFI's C ABI is versioned and newer runtimes accept handlers built against older headers).
+//
+// One call runs one direction of one layer over the whole sequence: threads own slices of the
+// hidden units for all steps and meet at one spin barrier per step (rnn_impl.inc). The team is
+// this library's own (the caller plus persistent workers), sized by the CPUs this process may
+// run on: XLA's intra-op pool does not promise that scheduled tasks run at the same time, and
+// a barrier needs that they do.
+#include <immintrin.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "rnn_common.h"
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace jaxrnn {
+
+void avx512_use_bf16_dot(int on);
+
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// Configuration (tests switch instruction sets and thread counts through jaxrnn_configure).
+
+std::atomic<int> g_isa_choice{0};   // 0 best available, 1 AVX-512, 2 AVX2
+std::atomic<int> g_threads{0};      // 0: the CPUs this process may run on
+std::atomic<int> g_bf16_dot{1};     // use AVX512-BF16 dot products where the CPU has them
+
+const Isa* chosen_isa() {
+  int choice = g_isa_choice.load();
+  const Isa* isa = nullptr;
+  if (choice == 0 || choice == 1) isa = isa_avx512();
+  if (isa) {
+    avx512_use_bf16_dot(g_bf16_dot.load());
+    return isa;
+  }
+  if (choice == 1) return nullptr;
+  return isa_avx2();
+}
+
+int usable_cpus() {
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) {
+    int n = CPU_COUNT(&set);
+    if (n > 0) return n;
+  }
+  unsigned n = std::thread::hardware_concurrency();
+  return n ? (int)n : 1;
+}
+
+int team_size() {
+  int n = g_threads.load();
+  return n > 0 ? n : usable_cpus();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The team: the calling thread is member 0; workers 1..n-1 wait for jobs.
+
+constexpr int kSpins = 20000;  // pause loops (~tens of µs) before a waiting thread yields
+
+struct SpinBarrier {
+  alignas(64) std::atomic<int> arrived{0};
+  alignas(64) std::atomic<int> phase{0};
+  int size = 1;
+
+  void wait() {
+    int phase_now = phase.load(std::memory_order_acquire);
+    if (arrived.fetch_add(1, std::memory_order_acq_rel) + 1 == size) {
+      arrived.store(0, std::memory_order_relaxed);
+      phase.store(phase_now + 1, std::memory_order_release);
+      return;
+    }
+    for (int spin = 0; phase.load(std::memory_order_acquire) == phase_now; ++spin) {
+      if (spin < kSpins) {
+        _mm_pause();
+      } else {
+        sched_yield();
+      }
+    }
+  }
+};
+
+void barrier_wait(void* ctx, int) { static_cast<SpinBarrier*>(ctx)->wait(); }
+
+struct Job {
+  void (*fn)(const SeqArgs*, void*, int, int, Barrier);
+  const SeqArgs* args;
+  void* ws;
+  int nth;
+  Barrier barrier;
+};
+
+class Team {
+ public:
+  explicit Team(int workers) {
+    for (int i = 0; i < workers; ++i) threads_.emplace_back([this, i] { Loop(i + 1); });
+    for (auto& t : threads_) t.detach();
+  }
+  int size() const { return (int)threads_.size() + 1; }
+
+  // Runs job on nth <= size() members, the caller included; returns when all are done.
+  void Run(const Job& job) {
+    job_ = job;
+    pending_.store(job.nth - 1, std::memory_order_release);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      generation_.fetch_add(1, std::memory_order_acq_rel);
+    }
+    cv_.notify_all();
+    job.fn(job.args, job.ws, 0, job.nth, job.barrier);
+    for (int spin = 0; pending_.load(std::memory_order_acquire) != 0; ++spin) {
+      if (spin < kSpins) {
+        _mm_pause();
+      } else {
+        sched_yield();
+      }
+    }
+  }
+
+ private:
+  void Loop(int tid) {
+    uint64_t seen = 0;
+    for (;;) {
+      for (int spin = 0; generation_.load(std::memory_order_acquire) == seen; ++spin) {
+        if (spin < kSpins) {
+          _mm_pause();
+          continue;
+        }
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait(lock, [&] { return generation_.load() != seen; });
+      }
+      seen = generation_.load(std::memory_order_acquire);
+      Job job = job_;
+      if (tid < job.nth) {
+        job.fn(job.args, job.ws, tid, job.nth, job.barrier);
+        pending_.fetch_sub(1, std::memory_order_acq_rel);
+      }
+    }
+  }
+
+  std::vector<std::thread> threads_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<int> pending_{0};
+  Job job_{};
+};
+
+// One team per process, rebuilt at its size changes and after fork() (whose child has only the
+// forking thread). Leaked on purpose: its workers are detached and live until the process ends.
+std::mutex g_team_mu;   // held while a call uses the team
+Team* g_team = nullptr;
+
+void forget_team_after_fork() {
+  g_team = nullptr;
+  new (&g_team_mu) std::mutex();
+}
+
+struct AtFork {
+  AtFork() { pthread_atfork(nullptr, nullptr, forget_team_after_fork); }
+} g_at_fork;
+
+// Runs fn over the team: nth members (at most the panels of hidden units), or alone when
+// another call holds the team (XLA may run two kernels at once, e.g. the two directions).
+void run_team(void (*fn)(const SeqArgs*, void*, int, int, Barrier), const SeqArgs& a,
+              const Isa* isa, int backward) {
+  int panels = (a.H + isa->lanes - 1) / isa->lanes;
+  int want = std::max(1, std::min(team_size(), panels));
+  std::unique_lock<std::mutex> lock(g_team_mu, std::try_to_lock);
+  int nth = lock.owns_lock() ? want : 1;
+  if (nth > 1 && (!g_team || g_team->size() < nth)) g_team = new Team(team_size() - 1);
+  if (nth > 1) nth = std::min(nth, g_team->size());
+  int64_t bytes = isa->workspace_bytes(&a, nth, backward);
+  void* ws = aligned_alloc(64, (size_t)((bytes + 63) / 64 * 64));
+  if (!ws) throw std::bad_alloc();
+  memset(ws, 0, (size_t)bytes);
+  SpinBarrier barrier;
+  barrier.size = nth;
+  Barrier b{barrier_wait, &barrier};
+  if (nth == 1) {
+    fn(&a, ws, 0, 1, b);
+  } else {
+    g_team->Run(Job{fn, &a, ws, nth, b});
+  }
+  free(ws);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shape checks and handlers.
+
+int64_t dim(const ffi::AnyBuffer& x, int i) { return x.dimensions()[i]; }
+
+ffi::Error bad(const std::string& what) { return ffi::Error::InvalidArgument("jaxrnn kernel: " + what); }
+
+bool has_shape(const ffi::AnyBuffer& x, std::initializer_list<int64_t> shape) {
+  auto d = x.dimensions();
+  if (d.size() != shape.size()) return false;
+  size_t i = 0;
+  for (int64_t s : shape)
+    if (d[i++] != s) return false;
+  return true;
+}
+
+// Reads T, B, H from gx (T, B, G*H) and w (H, G*H) and checks the weights' dtype.
+ffi::Error sizes(const ffi::AnyBuffer& gx, const ffi::AnyBuffer& w, int G, SeqArgs* a) {
+  if (gx.dimensions().size() != 3 || w.dimensions().size() != 2)
+    return bad("expected gx (T, B, G*H) and w (H, G*H)");
+  a->T = (int)dim(gx, 0);
+  a->B = (int)dim(gx, 1);
+  a->H = (int)dim(w, 0);
+  if (dim(w, 1) != (int64_t)G * a->H || dim(gx, 2) != (int64_t)G * a->H)
+    return bad("gate axes of gx and w disagree with w's hidden size");
+  if (w.element_type() == ffi::DataType::BF16) {
+    a->bf16 = 1;
+  } else if (w.element_type() == ffi::DataType::F32) {
+    a->bf16 = 0;
+  } else {
+    return bad("w must be float32 or bfloat16");
+  }
+  return ffi::Error::Success();
+}
+
+template <class B>
+float* f32(B& x) {
+  return reinterpret_cast<float*>(x.untyped_data());
+}
+
+ffi::Error check_state(const SeqArgs& a, std::initializer_list<const ffi::AnyBuffer*> states,
+                       const ffi::AnyBuffer& lengths) {
+  for (const ffi::AnyBuffer* s : states)
+    if (!has_shape(*s, {a.B, a.H})) return bad("a carry is not (B, H)");
+  if (!has_shape(lengths, {a.B})) return bad("lengths is not (B,)");
+  const int32_t* len = reinterpret_cast<const int32_t*>(lengths.untyped_data());
+  for (int b = 0; b < a.B; ++b)
+    if (len[b] < 0 || len[b] > a.T) return bad("lengths outside [0, T]");
+  return ffi::Error::Success();
+}
+
+ffi::Error run(const SeqArgs& a, int backward) {
+  const Isa* isa = chosen_isa();
+  if (!isa) return ffi::Error::Internal("jaxrnn kernel: this CPU has neither AVX2+FMA nor AVX-512");
+  if (a.T == 0 || a.B == 0) return ffi::Error::Success();
+  try {
+    run_team(backward ? isa->backward : isa->forward, a, isa, backward);
+  } catch (const std::exception& e) {
+    return ffi::Error::Internal(std::string("jaxrnn kernel: ") + e.what());
+  }
+  return ffi::Error::Success();
+}
+
+ffi::Error LstmForward(ffi::AnyBuffer gx, ffi::AnyBuffer w, ffi::AnyBuffer h0, ffi::AnyBuffer c0,
+                       ffi::AnyBuffer lengths, int32_t reverse, int32_t train,
+                       ffi::Result<ffi::AnyBuffer> ys, ffi::Result<ffi::AnyBuffer> hn,
+                       ffi::Result<ffi::AnyBuffer> cn, ffi::Result<ffi::AnyBuffer> acts,
+                       ffi::Result<ffi::AnyBuffer> cs) {
+  SeqArgs a{};
+  a.cell = kLstm;
+  a.reverse = reverse;
+  if (auto e = sizes(gx, w, 4, &a); e.failure()) return e;
+  if (auto e = check_state(a, {&h0, &c0}, lengths); e.failure()) return e;
+  a.lengths = reinterpret_cast<const int32_t*>(lengths.untyped_data());
+  a.w = w.untyped_data();
+  a.gx = f32(gx);
+  a.h0 = f32(h0);
+  a.c0 = f32(c0);
+  a.ys = f32(*ys);
+  a.hn = f32(*hn);
+  a.cn = f32(*cn);
+  a.acts = train ? f32(*acts) : nullptr;
+  a.cs = train ? f32(*cs) : nullptr;
+  if (a.T == 0 || a.B == 0) {  // the carry passes through
+    memcpy(a.hn, a.h0, sizeof(float) * a.B * a.H);
+    memcpy(a.cn, a.c0, sizeof(float) * a.B * a.H);
+  }
+  return run(a, 0);
+}
+
+ffi::Error LstmBackward(ffi::AnyBuffer acts, ffi::AnyBuffer cs, ffi::AnyBuffer c0,
+                        ffi::AnyBuffer w, ffi::AnyBuffer lengths, ffi::AnyBuffer dys,
+                        ffi::AnyBuffer dhn, ffi::AnyBuffer dcn, int32_t reverse,
+                        ffi::Result<ffi::AnyBuffer> dg, ffi::Result<ffi::AnyBuffer> dh0,
+                        ffi::Result<ffi::AnyBuffer> dc0) {
+  SeqArgs a{};
+  a.cell = kLstm;
+  a.reverse = reverse;
+  if (auto e = sizes(acts, w, 4, &a); e.failure()) return e;
+  if (auto e = check_state(a, {&c0, &dhn, &dcn}, lengths); e.failure()) return e;
+  a.lengths = reinterpret_cast<const int32_t*>(lengths.untyped_data());
+  a.w = w.untyped_data();
+  a.acts = f32(acts);
+  a.cs = f32(cs);
+  a.c0 = f32(c0);
+  a.dys = f32(dys);
+  a.dhn = f32(dhn);
+  a.dcn = f32(dcn);
+  a.dg = f32(*dg);
+  a.dh0 = f32(*dh0);
+  a.dc0 = f32(*dc0);
+  if (a.T == 0 || a.B == 0) {
+    memcpy(a.dh0, a.dhn, sizeof(float) * a.B * a.H);
+    memcpy(a.dc0, a.dcn, sizeof(float) * a.B * a.H);
+  }
+  return run(a, 1);
+}
+
+ffi::Error GruForward(ffi::AnyBuffer gx, ffi::AnyBuffer w, ffi::AnyBuffer b_hh, ffi::AnyBuffer h0,
+                      ffi::AnyBuffer lengths, int32_t reverse, int32_t reset_after,
+                      int32_t train, ffi::Result<ffi::AnyBuffer> ys,
+                      ffi::Result<ffi::AnyBuffer> hn, ffi::Result<ffi::AnyBuffer> acts) {
+  SeqArgs a{};
+  a.cell = reset_after ? kGruAfter : kGruBefore;
+  a.reverse = reverse;
+  if (auto e = sizes(gx, w, 3, &a); e.failure()) return e;
+  if (auto e = check_state(a, {&h0}, lengths); e.failure()) return e;
+  if (!has_shape(b_hh, {3 * (int64_t)a.H})) return bad("b_hh is not (3H,)");
+  a.lengths = reinterpret_cast<const int32_t*>(lengths.untyped_data());
+  a.w = w.untyped_data();
+  a.b_hh = f32(b_hh);
+  a.gx = f32(gx);
+  a.h0 = f32(h0);
+  a.ys = f32(*ys);
+  a.hn = f32(*hn);
+  a.acts = train ? f32(*acts) : nullptr;
+  if (a.T == 0 || a.B == 0) memcpy(a.hn, a.h0, sizeof(float) * a.B * a.H);
+  return run(a, 0);
+}
+
+ffi::Error GruBackward(ffi::AnyBuffer acts, ffi::AnyBuffer ys, ffi::AnyBuffer h0,
+                       ffi::AnyBuffer w, ffi::AnyBuffer lengths, ffi::AnyBuffer dys,
+                       ffi::AnyBuffer dhn, int32_t reverse, int32_t reset_after,
+                       ffi::Result<ffi::AnyBuffer> dg, ffi::Result<ffi::AnyBuffer> dpn,
+                       ffi::Result<ffi::AnyBuffer> dh0) {
+  SeqArgs a{};
+  a.cell = reset_after ? kGruAfter : kGruBefore;
+  a.reverse = reverse;
+  if (ys.dimensions().size() != 3 || w.dimensions().size() != 2) return bad("expected ys (T, B, H)");
+  a.T = (int)dim(ys, 0);
+  a.B = (int)dim(ys, 1);
+  a.H = (int)dim(w, 0);
+  a.bf16 = w.element_type() == ffi::DataType::BF16;
+  if (dim(w, 1) != 3 * (int64_t)a.H) return bad("w is not (H, 3H)");
+  if (auto e = check_state(a, {&h0, &dhn}, lengths); e.failure()) return e;
+  a.lengths = reinterpret_cast<const int32_t*>(lengths.untyped_data());
+  a.w = w.untyped_data();
+  a.acts = f32(acts);
+  a.ys = f32(ys);
+  a.h0 = f32(h0);
+  a.dys = f32(dys);
+  a.dhn = f32(dhn);
+  a.dg = f32(*dg);
+  a.dpn = reset_after ? f32(*dpn) : nullptr;
+  a.dh0 = f32(*dh0);
+  if (a.T == 0 || a.B == 0) memcpy(a.dh0, a.dhn, sizeof(float) * a.B * a.H);
+  return run(a, 1);
+}
+
+}  // namespace
+}  // namespace jaxrnn
+
+#define EXPORT extern "C" __attribute__((visibility("default")))
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxrnn_lstm_forward, jaxrnn::LstmForward,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Attr<int32_t>("reverse")
+                                  .Attr<int32_t>("train")
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxrnn_lstm_backward, jaxrnn::LstmBackward,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Attr<int32_t>("reverse")
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxrnn_gru_forward, jaxrnn::GruForward,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Attr<int32_t>("reverse")
+                                  .Attr<int32_t>("reset_after")
+                                  .Attr<int32_t>("train")
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxrnn_gru_backward, jaxrnn::GruBackward,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Attr<int32_t>("reverse")
+                                  .Attr<int32_t>("reset_after")
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>());
+
+// Introspection and test switches, called through ctypes.
+EXPORT const char* jaxrnn_kernel_isa() {
+  const jaxrnn::Isa* isa = jaxrnn::chosen_isa();
+  return isa ? isa->name : "";
+}
+
+EXPORT int jaxrnn_kernel_bf16_dot() { return __builtin_cpu_supports("avx512bf16") && jaxrnn::g_bf16_dot.load(); }
+
+EXPORT int jaxrnn_kernel_threads() { return jaxrnn::team_size(); }
+
+// isa: 0 best, 1 AVX-512, 2 AVX2; bf16_dot: 0/1; threads: 0 for the usable CPUs.
+EXPORT void jaxrnn_kernel_configure(int isa, int bf16_dot, int threads) {
+  jaxrnn::g_isa_choice.store(isa);
+  jaxrnn::g_bf16_dot.store(bf16_dot);
+  jaxrnn::g_threads.store(threads);
+}
