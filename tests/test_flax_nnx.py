@@ -93,7 +93,7 @@ def test_rnn_options_pass_through():
 
 @pytest.mark.parametrize("unroll, remat", [(1, False), (3, True), (2, "sqrt")])
 def test_rnn_unroll_and_remat_reach_the_scan(unroll, remat):
-    model = jrnnx.RNN(jr.gru(I, H), unroll=unroll, remat=remat, rngs=nnx.Rngs(0))
+    model = jrnnx.RNN(jr.gru(I, H), unroll=unroll, remat=remat, kernel=False, rngs=nnx.Rngs(0))
     graphdef, state = nnx.split(model)
 
     def loss(state, xs):

@@ -50,5 +50,6 @@ def run_cell(
         unroll=module.unroll,
         remat=module.remat,
         method=module.method,
+        kernel=module.kernel,
     )
     return (carry, ys) if return_carry else ys

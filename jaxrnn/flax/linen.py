@@ -57,6 +57,9 @@ class RNN(nn.Module):
             (default), ``"associative"`` (cells with a linear recurrence, such as
             :func:`jaxrnn.min_gru`), ``"newton"``, ``"auto"`` or a
             :class:`jaxrnn.newton.Newton`.
+        kernel: run on the native CPU kernels (:mod:`jaxrnn.kernels`): ``None`` (default)
+            wherever they compute the same, ``True`` to require them, ``False`` never; see
+            :func:`jaxrnn.scan`.
         transform: a regulariser ``transform(cell, key) -> cell`` such as
             ``functools.partial(jr.variational_dropout, rate=0.25, recurrent_rate=0.25)``
             (:mod:`jaxrnn.regularizers`). Outside deterministic mode it gets a key from the
@@ -87,6 +90,7 @@ class RNN(nn.Module):
     transform: Callable[[Cell, Any], Cell] | None = None
     deterministic: bool | None = None
     method: Any = "sequential"
+    kernel: bool | None = None
 
     @nn.compact
     def __call__(

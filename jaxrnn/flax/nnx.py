@@ -156,6 +156,9 @@ class RNN(nnx.Module):
             (default), ``"associative"`` (cells with a linear recurrence, such as
             :func:`jaxrnn.min_gru`), ``"newton"``, ``"auto"`` or a
             :class:`jaxrnn.newton.Newton`.
+        kernel: run on the native CPU kernels (:mod:`jaxrnn.kernels`): ``None`` (default)
+            wherever they compute the same, ``True`` to require them, ``False`` never; see
+            :func:`jaxrnn.scan`.
         transform: a regulariser ``transform(cell, key) -> cell`` (:mod:`jaxrnn.regularizers`),
             given a key from the ``dropout`` stream unless ``deterministic``, else ``None``;
             dropout keys work as in :class:`Layer`.
@@ -194,10 +197,12 @@ class RNN(nnx.Module):
         transform: Callable[[Cell, Any], Cell] | None = None,
         deterministic: bool = False,
         method: Any = "sequential",
+        kernel: bool | None = None,
         rngs: nnx.Rngs,
     ):
         self.cell = cell
         self.method = method
+        self.kernel = kernel
         self.reverse = reverse
         self.time_major = time_major
         self.unroll = unroll
