@@ -498,10 +498,10 @@ def ratio(stats: dict, a, b) -> dict:
 
 def ratio_text(stats: dict, a, b) -> str:
     r = ratio(stats, a, b)
-    spread = "one call" if r.get("one_call") else f"IQR {r['ratio_q25']:.2f}-{r['ratio_q75']:.2f}"
     rounds = len(stats[a]["samples_ms"])
+    spread = f"IQR {r['ratio_q25']:.2f}-{r['ratio_q75']:.2f}, {rounds} rounds"
     return (
-        f"{r['ratio']:.2f}x ({spread}, {rounds} rounds); "
+        f"{r['ratio']:.2f}x ({'one call' if r.get('one_call') else spread}); "
         f"{stats[a]['median_ms']:.3g} / {stats[b]['median_ms']:.3g} ms"
     )
 
