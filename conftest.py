@@ -115,6 +115,7 @@ SLOW_FIRST = [
     "tests/test_notebooks.py::test_notebook_executes[05_long_range.ipynb]",
     "tests/test_notebooks.py::test_notebook_executes[04_pytorch_interop.ipynb]",
     "tests/test_cli.py",  # one module fixture trains the demo the file's tests read (~20 s)
+    "tests/test_device_check.py::test_dry_run_covers_every_part",  # a subprocess (~20 s)
     "tests/test_benchmarks.py::test_sweep_runs_a_child_per_core_count",
     "tests/test_benchmarks.py::test_cells_quick_run",
     "tests/test_reliability_checkpoints.py::test_signal_saves_and_resume_is_bit_exact",
