@@ -1,8 +1,8 @@
 """Builds jaxrnn's optional native kernels; all other metadata is in pyproject.toml.
 
 The C++ in ``jaxrnn/kernels/_src`` is compiled, at ``pip install``, into one shared library
-``jaxrnn/kernels/_rnn*.so`` that jaxrnn loads with ctypes and registers with XLA's FFI (it is
-not a Python extension module and uses no Python headers). It holds an AVX2 and an AVX-512
+``jaxrnn/kernels/_rnn*.so`` that jaxrnn loads with ctypes and registers with XLA's FFI (as an
+extension module it only defines an empty module, so that importing it does no harm). It holds an AVX2 and an AVX-512
 version of every kernel and picks one by the CPU at load time, so it is compiled with the
 compiler's default target, not ``-march=native``: an environment copied to another x86-64
 machine keeps working. The FFI headers are vendored (``_src/xla``), so nothing is downloaded.

@@ -8,6 +8,8 @@
 // this library's own (the caller plus persistent workers), sized by the CPUs this process may
 // run on: XLA's intra-op pool does not promise that scheduled tasks run at the same time, and
 // a barrier needs that they do.
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>  // first, as Python asks; only for PyInit__rnn at the end
 #include <immintrin.h>
 #include <pthread.h>
 #include <sched.h>
@@ -439,7 +441,10 @@ EXPORT const char* jaxrnn_kernel_isa() {
   return isa ? isa->name : "";
 }
 
-EXPORT int jaxrnn_kernel_bf16_dot() { return __builtin_cpu_supports("avx512bf16") && jaxrnn::g_bf16_dot.load(); }
+EXPORT int jaxrnn_kernel_bf16_dot() {
+  const jaxrnn::Isa* isa = jaxrnn::chosen_isa();
+  return isa && isa->lanes == 16 && __builtin_cpu_supports("avx512bf16") && jaxrnn::g_bf16_dot.load();
+}
 
 EXPORT int jaxrnn_kernel_threads() { return jaxrnn::team_size(); }
 
@@ -449,3 +454,12 @@ EXPORT void jaxrnn_kernel_configure(int isa, int bf16_dot, int threads) {
   jaxrnn::g_bf16_dot.store(bf16_dot);
   jaxrnn::g_threads.store(threads);
 }
+
+// The library is built as an extension module so that setuptools compiles it, and tools that
+// import every module of the package (pkgutil, documentation builders) find one: importing it
+// gives an empty module. jaxrnn itself loads the library with ctypes.
+static PyModuleDef kModule = {PyModuleDef_HEAD_INIT, "_rnn",
+                              "jaxrnn's native kernels, loaded with ctypes by jaxrnn.kernels.",
+                              -1, nullptr, nullptr, nullptr, nullptr, nullptr};
+
+EXPORT PyObject* PyInit__rnn(void) { return PyModule_Create(&kModule); }
