@@ -69,6 +69,7 @@ if __name__ == "__main__" and "--in-process" in sys.argv[1:]:
 import argparse  # noqa: E402
 import math  # noqa: E402
 import subprocess  # noqa: E402
+import time  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 
 import jax  # noqa: E402
@@ -77,6 +78,10 @@ import numpy as np  # noqa: E402
 import peers  # noqa: E402
 from peers import MODES, Entry  # noqa: E402
 
+import jaxrnn as jr  # noqa: E402
+
+# The CPU flags a table's header lists: the vector instruction sets the kernels and XLA use.
+VECTOR_FLAGS = ("avx", "fma", "f16c", "amx")
 SIZES = ((1, 256, 64, 128), (32, 128, 128, 256), (64, 64, 512, 1024), (16, 1024, 32, 64))
 QUICK_SIZES = ((2, 5, 3, 4),)  # one: compiling dominates a quick run
 PRECISIONS = ("f32", "bf16")
@@ -193,7 +198,7 @@ def entry_count(cell: str, precision: str, skip: Sequence[str]) -> tuple[int, in
     n_flax = len(peers.FLAX_CELLS[cell]) * ("flax" not in skip)
     n_eqx = int("equinox" not in skip and peers.eqx is not None and precision == "f32")
     n_torch = int("torch" not in skip and peers.torch is not None)
-    n_jax = (1 if precision == "f32" else 2) + n_flax + n_eqx
+    n_jax = (2 if precision == "f32" else 3) + n_flax + n_eqx  # jaxrnn (+ f32), its XLA path
     return n_jax, n_jax + n_torch
 
 
@@ -264,10 +269,18 @@ def build_group(cell_name, precision, base: Entry, weights, xs, target, skip):
         impl = f"jaxrnn {label} dtype={jnp.dtype(dtype).name}"
         forward = peers.jaxrnn_forward(cell, unroll=1)
         entries.insert(0, peers.jax_entry(cell_name, impl, "jaxrnn", forward, jp, xs, target))
+    # jaxrnn on its XLA path (kernel=False), in the group's precision: what the kernels replace.
+    n_in, hidden = jp.w_ih.shape[0], jp.w_hh.shape[0]
+    cell, _, label = peers.jaxrnn_from_flax(cell_name, n_in, hidden, fp, dtype=dtype)
+    xla = peers.jaxrnn_forward(cell, unroll=1, kernel=False)
+    entries.append(
+        peers.jax_entry(cell_name, f"jaxrnn {label} XLA path", "xla", xla, jp, xs, target)
+    )
     entries += peers.peer_entries(cell_name, fp, jp, xs, target, eqx_key, skip=skip, dtype=dtype)
     roles = {
         "jaxrnn": 0,
         "ref": 0 if dtype is None else 1,
+        "xla": next(i for i, e in enumerate(entries) if e.family == "xla"),
         "torch": next((i for i, e in enumerate(entries) if e.family == "torch"), None),
         "flax": [i for i, e in enumerate(entries) if e.family == "flax"],
     }
@@ -325,6 +338,8 @@ def time_group(entries, roles, group: dict, seed: int) -> tuple[list[dict], dict
         "best_flax_ms": None if best is None else stats[best]["median_ms"],
         "vs_flax": None if best is None else paired(j, best),
         "bf16_vs_f32": None if j == roles["ref"] else paired(j, roles["ref"]),
+        "vs_xla": paired(j, roles["xla"]),
+        "gflops": flops(group) / stats[j]["median_ms"] / 1e6,
         "worst_impl": worst["impl"],
         "max_abs_diff": worst["max_abs_diff_vs_f32"],
         "tolerance": TOLERANCE[precision] * scale,
@@ -333,10 +348,35 @@ def time_group(entries, roles, group: dict, seed: int) -> tuple[list[dict], dict
     return rows, summary
 
 
+def flops(group: dict) -> float:
+    """The multiply-adds of one call, times 2: the input and recurrent matmuls of every step
+    (infer), and three times that for a training step (the forward pass, then the matmuls for
+    the input, recurrent and weight cotangents)."""
+    B, T, n_in, H = group["size"]
+    gates = 4 if group["cell"] == "lstm" else 3
+    forward = 2.0 * B * T * (n_in + H) * gates * H
+    return forward * (3.0 if group["mode"] == "train" else 1.0)
+
+
+def matmul_peak(cores: int, size: int = 2048, rounds: int = 5) -> float:
+    """The machine's measured float32 matmul rate per core (GFLOP/s): XLA's best time of a
+    ``size``-square matmul on this process's cores, divided by the cores."""
+    a = jnp.ones((size, size), jnp.float32)
+    mm = jax.jit(jnp.matmul)
+    mm(a, a).block_until_ready()
+    best = math.inf
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        mm(a, a).block_until_ready()
+        best = min(best, time.perf_counter() - t0)
+    return 2.0 * size**3 / best / 1e9 / cores
+
+
 def run_here(args) -> dict:
     """The whole sweep for this process's CPUs: its rows, group summaries and notes."""
     harness.set_torch_threads(args.torch_threads)
     cores = harness.pinned_cores() or harness.usable_cpus()
+    peak = matmul_peak(cores, size=256 if args.quick else 2048)
     groups = {
         (tuple(g["size"]), g["cell"], g["precision"], g["mode"]): g for g in plan(args, cores)
     }
@@ -370,9 +410,12 @@ def run_here(args) -> dict:
     flags = harness.cpu_flags()
     return {
         "cores": cores,
+        "matmul_gflops_per_core": peak,
         "env": {
             **harness.environment(),
+            "kernels": jr.kernels.status()._asdict(),
             "bf16_cpu_flags": [f for f in BF16_FLAGS if f in flags],
+            "cpu_flags_vector": sorted(f for f in flags if f.startswith(VECTOR_FLAGS)),
             "torch_cpu_capability": None
             if peers.torch is None
             else peers.torch.backends.cpu.get_cpu_capability(),
@@ -448,9 +491,17 @@ def report_run(run: dict) -> str:
         f"(threads={env['torch_threads']}, {env['torch_cpu_capability']}), "
         f"{env['cpu_model']}, native bf16: {', '.join(env['bf16_cpu_flags']) or 'no'}",
         "",
+        f"CPU flags: {' '.join(env.get('cpu_flags_vector', [])) or 'n/a'}; jaxrnn kernels: "
+        + _kernels_text(env.get("kernels")),
+        f"measured f32 matmul peak (XLA, 2048^3): {run.get('matmul_gflops_per_core', 0):.0f} "
+        f"GFLOP/s per core, {run.get('matmul_gflops_per_core', 0) * run['cores']:.0f} on "
+        f"{run['cores']} core(s); jaxrnn GFLOP/s below is its share of that",
+        "",
     ]
     header = ["B x T x I x H", "cell", "mode", "prec", "jaxrnn ms", "torch ms", "jaxrnn / torch"]
+    header += ["jaxrnn / XLA path", "jaxrnn GFLOP/s (% peak)"]
     header += ["jaxrnn / best Flax", "best Flax", "jaxrnn bf16 / f32", "max|diff| vs f32"]
+    peak = run.get("matmul_gflops_per_core", 0.0) * run["cores"]
     body = []
     # Sizes and cells in the order run; within them infer, train; f32 next to bf16.
     first = {}
@@ -474,6 +525,8 @@ def report_run(run: dict) -> str:
                 fmt_ms(s["jaxrnn_ms"]),
                 fmt_ms(s["torch_ms"]),
                 fmt_ratio(s["vs_torch"]),
+                fmt_ratio(s.get("vs_xla")),
+                _gflops_text(s.get("gflops"), peak),
                 fmt_ratio(s["vs_flax"]),
                 short_flax(s["best_flax"]),
                 fmt_ratio(s["bf16_vs_f32"]) if s["precision"] != "f32" else "",
@@ -489,6 +542,21 @@ def report_run(run: dict) -> str:
     )
     parts += [f"- {n}" for n in run["notes"]]
     return "\n".join(parts)
+
+
+def _kernels_text(status: dict | None) -> str:
+    if not status:
+        return "n/a"
+    if not status["available"]:
+        return f"not available ({status['reason']})"
+    dot = "AVX512-BF16 dot products" if status["bf16_dot"] else "bf16 as f32 FMAs"
+    return f"{status['isa']}, {dot}, {status['threads']} thread(s)"
+
+
+def _gflops_text(gflops: float | None, peak: float) -> str:
+    if gflops is None:
+        return "n/a"
+    return f"{gflops:.3g} ({100 * gflops / peak:.0f}%)" if peak else f"{gflops:.3g}"
 
 
 def report(results: dict) -> str:

@@ -170,11 +170,16 @@ def jaxrnn_from_flax(cell_name: str, input_size: int, hidden: int, fp, dtype=Non
 # Forward functions: ``forward(params, xs) -> ys`` with batch-major ``xs``.
 
 
-def jaxrnn_forward(cell: jr.Cell, unroll: int, hoist: bool | None = None, remat=False):
-    """``jr.scan`` of ``cell`` with the given options, returning ``ys``."""
+def jaxrnn_forward(
+    cell: jr.Cell, unroll: int, hoist: bool | None = None, remat=False, kernel: bool | None = None
+):
+    """``jr.scan`` of ``cell`` with the given options, returning ``ys``. ``kernel=None`` (the
+    default, what users get): the native CPU kernels where they apply; ``False``: the XLA
+    path."""
 
     def forward(params, xs):
-        return jr.scan(cell, params, xs, unroll=unroll, hoist=hoist, remat=remat)[1]
+        opts = dict(unroll=unroll, hoist=hoist, remat=remat, kernel=kernel)
+        return jr.scan(cell, params, xs, **opts)[1]
 
     return forward
 
