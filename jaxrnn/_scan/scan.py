@@ -226,10 +226,7 @@ def scan(
         if why and kernel:
             raise ValueError(f"kernel=True: this scan cannot run on the native kernels: {why}")
         if not why:
-            carry, ys = _kernels.run(
-                cell, params, jnp.moveaxis(xs, time_axis, 0), carry, lengths, reverse
-            )
-            return carry, ys if time_major else jnp.moveaxis(ys, 0, len(sequence_batch))
+            return _kernels.run(cell, params, xs, carry, lengths, reverse, time_major)
     policy = step_policy(remat)
     if hoist is None:
         hoist = jax.default_backend() != "cpu"

@@ -114,61 +114,77 @@ def run(
     carry: Carry,
     lengths: Array | None,
     reverse: bool,
+    time_major: bool,
 ) -> tuple[Carry, Array]:
-    """``(carry, ys)`` of ``cell`` over time-major ``xs (T, *batch, I)`` on the kernels.
+    """``(carry, ys)`` of ``cell`` over ``xs`` on the kernels, as :func:`jaxrnn.scan` returns
+    them: ``xs (*batch, T, I)``, or ``(T, *batch, I)`` when ``time_major``, and ``ys`` in the
+    same layout and the cell's ``dtype``.
 
     ``carry`` and ``lengths`` are checked already; a traced length outside ``[0, T]`` acts as
-    the nearest end, as on the XLA path. ``ys`` is ``(T, *batch, H)`` in the cell's ``dtype``.
+    the nearest end, as on the XLA path.
     """
     cfg = dict(cell.config)
     dtype = jnp.dtype(cfg["dtype"])
-    num_steps, batch_shape = xs.shape[0], xs.shape[1:-1]
-    batch = math.prod(batch_shape)
     hidden = cfg["hidden_size"]
+    if time_major:
+        num_steps, batch_shape = xs.shape[0], xs.shape[1:-1]
+    else:
+        num_steps, batch_shape = xs.shape[-2], xs.shape[:-2]
+    batch = math.prod(batch_shape)
+    out_shape = (
+        (num_steps, *batch_shape, hidden) if time_major else (*batch_shape, num_steps, hidden)
+    )
     if num_steps == 0 or batch == 0:
-        return carry, jnp.zeros((num_steps, *batch_shape, hidden), dtype)
-    x = xs.reshape(num_steps, batch, xs.shape[-1])
+        return carry, jnp.zeros(out_shape, dtype)
+    seq = (num_steps, batch) if time_major else (batch, num_steps)
+    x = xs.reshape(*seq, xs.shape[-1])
     if lengths is None:
         lens = jnp.full((batch,), num_steps, jnp.int32)
     else:
         lens = jnp.clip(lengths.reshape(batch), 0, num_steps).astype(jnp.int32)
         # Padding is never read: zeroed, NaN there cannot reach the weight gradients' matmuls.
-        valid = jnp.arange(num_steps)[:, None] < lens[None, :]
+        valid = jnp.arange(num_steps)[:, None] < lens[None, :]  # (T, B)
+        valid = valid if time_major else valid.T
         x = jnp.where(valid[..., None], x, jnp.zeros((), x.dtype))
     flat = lambda a: a.reshape(batch, hidden)
     restore = lambda a: a.reshape(*batch_shape, hidden)
+    reverse, batch_major = bool(reverse), not time_major
     try:
         if cfg["factory"] is lstm:
+            p = params
             ys, hn, cn = lstm_sequence(
                 x,
-                params.w_ih,
-                params.w_hh,
-                params.b,
+                p.w_ih,
+                p.w_hh,
+                p.b,
                 flat(carry.h),
                 flat(carry.c),
                 lens,
-                bool(reverse),
+                reverse,
                 dtype,
+                batch_major,
             )
             new_carry = LSTMCarry(restore(hn), restore(cn))
         else:
+            p, reset_after = params, bool(cfg["reset_after"])
             ys, hn = gru_sequence(
                 x,
-                params.w_ih,
-                params.w_hh,
-                params.b_ih,
-                params.b_hh,
+                p.w_ih,
+                p.w_hh,
+                p.b_ih,
+                p.b_hh,
                 flat(carry),
                 lens,
-                bool(reverse),
-                bool(cfg["reset_after"]),
+                reverse,
+                reset_after,
                 dtype,
+                batch_major,
             )
             new_carry = restore(hn)
     except (TypeError, ValueError) as err:
         _explain_autodiff(err)
         raise
-    return new_carry, ys.reshape(num_steps, *batch_shape, hidden)
+    return new_carry, ys.reshape(out_shape)
 
 
 def _explain_autodiff(err: Exception) -> None:

@@ -1,19 +1,17 @@
 r"""One direction of an LSTM or GRU layer over a sequence, on the native kernels.
 
-Each function computes what :func:`jaxrnn.scan` of the cell computes, time-major and with the
-batch flattened: ``xs (T, B, I)``, carries ``(B, H)``, ``lengths (B,)`` in ``[0, T]``. Work is
-split where each part runs fastest:
+Each function computes what :func:`jaxrnn.scan` of the cell computes, with the batch flattened:
+``xs (B, T, I)`` when ``batch_major``, else ``(T, B, I)`` (the outputs in the same layout),
+carries ``(B, H)``, ``lengths (B,)`` in ``[0, T]``. Work is split where each part runs fastest:
 
-* the input projection of all steps, :math:`X W_{ih} + b`, is one XLA matmul of
-  ``(T B, I) x (I, G H)`` before the kernel (large enough for XLA's GEMM to run at the
-  machine's peak on every core);
-* the kernel runs the recurrence: per step the matmul :math:`h_{t-1} W_{hh}` with the gate
-  nonlinearities fused into it, on all cores;
+* the forward kernel runs the whole recurrence: per step one register-tiled matmul of
+  :math:`x_t W_{ih} + h_{t-1} W_{hh}` with the gate nonlinearities fused after it, the hidden
+  units split across the cores;
 * the backward kernel runs the recurrence backwards, producing the gate pre-activation
-  cotangents :math:`\delta G_t` of every step; the weight gradients then are single XLA matmuls
-  over all steps: :math:`\partial W_{hh} = \sum_t h_{t-1}^\top \delta G_t`,
+  cotangents :math:`\delta G_t` of every step; the weight and input gradients then are single
+  XLA matmuls over all steps: :math:`\partial W_{hh} = \sum_t h_{t-1}^\top \delta G_t`,
   :math:`\partial W_{ih} = \sum_t x_t^\top \delta G_t`, :math:`\partial x_t = \delta G_t
-  W_{ih}^\top`.
+  W_{ih}^\top` (large enough for XLA's GEMM to run near the machine's peak).
 
 Precision follows :mod:`jaxrnn.precision`: ``dtype`` is the matmul operand dtype (float32, or
 bfloat16 with float32 sums); the carry, gates and cotangents are float32.
@@ -45,10 +43,14 @@ def _ffi(target: str, shapes, *args, **attrs):
     return call(*args, **{k: np.int32(v) for k, v in attrs.items()})
 
 
-def _project(xs, w_ih, b, dtype):
-    """``xs @ w_ih + b`` for all steps: operands in ``dtype``, float32 sums."""
-    gx = jnp.matmul(xs.astype(dtype), w_ih.astype(dtype), preferred_element_type=_F32)
-    return gx + b.astype(_F32)
+def _operands(xs, w_ih, dtype):
+    """``xs`` and ``w_ih`` in the matmul dtype; in bfloat16 an odd input size is padded to even
+    with a zero feature (bf16 dot products read pairs), which changes no sum."""
+    x, w = xs.astype(dtype), w_ih.astype(dtype)
+    if dtype == jnp.bfloat16 and x.shape[-1] % 2:
+        x = jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, 1)])
+        w = jnp.pad(w, [(0, 1), (0, 0)])
+    return x, w
 
 
 def _t_matmul(a, g):
@@ -60,19 +62,24 @@ def _t_matmul(a, g):
     return jnp.matmul(a_t, g.reshape(-1, g.shape[-1]))
 
 
-def _previous(ys, h0, lengths, reverse):
+def _previous(ys, h0, lengths, reverse, batch_major):
     """The carry entering each step: ``h0`` at a row's first step, else the previous output.
 
     Only valid steps matter (the others have zero gate cotangents): forward, step ``t``'s
     predecessor is ``t - 1``; in reverse it is ``t + 1``, and a row's first step is its last
     valid one.
     """
+    axis = 1 if batch_major else 0
+    first = jnp.expand_dims(h0, axis)
+    num_steps = ys.shape[axis]
     if not reverse:
-        return jnp.concatenate([h0[None], ys[:-1]], axis=0)
-    num_steps = ys.shape[0]
-    shifted = jnp.concatenate([ys[1:], h0[None]], axis=0)
-    follows = jnp.arange(1, num_steps + 1)[:, None] < lengths[None, :]  # t + 1 is valid
-    return jnp.where(follows[..., None], shifted, h0[None])
+        rest = jax.lax.slice_in_dim(ys, 0, num_steps - 1, axis=axis)
+        return jnp.concatenate([first, rest], axis=axis)
+    shifted = jnp.concatenate([jax.lax.slice_in_dim(ys, 1, num_steps, axis=axis), first], axis)
+    follows = jnp.arange(1, num_steps + 1)[:, None] < lengths[None, :]  # (T, B): t + 1 valid
+    if batch_major:
+        follows = follows.T
+    return jnp.where(follows[..., None], shifted, first)
 
 
 def _input_grads(xs, w_ih, dg, dtype):
@@ -86,38 +93,62 @@ def _input_grads(xs, w_ih, dg, dtype):
 # LSTM
 
 
-def _lstm_forward(xs, w_ih, w_hh, b, h0, c0, lengths, reverse, dtype, train):
-    num_steps, batch = xs.shape[:2]
-    hidden = w_hh.shape[0]
-    gx = _project(xs, w_ih, b, dtype)
-    saved = ((num_steps, batch, 4 * hidden), (num_steps, batch, hidden)) if train else ((0,), (0,))
-    shapes = ((num_steps, batch, hidden), (batch, hidden), (batch, hidden), *saved)
-    w = w_hh.astype(dtype)
-    return _ffi("jaxrnn_lstm_forward", shapes, gx, w, h0, c0, lengths, reverse=reverse, train=train)
+def _sizes(xs, w_hh, batch_major):
+    steps, batch = (xs.shape[1], xs.shape[0]) if batch_major else xs.shape[:2]
+    return steps, batch, w_hh.shape[0]
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(7, 8))
-def lstm_sequence(xs, w_ih, w_hh, b, h0, c0, lengths, reverse: bool, dtype):
+def _seq(steps, batch, width, batch_major):
+    return (batch, steps, width) if batch_major else (steps, batch, width)
+
+
+def _lstm_forward(xs, w_ih, w_hh, b, h0, c0, lengths, reverse, dtype, batch_major, train):
+    steps, batch, hidden = _sizes(xs, w_hh, batch_major)
+    seq = functools.partial(_seq, steps, batch, batch_major=batch_major)
+    saved = (seq(4 * hidden), seq(hidden)) if train else ((0,), (0,))
+    shapes = (seq(hidden), (batch, hidden), (batch, hidden), *saved)
+    x, w_x = _operands(xs, w_ih, dtype)
+    return _ffi(
+        "jaxrnn_lstm_forward",
+        shapes,
+        x,
+        w_x,
+        w_hh.astype(dtype),
+        b.astype(_F32),
+        h0,
+        c0,
+        lengths,
+        reverse=reverse,
+        train=train,
+        batch_major=batch_major,
+    )
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(7, 8, 9))
+def lstm_sequence(xs, w_ih, w_hh, b, h0, c0, lengths, reverse: bool, dtype, batch_major: bool):
     """``(ys, h_T, c_T)`` of ``jr.lstm`` (no peephole, coupling or projection) over ``xs``.
 
-    ``ys (T, B, H)`` in ``dtype``; zero past each row's length, where the carry is frozen.
+    ``ys`` in ``dtype``, zero past each row's length, where the carry is frozen.
     """
-    ys, hn, cn, _, _ = _lstm_forward(xs, w_ih, w_hh, b, h0, c0, lengths, reverse, dtype, False)
+    ys, hn, cn, _, _ = _lstm_forward(
+        xs, w_ih, w_hh, b, h0, c0, lengths, reverse, dtype, batch_major, False
+    )
     return ys.astype(dtype), hn, cn
 
 
-def _lstm_fwd(xs, w_ih, w_hh, b, h0, c0, lengths, reverse, dtype):
-    ys, hn, cn, acts, cs = _lstm_forward(xs, w_ih, w_hh, b, h0, c0, lengths, reverse, dtype, True)
+def _lstm_fwd(xs, w_ih, w_hh, b, h0, c0, lengths, reverse, dtype, batch_major):
+    ys, hn, cn, acts, cs = _lstm_forward(
+        xs, w_ih, w_hh, b, h0, c0, lengths, reverse, dtype, batch_major, True
+    )
     residuals = (xs, w_ih, w_hh, b, h0, c0, lengths, ys, acts, cs)
     return (ys.astype(dtype), hn, cn), residuals
 
 
-def _lstm_bwd(reverse, dtype, residuals, cotangents):
+def _lstm_bwd(reverse, dtype, batch_major, residuals, cotangents):
     xs, w_ih, w_hh, b, h0, c0, lengths, ys, acts, cs = residuals
     dys, dhn, dcn = cotangents
-    num_steps, batch = xs.shape[:2]
-    hidden = w_hh.shape[0]
-    shapes = ((num_steps, batch, 4 * hidden), (batch, hidden), (batch, hidden))
+    steps, batch, hidden = _sizes(xs, w_hh, batch_major)
+    shapes = (_seq(steps, batch, 4 * hidden, batch_major), (batch, hidden), (batch, hidden))
     dg, dh0, dc0 = _ffi(
         "jaxrnn_lstm_backward",
         shapes,
@@ -130,9 +161,10 @@ def _lstm_bwd(reverse, dtype, residuals, cotangents):
         dhn.astype(_F32),
         dcn.astype(_F32),
         reverse=reverse,
+        batch_major=batch_major,
     )
     dxs, dw_ih, db = _input_grads(xs, w_ih, dg, dtype)
-    hprev = _previous(ys, h0, lengths, reverse)
+    hprev = _previous(ys, h0, lengths, reverse, batch_major)
     dw_hh = _t_matmul(hprev.astype(dtype), dg).astype(w_hh.dtype)
     return dxs, dw_ih, dw_hh, db.astype(b.dtype), dh0, dc0, None
 
@@ -144,53 +176,55 @@ lstm_sequence.defvjp(_lstm_fwd, _lstm_bwd)
 # GRU
 
 
-def _gru_forward(xs, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse, reset_after, dtype, train):
-    num_steps, batch = xs.shape[:2]
-    hidden = w_hh.shape[0]
-    gx = _project(xs, w_ih, b_ih, dtype)
+def _gru_forward(xs, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse, reset_after, dtype, bm, train):
+    steps, batch, hidden = _sizes(xs, w_hh, bm)
     blocks = 4 if reset_after else 3  # saved r, z, n (and h W_hn + b_hn with reset_after)
-    saved = ((num_steps, batch, blocks * hidden),) if train else ((0,),)
-    shapes = ((num_steps, batch, hidden), (batch, hidden), *saved)
+    saved = (_seq(steps, batch, blocks * hidden, bm),) if train else ((0,),)
+    shapes = (_seq(steps, batch, hidden, bm), (batch, hidden), *saved)
+    x, w_x = _operands(xs, w_ih, dtype)
     return _ffi(
         "jaxrnn_gru_forward",
         shapes,
-        gx,
+        x,
+        w_x,
         w_hh.astype(dtype),
+        b_ih.astype(_F32),
         b_hh.astype(_F32),
         h0,
         lengths,
         reverse=reverse,
         reset_after=reset_after,
         train=train,
+        batch_major=bm,
     )
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(7, 8, 9))
-def gru_sequence(xs, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse: bool, reset_after: bool, dtype):
-    """``(ys, h_T)`` of ``jr.gru(reset_after=reset_after)`` over ``xs``; ``ys`` in ``dtype``."""
-    ys, hn, _ = _gru_forward(
-        xs, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse, reset_after, dtype, False
-    )
+@functools.partial(jax.custom_vjp, nondiff_argnums=(7, 8, 9, 10))
+def gru_sequence(
+    xs, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse: bool, reset_after: bool, dtype, bm: bool
+):
+    """``(ys, h_T)`` of ``jr.gru(reset_after=reset_after)`` over ``xs`` (batch-major if
+    ``bm``); ``ys`` in ``dtype``."""
+    args = (xs, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse, reset_after, dtype, bm)
+    ys, hn, _ = _gru_forward(*args, False)
     return ys.astype(dtype), hn
 
 
-def _gru_fwd(xs, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse, reset_after, dtype):
-    ys, hn, acts = _gru_forward(
-        xs, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse, reset_after, dtype, True
-    )
+def _gru_fwd(xs, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse, reset_after, dtype, bm):
+    args = (xs, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse, reset_after, dtype, bm)
+    ys, hn, acts = _gru_forward(*args, True)
     residuals = (xs, w_ih, w_hh, b_ih, b_hh, h0, lengths, ys, acts)
     return (ys.astype(dtype), hn), residuals
 
 
-def _gru_bwd(reverse, reset_after, dtype, residuals, cotangents):
+def _gru_bwd(reverse, reset_after, dtype, bm, residuals, cotangents):
     xs, w_ih, w_hh, b_ih, b_hh, h0, lengths, ys, acts = residuals
     dys, dhn = cotangents
-    num_steps, batch = xs.shape[:2]
-    hidden = w_hh.shape[0]
-    dpn_shape = (num_steps, batch, hidden) if reset_after else (0,)
+    steps, batch, hidden = _sizes(xs, w_hh, bm)
+    dpn_shape = _seq(steps, batch, hidden, bm) if reset_after else (0,)
     dg, dpn, dh0 = _ffi(
         "jaxrnn_gru_backward",
-        ((num_steps, batch, 3 * hidden), dpn_shape, (batch, hidden)),
+        (_seq(steps, batch, 3 * hidden, bm), dpn_shape, (batch, hidden)),
         acts,
         ys,
         h0,
@@ -200,8 +234,9 @@ def _gru_bwd(reverse, reset_after, dtype, residuals, cotangents):
         dhn.astype(_F32),
         reverse=reverse,
         reset_after=reset_after,
+        batch_major=bm,
     )
-    hprev = _previous(ys, h0, lengths, reverse).astype(dtype)
+    hprev = _previous(ys, h0, lengths, reverse, bm).astype(dtype)
     if reset_after:  # dg is the recurrent side [dr, dz, r * dn]; the input side has dn
         dgx = jnp.concatenate([dg[..., : 2 * hidden], dpn], axis=-1)
         dw_hh = _t_matmul(hprev, dg)

@@ -88,7 +88,7 @@ static inline void store_bf16_n(unsigned short* p, V x, int n) {
 }
 
 static void (*const gemm_bf16_fn)(const unsigned short*, int64_t, int, const unsigned short*,
-                                  int, int, float*, int64_t) = 0;
+                                  int, int, float*, int64_t, int) = 0;
 
 #include "rnn_impl.inc"
 

@@ -13,7 +13,7 @@ namespace jaxrnn {
 namespace avx512bf16 {
 typedef unsigned short bf16_t;
 void gemm(const bf16_t* A, int64_t lda, int rows, const bf16_t* P, int K2, int ng, float* C,
-          int64_t ldc);
+          int64_t ldc, int accumulate);
 int supported();
 }  // namespace avx512bf16
 
@@ -95,7 +95,7 @@ static inline void store_bf16_n(unsigned short* p, V x, int n) {
 }
 
 static void (*gemm_bf16_fn)(const unsigned short*, int64_t, int, const unsigned short*, int, int,
-                            float*, int64_t) = 0;
+                            float*, int64_t, int) = 0;
 
 #include "rnn_impl.inc"
 

@@ -17,12 +17,13 @@ static constexpr int kMaxAcc = 24;
 // C[MR, NG*16] = A[MR, 2*K2] P: A's rows in bf16, P pair-interleaved ([k/2][NG*16][2]).
 template <int MR, int NG>
 static inline void microkernel(const bf16_t* A, int64_t lda, const bf16_t* P, int K2, float* C,
-                               int64_t ldc) {
+                               int64_t ldc, int accumulate) {
   __m512 acc[MR][NG];
 #pragma GCC unroll 16
   for (int r = 0; r < MR; ++r)
 #pragma GCC unroll 4
-    for (int g = 0; g < NG; ++g) acc[r][g] = _mm512_setzero_ps();
+    for (int g = 0; g < NG; ++g)
+      acc[r][g] = accumulate ? _mm512_loadu_ps(C + r * ldc + g * L) : _mm512_setzero_ps();
   for (int k2 = 0; k2 < K2; ++k2) {
     __m512bh b[NG];
 #pragma GCC unroll 4
@@ -50,32 +51,34 @@ static constexpr int rows_for() {
 
 template <int NG, int MR>
 static inline void tail_rows(int rows, const bf16_t* A, int64_t lda, const bf16_t* P, int K2,
-                             float* C, int64_t ldc) {
+                             float* C, int64_t ldc, int acc) {
   if constexpr (MR > 0) {
     if (rows == MR) {
-      microkernel<MR, NG>(A, lda, P, K2, C, ldc);
+      microkernel<MR, NG>(A, lda, P, K2, C, ldc, acc);
     } else {
-      tail_rows<NG, MR - 1>(rows, A, lda, P, K2, C, ldc);
+      tail_rows<NG, MR - 1>(rows, A, lda, P, K2, C, ldc, acc);
     }
   }
 }
 
 template <int NG>
 static void gemm_rows(const bf16_t* A, int64_t lda, int rows, const bf16_t* P, int K2, float* C,
-                      int64_t ldc) {
+                      int64_t ldc, int acc) {
   constexpr int MR = rows_for<NG>();
   int r = 0;
-  for (; r + MR <= rows; r += MR) microkernel<MR, NG>(A + r * lda, lda, P, K2, C + r * ldc, ldc);
-  if (r < rows) tail_rows<NG, MR - 1>(rows - r, A + r * lda, lda, P, K2, C + r * ldc, ldc);
+  for (; r + MR <= rows; r += MR)
+    microkernel<MR, NG>(A + r * lda, lda, P, K2, C + r * ldc, ldc, acc);
+  if (r < rows) tail_rows<NG, MR - 1>(rows - r, A + r * lda, lda, P, K2, C + r * ldc, ldc, acc);
 }
 
+// C (+)= A P for all rows; accumulate: add to C's values instead of overwriting them.
 void gemm(const bf16_t* A, int64_t lda, int rows, const bf16_t* P, int K2, int ng, float* C,
-          int64_t ldc) {
+          int64_t ldc, int accumulate) {
   switch (ng) {
-    case 1: gemm_rows<1>(A, lda, rows, P, K2, C, ldc); break;
-    case 2: gemm_rows<2>(A, lda, rows, P, K2, C, ldc); break;
-    case 3: gemm_rows<3>(A, lda, rows, P, K2, C, ldc); break;
-    default: gemm_rows<4>(A, lda, rows, P, K2, C, ldc); break;
+    case 1: gemm_rows<1>(A, lda, rows, P, K2, C, ldc, accumulate); break;
+    case 2: gemm_rows<2>(A, lda, rows, P, K2, C, ldc, accumulate); break;
+    case 3: gemm_rows<3>(A, lda, rows, P, K2, C, ldc, accumulate); break;
+    default: gemm_rows<4>(A, lda, rows, P, K2, C, ldc, accumulate); break;
   }
 }
 
@@ -89,7 +92,7 @@ int supported() { return __builtin_cpu_supports("avx512bf16"); }
 namespace jaxrnn {
 namespace avx512bf16 {
 typedef unsigned short bf16_t;
-void gemm(const bf16_t*, int64_t, int, const bf16_t*, int, int, float*, int64_t) {}
+void gemm(const bf16_t*, int64_t, int, const bf16_t*, int, int, float*, int64_t, int) {}
 int supported() { return 0; }
 }  // namespace avx512bf16
 }  // namespace jaxrnn

@@ -20,14 +20,17 @@ struct Barrier {
 // Gate blocks along the last axis: LSTM i, f, g, o; GRU r, z, n (as jr.lstm / jr.gru store them).
 struct SeqArgs {
   int cell;         // kLstm, kGruAfter (reset_after=True) or kGruBefore (reset_after=False)
-  int T, B, H;      // steps, flattened batch, hidden size
+  int T, B, H, I;   // steps, flattened batch, hidden size, input size
   int reverse;      // run from t = T - 1 down to 0 (each row from its own last valid step)
-  int bf16;         // weights are bfloat16 (uint16 bit patterns); h is rounded to bf16 per step
+  int batch_major;  // sequence arrays are (B, T, ...), else (T, B, ...)
+  int bf16;         // x and the weights are bfloat16 (uint16 bit patterns), else float32
   const int32_t* lengths;  // (B,) valid steps per row, in [0, T]
-  const void* w;    // (H, G*H) recurrent weights, row-major: f32 or bf16
+  const void* w_ih;   // (I, G*H) input weights, row-major; gate blocks as jr.lstm / jr.gru
+  const void* w_hh;   // (H, G*H) recurrent weights
+  const float* b;     // LSTM: (4H,) bias; GRU: (3H,) input-side bias b_ih
   const float* b_hh;  // GRU: (3H,) recurrent bias; LSTM: unused
   // forward
-  const float* gx;  // (T, B, G*H) input projections x_t W_ih + b (XLA computed them)
+  const void* x;    // (T, B, I) inputs (I even when bf16)
   const float* h0;  // (B, H)
   const float* c0;  // (B, H) LSTM only
   float* ys;        // (T, B, H) outputs: h_t at valid steps, 0 past each row's length

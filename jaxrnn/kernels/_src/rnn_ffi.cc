@@ -218,22 +218,38 @@ bool has_shape(const ffi::AnyBuffer& x, std::initializer_list<int64_t> shape) {
   return true;
 }
 
-// Reads T, B, H from gx (T, B, G*H) and w (H, G*H) and checks the weights' dtype.
-ffi::Error sizes(const ffi::AnyBuffer& gx, const ffi::AnyBuffer& w, int G, SeqArgs* a) {
-  if (gx.dimensions().size() != 3 || w.dimensions().size() != 2)
-    return bad("expected gx (T, B, G*H) and w (H, G*H)");
-  a->T = (int)dim(gx, 0);
-  a->B = (int)dim(gx, 1);
-  a->H = (int)dim(w, 0);
-  if (dim(w, 1) != (int64_t)G * a->H || dim(gx, 2) != (int64_t)G * a->H)
-    return bad("gate axes of gx and w disagree with w's hidden size");
-  if (w.element_type() == ffi::DataType::BF16) {
-    a->bf16 = 1;
-  } else if (w.element_type() == ffi::DataType::F32) {
-    a->bf16 = 0;
-  } else {
-    return bad("w must be float32 or bfloat16");
-  }
+// Reads T, B, I from x ((T, B, I), or (B, T, I) batch-major) and H from w_hh (H, G*H), and
+// checks the weights' shapes and that x and both weights are all float32 or all bfloat16.
+ffi::Error sizes(const ffi::AnyBuffer& x, const ffi::AnyBuffer& w_ih, const ffi::AnyBuffer& w_hh,
+                 int G, SeqArgs* a) {
+  if (x.dimensions().size() != 3 || w_ih.dimensions().size() != 2 || w_hh.dimensions().size() != 2)
+    return bad("expected x (T, B, I), w_ih (I, G*H) and w_hh (H, G*H)");
+  a->T = (int)dim(x, a->batch_major ? 1 : 0);
+  a->B = (int)dim(x, a->batch_major ? 0 : 1);
+  a->I = (int)dim(x, 2);
+  a->H = (int)dim(w_hh, 0);
+  if (dim(w_hh, 1) != (int64_t)G * a->H || !has_shape(w_ih, {a->I, (int64_t)G * a->H}))
+    return bad("w_ih or w_hh disagrees with x's input size or w_hh's hidden size");
+  auto type = w_hh.element_type();
+  if (type != ffi::DataType::BF16 && type != ffi::DataType::F32)
+    return bad("the weights must be float32 or bfloat16");
+  if (x.element_type() != type || w_ih.element_type() != type)
+    return bad("x, w_ih and w_hh must have one dtype");
+  a->bf16 = type == ffi::DataType::BF16;
+  if (a->bf16 && a->I % 2) return bad("bfloat16 x needs an even input size (pad it)");
+  return ffi::Error::Success();
+}
+
+// T, B from a (T, B, H) sequence array, H from w_hh, for the backward handlers.
+ffi::Error backward_sizes(const ffi::AnyBuffer& seq, const ffi::AnyBuffer& w_hh, int G,
+                          SeqArgs* a) {
+  if (seq.dimensions().size() != 3 || w_hh.dimensions().size() != 2)
+    return bad("expected a (T, B, H) sequence array and w_hh (H, G*H)");
+  a->T = (int)dim(seq, a->batch_major ? 1 : 0);
+  a->B = (int)dim(seq, a->batch_major ? 0 : 1);
+  a->H = (int)dim(w_hh, 0);
+  if (dim(w_hh, 1) != (int64_t)G * a->H) return bad("w_hh is not (H, G*H)");
+  a->bf16 = w_hh.element_type() == ffi::DataType::BF16;
   return ffi::Error::Success();
 }
 
@@ -265,19 +281,24 @@ ffi::Error run(const SeqArgs& a, int backward) {
   return ffi::Error::Success();
 }
 
-ffi::Error LstmForward(ffi::AnyBuffer gx, ffi::AnyBuffer w, ffi::AnyBuffer h0, ffi::AnyBuffer c0,
+ffi::Error LstmForward(ffi::AnyBuffer x, ffi::AnyBuffer w_ih, ffi::AnyBuffer w_hh,
+                       ffi::AnyBuffer b, ffi::AnyBuffer h0, ffi::AnyBuffer c0,
                        ffi::AnyBuffer lengths, int32_t reverse, int32_t train,
-                       ffi::Result<ffi::AnyBuffer> ys, ffi::Result<ffi::AnyBuffer> hn,
-                       ffi::Result<ffi::AnyBuffer> cn, ffi::Result<ffi::AnyBuffer> acts,
-                       ffi::Result<ffi::AnyBuffer> cs) {
+                       int32_t batch_major, ffi::Result<ffi::AnyBuffer> ys,
+                       ffi::Result<ffi::AnyBuffer> hn, ffi::Result<ffi::AnyBuffer> cn,
+                       ffi::Result<ffi::AnyBuffer> acts, ffi::Result<ffi::AnyBuffer> cs) {
   SeqArgs a{};
   a.cell = kLstm;
   a.reverse = reverse;
-  if (auto e = sizes(gx, w, 4, &a); e.failure()) return e;
+  a.batch_major = batch_major;
+  if (auto e = sizes(x, w_ih, w_hh, 4, &a); e.failure()) return e;
   if (auto e = check_state(a, {&h0, &c0}, lengths); e.failure()) return e;
+  if (!has_shape(b, {4 * (int64_t)a.H})) return bad("b is not (4H,)");
   a.lengths = reinterpret_cast<const int32_t*>(lengths.untyped_data());
-  a.w = w.untyped_data();
-  a.gx = f32(gx);
+  a.x = x.untyped_data();
+  a.w_ih = w_ih.untyped_data();
+  a.w_hh = w_hh.untyped_data();
+  a.b = f32(b);
   a.h0 = f32(h0);
   a.c0 = f32(c0);
   a.ys = f32(*ys);
@@ -293,17 +314,18 @@ ffi::Error LstmForward(ffi::AnyBuffer gx, ffi::AnyBuffer w, ffi::AnyBuffer h0, f
 }
 
 ffi::Error LstmBackward(ffi::AnyBuffer acts, ffi::AnyBuffer cs, ffi::AnyBuffer c0,
-                        ffi::AnyBuffer w, ffi::AnyBuffer lengths, ffi::AnyBuffer dys,
+                        ffi::AnyBuffer w_hh, ffi::AnyBuffer lengths, ffi::AnyBuffer dys,
                         ffi::AnyBuffer dhn, ffi::AnyBuffer dcn, int32_t reverse,
-                        ffi::Result<ffi::AnyBuffer> dg, ffi::Result<ffi::AnyBuffer> dh0,
-                        ffi::Result<ffi::AnyBuffer> dc0) {
+                        int32_t batch_major, ffi::Result<ffi::AnyBuffer> dg,
+                        ffi::Result<ffi::AnyBuffer> dh0, ffi::Result<ffi::AnyBuffer> dc0) {
   SeqArgs a{};
   a.cell = kLstm;
   a.reverse = reverse;
-  if (auto e = sizes(acts, w, 4, &a); e.failure()) return e;
+  a.batch_major = batch_major;
+  if (auto e = backward_sizes(cs, w_hh, 4, &a); e.failure()) return e;
   if (auto e = check_state(a, {&c0, &dhn, &dcn}, lengths); e.failure()) return e;
   a.lengths = reinterpret_cast<const int32_t*>(lengths.untyped_data());
-  a.w = w.untyped_data();
+  a.w_hh = w_hh.untyped_data();
   a.acts = f32(acts);
   a.cs = f32(cs);
   a.c0 = f32(c0);
@@ -320,20 +342,25 @@ ffi::Error LstmBackward(ffi::AnyBuffer acts, ffi::AnyBuffer cs, ffi::AnyBuffer c
   return run(a, 1);
 }
 
-ffi::Error GruForward(ffi::AnyBuffer gx, ffi::AnyBuffer w, ffi::AnyBuffer b_hh, ffi::AnyBuffer h0,
+ffi::Error GruForward(ffi::AnyBuffer x, ffi::AnyBuffer w_ih, ffi::AnyBuffer w_hh,
+                      ffi::AnyBuffer b_ih, ffi::AnyBuffer b_hh, ffi::AnyBuffer h0,
                       ffi::AnyBuffer lengths, int32_t reverse, int32_t reset_after,
-                      int32_t train, ffi::Result<ffi::AnyBuffer> ys,
+                      int32_t train, int32_t batch_major, ffi::Result<ffi::AnyBuffer> ys,
                       ffi::Result<ffi::AnyBuffer> hn, ffi::Result<ffi::AnyBuffer> acts) {
   SeqArgs a{};
   a.cell = reset_after ? kGruAfter : kGruBefore;
   a.reverse = reverse;
-  if (auto e = sizes(gx, w, 3, &a); e.failure()) return e;
+  a.batch_major = batch_major;
+  if (auto e = sizes(x, w_ih, w_hh, 3, &a); e.failure()) return e;
   if (auto e = check_state(a, {&h0}, lengths); e.failure()) return e;
-  if (!has_shape(b_hh, {3 * (int64_t)a.H})) return bad("b_hh is not (3H,)");
+  if (!has_shape(b_ih, {3 * (int64_t)a.H}) || !has_shape(b_hh, {3 * (int64_t)a.H}))
+    return bad("b_ih or b_hh is not (3H,)");
   a.lengths = reinterpret_cast<const int32_t*>(lengths.untyped_data());
-  a.w = w.untyped_data();
+  a.x = x.untyped_data();
+  a.w_ih = w_ih.untyped_data();
+  a.w_hh = w_hh.untyped_data();
+  a.b = f32(b_ih);
   a.b_hh = f32(b_hh);
-  a.gx = f32(gx);
   a.h0 = f32(h0);
   a.ys = f32(*ys);
   a.hn = f32(*hn);
@@ -343,22 +370,18 @@ ffi::Error GruForward(ffi::AnyBuffer gx, ffi::AnyBuffer w, ffi::AnyBuffer b_hh, 
 }
 
 ffi::Error GruBackward(ffi::AnyBuffer acts, ffi::AnyBuffer ys, ffi::AnyBuffer h0,
-                       ffi::AnyBuffer w, ffi::AnyBuffer lengths, ffi::AnyBuffer dys,
+                       ffi::AnyBuffer w_hh, ffi::AnyBuffer lengths, ffi::AnyBuffer dys,
                        ffi::AnyBuffer dhn, int32_t reverse, int32_t reset_after,
-                       ffi::Result<ffi::AnyBuffer> dg, ffi::Result<ffi::AnyBuffer> dpn,
-                       ffi::Result<ffi::AnyBuffer> dh0) {
+                       int32_t batch_major, ffi::Result<ffi::AnyBuffer> dg,
+                       ffi::Result<ffi::AnyBuffer> dpn, ffi::Result<ffi::AnyBuffer> dh0) {
   SeqArgs a{};
   a.cell = reset_after ? kGruAfter : kGruBefore;
   a.reverse = reverse;
-  if (ys.dimensions().size() != 3 || w.dimensions().size() != 2) return bad("expected ys (T, B, H)");
-  a.T = (int)dim(ys, 0);
-  a.B = (int)dim(ys, 1);
-  a.H = (int)dim(w, 0);
-  a.bf16 = w.element_type() == ffi::DataType::BF16;
-  if (dim(w, 1) != 3 * (int64_t)a.H) return bad("w is not (H, 3H)");
+  a.batch_major = batch_major;
+  if (auto e = backward_sizes(ys, w_hh, 3, &a); e.failure()) return e;
   if (auto e = check_state(a, {&h0, &dhn}, lengths); e.failure()) return e;
   a.lengths = reinterpret_cast<const int32_t*>(lengths.untyped_data());
-  a.w = w.untyped_data();
+  a.w_hh = w_hh.untyped_data();
   a.acts = f32(acts);
   a.ys = f32(ys);
   a.h0 = f32(h0);
@@ -383,8 +406,11 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxrnn_lstm_forward, jaxrnn::LstmForward,
                                   .Arg<ffi::AnyBuffer>()
                                   .Arg<ffi::AnyBuffer>()
                                   .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
                                   .Attr<int32_t>("reverse")
                                   .Attr<int32_t>("train")
+                                  .Attr<int32_t>("batch_major")
                                   .Ret<ffi::AnyBuffer>()
                                   .Ret<ffi::AnyBuffer>()
                                   .Ret<ffi::AnyBuffer>()
@@ -402,6 +428,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxrnn_lstm_backward, jaxrnn::LstmBackward,
                                   .Arg<ffi::AnyBuffer>()
                                   .Arg<ffi::AnyBuffer>()
                                   .Attr<int32_t>("reverse")
+                                  .Attr<int32_t>("batch_major")
                                   .Ret<ffi::AnyBuffer>()
                                   .Ret<ffi::AnyBuffer>()
                                   .Ret<ffi::AnyBuffer>());
@@ -413,9 +440,12 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxrnn_gru_forward, jaxrnn::GruForward,
                                   .Arg<ffi::AnyBuffer>()
                                   .Arg<ffi::AnyBuffer>()
                                   .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
                                   .Attr<int32_t>("reverse")
                                   .Attr<int32_t>("reset_after")
                                   .Attr<int32_t>("train")
+                                  .Attr<int32_t>("batch_major")
                                   .Ret<ffi::AnyBuffer>()
                                   .Ret<ffi::AnyBuffer>()
                                   .Ret<ffi::AnyBuffer>());
@@ -431,6 +461,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxrnn_gru_backward, jaxrnn::GruBackward,
                                   .Arg<ffi::AnyBuffer>()
                                   .Attr<int32_t>("reverse")
                                   .Attr<int32_t>("reset_after")
+                                  .Attr<int32_t>("batch_major")
                                   .Ret<ffi::AnyBuffer>()
                                   .Ret<ffi::AnyBuffer>()
                                   .Ret<ffi::AnyBuffer>());
