@@ -108,6 +108,7 @@ SLOW_FIRST = [
     "tests/test_notebooks.py::test_notebook_executes[01_cells_from_equations.ipynb]",
     "tests/test_notebooks.py::test_notebook_executes[03_char_language_model.ipynb]",
     "tests/test_notebooks.py::test_notebook_executes[06_regularisation_and_convlstm.ipynb]",
+    "tests/test_kernels.py::test_kernels_under_address_sanitizer",  # a sanitizer build (~40 s)
     "tests/test_distributed.py",  # one module fixture launches the process pairs (~25 s)
     "tests/test_docs.py",  # sphinx-build (~15 s)
     "tests/test_parallel.py::test_one_and_eight_devices_give_the_same_training",

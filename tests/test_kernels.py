@@ -385,7 +385,7 @@ def test_build_without_a_compiler_succeeds(tmp_path):
     )
     assert run.returncode == 0, run.stderr
     assert not list((src / "jaxrnn" / "kernels").glob("_rnn*.so"))
-    assert "building extension \"jaxrnn.kernels._rnn\" failed" in run.stderr
+    assert 'building extension "jaxrnn.kernels._rnn" failed' in run.stderr
 
 
 def test_under_a_sharded_batch(tmp_path):
@@ -415,3 +415,29 @@ def test_under_a_sharded_batch(tmp_path):
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=ROOT
     )
     assert run.returncode == 0 and "ok" in run.stdout, run.stderr[-3000:]
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++")
+def test_kernels_under_address_sanitizer(tmp_path):
+    """The C++ kernels through every configuration under AddressSanitizer and UBSan."""
+    src = ROOT / "jaxrnn" / "kernels" / "_src"
+    exe = tmp_path / "asan_driver"
+    sources = [ROOT / "tests" / "native" / "asan_driver.cc"]
+    sources += [src / f for f in ("rnn_avx512.cc", "rnn_avx512bf16.cc", "rnn_avx2.cc")]
+    flags = ["-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
+    build = subprocess.run(
+        ["g++", *flags, "-std=c++17", f"-I{src}", *map(str, sources), "-o", str(exe), "-lpthread"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert build.returncode == 0, build.stderr[-3000:]
+    run = subprocess.run(
+        [str(exe)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=dict(os.environ, ASAN_OPTIONS="detect_leaks=1:abort_on_error=0"),
+    )
+    assert run.returncode == 0, (run.stdout + run.stderr)[-5000:]
+    assert "no error" in run.stdout and "configurations" in run.stdout

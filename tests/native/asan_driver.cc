@@ -1,0 +1,64 @@
+// Drives the native kernels (jaxrnn/kernels/_src) through every configuration, forward and
+// backward, over buffers of exactly the sizes the FFI handlers pass, with 1 to 3 threads:
+// built with -fsanitize=address,undefined by tests/test_kernels.py, any out-of-bounds access,
+// use of freed memory or undefined behaviour in the kernels stops it with a report.
+// Configurations: both instruction sets, bf16 dot products on and off, five sizes (hidden sizes
+// that are and are not multiples of the vector widths, B = T = H = 1), the three cells, f32 and
+// bf16, both directions, both layouts, random lengths in [0, T] (zero included).
+#include "rnn_common.h"
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <thread>
+#include <vector>
+using namespace jaxrnn;
+namespace jaxrnn { void avx512_use_bf16_dot(int on); }
+struct Bar { std::atomic<int> n{0}, phase{0}; int size; };
+static void wait(void* ctx, int) { Bar* b = (Bar*)ctx; int p = b->phase.load(); if (b->n.fetch_add(1) + 1 == b->size) { b->n = 0; b->phase.store(p + 1); } else while (b->phase.load() == p) std::this_thread::yield(); }
+template <class T> static std::vector<T>* buf(size_t n, T v) { return new std::vector<T>(n, v); }
+static unsigned short tobf(float f) { unsigned u; memcpy(&u, &f, 4); return (unsigned short)((u + 0x7fff + ((u >> 16) & 1)) >> 16); }
+int main() {
+  int sizes[][4] = {{1, 1, 2, 1}, {3, 5, 4, 37}, {2, 4, 6, 16}, {5, 3, 2, 17}, {4, 6, 8, 33}};
+  int runs = 0;
+  for (int isa_i = 0; isa_i < 2; ++isa_i)
+  for (int dot = 0; dot < 2; ++dot)
+  for (auto& sz : sizes) for (int cell = 0; cell < 3; ++cell) for (int bf16 = 0; bf16 < 2; ++bf16)
+  for (int rev = 0; rev < 2; ++rev) for (int bm = 0; bm < 2; ++bm) for (int nth = 1; nth <= 3; ++nth) {
+    const Isa* isa = isa_i ? isa_avx2() : isa_avx512();
+    if (!isa) continue;
+    avx512_use_bf16_dot(dot);
+    int B = sz[0], T = sz[1], I = sz[2], H = sz[3], G = cell == 0 ? 4 : 3, A = cell == 2 ? 3 : 4;
+    std::vector<float> wf((size_t)H * G * H), wif((size_t)I * G * H), x((size_t)T * B * I), b(G * H, 0.1f), bhh(3 * H, 0.2f);
+    for (auto& v : wf) v = rand() / (float)RAND_MAX - 0.5f;
+    for (auto& v : wif) v = rand() / (float)RAND_MAX - 0.5f;
+    for (auto& v : x) v = rand() / (float)RAND_MAX - 0.5f;
+    std::vector<unsigned short> wb(wf.size()), wib(wif.size()), xb(x.size());
+    for (size_t i = 0; i < wf.size(); ++i) wb[i] = tobf(wf[i]);
+    for (size_t i = 0; i < wif.size(); ++i) wib[i] = tobf(wif[i]);
+    for (size_t i = 0; i < x.size(); ++i) xb[i] = tobf(x[i]);
+    if (bf16 && I % 2) continue;
+    std::vector<int> len(B); for (auto& l : len) l = rand() % (T + 1);
+    std::vector<float> h0((size_t)B * H, 0.3f), c0((size_t)B * H, -0.2f), ys((size_t)T * B * H), hn((size_t)B * H), cn((size_t)B * H);
+    std::vector<float> acts((size_t)T * B * A * H), cs((size_t)T * B * H), dys((size_t)T * B * H, 0.1f), dg((size_t)T * B * G * H), dpn((size_t)T * B * H), dh0((size_t)B * H), dc0((size_t)B * H), dhn((size_t)B * H, 0.5f), dcn((size_t)B * H, 0.5f);
+    SeqArgs a{}; a.cell = cell; a.T = T; a.B = B; a.H = H; a.I = I; a.reverse = rev; a.batch_major = bm; a.bf16 = bf16;
+    a.lengths = len.data(); a.w_ih = bf16 ? (void*)wib.data() : (void*)wif.data(); a.w_hh = bf16 ? (void*)wb.data() : (void*)wf.data();
+    a.b = b.data(); a.b_hh = cell ? bhh.data() : nullptr; a.x = bf16 ? (void*)xb.data() : (void*)x.data();
+    a.h0 = h0.data(); a.c0 = cell ? nullptr : c0.data(); a.ys = ys.data(); a.hn = hn.data(); a.cn = cell ? nullptr : cn.data();
+    a.acts = acts.data(); a.cs = cell ? nullptr : cs.data();
+    for (int pass = 0; pass < 2; ++pass) {
+      if (pass) { a.dys = dys.data(); a.dhn = dhn.data(); a.dcn = cell ? nullptr : dcn.data(); a.dg = dg.data(); a.dpn = cell == 1 ? dpn.data() : nullptr; a.dh0 = dh0.data(); a.dc0 = cell ? nullptr : dc0.data(); }
+      int panels = (H + isa->lanes - 1) / isa->lanes, n = nth < panels ? nth : panels;
+      int64_t bytes = isa->workspace_bytes(&a, n, pass);
+      std::vector<char> ws(bytes); char* base = ws.data() + ((64 - (uintptr_t)ws.data() % 64) % 64);
+      // the workspace includes 64 bytes of slack for the alignment above
+      Bar bar; bar.size = n; Barrier br{wait, &bar};
+      std::vector<std::thread> th;
+      for (int t = 1; t < n; ++t) th.emplace_back([&, t] { (pass ? isa->backward : isa->forward)(&a, base, t, n, br); });
+      (pass ? isa->backward : isa->forward)(&a, base, 0, n, br);
+      for (auto& t : th) t.join();
+    }
+    ++runs;
+  }
+  printf("asan driver: %d configurations, forward and backward, no error\n", runs);
+}
