@@ -196,7 +196,8 @@ def test_sweep_quick_run(tmp_path):
 
     # Every implementation ran, in every group (cell x precision x mode): Flax's two LSTM
     # cells, Equinox in float32 only, PyTorch in float32 and under autocast, and in bfloat16
-    # jaxrnn in both precisions (the float32 one is the reference).
+    # jaxrnn in both precisions (the float32 one is the reference), and jaxrnn's XLA path (what
+    # the native kernels replace) in the group's precision.
     eqx, torch = bench.peers.eqx is not None, bench.peers.torch is not None
     n_flax = {"lstm": 2, "gru": 1}
     for cell in ("lstm", "gru"):
@@ -205,7 +206,7 @@ def test_sweep_quick_run(tmp_path):
                 sel = [
                     r for r in rows if (r["cell"], r["mode"], r["precision"]) == (cell, mode, prec)
                 ]
-                want = {"jaxrnn": 1, "flax": n_flax[cell], "torch": int(torch)}
+                want = {"jaxrnn": 1, "xla": 1, "flax": n_flax[cell], "torch": int(torch)}
                 want |= {"equinox": int(eqx)} if prec == "f32" else {"ref": 1}
                 got = {k: sum(r["role"] == k for r in sel) for k in want}
                 assert got == want and len(sel) == sum(want.values()), (cell, mode, prec)

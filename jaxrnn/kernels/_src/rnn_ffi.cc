@@ -73,7 +73,9 @@ int team_size() {
 // ---------------------------------------------------------------------------------------------
 // The team: the calling thread is member 0; workers 1..n-1 wait for jobs.
 
-constexpr int kSpins = 20000;  // pause loops (~tens of µs) before a waiting thread yields
+// Pause loops (about 0.1 ms) before a waiting thread yields its core: longer than one step's
+// work at the sizes the kernels are for, short enough not to hold a core another thread needs.
+constexpr int kSpins = 2000;
 
 struct SpinBarrier {
   alignas(64) std::atomic<int> arrived{0};
@@ -177,14 +179,14 @@ struct AtFork {
   AtFork() { pthread_atfork(nullptr, nullptr, forget_team_after_fork); }
 } g_at_fork;
 
-// Runs fn over the team: nth members (at most the panels of hidden units), or alone when
-// another call holds the team (XLA may run two kernels at once, e.g. the two directions).
+// Runs fn over the team: nth members (at most the panels of hidden units). Calls that XLA
+// runs at the same time (e.g. the two directions of a bidirectional layer) take turns: each
+// uses every core, and no more threads spin than there are cores.
 void run_team(void (*fn)(const SeqArgs*, void*, int, int, Barrier), const SeqArgs& a,
               const Isa* isa, int backward) {
   int panels = (a.H + isa->lanes - 1) / isa->lanes;
-  int want = std::max(1, std::min(team_size(), panels));
-  std::unique_lock<std::mutex> lock(g_team_mu, std::try_to_lock);
-  int nth = lock.owns_lock() ? want : 1;
+  int nth = std::max(1, std::min(team_size(), panels));
+  std::unique_lock<std::mutex> lock(g_team_mu);
   if (nth > 1 && (!g_team || g_team->size() < nth)) g_team = new Team(team_size() - 1);
   if (nth > 1) nth = std::min(nth, g_team->size());
   int64_t bytes = isa->workspace_bytes(&a, nth, backward);
