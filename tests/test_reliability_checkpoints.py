@@ -206,8 +206,24 @@ def test_existing_step_is_a_no_op_or_an_error(tmp_path):
     ],
 )
 def test_bad_keep_and_period_are_rejected(tmp_path, name, value):
-    with pytest.raises(ValueError, match=f"^{name}: expected a positive int"):
+    with pytest.raises(ValueError, match=f"^{name} must be a positive int"):
         jt.Checkpoints(tmp_path, **{name: value})
+    assert not os.path.exists(tmp_path / ".jaxrnn-writer-0.lock")  # checked before anything
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        (object(), "got object"),
+        ([1, 2], "got list"),
+        ({"f": object()}, "not JSON serializable"),
+        ({"f": {1, 2}}, "not JSON serializable"),
+    ],
+)
+def test_config_that_cannot_be_stored_names_config(tmp_path, config, expected):
+    with pytest.raises(TypeError, match=r"^config must be a JSON-serialisable mapping") as info:
+        jt.Checkpoints(tmp_path, config=config)
+    assert expected in str(info.value) and "\n" not in str(info.value)
     assert not os.path.exists(tmp_path / ".jaxrnn-writer-0.lock")  # checked before anything
 
 

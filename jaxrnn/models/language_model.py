@@ -24,7 +24,14 @@ import numpy as np
 
 from jaxrnn import losses as _losses
 from jaxrnn import train as _train
-from jaxrnn._checks import check_ids, check_int, check_probability, check_scalar, is_concrete
+from jaxrnn._checks import (
+    check_ids,
+    check_int,
+    check_probability,
+    check_scalar,
+    check_size,
+    is_concrete,
+)
 from jaxrnn.cells import gru, lstm, simple_rnn
 from jaxrnn.layers import rnn
 from jaxrnn.precision import policy
@@ -137,6 +144,10 @@ def char_lm(
             ``jnp.bfloat16`` for mixed precision, see :mod:`jaxrnn.precision`). The carry and
             the logits stay float32.
 
+    Raises:
+        ValueError: if ``cell`` is unknown, ``vocab_size`` or another size is not a positive
+            int, or a rate is not in ``[0, 1)``.
+
     >>> import jax, jax.numpy as jnp, jaxrnn as jr
     >>> model = jr.models.char_lm(10, 16, cell="gru", embed_size=8)
     >>> params = model.init(jax.random.key(0))
@@ -147,6 +158,8 @@ def char_lm(
     """
     if cell not in CELLS:
         raise ValueError(f"cell: expected one of {sorted(CELLS)}, got {cell!r}")
+    vocab_size = check_size("vocab_size", vocab_size)
+    embed_size = check_size("embed_size", embed_size)
     dropout = check_probability("dropout", dropout)
     cell_rates = {
         "input_dropout": check_probability("input_dropout", input_dropout),

@@ -15,7 +15,6 @@ Typed PRNG keys are stored as their raw ``uint32`` data and re-wrapped on restor
 from __future__ import annotations
 
 import json
-import numbers
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -25,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
+from jaxrnn._checks import check_size
 from jaxrnn.train import _digest, _directory
 from jaxrnn.train._types import CheckpointError, History, TrainState
 
@@ -86,13 +86,33 @@ def _tree_spec(saveable) -> list[list[Any]]:
     ]
 
 
-def _check_positive_int(name: str, value, *, allow_none: bool = False) -> int | None:
-    if value is None and allow_none:
+def _check_keep(max_to_keep) -> int | None:
+    """``max_to_keep``: a positive int (:func:`jaxrnn._checks.check_size`) or ``None``."""
+    if max_to_keep is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        expected = "a positive int or None" if allow_none else "a positive int"
-        raise ValueError(f"{name}: expected {expected}, got {value!r}")
-    return int(value)
+    try:
+        return check_size("max_to_keep", max_to_keep)
+    except ValueError:
+        raise ValueError(
+            f"max_to_keep must be a positive int or None, got {max_to_keep!r}"
+        ) from None
+
+
+def _check_config(config) -> dict[str, Any] | None:
+    """``config`` as the JSON it is stored as: a JSON-serialisable mapping, or ``None``."""
+    if config is None:
+        return None
+    if not isinstance(config, Mapping):
+        raise TypeError(
+            f"config must be a JSON-serialisable mapping (a dict) or None, got "
+            f"{type(config).__name__}"
+        )
+    try:
+        return json.loads(json.dumps(config))
+    except (TypeError, ValueError, RecursionError) as e:
+        raise TypeError(
+            f"config must be a JSON-serialisable mapping (a dict) or None: {_one_line(e)}"
+        ) from None
 
 
 def _one_line(text: str, limit: int = 300) -> str:
@@ -138,7 +158,7 @@ class Checkpoints:
             positive int.
         max_to_keep: how many of the latest checkpoints to keep: a positive int, or ``None``
             for all.
-        config: JSON-serialisable description of the run, stored with every checkpoint (for
+        config: a JSON-serialisable mapping describing the run, stored with every checkpoint (for
             example the model's hyperparameters and vocabulary, to rebuild it for sampling).
         create: create ``directory`` if it does not exist; otherwise a missing directory is a
             ``FileNotFoundError``.
@@ -154,6 +174,7 @@ class Checkpoints:
             holds symbolic links among its checkpoints, or another writer holds it.
         FileNotFoundError: with ``create=False``, if the directory does not exist.
         ValueError: if ``save_every`` or ``max_to_keep`` is not a positive int.
+        TypeError: if ``config`` is not a JSON-serialisable mapping (or ``None``).
 
     >>> import tempfile, jax, jax.numpy as jnp, optax, jaxrnn.train as jt
     >>> state = jt.init_state({"w": jnp.ones(3)}, optax.adam(0.1), jax.random.key(0))
@@ -180,11 +201,11 @@ class Checkpoints:
         self._manager = None
         self._lock_fd: int | None = None
         self.directory = os.path.abspath(os.fspath(directory))
-        self.save_every = _check_positive_int("save_every", save_every)
-        self.max_to_keep = _check_positive_int("max_to_keep", max_to_keep, allow_none=True)
+        self.save_every = check_size("save_every", save_every)
+        self.max_to_keep = _check_keep(max_to_keep)
         self.read_only = (not create) if read_only is None else bool(read_only)
         self.verify = bool(verify)
-        self.config = None if config is None else json.loads(json.dumps(config))
+        self.config = _check_config(config)
         if not create and not os.path.isdir(self.directory):
             if os.path.lexists(self.directory):
                 raise CheckpointError(f"checkpoint directory {self.directory} is not a directory")
