@@ -272,9 +272,28 @@ def _sample(args: argparse.Namespace) -> int:
 
 _DISTRIBUTED_ENV = {"num_processes": "JAX_NUM_PROCESSES", "process_id": "JAX_PROCESS_ID"}
 
+#: JAX's own join timeout is this much longer than ``--coordinator-timeout``: when it expires,
+#: JAX aborts the whole process (a C++ check failure and a stack trace), so the CLI's own
+#: watchdog, which ends with one line, must always come first.
+_JAX_TIMEOUT_MARGIN = 60
+
+
+class _Abandoned(ValueError):
+    """A failure that leaves work running in a thread that cannot be cancelled (a
+    ``jax.distributed`` join): :func:`main` reports it and ends the process at once."""
+
 
 def _initialize_distributed(args: argparse.Namespace) -> None:
-    """``jax.distributed.initialize`` from the options, then the environment, then detection."""
+    """``jax.distributed.initialize`` from the options, then the environment, then detection.
+
+    Every value is checked first (a malformed address is a usage error). The join runs in a
+    background thread while the main thread waits, so that Ctrl-C and SIGTERM end the
+    process at any moment, and gives up after ``--coordinator-timeout`` seconds with one line
+    (JAX's own timeout would abort the process with a stack trace); what the runtime writes to
+    stderr meanwhile is kept out of sight unless ``--debug``.
+    """
+    from jaxrnn._cli_options import DEFAULT_COORDINATOR_TIMEOUT, _address
+
     given = {
         "coordinator_address": args.coordinator,
         "num_processes": args.num_processes,
@@ -286,18 +305,97 @@ def _initialize_distributed(args: argparse.Namespace) -> None:
                 given[name] = int(os.environ[env])
             except ValueError:
                 raise UsageError(f"{env}={os.environ[env]!r} is not an integer") from None
+    env_address = os.environ.get("JAX_COORDINATOR_ADDRESS", "").strip()
+    if given["coordinator_address"] is None and env_address:
+        try:
+            given["coordinator_address"] = _address(env_address)
+        except argparse.ArgumentTypeError as e:
+            raise UsageError(f"JAX_COORDINATOR_ADDRESS: {e}") from None
     n, i = given["num_processes"], given["process_id"]
+    if n is not None and n < 1:
+        raise UsageError(f"JAX_NUM_PROCESSES={n} must be at least 1")
+    if i is not None and i < 0:
+        raise UsageError(f"JAX_PROCESS_ID={i} must be at least 0")
     if n is not None and i is not None and i >= n:
         raise UsageError(f"--process-id {i} must be below --num-processes {n}")
+    timeout = getattr(args, "coordinator_timeout", None) or DEFAULT_COORDINATOR_TIMEOUT
     import jax
 
     # Cross-process collectives on CPU need an implementation (GPUs and TPUs bring theirs).
     if not os.environ.get("JAX_CPU_COLLECTIVES_IMPLEMENTATION"):
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    try:
-        jax.distributed.initialize(**{k: v for k, v in given.items() if v is not None})
-    except (RuntimeError, ValueError) as e:
-        raise ValueError(f"--distributed: jax.distributed.initialize() failed: {e}") from e
+    kwargs = {k: v for k, v in given.items() if v is not None}
+    _join(kwargs, timeout, quiet=not args.debug)
+
+
+def _join(kwargs: dict, timeout: int, *, quiet: bool) -> None:
+    """``jax.distributed.initialize(**kwargs)`` in a thread, watched from this one."""
+    import jax
+
+    failure: list[BaseException] = []
+
+    def join():
+        try:
+            jax.distributed.initialize(
+                **kwargs, initialization_timeout=timeout + _JAX_TIMEOUT_MARGIN
+            )
+        except BaseException as e:  # reported by the main thread
+            failure.append(e)
+
+    thread = threading.Thread(target=join, name="jaxrnn-distributed-join", daemon=True)
+    with _stderr_captured(quiet) as captured:
+        thread.start()
+        deadline = time.monotonic() + timeout
+        while thread.is_alive() and time.monotonic() < deadline:
+            thread.join(0.1)  # signals (Ctrl-C, SIGTERM) are handled between waits
+    where = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in kwargs.items()) or "detected"
+    if thread.is_alive():
+        raise _Abandoned(
+            f"--distributed: the job was not joined within {timeout} s (--coordinator-timeout; "
+            f"{where}): is process 0 running and reachable at the coordinator's address, and "
+            "has every process started?"
+        )
+    if failure:
+        error = failure[0]
+        logged = _last_log_line(captured)
+        detail = f"{type(error).__name__}: {_one_line(error, 300)}"
+        if logged:
+            detail += f" ({_one_line(logged, 300)})"
+        raise _Abandoned(f"--distributed: jax.distributed.initialize() failed: {detail}") from error
+
+
+@contextlib.contextmanager
+def _stderr_captured(quiet: bool):
+    """With ``quiet``, file descriptor 2 goes to a temporary file inside (the C++ runtime's
+    logging cannot be silenced otherwise); yields the file, or ``None`` without ``quiet``."""
+    if not quiet:
+        yield None
+        return
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield captured
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def _last_log_line(captured) -> str:
+    """The last non-empty line written to ``captured`` (a file from :func:`_stderr_captured`),
+    without the C++ log prefix (``E1206 17:35:18.627136   15952 add_port.cc:83] ``)."""
+    if captured is None:
+        return ""
+    captured.seek(0)
+    lines = [ln.strip() for ln in captured.read()[-65536:].decode(errors="replace").splitlines()]
+    lines = [ln for ln in lines if ln]
+    if not lines:
+        return ""
+    last = lines[-1]
+    return last.split("] ", 1)[1] if "] " in last and last[:1] in "IWEF" else last
 
 
 @contextlib.contextmanager
@@ -309,7 +407,7 @@ def _distributed(args: argparse.Namespace):
     if not getattr(args, "distributed", False):
         extra = [
             o
-            for o in ("coordinator", "num_processes", "process_id")
+            for o in ("coordinator", "num_processes", "process_id", "coordinator_timeout")
             if getattr(args, o, None) is not None
         ]
         if extra:
@@ -451,6 +549,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.debug:
                 raise
             print(f"{prog}: error: {_describe(e)}", file=sys.stderr)
+            if isinstance(e, _Abandoned):  # a thread cannot be stopped: end without waiting
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(1)
             return 1
 
 

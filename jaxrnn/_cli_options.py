@@ -47,6 +47,9 @@ _MODEL_OPTIONS = (
 
 _INT32_MAX = 2**31 - 1  # steps, sizes and lengths reach XLA as int32
 
+#: Seconds ``--distributed`` waits to join the job (``--coordinator-timeout``).
+DEFAULT_COORDINATOR_TIMEOUT = 300
+
 
 def _positive_int(text: str, *, high: int = _INT32_MAX) -> int:
     try:
@@ -109,6 +112,24 @@ def _probability(text: str) -> float:
         raise argparse.ArgumentTypeError(
             f"expected a probability in [0, 1), got {text!r}"
         ) from None
+
+
+def _address(text: str) -> str:
+    """``HOST:PORT`` (an IPv6 host in brackets, ``[::1]:1234``), the port in [1, 65535]."""
+    host, sep, port = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    ok = (
+        bool(sep and host and port.isdigit())
+        and 1 <= int(port) <= 65535
+        and not any(c.isspace() or c in "[]/" for c in host)
+    )
+    if not ok:
+        raise argparse.ArgumentTypeError(
+            f"expected an address HOST:PORT, the port in [1, 65535] (e.g. 10.0.0.1:1234), got "
+            f"{text!r}"
+        )
+    return text
 
 
 def _prompt(text: str) -> str:
@@ -306,7 +327,18 @@ def _distributed_options(demo: argparse.ArgumentParser) -> None:
         "environment) unless given by the options below",
     )
     group.add_argument(
-        "--coordinator", metavar="HOST:PORT", help="address of process 0's coordinator service"
+        "--coordinator",
+        type=_address,
+        metavar="HOST:PORT",
+        help="address of process 0's coordinator service",
     )
     group.add_argument("--num-processes", type=_positive_int, metavar="N")
     group.add_argument("--process-id", type=_nonnegative_int, metavar="I")
+    group.add_argument(
+        "--coordinator-timeout",
+        type=_positive_int,
+        metavar="SECONDS",
+        help="give up (exit status 1, one line) when the job is not joined within this time: "
+        "the coordinator unreachable, or a process missing (default "
+        f"{DEFAULT_COORDINATOR_TIMEOUT} s, as jax.distributed's own default)",
+    )

@@ -14,6 +14,7 @@ import os
 import pathlib
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -106,6 +107,16 @@ BAD_OPTIONS = [
     ("demo", "--zoneout", "1.0", "probability in [0, 1)"),
     ("demo", "--weight-drop", "inf", "probability in [0, 1)"),
     ("demo", "--embedding-dropout", "half", "probability in [0, 1)"),
+    ("demo", "--coordinator", "foo", "(e.g. 10.0.0.1:1234)"),
+    ("demo", "--coordinator", "127.0.0.1", "(e.g. 10.0.0.1:1234)"),
+    ("demo", "--coordinator", ":", "(e.g. 10.0.0.1:1234)"),
+    ("demo", "--coordinator", ":1234", "(e.g. 10.0.0.1:1234)"),
+    ("demo", "--coordinator", "127.0.0.1:abc", "(e.g. 10.0.0.1:1234)"),
+    ("demo", "--coordinator", "127.0.0.1:99999", "(e.g. 10.0.0.1:1234)"),
+    ("demo", "--coordinator", "127.0.0.1:0", "(e.g. 10.0.0.1:1234)"),
+    ("demo", "--coordinator", "[::1", "(e.g. 10.0.0.1:1234)"),
+    ("demo", "--coordinator", "host name:80", "(e.g. 10.0.0.1:1234)"),
+    ("demo", "--coordinator-timeout", "0", "positive integer"),
     ("sample", "--step", "-1", "integer >= 0"),
     ("sample", "--seed", "-2", "integer >= 0"),
     ("sample", "--length", "0", "positive integer"),
@@ -410,3 +421,94 @@ def test_interrupted_demo_exits_130_with_one_line(signum, tmp_path):
 def test_non_finite_loss_is_one_line():
     proc = jaxrnn("demo", *TINY, "--steps", "20", "--learning-rate", "1e30")
     assert_one_line_error(proc, 1, "step")
+
+
+# --------------------------------------------------------------------------------------------
+# 9. --distributed: a malformed address is a usage error; an unreachable coordinator ends
+# after --coordinator-timeout with one line; Ctrl-C and SIGTERM end the join at once.
+
+
+def test_coordinator_addresses_that_parse(capsys):
+    parser = cli._parser()
+    for address in ("127.0.0.1:1", "[::1]:65535", "node-3.cluster:8476"):
+        assert parser.parse_args(["demo", "--coordinator", address]).coordinator == address
+    args = parser.parse_args(["demo", "--distributed", "--coordinator-timeout", "7"])
+    assert args.coordinator_timeout == 7
+    assert cli.main(["demo", "--coordinator-timeout", "5"]) == 2  # needs --distributed
+    assert "--coordinator-timeout needs --distributed" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"JAX_COORDINATOR_ADDRESS": "foo"}, "JAX_COORDINATOR_ADDRESS: expected an address"),
+        ({"JAX_NUM_PROCESSES": "0"}, "JAX_NUM_PROCESSES=0 must be at least 1"),
+        ({"JAX_PROCESS_ID": "-1"}, "JAX_PROCESS_ID=-1 must be at least 0"),
+        ({"JAX_NUM_PROCESSES": "two"}, "JAX_NUM_PROCESSES='two' is not an integer"),
+    ],
+)
+def test_bad_cluster_environment_is_a_usage_error(monkeypatch, capsys, env, expected):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert cli.main(["demo", "--distributed"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("jaxrnn demo: error: ") and expected in err
+
+
+def closed_port() -> int:
+    """A port of 127.0.0.1 where nothing listens (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("process_id", ["1", "0"], ids=["unreachable", "peer-missing"])
+def test_distributed_gives_up_after_the_timeout_with_one_line(process_id):
+    # Process 1: nothing listens at the coordinator's address. Process 0: it is the
+    # coordinator, and process 1 never comes.
+    address = f"127.0.0.1:{closed_port()}"
+    start = time.monotonic()
+    proc = jaxrnn(
+        "demo",
+        "--distributed",
+        *("--coordinator", address, "--num-processes", "2", "--process-id", process_id),
+        *("--coordinator-timeout", "2"),
+        timeout=120,
+    )
+    elapsed = time.monotonic() - start
+    assert_one_line_error(proc, 1, "not joined within 2 s", "--coordinator-timeout", address)
+    assert proc.stdout == "" and elapsed < 60  # start-up (imports) included
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_ends_a_distributed_join_at_once(signum):
+    # A coordinator that accepts connections and never answers (a black hole): the join
+    # waits for it (the default timeout, 300 s); the signal lands while it does.
+    with socket.socket() as hole:
+        hole.bind(("127.0.0.1", 0))
+        hole.listen(16)
+        hole.settimeout(120)
+        address = f"127.0.0.1:{hole.getsockname()[1]}"
+        cluster = ["--coordinator", address, "--num-processes", "2", "--process-id", "1"]
+        proc = subprocess.Popen(
+            [sys.executable, "-c", AS_FROM_A_TERMINAL, "demo", "--distributed", *cluster],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            connection, _ = hole.accept()  # the process is joining now
+            time.sleep(0.5)
+            sent = time.monotonic()
+            proc.send_signal(signum)
+            out, err = proc.communicate(timeout=30)
+            took = time.monotonic() - sent
+            connection.close()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    result = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    assert_one_line_error(result, 130, "interrupted")
+    assert took < 5, took  # measured: about 0.02 s
