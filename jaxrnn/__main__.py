@@ -86,27 +86,85 @@ def _check_enough_text(text: str, config, corpus: str) -> None:
 # The commands.
 
 
-def _print_samples(model, params, vocab, args, *, seed: int) -> None:
+#: Bytes that sampling may hold at once (token ids, keys and text); past it, samples are
+#: generated a group of rows at a time, and a sample longer than that alone streams.
+SAMPLE_MEMORY = 256 * 2**20
+
+#: Tokens per piece of a streamed sample (each a compiled scan; Ctrl-C is seen between them).
+SAMPLE_CHUNK = 8192
+
+
+def _rows_at_once(model, vocab, length: int) -> int:
+    """How many samples of ``length`` tokens fit in :data:`SAMPLE_MEMORY` at once (0: none)."""
     import jax
+    import numpy as np
+
+    carry = jax.eval_shape(lambda: model.initial_carry((1,)))
+    state = sum(np.prod(x.shape, dtype=np.int64) * x.dtype.itemsize for x in jax.tree.leaves(carry))
+    # Per row: int32 ids twice (scanned, then transposed) and up to 16 bytes a character of
+    # text while decoding; the carry and a few rows of logits. Shared: one key per step.
+    per_row = 24 * length + 4 * int(state) + 16 * vocab.size
+    return max(0, (SAMPLE_MEMORY - 8 * length) // per_row)
+
+
+def _print_samples(model, params, vocab, args, *, seed: int) -> None:
+    """Print ``--num-samples`` samples of ``--length`` characters, within bounded memory.
+
+    All samples at once when they fit in :data:`SAMPLE_MEMORY` (one :func:`jaxrnn.models.sample`
+    call); otherwise in groups of rows (group ``g`` drawing from ``fold_in(key, g)``), and a
+    sample too long for that alone is streamed to stdout :data:`SAMPLE_CHUNK` characters at a
+    time. Any ``--length`` and ``--num-samples`` therefore run in bounded memory.
+    """
+    import jax
+    import numpy as np
 
     from jaxrnn.models import sample
+    from jaxrnn.models.language_model import _sample_chunks
 
     prompt_ids = vocab.encode(args.prompt)
-    ids = sample(
-        model,
-        params,
-        jax.random.key(seed),
-        prompt_ids,
-        args.length,
-        temperature=args.temperature,
-        num_samples=args.num_samples,
-    )
-    for k, row in enumerate(ids):
+    key = jax.random.key(seed)
+    total, length = args.num_samples, args.length
+
+    def header(k: int) -> None:
         print(
-            f"--- sample {k + 1} of {args.num_samples} (temperature {args.temperature}, "
+            f"--- sample {k + 1} of {total} (temperature {args.temperature}, "
             f"prompt {args.prompt!r}) ---"
         )
-        print(args.prompt + vocab.decode(row))
+
+    rows = _rows_at_once(model, vocab, length)
+    if rows >= 1:
+        for group, first in enumerate(range(0, total, rows)):
+            count = min(rows, total - first)
+            ids = sample(
+                model,
+                params,
+                key if count == total else jax.random.fold_in(key, group),
+                prompt_ids,
+                length,
+                temperature=args.temperature,
+                num_samples=count,
+            )
+            for k, row in enumerate(np.asarray(ids)):
+                header(first + k)
+                print(args.prompt + vocab.decode(row))
+            sys.stdout.flush()
+        return
+    for k in range(total):
+        header(k)
+        sys.stdout.write(args.prompt)
+        pieces = _sample_chunks(
+            model,
+            params,
+            jax.random.fold_in(key, k),
+            prompt_ids,
+            length,
+            temperature=args.temperature,
+            chunk=SAMPLE_CHUNK,
+        )
+        for tokens in pieces:
+            sys.stdout.write(vocab.decode(tokens))
+            sys.stdout.flush()
+        sys.stdout.write("\n")
     sys.stdout.flush()
 
 

@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 
 import pytest
@@ -341,6 +342,65 @@ def test_sample_into_a_closed_pipe_is_quiet(trained):
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     assert proc.stdout == "lstm langu" and proc.stderr == ""
+
+
+MAX_RSS = textwrap.dedent(
+    """
+    import resource, subprocess, sys
+    proc = subprocess.run(sys.argv[1], shell=True, capture_output=True, text=True)
+    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024  # Linux: KiB
+    print(proc.returncode, len(proc.stdout), rss, repr(proc.stderr))
+    """
+)
+
+
+@pytest.mark.parametrize(
+    "sizes",
+    [["--length", "2147483647"], ["--length", "5", "--num-samples", "2147483647"]],
+    ids=["longest-sample", "most-samples"],
+)
+def test_samples_of_any_size_stream_in_bounded_memory(trained, sizes):
+    # The largest sizes the options take, read for 300 kB: text flows at once, in bounded
+    # memory (before, the kernel killed the process at 14.7 GB or XLA ran out of memory).
+    cmd = f"{sys.executable} -m jaxrnn sample --checkpoint-dir {trained} {' '.join(sizes)}"
+    proc = subprocess.run(
+        [sys.executable, "-c", MAX_RSS, f"{cmd} | head -c 300000"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    status, chars, rss, stderr = proc.stdout.split(" ", 3)
+    assert (status, chars, stderr.strip()) == ("0", "300000", "''"), proc.stdout
+    assert int(rss) < 1.5 * 2**30, int(rss) / 2**20  # measured: 0.3 and 0.7 GiB
+
+
+def _samples(capsys, trained, *options) -> list[str]:
+    argv = ["sample", "--checkpoint-dir", str(trained), "--prompt", "d", *options]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    return [block.split("\n", 1)[1].rstrip("\n") for block in out.split("--- sample ")[1:]]
+
+
+def test_groups_of_samples_and_streamed_samples(trained, capsys, monkeypatch):
+    options = ["--length", "40", "--num-samples", "3", "--temperature", "0"]
+    whole = _samples(capsys, trained, *options)  # all at once: one jm.sample call
+    model, _, vocab, _, _ = jm.load_char_lm(trained)
+    monkeypatch.setattr(cli, "SAMPLE_MEMORY", 0)
+    while cli._rows_at_once(model, vocab, 40) == 0:  # the least memory for one row at a time
+        monkeypatch.setattr(cli, "SAMPLE_MEMORY", cli.SAMPLE_MEMORY + 100)
+    assert cli._rows_at_once(model, vocab, 40) == 1
+    grouped = _samples(capsys, trained, *options)
+    monkeypatch.setattr(cli, "SAMPLE_MEMORY", 100)  # no row fits: streamed, 16 at a time
+    monkeypatch.setattr(cli, "SAMPLE_CHUNK", 16)
+    streamed = _samples(capsys, trained, *options)
+    # Greedy decoding draws nothing: the three ways give the same text.
+    assert len(whole) == 3 and all(len(text) == 41 for text in whole)
+    assert grouped == streamed == whole
+    # Random samples: the right count and lengths, different samples, reproducible.
+    drawn = _samples(capsys, trained, "--length", "40", "--num-samples", "3", "--seed", "3")
+    assert len(drawn) == 3 and all(len(text) == 41 for text in drawn) and len(set(drawn)) > 1
+    assert drawn == _samples(capsys, trained, "--length", "40", "--num-samples", "3", "--seed", "3")
 
 
 def test_sample_missing_step_is_one_line(trained):

@@ -357,6 +357,63 @@ def sample(
     return fn(params, key, prompt)
 
 
+def _sample_chunks(
+    model: CharLM,
+    params: CharLMParams,
+    key: jax.Array,
+    prompt: Any,
+    length: int,
+    *,
+    temperature: float,
+    chunk: int,
+):
+    """The tokens of one sample after ``prompt``, ``chunk`` at a time: a generator of ``(n,)``
+    int32 NumPy arrays, ``n <= chunk``, ``length`` tokens in all.
+
+    For samples too long to hold at once (``jaxrnn sample --length`` of any size): memory is
+    bounded by ``chunk``, and each chunk is a jitted ``lax.scan`` of :func:`sample`'s step
+    (chunk ``i`` draws from ``fold_in(key, i)``, so the tokens differ from :func:`sample`'s).
+    Arguments are checked as :func:`sample` checks them.
+    """
+    prompt = check_ids("prompt", np.asarray(prompt).reshape(-1), model.vocab_size)
+    if prompt.size < 1:
+        raise ValueError("prompt: the prompt needs at least one token, got none")
+    temperature = check_scalar("temperature", temperature, low=0.0)
+    length = check_int("length", length, low=0)
+    chunk = check_int("chunk", chunk, low=1)
+    start, steps = _chunked_sampler(model, float(temperature))
+    state = start(params, jnp.asarray(prompt, jnp.int32))
+    for i, done in enumerate(range(0, length, chunk)):
+        state, tokens = steps(params, state, jax.random.fold_in(key, i), min(chunk, length - done))
+        yield np.asarray(tokens)
+
+
+@functools.lru_cache(maxsize=8)
+def _chunked_sampler(model: CharLM, temperature: float):
+    """``(start, steps)`` of :func:`_sample_chunks`: read the prompt; draw ``n`` tokens."""
+
+    @jax.jit
+    def start(params, prompt):
+        carry, logits = model.apply(params, model.initial_carry((1,)), prompt[None])
+        return carry, logits[:, -1]
+
+    @functools.partial(jax.jit, static_argnums=3)
+    def steps(params, state, key, n):
+        def body(state, k):
+            carry, last = state
+            if temperature > 0.0:
+                token = jax.random.categorical(k, last / temperature, axis=-1)
+            else:
+                token = jnp.argmax(last, axis=-1)
+            token = token.astype(jnp.int32)
+            carry, logits = model.apply(params, carry, token[:, None])
+            return (carry, logits[:, 0]), token[0]
+
+        return jax.lax.scan(body, state, jax.random.split(key, n))
+
+    return start, steps
+
+
 @functools.lru_cache(maxsize=32)
 def _sampler(model: CharLM, length: int, temperature: float, num_samples: int):
     @jax.jit
