@@ -132,6 +132,25 @@ def _address(text: str) -> str:
     return text
 
 
+def _directory(text: str) -> str:
+    """A directory path: not empty or blank (``''`` would write into the current directory),
+    without NUL characters."""
+    if not text.strip() or "\0" in text:
+        raise argparse.ArgumentTypeError(
+            f"expected a directory path (not empty or blank, no NUL characters), got {text!r}"
+        )
+    return text
+
+
+def _file(text: str) -> str:
+    """A file path: not empty or blank, without NUL characters."""
+    if not text.strip() or "\0" in text:
+        raise argparse.ArgumentTypeError(
+            f"expected a file path (not empty or blank, no NUL characters), got {text!r}"
+        )
+    return text
+
+
 def _prompt(text: str) -> str:
     if not text:
         raise argparse.ArgumentTypeError("expected at least one character, got ''")
@@ -204,6 +223,7 @@ def _run_options(demo: argparse.ArgumentParser, defaults: dict) -> None:
     demo.add_argument("--cell", choices=("lstm", "gru", "rnn", "peephole", "coupled"))
     demo.add_argument(
         "--corpus",
+        type=_file,
         metavar="FILE",
         help="UTF-8 text file to train on (default: stdlib source); when resuming, the same "
         "text the checkpoint was trained on",
@@ -217,6 +237,7 @@ def _run_options(demo: argparse.ArgumentParser, defaults: dict) -> None:
     )
     demo.add_argument(
         "--checkpoint-dir",
+        type=_directory,
         metavar="DIR",
         help="save checkpoints here and resume from the latest one (an empty or new directory "
         "starts from scratch)",
@@ -272,7 +293,7 @@ def _sample_command(sub) -> argparse.ArgumentParser:
         help="generate text from a checkpoint directory written by `demo`",
         description="Generate text from the latest (or a given) checkpoint of `jaxrnn demo`.",
     )
-    sample.add_argument("--checkpoint-dir", metavar="DIR", required=True)
+    sample.add_argument("--checkpoint-dir", type=_directory, metavar="DIR", required=True)
     sample.add_argument(
         "--step", type=_nonnegative_int, help="checkpoint step (default: the latest)"
     )

@@ -227,6 +227,23 @@ def test_config_that_cannot_be_stored_names_config(tmp_path, config, expected):
     assert not os.path.exists(tmp_path / ".jaxrnn-writer-0.lock")  # checked before anything
 
 
+@pytest.mark.parametrize(
+    ("directory", "error", "expected"),
+    [
+        ("", ValueError, "^directory must be a non-empty path"),
+        ("   ", ValueError, "^directory must be a non-empty path"),
+        ("a\0b", ValueError, "^directory must be a non-empty path without NUL"),
+        (3, TypeError, r"^directory must be a path \(str or os.PathLike\), got int"),
+        (None, TypeError, "^directory must be a path"),
+    ],
+)
+def test_directory_that_is_no_path_is_refused(tmp_path, monkeypatch, directory, error, expected):
+    monkeypatch.chdir(tmp_path)  # '' was the current directory: steps and a lock written here
+    with pytest.raises(error, match=expected):
+        jt.Checkpoints(directory)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_numpy_ints_and_none_are_accepted(tmp_path):
     with jt.Checkpoints(tmp_path, max_to_keep=None, save_every=np.int64(2)) as ckpt:
         assert ckpt.save_every == 2 and ckpt.max_to_keep is None

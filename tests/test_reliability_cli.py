@@ -118,6 +118,10 @@ BAD_OPTIONS = [
     ("demo", "--coordinator", "[::1", "(e.g. 10.0.0.1:1234)"),
     ("demo", "--coordinator", "host name:80", "(e.g. 10.0.0.1:1234)"),
     ("demo", "--coordinator-timeout", "0", "positive integer"),
+    ("demo", "--checkpoint-dir", "", "(not empty or blank, no NUL characters)"),
+    ("demo", "--checkpoint-dir", "  ", "(not empty or blank, no NUL characters)"),
+    ("sample", "--checkpoint-dir", "", "(not empty or blank, no NUL characters)"),
+    ("demo", "--corpus", "", "(not empty or blank, no NUL characters)"),
     ("sample", "--step", "-1", "integer >= 0"),
     ("sample", "--seed", "-2", "integer >= 0"),
     ("sample", "--length", "0", "positive integer"),
@@ -129,7 +133,7 @@ BAD_OPTIONS = [
 @pytest.mark.parametrize(("command", "option", "value", "expected"), BAD_OPTIONS)
 def test_bad_option_values_are_usage_errors(command, option, value, expected, capsys):
     argv = [command, f"{option}={value}"]
-    if command == "sample":
+    if command == "sample" and option != "--checkpoint-dir":
         argv += ["--checkpoint-dir", "unused"]
     with pytest.raises(SystemExit) as exit_info:
         cli.main(argv)
@@ -184,6 +188,20 @@ def test_bad_option_values_in_a_subprocess(argv):
     proc = jaxrnn(*argv)
     assert_one_line_error(proc, 2, "error: argument --", argv[-2], command=argv[0])
     assert proc.stdout == ""
+
+
+def test_empty_checkpoint_dir_writes_nothing_here(tmp_path):
+    # '' was taken for the current directory: numbered steps and a lock written into it.
+    proc = subprocess.run(
+        [sys.executable, "-m", "jaxrnn", "demo", *TINY, "--steps", "1", "--checkpoint-dir", ""],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert_one_line_error(proc, 2, "argument --checkpoint-dir", "got ''")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_version():

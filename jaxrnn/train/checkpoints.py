@@ -98,6 +98,20 @@ def _check_keep(max_to_keep) -> int | None:
         ) from None
 
 
+def _check_directory(directory) -> str:
+    """``directory`` as a ``str`` path: not empty or blank (``''`` would be the current
+    directory), without NUL characters."""
+    try:
+        path = os.fsdecode(os.fspath(directory))
+    except TypeError:
+        raise TypeError(
+            f"directory must be a path (str or os.PathLike), got {type(directory).__name__}"
+        ) from None
+    if not path.strip() or "\0" in path:
+        raise ValueError(f"directory must be a non-empty path without NUL characters, got {path!r}")
+    return path
+
+
 def _check_config(config) -> dict[str, Any] | None:
     """``config`` as the JSON it is stored as: a JSON-serialisable mapping, or ``None``."""
     if config is None:
@@ -173,8 +187,10 @@ class Checkpoints:
         CheckpointError: if the directory is not a directory, cannot be created or written,
             holds symbolic links among its checkpoints, or another writer holds it.
         FileNotFoundError: with ``create=False``, if the directory does not exist.
-        ValueError: if ``save_every`` or ``max_to_keep`` is not a positive int.
-        TypeError: if ``config`` is not a JSON-serialisable mapping (or ``None``).
+        ValueError: if ``save_every`` or ``max_to_keep`` is not a positive int, or
+            ``directory`` is empty or blank (``''`` is not taken for the current directory).
+        TypeError: if ``config`` is not a JSON-serialisable mapping (or ``None``), or
+            ``directory`` not a path.
 
     >>> import tempfile, jax, jax.numpy as jnp, optax, jaxrnn.train as jt
     >>> state = jt.init_state({"w": jnp.ones(3)}, optax.adam(0.1), jax.random.key(0))
@@ -200,7 +216,7 @@ class Checkpoints:
     ):
         self._manager = None
         self._lock_fd: int | None = None
-        self.directory = os.path.abspath(os.fspath(directory))
+        self.directory = os.path.abspath(_check_directory(directory))
         self.save_every = check_size("save_every", save_every)
         self.max_to_keep = _check_keep(max_to_keep)
         self.read_only = (not create) if read_only is None else bool(read_only)
