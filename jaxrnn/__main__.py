@@ -29,6 +29,7 @@ import contextlib
 import dataclasses
 import math
 import os
+import re
 import signal
 import sys
 import threading
@@ -511,18 +512,32 @@ def _one_line(text: str, limit: int = 2000) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+#: Annotations libraries append to their messages (tensorstore: ``[source locations='...']``,
+#: ``[tensorstore_spec='{...}']``, kilobytes of JSON): not for a one-line error.
+_ANNOTATION = re.compile(r"\s*\[\w[\w ]*='(?:[^']|'(?!\]))*'\]")
+
+#: The most characters of one error line.
+MESSAGE_LIMIT = 600
+
+
+def _summary(text: str, limit: int = MESSAGE_LIMIT) -> str:
+    """``text`` on one line, without library annotations, at most ``limit`` characters."""
+    text = _ANNOTATION.sub("", str(text)).split(" See full TensorStore details")[0]
+    return _one_line(text, limit)
+
+
 def _describe(error: BaseException) -> str:
     """The one-line message of ``error``: its text, with its type unless it is an expected
-    kind (invalid values, files, checkpoints)."""
+    kind (invalid values, files, checkpoints), summarised (:func:`_summary`)."""
     from jaxrnn.train import CheckpointError, NonFiniteLossError
 
     expected = (CheckpointError, NonFiniteLossError, ValueError, OSError)
-    message = str(error)
+    message = _summary(error)
     if isinstance(error, OSError) and error.filename is not None and error.strerror:
         message = f"{error.filename}: {error.strerror}"
     if not isinstance(error, expected) or not message:
         message = f"{type(error).__name__}: {message} (run `jaxrnn --debug ...` for the traceback)"
-    return _one_line(message)
+    return _summary(message, MESSAGE_LIMIT + 60)
 
 
 def _describe_interrupt(error: KeyboardInterrupt, args: argparse.Namespace) -> str:
@@ -566,8 +581,51 @@ def _quiet_logging() -> None:
         absl_logging.set_verbosity(absl_logging.ERROR)
 
 
+def _ignore(*_args) -> None:
+    """A hook that shows nothing."""
+
+
+@contextlib.contextmanager
+def _quiet(*, for_good: bool):
+    """Nothing but the CLI's own lines on stderr: library logging (absl, orbax, JAX) and
+    warnings off, and exceptions nobody can catch (in library threads, in callbacks into a
+    closed event loop, in objects collected late: orbax's and tensorstore's clean-up after a
+    failed read or write) not printed. ``for_good``: the process ends with the command (the
+    late noise comes at interpreter exit), so nothing is restored; otherwise (``main`` called
+    in a Python process) everything is restored on exit.
+    """
+    import logging
+    import warnings
+
+    _quiet_logging()
+    saved = (logging.root.manager.disable, sys.excepthook, sys.unraisablehook)
+    saved_thread_hook = threading.excepthook
+    logging.disable(logging.CRITICAL)
+    sys.excepthook, sys.unraisablehook, threading.excepthook = _ignore, _ignore, _ignore
+    if for_good:
+        warnings.simplefilter("ignore")
+        yield
+        return
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.disable(saved[0])
+        sys.excepthook, sys.unraisablehook = saved[1], saved[2]
+        threading.excepthook = saved_thread_hook
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m jaxrnn`` and the ``jaxrnn`` console script.
+
+    Without ``--debug``, every error is one line on stderr and nothing else is printed there:
+    library logging, warnings and exceptions raised where nobody can catch them (library
+    threads, clean-up at exit) are silenced (:func:`_quiet`) for the rest of the process when
+    ``argv`` is ``None`` (the command line's own process), for the call otherwise.
+
+    Args:
+        argv: the arguments (default ``sys.argv[1:]``).
 
     Returns:
         The exit status: 0 on success, 1 on a runtime error, 2 on a usage error (argparse's
@@ -575,9 +633,14 @@ def main(argv: list[str] | None = None) -> int:
         ends at once with status 130 (``os._exit``, after flushing stdout and stderr).
     """
     args = _parser().parse_args(argv)
+    quiet = contextlib.nullcontext() if args.debug else _quiet(for_good=argv is None)
+    with quiet:
+        return _main(args)
+
+
+def _main(args: argparse.Namespace) -> int:
+    """:func:`main` once the arguments are parsed."""
     prog = f"jaxrnn {args.command}"
-    if not args.debug:
-        _quiet_logging()
     with _sigterm_as_interrupt():
         try:
             with _distributed(args) as label:  # issue 14: "" unless --distributed

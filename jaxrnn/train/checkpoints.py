@@ -14,8 +14,10 @@ Typed PRNG keys are stored as their raw ``uint32`` data and re-wrapped on restor
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -127,6 +129,22 @@ def _check_config(config) -> dict[str, Any] | None:
         raise TypeError(
             f"config must be a JSON-serialisable mapping (a dict) or None: {_one_line(e)}"
         ) from None
+
+
+#: How tensorstore names the operating system's error inside its messages.
+_OS_ERROR_CODE = re.compile(r"\[os_error_code='?(\d+)'?\]")
+
+
+def _write_problem(error: BaseException) -> str:
+    """What went wrong in a write, in a few words: the operating system's error where there
+    is one (``No space left on device (ENOSPC)``), else the first line of the message."""
+    code = error.errno if isinstance(error, OSError) and error.errno else None
+    match = _OS_ERROR_CODE.search(str(error))
+    if code is None and match:
+        code = int(match.group(1))
+    if code:
+        return f"{os.strerror(code)} ({errno.errorcode.get(code, code)})"
+    return f"{type(error).__name__}: {_one_line(error)}"
 
 
 def _one_line(text: str, limit: int = 300) -> str:
@@ -314,7 +332,9 @@ class Checkpoints:
 
         Raises:
             CheckpointError: if the step exists with other contents, the directory was opened
-                read-only, or a checkpoint in it is a symbolic link.
+                read-only, a checkpoint in it is a symbolic link, or the write fails (a full
+                disk, say: the message names the operating system's error; the checkpoints
+                saved before are intact).
         """
         if self.read_only:
             raise CheckpointError(f"checkpoint directory {self.directory} was opened read-only")
@@ -351,14 +371,20 @@ class Checkpoints:
             "history": None if history is None else history.to_json(),
         }
         manager = self._active()
-        manager.save(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardSave(saveable), meta=ocp.args.JsonSave(meta)
-            ),
-            force=True,
-        )
-        manager.wait_until_finished()
+        try:
+            manager.save(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardSave(saveable), meta=ocp.args.JsonSave(meta)
+                ),
+                force=True,
+            )
+            manager.wait_until_finished()
+        except Exception as e:
+            raise CheckpointError(
+                f"cannot save the checkpoint of step {step} in {self.directory}: "
+                f"{_write_problem(e)}; the checkpoints saved before are intact"
+            ) from e
         return True
 
     def _fail(self, step: int, reason: str, cause: BaseException | None = None):
