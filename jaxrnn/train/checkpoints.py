@@ -32,6 +32,27 @@ from jaxrnn.train._types import CheckpointError, History, TrainState
 
 __all__ = ["CheckpointError", "Checkpoints"]
 
+#: Test hook, for the test suite only (``tests/test_reliability_checkpoints.py``): with
+#: ``JAXRNN_TEST_KILL_IN_SAVE="<step>:<point>"`` in the environment when this module is
+#: imported, the save of checkpoint ``<step>`` kills its own process (``SIGKILL``) at
+#: ``<point>`` of the write, to prove that a crash there loses nothing. The points, in the
+#: order a save reaches them, name orbax's temporary directories: ``create:<item>`` (made,
+#: nothing written in it by the item yet) and ``finalize:<item>`` (all written, not yet
+#: committed by its rename), for the items ``state`` and ``meta`` and the step's own directory
+#: ``step`` (see :data:`KILL_POINTS`). Unset, as always outside the tests, it costs nothing:
+#: orbax's own temporary directories are used, untouched.
+_KILL_IN_SAVE = os.environ.get("JAXRNN_TEST_KILL_IN_SAVE") or None
+
+#: The points of a save where the test hook (``JAXRNN_TEST_KILL_IN_SAVE``) can kill.
+KILL_POINTS = (
+    "create:step",
+    "create:meta",
+    "create:state",
+    "finalize:meta",
+    "finalize:state",
+    "finalize:step",
+)
+
 
 def _is_key(x) -> bool:
     return isinstance(x, jax.Array | jax.ShapeDtypeStruct) and jax.dtypes.issubdtype(
@@ -86,6 +107,45 @@ def _tree_spec(saveable) -> list[list[Any]]:
         [_leaf_name(path), np.dtype(leaf.dtype).name, list(np.shape(leaf))]
         for path, leaf in jax.tree_util.tree_flatten_with_path(saveable)[0]
     ]
+
+
+def _killing_path(spec: str):
+    """The test hook's orbax temporary-path class: ``AtomicRenameTemporaryPath`` (orbax's
+    default on local disks), killing this process at the point ``spec`` names
+    (``"<step>:<point>"``, see ``_KILL_IN_SAVE``)."""
+    import signal
+
+    from orbax.checkpoint._src.path import atomicity
+
+    step, _, point = spec.partition(":")
+    if not step.isdigit() or point not in KILL_POINTS:
+        raise ValueError(
+            f"JAXRNN_TEST_KILL_IN_SAVE: expected '<step>:<point>', the point one of "
+            f"{KILL_POINTS}, got {spec!r}"
+        )
+
+    class KillingTemporaryPath(atomicity.AtomicRenameTemporaryPath):
+        def _reached(self, event: str) -> None:
+            final = self.get_final()
+            if final.name == step:
+                item = "step"
+            elif final.name in ("state", "meta") and final.parent.name.split(".")[0] == step:
+                item = final.name  # inside the step's temporary directory
+            else:
+                return
+            if f"{event}:{item}" == point:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+        async def create(self, *args, **kwargs):
+            path = await super().create(*args, **kwargs)
+            self._reached("create")
+            return path
+
+        async def finalize(self, *args, **kwargs):
+            self._reached("finalize")
+            return await super().finalize(*args, **kwargs)
+
+    return KillingTemporaryPath
 
 
 def _check_keep(max_to_keep) -> int | None:
@@ -257,6 +317,7 @@ class Checkpoints:
                 # Leftovers of a save interrupted by a crash; only the writer may remove them
                 # (a reader would delete the temporary directory of a save in progress).
                 cleanup_tmp_directories=not self.read_only,
+                temporary_path_class=_killing_path(_KILL_IN_SAVE) if _KILL_IN_SAVE else None,
             )
             self._manager = ocp.CheckpointManager(self.directory, options=options)
         except BaseException:
