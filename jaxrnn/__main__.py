@@ -16,8 +16,12 @@ A failure is one line on stderr, ``jaxrnn <command>: error: ...``, with exit sta
 usage error (an invalid option value, a prompt the vocabulary cannot encode) and 1 for
 everything else (unreadable corpus or checkpoint, settings that differ from the checkpoint's,
 ``--steps`` at or below the checkpoint's step: "nothing to train"). Ctrl-C or SIGTERM stops
-with one line and status 130 (training saves a checkpoint first when the library supports it).
-``jaxrnn --debug ...`` shows the full traceback instead.
+with one line and status 130 (training saves a checkpoint first when the library supports it),
+at any moment, joining a ``--distributed`` job included (which gives up after
+``--coordinator-timeout`` seconds). Without ``--debug`` an error is always exactly one line:
+library logging, warnings and late clean-up noise are silenced and long library messages
+summarised. ``jaxrnn --debug ...`` shows the full traceback instead. ``--length`` and
+``--num-samples`` of any size run in bounded memory (long samples stream).
 
 Run ``python -m jaxrnn demo --help`` for the options.
 """
