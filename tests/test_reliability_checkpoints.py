@@ -603,6 +603,13 @@ def test_kill_during_a_save_then_resume_is_bit_exact(tmp_path, point, uninterrup
     assert leaves_equal(state, reference_state)
 
 
+def test_tensorstore_annotations_stay_out_of_messages():
+    spec = "{" + ", ".join(f'"k{i}": {i}' for i in range(500)) + "}"
+    message = f"DATA_LOSS: bad [source locations='a.cc:1\nb.cc:2'] [tensorstore_spec='{spec}'] end"
+    assert checkpoints._one_line(message) == "DATA_LOSS: bad end"
+    assert len(checkpoints._one_line("x" * 5000)) == 300
+
+
 def test_kill_hook_refuses_unknown_points():
     with pytest.raises(ValueError, match="JAXRNN_TEST_KILL_IN_SAVE: expected"):
         checkpoints._killing_path("9:halfway")

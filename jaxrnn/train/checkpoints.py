@@ -207,8 +207,15 @@ def _write_problem(error: BaseException) -> str:
     return f"{type(error).__name__}: {_one_line(error)}"
 
 
+#: Annotations tensorstore appends to its messages (``[source locations='...']``,
+#: ``[tensorstore_spec='{...}']``: kilobytes of JSON), dropped from ours.
+_ANNOTATION = re.compile(r"\s*\[\w[\w ]*='(?:[^']|'(?!\]))*'\]")
+
+
 def _one_line(text: str, limit: int = 300) -> str:
-    line = str(text).strip().splitlines()[0] if str(text).strip() else ""
+    """The first line of ``text``, without tensorstore's annotations, at most ``limit`` long."""
+    text = _ANNOTATION.sub("", str(text)).strip()
+    line = text.splitlines()[0] if text else ""
     line = line.split(" See full TensorStore details")[0]
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
