@@ -16,8 +16,12 @@ A failure is one line on stderr, ``jaxrnn <command>: error: ...``, with exit sta
 usage error (an invalid option value, a prompt the vocabulary cannot encode) and 1 for
 everything else (unreadable corpus or checkpoint, settings that differ from the checkpoint's,
 ``--steps`` at or below the checkpoint's step: "nothing to train"). Ctrl-C or SIGTERM stops
-with one line and status 130 (training saves a checkpoint first when the library supports it).
-``jaxrnn --debug ...`` shows the full traceback instead.
+with one line and status 130 (training saves a checkpoint first when the library supports it),
+at any moment, joining a ``--distributed`` job included (which gives up after
+``--coordinator-timeout`` seconds). Without ``--debug`` an error is always exactly one line:
+library logging, warnings and late clean-up noise are silenced and long library messages
+summarised. ``jaxrnn --debug ...`` shows the full traceback instead. ``--length`` and
+``--num-samples`` of any size run in bounded memory (long samples stream).
 
 Run ``python -m jaxrnn demo --help`` for the options.
 """
@@ -29,6 +33,7 @@ import contextlib
 import dataclasses
 import math
 import os
+import re
 import signal
 import sys
 import threading
@@ -86,27 +91,85 @@ def _check_enough_text(text: str, config, corpus: str) -> None:
 # The commands.
 
 
-def _print_samples(model, params, vocab, args, *, seed: int) -> None:
+#: Bytes that sampling may hold at once (token ids, keys and text); past it, samples are
+#: generated a group of rows at a time, and a sample longer than that alone streams.
+SAMPLE_MEMORY = 256 * 2**20
+
+#: Tokens per piece of a streamed sample (each a compiled scan; Ctrl-C is seen between them).
+SAMPLE_CHUNK = 8192
+
+
+def _rows_at_once(model, vocab, length: int) -> int:
+    """How many samples of ``length`` tokens fit in :data:`SAMPLE_MEMORY` at once (0: none)."""
     import jax
+    import numpy as np
+
+    carry = jax.eval_shape(lambda: model.initial_carry((1,)))
+    state = sum(np.prod(x.shape, dtype=np.int64) * x.dtype.itemsize for x in jax.tree.leaves(carry))
+    # Per row: int32 ids twice (scanned, then transposed) and up to 16 bytes a character of
+    # text while decoding; the carry and a few rows of logits. Shared: one key per step.
+    per_row = 24 * length + 4 * int(state) + 16 * vocab.size
+    return max(0, (SAMPLE_MEMORY - 8 * length) // per_row)
+
+
+def _print_samples(model, params, vocab, args, *, seed: int) -> None:
+    """Print ``--num-samples`` samples of ``--length`` characters, within bounded memory.
+
+    All samples at once when they fit in :data:`SAMPLE_MEMORY` (one :func:`jaxrnn.models.sample`
+    call); otherwise in groups of rows (group ``g`` drawing from ``fold_in(key, g)``), and a
+    sample too long for that alone is streamed to stdout :data:`SAMPLE_CHUNK` characters at a
+    time. Any ``--length`` and ``--num-samples`` therefore run in bounded memory.
+    """
+    import jax
+    import numpy as np
 
     from jaxrnn.models import sample
+    from jaxrnn.models.language_model import _sample_chunks
 
     prompt_ids = vocab.encode(args.prompt)
-    ids = sample(
-        model,
-        params,
-        jax.random.key(seed),
-        prompt_ids,
-        args.length,
-        temperature=args.temperature,
-        num_samples=args.num_samples,
-    )
-    for k, row in enumerate(ids):
+    key = jax.random.key(seed)
+    total, length = args.num_samples, args.length
+
+    def header(k: int) -> None:
         print(
-            f"--- sample {k + 1} of {args.num_samples} (temperature {args.temperature}, "
+            f"--- sample {k + 1} of {total} (temperature {args.temperature}, "
             f"prompt {args.prompt!r}) ---"
         )
-        print(args.prompt + vocab.decode(row))
+
+    rows = _rows_at_once(model, vocab, length)
+    if rows >= 1:
+        for group, first in enumerate(range(0, total, rows)):
+            count = min(rows, total - first)
+            ids = sample(
+                model,
+                params,
+                key if count == total else jax.random.fold_in(key, group),
+                prompt_ids,
+                length,
+                temperature=args.temperature,
+                num_samples=count,
+            )
+            for k, row in enumerate(np.asarray(ids)):
+                header(first + k)
+                print(args.prompt + vocab.decode(row))
+            sys.stdout.flush()
+        return
+    for k in range(total):
+        header(k)
+        sys.stdout.write(args.prompt)
+        pieces = _sample_chunks(
+            model,
+            params,
+            jax.random.fold_in(key, k),
+            prompt_ids,
+            length,
+            temperature=args.temperature,
+            chunk=SAMPLE_CHUNK,
+        )
+        for tokens in pieces:
+            sys.stdout.write(vocab.decode(tokens))
+            sys.stdout.flush()
+        sys.stdout.write("\n")
     sys.stdout.flush()
 
 
@@ -272,9 +335,28 @@ def _sample(args: argparse.Namespace) -> int:
 
 _DISTRIBUTED_ENV = {"num_processes": "JAX_NUM_PROCESSES", "process_id": "JAX_PROCESS_ID"}
 
+#: JAX's own join timeout is this much longer than ``--coordinator-timeout``: when it expires,
+#: JAX aborts the whole process (a C++ check failure and a stack trace), so the CLI's own
+#: watchdog, which ends with one line, must always come first.
+_JAX_TIMEOUT_MARGIN = 60
+
+
+class _Abandoned(ValueError):
+    """A failure that leaves work running in a thread that cannot be cancelled (a
+    ``jax.distributed`` join): :func:`main` reports it and ends the process at once."""
+
 
 def _initialize_distributed(args: argparse.Namespace) -> None:
-    """``jax.distributed.initialize`` from the options, then the environment, then detection."""
+    """``jax.distributed.initialize`` from the options, then the environment, then detection.
+
+    Every value is checked first (a malformed address is a usage error). The join runs in a
+    background thread while the main thread waits, so that Ctrl-C and SIGTERM end the
+    process at any moment, and gives up after ``--coordinator-timeout`` seconds with one line
+    (JAX's own timeout would abort the process with a stack trace); what the runtime writes to
+    stderr meanwhile is kept out of sight unless ``--debug``.
+    """
+    from jaxrnn._cli_options import DEFAULT_COORDINATOR_TIMEOUT, _address
+
     given = {
         "coordinator_address": args.coordinator,
         "num_processes": args.num_processes,
@@ -286,18 +368,97 @@ def _initialize_distributed(args: argparse.Namespace) -> None:
                 given[name] = int(os.environ[env])
             except ValueError:
                 raise UsageError(f"{env}={os.environ[env]!r} is not an integer") from None
+    env_address = os.environ.get("JAX_COORDINATOR_ADDRESS", "").strip()
+    if given["coordinator_address"] is None and env_address:
+        try:
+            given["coordinator_address"] = _address(env_address)
+        except argparse.ArgumentTypeError as e:
+            raise UsageError(f"JAX_COORDINATOR_ADDRESS: {e}") from None
     n, i = given["num_processes"], given["process_id"]
+    if n is not None and n < 1:
+        raise UsageError(f"JAX_NUM_PROCESSES={n} must be at least 1")
+    if i is not None and i < 0:
+        raise UsageError(f"JAX_PROCESS_ID={i} must be at least 0")
     if n is not None and i is not None and i >= n:
         raise UsageError(f"--process-id {i} must be below --num-processes {n}")
+    timeout = getattr(args, "coordinator_timeout", None) or DEFAULT_COORDINATOR_TIMEOUT
     import jax
 
     # Cross-process collectives on CPU need an implementation (GPUs and TPUs bring theirs).
     if not os.environ.get("JAX_CPU_COLLECTIVES_IMPLEMENTATION"):
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    try:
-        jax.distributed.initialize(**{k: v for k, v in given.items() if v is not None})
-    except (RuntimeError, ValueError) as e:
-        raise ValueError(f"--distributed: jax.distributed.initialize() failed: {e}") from e
+    kwargs = {k: v for k, v in given.items() if v is not None}
+    _join(kwargs, timeout, quiet=not args.debug)
+
+
+def _join(kwargs: dict, timeout: int, *, quiet: bool) -> None:
+    """``jax.distributed.initialize(**kwargs)`` in a thread, watched from this one."""
+    import jax
+
+    failure: list[BaseException] = []
+
+    def join():
+        try:
+            jax.distributed.initialize(
+                **kwargs, initialization_timeout=timeout + _JAX_TIMEOUT_MARGIN
+            )
+        except BaseException as e:  # reported by the main thread
+            failure.append(e)
+
+    thread = threading.Thread(target=join, name="jaxrnn-distributed-join", daemon=True)
+    with _stderr_captured(quiet) as captured:
+        thread.start()
+        deadline = time.monotonic() + timeout
+        while thread.is_alive() and time.monotonic() < deadline:
+            thread.join(0.1)  # signals (Ctrl-C, SIGTERM) are handled between waits
+    where = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in kwargs.items()) or "detected"
+    if thread.is_alive():
+        raise _Abandoned(
+            f"--distributed: the job was not joined within {timeout} s (--coordinator-timeout; "
+            f"{where}): is process 0 running and reachable at the coordinator's address, and "
+            "has every process started?"
+        )
+    if failure:
+        error = failure[0]
+        logged = _last_log_line(captured)
+        detail = f"{type(error).__name__}: {_one_line(error, 300)}"
+        if logged:
+            detail += f" ({_one_line(logged, 300)})"
+        raise _Abandoned(f"--distributed: jax.distributed.initialize() failed: {detail}") from error
+
+
+@contextlib.contextmanager
+def _stderr_captured(quiet: bool):
+    """With ``quiet``, file descriptor 2 goes to a temporary file inside (the C++ runtime's
+    logging cannot be silenced otherwise); yields the file, or ``None`` without ``quiet``."""
+    if not quiet:
+        yield None
+        return
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield captured
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def _last_log_line(captured) -> str:
+    """The last non-empty line written to ``captured`` (a file from :func:`_stderr_captured`),
+    without the C++ log prefix (``E1206 17:35:18.627136   15952 add_port.cc:83] ``)."""
+    if captured is None:
+        return ""
+    captured.seek(0)
+    lines = [ln.strip() for ln in captured.read()[-65536:].decode(errors="replace").splitlines()]
+    lines = [ln for ln in lines if ln]
+    if not lines:
+        return ""
+    last = lines[-1]
+    return last.split("] ", 1)[1] if "] " in last and last[:1] in "IWEF" else last
 
 
 @contextlib.contextmanager
@@ -309,7 +470,7 @@ def _distributed(args: argparse.Namespace):
     if not getattr(args, "distributed", False):
         extra = [
             o
-            for o in ("coordinator", "num_processes", "process_id")
+            for o in ("coordinator", "num_processes", "process_id", "coordinator_timeout")
             if getattr(args, o, None) is not None
         ]
         if extra:
@@ -355,18 +516,32 @@ def _one_line(text: str, limit: int = 2000) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+#: Annotations libraries append to their messages (tensorstore: ``[source locations='...']``,
+#: ``[tensorstore_spec='{...}']``, kilobytes of JSON): not for a one-line error.
+_ANNOTATION = re.compile(r"\s*\[\w[\w ]*='(?:[^']|'(?!\]))*'\]")
+
+#: The most characters of one error line.
+MESSAGE_LIMIT = 600
+
+
+def _summary(text: str, limit: int = MESSAGE_LIMIT) -> str:
+    """``text`` on one line, without library annotations, at most ``limit`` characters."""
+    text = _ANNOTATION.sub("", str(text)).split(" See full TensorStore details")[0]
+    return _one_line(text, limit)
+
+
 def _describe(error: BaseException) -> str:
     """The one-line message of ``error``: its text, with its type unless it is an expected
-    kind (invalid values, files, checkpoints)."""
+    kind (invalid values, files, checkpoints), summarised (:func:`_summary`)."""
     from jaxrnn.train import CheckpointError, NonFiniteLossError
 
     expected = (CheckpointError, NonFiniteLossError, ValueError, OSError)
-    message = str(error)
+    message = _summary(error)
     if isinstance(error, OSError) and error.filename is not None and error.strerror:
         message = f"{error.filename}: {error.strerror}"
     if not isinstance(error, expected) or not message:
         message = f"{type(error).__name__}: {message} (run `jaxrnn --debug ...` for the traceback)"
-    return _one_line(message)
+    return _summary(message, MESSAGE_LIMIT + 60)
 
 
 def _describe_interrupt(error: KeyboardInterrupt, args: argparse.Namespace) -> str:
@@ -410,8 +585,51 @@ def _quiet_logging() -> None:
         absl_logging.set_verbosity(absl_logging.ERROR)
 
 
+def _ignore(*_args) -> None:
+    """A hook that shows nothing."""
+
+
+@contextlib.contextmanager
+def _quiet(*, for_good: bool):
+    """Nothing but the CLI's own lines on stderr: library logging (absl, orbax, JAX) and
+    warnings off, and exceptions nobody can catch (in library threads, in callbacks into a
+    closed event loop, in objects collected late: orbax's and tensorstore's clean-up after a
+    failed read or write) not printed. ``for_good``: the process ends with the command (the
+    late noise comes at interpreter exit), so nothing is restored; otherwise (``main`` called
+    in a Python process) everything is restored on exit.
+    """
+    import logging
+    import warnings
+
+    _quiet_logging()
+    saved = (logging.root.manager.disable, sys.excepthook, sys.unraisablehook)
+    saved_thread_hook = threading.excepthook
+    logging.disable(logging.CRITICAL)
+    sys.excepthook, sys.unraisablehook, threading.excepthook = _ignore, _ignore, _ignore
+    if for_good:
+        warnings.simplefilter("ignore")
+        yield
+        return
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.disable(saved[0])
+        sys.excepthook, sys.unraisablehook = saved[1], saved[2]
+        threading.excepthook = saved_thread_hook
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m jaxrnn`` and the ``jaxrnn`` console script.
+
+    Without ``--debug``, every error is one line on stderr and nothing else is printed there:
+    library logging, warnings and exceptions raised where nobody can catch them (library
+    threads, clean-up at exit) are silenced (:func:`_quiet`) for the rest of the process when
+    ``argv`` is ``None`` (the command line's own process), for the call otherwise.
+
+    Args:
+        argv: the arguments (default ``sys.argv[1:]``).
 
     Returns:
         The exit status: 0 on success, 1 on a runtime error, 2 on a usage error (argparse's
@@ -419,9 +637,14 @@ def main(argv: list[str] | None = None) -> int:
         ends at once with status 130 (``os._exit``, after flushing stdout and stderr).
     """
     args = _parser().parse_args(argv)
+    quiet = contextlib.nullcontext() if args.debug else _quiet(for_good=argv is None)
+    with quiet:
+        return _main(args)
+
+
+def _main(args: argparse.Namespace) -> int:
+    """:func:`main` once the arguments are parsed."""
     prog = f"jaxrnn {args.command}"
-    if not args.debug:
-        _quiet_logging()
     with _sigterm_as_interrupt():
         try:
             with _distributed(args) as label:  # issue 14: "" unless --distributed
@@ -451,6 +674,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.debug:
                 raise
             print(f"{prog}: error: {_describe(e)}", file=sys.stderr)
+            if isinstance(e, _Abandoned):  # a thread cannot be stopped: end without waiting
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(1)
             return 1
 
 

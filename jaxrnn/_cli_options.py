@@ -47,6 +47,9 @@ _MODEL_OPTIONS = (
 
 _INT32_MAX = 2**31 - 1  # steps, sizes and lengths reach XLA as int32
 
+#: Seconds ``--distributed`` waits to join the job (``--coordinator-timeout``).
+DEFAULT_COORDINATOR_TIMEOUT = 300
+
 
 def _positive_int(text: str, *, high: int = _INT32_MAX) -> int:
     try:
@@ -109,6 +112,43 @@ def _probability(text: str) -> float:
         raise argparse.ArgumentTypeError(
             f"expected a probability in [0, 1), got {text!r}"
         ) from None
+
+
+def _address(text: str) -> str:
+    """``HOST:PORT`` (an IPv6 host in brackets, ``[::1]:1234``), the port in [1, 65535]."""
+    host, sep, port = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    ok = (
+        bool(sep and host and port.isdigit())
+        and 1 <= int(port) <= 65535
+        and not any(c.isspace() or c in "[]/" for c in host)
+    )
+    if not ok:
+        raise argparse.ArgumentTypeError(
+            f"expected an address HOST:PORT, the port in [1, 65535] (e.g. 10.0.0.1:1234), got "
+            f"{text!r}"
+        )
+    return text
+
+
+def _directory(text: str) -> str:
+    """A directory path: not empty or blank (``''`` would write into the current directory),
+    without NUL characters."""
+    if not text.strip() or "\0" in text:
+        raise argparse.ArgumentTypeError(
+            f"expected a directory path (not empty or blank, no NUL characters), got {text!r}"
+        )
+    return text
+
+
+def _file(text: str) -> str:
+    """A file path: not empty or blank, without NUL characters."""
+    if not text.strip() or "\0" in text:
+        raise argparse.ArgumentTypeError(
+            f"expected a file path (not empty or blank, no NUL characters), got {text!r}"
+        )
+    return text
 
 
 def _prompt(text: str) -> str:
@@ -183,6 +223,7 @@ def _run_options(demo: argparse.ArgumentParser, defaults: dict) -> None:
     demo.add_argument("--cell", choices=("lstm", "gru", "rnn", "peephole", "coupled"))
     demo.add_argument(
         "--corpus",
+        type=_file,
         metavar="FILE",
         help="UTF-8 text file to train on (default: stdlib source); when resuming, the same "
         "text the checkpoint was trained on",
@@ -196,6 +237,7 @@ def _run_options(demo: argparse.ArgumentParser, defaults: dict) -> None:
     )
     demo.add_argument(
         "--checkpoint-dir",
+        type=_directory,
         metavar="DIR",
         help="save checkpoints here and resume from the latest one (an empty or new directory "
         "starts from scratch)",
@@ -251,7 +293,7 @@ def _sample_command(sub) -> argparse.ArgumentParser:
         help="generate text from a checkpoint directory written by `demo`",
         description="Generate text from the latest (or a given) checkpoint of `jaxrnn demo`.",
     )
-    sample.add_argument("--checkpoint-dir", metavar="DIR", required=True)
+    sample.add_argument("--checkpoint-dir", type=_directory, metavar="DIR", required=True)
     sample.add_argument(
         "--step", type=_nonnegative_int, help="checkpoint step (default: the latest)"
     )
@@ -306,7 +348,18 @@ def _distributed_options(demo: argparse.ArgumentParser) -> None:
         "environment) unless given by the options below",
     )
     group.add_argument(
-        "--coordinator", metavar="HOST:PORT", help="address of process 0's coordinator service"
+        "--coordinator",
+        type=_address,
+        metavar="HOST:PORT",
+        help="address of process 0's coordinator service",
     )
     group.add_argument("--num-processes", type=_positive_int, metavar="N")
     group.add_argument("--process-id", type=_nonnegative_int, metavar="I")
+    group.add_argument(
+        "--coordinator-timeout",
+        type=_positive_int,
+        metavar="SECONDS",
+        help="give up (exit status 1, one line) when the job is not joined within this time: "
+        "the coordinator unreachable, or a process missing (default "
+        f"{DEFAULT_COORDINATOR_TIMEOUT} s, as jax.distributed's own default)",
+    )

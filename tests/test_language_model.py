@@ -48,6 +48,14 @@ def test_char_lm_rejects_unknown_cell():
         jm.char_lm(5, cell="transformer")
 
 
+@pytest.mark.parametrize("name", ["vocab_size", "embed_size"])
+@pytest.mark.parametrize("value", [0, -1, 2.5, True, None])
+def test_char_lm_rejects_sizes_naming_them(name, value):
+    kwargs = {"vocab_size": 5, "hidden_size": 4, "embed_size": 3, name: value}
+    with pytest.raises(ValueError, match=f"^{name} must be a positive int, got {value!r}$"):
+        jm.char_lm(**kwargs)
+
+
 def test_evaluate_lm_matches_a_loop():
     model = jitted(tiny_model("lstm"))
     params = model.init(jax.random.key(0))

@@ -178,3 +178,73 @@ def test_memory_table_counts_every_shard():
     assert row["model=8"] == 3 * 4 * params // 8 + scalars
     assert row["model=2"] == 3 * 4 * params // 2 + scalars
     assert "| 8 | 0.1 M |" in bench.markdown([row], 8)
+
+
+INDIVISIBLE = textwrap.dedent(
+    """
+    import json
+    import jax, jax.numpy as jnp, optax
+    import jaxrnn.train as jt
+
+    assert len(jax.devices()) == 8, jax.devices()
+
+    def loss_fn(w, carry, batch, key):
+        return jnp.mean((batch["x"] @ w - batch["y"]) ** 2), carry
+
+    opt = optax.sgd(0.1)
+    out = {}
+
+    def state(rows):
+        return jt.init_state(jnp.zeros((2, 4)), opt, jax.random.key(0), jnp.zeros((rows, 4)))
+
+    def batch(rows):
+        return {"x": jnp.ones((rows, 2)), "y": jnp.ones((rows, 4))}
+
+    for name, mesh in [("data", jt.data_mesh()), ("model", jt.model_mesh(4))]:
+        step = jt.make_train_step(loss_fn, opt, mesh=mesh)
+        for case, (s, b) in {"batch": (8, 5), "carry": (5, 8)}.items():
+            try:
+                step(state(s), batch(b))
+                out[f"{name}-{case}"] = "no error"
+            except Exception as e:
+                out[f"{name}-{case}"] = f"{type(e).__name__}: {e}"
+        new, metrics = step(state(8), batch(8))  # divisible: it trains
+        out[f"{name}-ok"] = float(metrics["loss"])
+        try:  # fit reports the same, through shard_batch
+            jt.fit(state(8), step, lambda s: batch(5), 1, mesh=mesh, progress=False)
+        except Exception as e:
+            out[f"{name}-fit"] = f"{type(e).__name__}: {e}"
+    print("RESULT " + json.dumps(out))
+    """
+)
+
+
+def test_train_step_on_a_mesh_explains_an_indivisible_batch():
+    """``make_train_step(..., mesh=...)`` given a batch (or carry) the devices do not divide:
+    the one-line ``ValueError`` of ``shard_batch``/``fit``, not JAX's ``IndivisibleError``."""
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = (
+        env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+    ).strip()
+    env["JAX_PLATFORMS"] = "cpu"
+    proc = subprocess.run(
+        [sys.executable, "-c", INDIVISIBLE],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    (line,) = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    out = json.loads(line[len("RESULT ") :])
+    for mesh, devices in [("data", 8), ("model", 2)]:  # model_mesh(4): rows split 2 ways
+        batch, carry = out[f"{mesh}-batch"], out[f"{mesh}-carry"]
+        assert batch.startswith("ValueError: train_step: the batch axis of batch['x']"), batch
+        assert carry.startswith("ValueError: train_step: the batch axis of state.carry"), carry
+        for message in (batch, carry, out[f"{mesh}-fit"]):
+            assert "(first axis, got shape (5," in message, message
+            assert f"must be divisible by the {devices} devices of mesh axis 'data'" in message
+            assert "Indivisible" not in message and "\n" not in message
+        assert out[f"{mesh}-fit"].startswith("ValueError: shard_batch: the batch axis of batch")
+        assert out[f"{mesh}-ok"] > 0

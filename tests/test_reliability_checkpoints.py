@@ -26,7 +26,8 @@ import pytest
 import jaxrnn.models as jm
 import jaxrnn.train as jt
 from jaxrnn.models.char_lm_run import stored_run
-from jaxrnn.train.checkpoints import _to_saveable
+from jaxrnn.train import checkpoints
+from jaxrnn.train.checkpoints import KILL_POINTS, _to_saveable
 
 TESTS_DIR = pathlib.Path(__file__).resolve().parent
 REPO = TESTS_DIR.parent
@@ -206,9 +207,42 @@ def test_existing_step_is_a_no_op_or_an_error(tmp_path):
     ],
 )
 def test_bad_keep_and_period_are_rejected(tmp_path, name, value):
-    with pytest.raises(ValueError, match=f"^{name}: expected a positive int"):
+    with pytest.raises(ValueError, match=f"^{name} must be a positive int"):
         jt.Checkpoints(tmp_path, **{name: value})
     assert not os.path.exists(tmp_path / ".jaxrnn-writer-0.lock")  # checked before anything
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        (object(), "got object"),
+        ([1, 2], "got list"),
+        ({"f": object()}, "not JSON serializable"),
+        ({"f": {1, 2}}, "not JSON serializable"),
+    ],
+)
+def test_config_that_cannot_be_stored_names_config(tmp_path, config, expected):
+    with pytest.raises(TypeError, match=r"^config must be a JSON-serialisable mapping") as info:
+        jt.Checkpoints(tmp_path, config=config)
+    assert expected in str(info.value) and "\n" not in str(info.value)
+    assert not os.path.exists(tmp_path / ".jaxrnn-writer-0.lock")  # checked before anything
+
+
+@pytest.mark.parametrize(
+    ("directory", "error", "expected"),
+    [
+        ("", ValueError, "^directory must be a non-empty path"),
+        ("   ", ValueError, "^directory must be a non-empty path"),
+        ("a\0b", ValueError, "^directory must be a non-empty path without NUL"),
+        (3, TypeError, r"^directory must be a path \(str or os.PathLike\), got int"),
+        (None, TypeError, "^directory must be a path"),
+    ],
+)
+def test_directory_that_is_no_path_is_refused(tmp_path, monkeypatch, directory, error, expected):
+    monkeypatch.chdir(tmp_path)  # '' was the current directory: steps and a lock written here
+    with pytest.raises(error, match=expected):
+        jt.Checkpoints(directory)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_numpy_ints_and_none_are_accepted(tmp_path):
@@ -480,6 +514,105 @@ def test_signal_saves_and_resume_is_bit_exact(tmp_path, signame):
         state, history = jt.fit(state, step, batches, TOTAL, checkpoints=ckpt, progress=False)
     assert history.train["loss"] == reference.train["loss"]  # its history came along
     assert leaves_equal(state, reference_state)
+
+
+# --------------------------------------------------------------------------------------------
+# 9. kill -9 *during* a save (issue 24): the test hook of jaxrnn.train.checkpoints kills the
+# process at a point inside the write of step 9 (3 and 6 saved before); the resumed run
+# repeats the uninterrupted run's losses bit for bit.
+
+KILLED_IN_SAVE = textwrap.dedent(
+    f"""
+    import sys
+    sys.path.insert(0, {str(TESTS_DIR)!r})
+    import jax
+    jax.config.update("jax_numpy_dtype_promotion", "strict")
+    jax.config.update("jax_debug_key_reuse", True)
+    import jaxrnn.train as jt
+    from test_checkpoint import setup_run, TOTAL
+
+    state, step, batches, ckpt = setup_run(sys.argv[1])
+    jt.fit(state, step, batches, TOTAL, checkpoints=ckpt, progress=False)
+    print("never killed")
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted():
+    """The reference: the run of test_checkpoint.setup_run, never stopped; and its compiled
+    train step (the same for every run: compiled once)."""
+    from test_checkpoint import TOTAL, setup_run
+
+    state, step, batches, _ = setup_run()
+    return (*jt.fit(state, step, batches, TOTAL, progress=False), step)
+
+
+def _files(directory: pathlib.Path) -> set[str]:
+    return {str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file()}
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
+@pytest.mark.parametrize("point", [p for p in KILL_POINTS if p != "create:meta"])
+def test_kill_during_a_save_then_resume_is_bit_exact(tmp_path, point, uninterrupted):
+    from test_checkpoint import SAVE_EVERY, TOTAL, leaves_equal, setup_run
+
+    assert checkpoints._KILL_IN_SAVE is None  # the hook is off here, as everywhere else
+    killed = 3 * SAVE_EVERY
+    directory = tmp_path / "ck"
+    proc = subprocess.run(
+        [sys.executable, "-c", KILLED_IN_SAVE, str(directory)],
+        cwd=REPO,
+        env={**os.environ, "JAXRNN_TEST_KILL_IN_SAVE": f"{killed}:{point}"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stdout + proc.stderr[-3000:]
+
+    # The kill landed inside the write of step 9: its temporary directory holds what was
+    # written up to that point, and step 9 does not exist.
+    (partial,) = [p for p in directory.iterdir() if p.name.startswith(f"{killed}.")]
+    assert not (directory / str(killed)).exists()
+    written = _files(partial)
+    event, item = point.split(":")
+    assert "_CHECKPOINT_METADATA" in written
+    if event == "create":  # nothing of the items yet
+        assert not any(f.startswith(("state", "meta")) for f in written), written
+    else:  # the arrays written; the items committed in order: meta, state, then the step
+        committed = {"meta": [], "state": ["meta"], "step": ["meta", "state"]}[item]
+        assert any(f.endswith("manifest.ocdbt") for f in written), written
+        for name in ("meta", "state"):
+            assert (f"{name}/commit_success.txt" in written) == (name in committed), written
+
+    reference_state, reference, step = uninterrupted
+    template, _, batches, ckpt = setup_run(directory)
+    with ckpt:
+        assert ckpt.steps() == [SAVE_EVERY, 2 * SAVE_EVERY]  # the last complete steps
+        state, history = ckpt.resume(template)
+        assert int(state.step) == 2 * SAVE_EVERY
+        state, history = jt.fit(
+            state, step, batches, TOTAL, checkpoints=ckpt, history=history, progress=False
+        )
+        assert ckpt.steps() == [3 * SAVE_EVERY, TOTAL]
+    # Nothing of the killed save is left: orbax's clean-up of a writer removed it.
+    assert sorted(p.name for p in directory.iterdir()) == [".jaxrnn-writer-0.lock", "12", "9"]
+    assert history.train["step"] == list(range(1, TOTAL + 1))
+    assert history.train["loss"] == reference.train["loss"]  # bit for bit
+    assert history.train["grad_norm"] == reference.train["grad_norm"]
+    assert leaves_equal(state, reference_state)
+
+
+def test_tensorstore_annotations_stay_out_of_messages():
+    spec = "{" + ", ".join(f'"k{i}": {i}' for i in range(500)) + "}"
+    message = f"DATA_LOSS: bad [source locations='a.cc:1\nb.cc:2'] [tensorstore_spec='{spec}'] end"
+    assert checkpoints._one_line(message) == "DATA_LOSS: bad end"
+    assert len(checkpoints._one_line("x" * 5000)) == 300
+
+
+def test_kill_hook_refuses_unknown_points():
+    with pytest.raises(ValueError, match="JAXRNN_TEST_KILL_IN_SAVE: expected"):
+        checkpoints._killing_path("9:halfway")
 
 
 def test_keyboard_interrupt_in_process_saves_the_last_step(tmp_path):

@@ -14,8 +14,10 @@ import os
 import pathlib
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import textwrap
 import time
 
 import pytest
@@ -106,6 +108,20 @@ BAD_OPTIONS = [
     ("demo", "--zoneout", "1.0", "probability in [0, 1)"),
     ("demo", "--weight-drop", "inf", "probability in [0, 1)"),
     ("demo", "--embedding-dropout", "half", "probability in [0, 1)"),
+    ("demo", "--coordinator", "foo", "(e.g. 10.0.0.1:1234)"),
+    ("demo", "--coordinator", "127.0.0.1", "(e.g. 10.0.0.1:1234)"),
+    ("demo", "--coordinator", ":", "(e.g. 10.0.0.1:1234)"),
+    ("demo", "--coordinator", ":1234", "(e.g. 10.0.0.1:1234)"),
+    ("demo", "--coordinator", "127.0.0.1:abc", "(e.g. 10.0.0.1:1234)"),
+    ("demo", "--coordinator", "127.0.0.1:99999", "(e.g. 10.0.0.1:1234)"),
+    ("demo", "--coordinator", "127.0.0.1:0", "(e.g. 10.0.0.1:1234)"),
+    ("demo", "--coordinator", "[::1", "(e.g. 10.0.0.1:1234)"),
+    ("demo", "--coordinator", "host name:80", "(e.g. 10.0.0.1:1234)"),
+    ("demo", "--coordinator-timeout", "0", "positive integer"),
+    ("demo", "--checkpoint-dir", "", "(not empty or blank, no NUL characters)"),
+    ("demo", "--checkpoint-dir", "  ", "(not empty or blank, no NUL characters)"),
+    ("sample", "--checkpoint-dir", "", "(not empty or blank, no NUL characters)"),
+    ("demo", "--corpus", "", "(not empty or blank, no NUL characters)"),
     ("sample", "--step", "-1", "integer >= 0"),
     ("sample", "--seed", "-2", "integer >= 0"),
     ("sample", "--length", "0", "positive integer"),
@@ -117,7 +133,7 @@ BAD_OPTIONS = [
 @pytest.mark.parametrize(("command", "option", "value", "expected"), BAD_OPTIONS)
 def test_bad_option_values_are_usage_errors(command, option, value, expected, capsys):
     argv = [command, f"{option}={value}"]
-    if command == "sample":
+    if command == "sample" and option != "--checkpoint-dir":
         argv += ["--checkpoint-dir", "unused"]
     with pytest.raises(SystemExit) as exit_info:
         cli.main(argv)
@@ -172,6 +188,20 @@ def test_bad_option_values_in_a_subprocess(argv):
     proc = jaxrnn(*argv)
     assert_one_line_error(proc, 2, "error: argument --", argv[-2], command=argv[0])
     assert proc.stdout == ""
+
+
+def test_empty_checkpoint_dir_writes_nothing_here(tmp_path):
+    # '' was taken for the current directory: numbered steps and a lock written into it.
+    proc = subprocess.run(
+        [sys.executable, "-m", "jaxrnn", "demo", *TINY, "--steps", "1", "--checkpoint-dir", ""],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert_one_line_error(proc, 2, "argument --checkpoint-dir", "got ''")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_version():
@@ -332,6 +362,65 @@ def test_sample_into_a_closed_pipe_is_quiet(trained):
     assert proc.stdout == "lstm langu" and proc.stderr == ""
 
 
+MAX_RSS = textwrap.dedent(
+    """
+    import resource, subprocess, sys
+    proc = subprocess.run(sys.argv[1], shell=True, capture_output=True, text=True)
+    rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024  # Linux: KiB
+    print(proc.returncode, len(proc.stdout), rss, repr(proc.stderr))
+    """
+)
+
+
+@pytest.mark.parametrize(
+    "sizes",
+    [["--length", "2147483647"], ["--length", "5", "--num-samples", "2147483647"]],
+    ids=["longest-sample", "most-samples"],
+)
+def test_samples_of_any_size_stream_in_bounded_memory(trained, sizes):
+    # The largest sizes the options take, read for 300 kB: text flows at once, in bounded
+    # memory (before, the kernel killed the process at 14.7 GB or XLA ran out of memory).
+    cmd = f"{sys.executable} -m jaxrnn sample --checkpoint-dir {trained} {' '.join(sizes)}"
+    proc = subprocess.run(
+        [sys.executable, "-c", MAX_RSS, f"{cmd} | head -c 300000"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    status, chars, rss, stderr = proc.stdout.split(" ", 3)
+    assert (status, chars, stderr.strip()) == ("0", "300000", "''"), proc.stdout
+    assert int(rss) < 1.5 * 2**30, int(rss) / 2**20  # measured: 0.3 and 0.7 GiB
+
+
+def _samples(capsys, trained, *options) -> list[str]:
+    argv = ["sample", "--checkpoint-dir", str(trained), "--prompt", "d", *options]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    return [block.split("\n", 1)[1].rstrip("\n") for block in out.split("--- sample ")[1:]]
+
+
+def test_groups_of_samples_and_streamed_samples(trained, capsys, monkeypatch):
+    options = ["--length", "40", "--num-samples", "3", "--temperature", "0"]
+    whole = _samples(capsys, trained, *options)  # all at once: one jm.sample call
+    model, _, vocab, _, _ = jm.load_char_lm(trained)
+    monkeypatch.setattr(cli, "SAMPLE_MEMORY", 0)
+    while cli._rows_at_once(model, vocab, 40) == 0:  # the least memory for one row at a time
+        monkeypatch.setattr(cli, "SAMPLE_MEMORY", cli.SAMPLE_MEMORY + 100)
+    assert cli._rows_at_once(model, vocab, 40) == 1
+    grouped = _samples(capsys, trained, *options)
+    monkeypatch.setattr(cli, "SAMPLE_MEMORY", 100)  # no row fits: streamed, 16 at a time
+    monkeypatch.setattr(cli, "SAMPLE_CHUNK", 16)
+    streamed = _samples(capsys, trained, *options)
+    # Greedy decoding draws nothing: the three ways give the same text.
+    assert len(whole) == 3 and all(len(text) == 41 for text in whole)
+    assert grouped == streamed == whole
+    # Random samples: the right count and lengths, different samples, reproducible.
+    drawn = _samples(capsys, trained, "--length", "40", "--num-samples", "3", "--seed", "3")
+    assert len(drawn) == 3 and all(len(text) == 41 for text in drawn) and len(set(drawn)) > 1
+    assert drawn == _samples(capsys, trained, "--length", "40", "--num-samples", "3", "--seed", "3")
+
+
 def test_sample_missing_step_is_one_line(trained):
     proc = jaxrnn("sample", "--checkpoint-dir", str(trained), "--step", "7")
     assert_one_line_error(proc, 1, "step 7", str(trained), command="sample")
@@ -410,3 +499,207 @@ def test_interrupted_demo_exits_130_with_one_line(signum, tmp_path):
 def test_non_finite_loss_is_one_line():
     proc = jaxrnn("demo", *TINY, "--steps", "20", "--learning-rate", "1e30")
     assert_one_line_error(proc, 1, "step")
+
+
+# --------------------------------------------------------------------------------------------
+# 9. --distributed: a malformed address is a usage error; an unreachable coordinator ends
+# after --coordinator-timeout with one line; Ctrl-C and SIGTERM end the join at once.
+
+
+def test_coordinator_addresses_that_parse(capsys):
+    parser = cli._parser()
+    for address in ("127.0.0.1:1", "[::1]:65535", "node-3.cluster:8476"):
+        assert parser.parse_args(["demo", "--coordinator", address]).coordinator == address
+    args = parser.parse_args(["demo", "--distributed", "--coordinator-timeout", "7"])
+    assert args.coordinator_timeout == 7
+    assert cli.main(["demo", "--coordinator-timeout", "5"]) == 2  # needs --distributed
+    assert "--coordinator-timeout needs --distributed" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"JAX_COORDINATOR_ADDRESS": "foo"}, "JAX_COORDINATOR_ADDRESS: expected an address"),
+        ({"JAX_NUM_PROCESSES": "0"}, "JAX_NUM_PROCESSES=0 must be at least 1"),
+        ({"JAX_PROCESS_ID": "-1"}, "JAX_PROCESS_ID=-1 must be at least 0"),
+        ({"JAX_NUM_PROCESSES": "two"}, "JAX_NUM_PROCESSES='two' is not an integer"),
+    ],
+)
+def test_bad_cluster_environment_is_a_usage_error(monkeypatch, capsys, env, expected):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert cli.main(["demo", "--distributed"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("jaxrnn demo: error: ") and expected in err
+
+
+def closed_port() -> int:
+    """A port of 127.0.0.1 where nothing listens (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("process_id", ["1", "0"], ids=["unreachable", "peer-missing"])
+def test_distributed_gives_up_after_the_timeout_with_one_line(process_id):
+    # Process 1: nothing listens at the coordinator's address. Process 0: it is the
+    # coordinator, and process 1 never comes.
+    address = f"127.0.0.1:{closed_port()}"
+    start = time.monotonic()
+    proc = jaxrnn(
+        "demo",
+        "--distributed",
+        *("--coordinator", address, "--num-processes", "2", "--process-id", process_id),
+        *("--coordinator-timeout", "2"),
+        timeout=120,
+    )
+    elapsed = time.monotonic() - start
+    assert_one_line_error(proc, 1, "not joined within 2 s", "--coordinator-timeout", address)
+    assert proc.stdout == "" and elapsed < 60  # start-up (imports) included
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_ends_a_distributed_join_at_once(signum):
+    # A coordinator that accepts connections and never answers (a black hole): the join
+    # waits for it (the default timeout, 300 s); the signal lands while it does.
+    with socket.socket() as hole:
+        hole.bind(("127.0.0.1", 0))
+        hole.listen(16)
+        hole.settimeout(120)
+        address = f"127.0.0.1:{hole.getsockname()[1]}"
+        cluster = ["--coordinator", address, "--num-processes", "2", "--process-id", "1"]
+        proc = subprocess.Popen(
+            [sys.executable, "-c", AS_FROM_A_TERMINAL, "demo", "--distributed", *cluster],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            connection, _ = hole.accept()  # the process is joining now
+            time.sleep(0.5)
+            sent = time.monotonic()
+            proc.send_signal(signum)
+            out, err = proc.communicate(timeout=30)
+            took = time.monotonic() - sent
+            connection.close()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    result = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    assert_one_line_error(result, 130, "interrupted")
+    assert took < 5, took  # measured: about 0.02 s
+
+
+# --------------------------------------------------------------------------------------------
+# 10. Without --debug, one line per error, always: no library logging, tracebacks of library
+# threads or closed event loops, or kilobytes of tensorstore JSON.
+
+FULL_DISK_ARGS = ["demo", *TINY, "--hidden-size", "64", "--steps", "3", "--save-every", "1"]
+
+
+def _mounts_tmpfs(directory: pathlib.Path) -> list[str] | None:
+    """A command prefix that runs a command with a 200 kB tmpfs mounted at ``directory`` (in
+    a mount namespace of its own: as root, or as a user where user namespaces are allowed)."""
+    mount = ["sh", "-c", 'mount -t tmpfs -o size=200k tmpfs "$0" && exec "$@"', str(directory)]
+    for unshare in (["unshare", "--user", "--map-root-user", "--mount"], ["unshare", "--mount"]):
+        if shutil.which("unshare") is None:
+            return None
+        probe = subprocess.run([*unshare, *mount, "true"], capture_output=True, timeout=60)
+        if probe.returncode == 0:
+            return [*unshare, *mount]
+    return None
+
+
+def test_full_disk_is_one_line(tmp_path):
+    directory = tmp_path / "small"
+    directory.mkdir()
+    prefix, ck = _mounts_tmpfs(directory), str(directory / "ck")
+    if prefix is None:
+        pytest.skip("cannot mount a small tmpfs here (needs root or user namespaces)")
+    proc = subprocess.run(
+        [*prefix, sys.executable, "-m", "jaxrnn", *FULL_DISK_ARGS, "--checkpoint-dir", ck],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    # Before: about 115 lines of orbax/absl tracebacks first.
+    line = assert_one_line_error(proc, 1, "cannot save the checkpoint of step 1")
+    assert "No space left on device (ENOSPC)" in line and len(line) < 300
+
+
+# The write of a checkpoint fails as tensorstore fails on a full disk, logged by orbax as it
+# logs it (an ERROR with the traceback), with tensorstore's annotations.
+SIMULATED_FULL_DISK = textwrap.dedent(
+    """
+    import logging, runpy, sys
+    import orbax.checkpoint as ocp
+
+    def save(self, *args, **kwargs):
+        spec = "{" + ", ".join(f'"key{i}": "{"x" * 40}"' for i in range(100)) + "}"
+        try:
+            raise ValueError(
+                'RESOURCE_EXHAUSTED: Error writing "params.w_out/0.0" in OCDBT database: '
+                "Failed to write 113214 bytes to file 18: No space left on device "
+                f"[os_error_code='28'] [source locations='tensorstore/kvstore/file.cc:220'] "
+                f"[tensorstore_spec='{spec}']"
+            )
+        except ValueError:
+            logging.getLogger("absl").exception("_SignalingThread.run() raised an exception")
+            raise
+
+    ocp.CheckpointManager.save = save
+    sys.argv[0] = "jaxrnn"
+    runpy.run_module("jaxrnn", run_name="__main__", alter_sys=True)
+    """
+)
+
+
+def test_simulated_full_disk_is_one_line(tmp_path):
+    ck = str(tmp_path / "ck")
+    proc = subprocess.run(
+        [sys.executable, "-c", SIMULATED_FULL_DISK, *FULL_DISK_ARGS, "--checkpoint-dir", ck],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    line = assert_one_line_error(proc, 1, "cannot save the checkpoint of step 1")
+    assert "No space left on device (ENOSPC)" in line and "tensorstore_spec" not in line
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["state/manifest.ocdbt", "state/d", "state/_METADATA", "meta/metadata", "_CHECKPOINT_METADATA"],
+)
+def test_corrupt_checkpoint_is_at_most_one_line(trained, tmp_path, name):
+    directory = tmp_path / "ckpt"
+    shutil.copytree(trained, directory)
+    path = directory / "2" / name
+    if path.is_dir():  # the data file of the arrays
+        path = max(path.iterdir(), key=lambda p: p.stat().st_size)
+    raw = bytearray(path.read_bytes())
+    for i in range(len(raw) // 2, min(len(raw), len(raw) // 2 + 8)):
+        raw[i] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    proc = jaxrnn("sample", "--checkpoint-dir", str(directory), "--length", "3")
+    # Before: the one line came with asyncio "Event loop is closed" tracebacks, or absl
+    # ERROR lines. Orbax's own step metadata is not needed to restore: it may be intact.
+    if proc.returncode == 0:
+        assert proc.stderr == "" and name == "_CHECKPOINT_METADATA"
+    else:
+        line = assert_one_line_error(proc, 1, "cannot be restored", command="sample")
+        assert len(line) < 800
+
+
+def test_library_messages_are_summarised():
+    spec = "{" + ", ".join(f'"k{i}": "{i}"' for i in range(2000)) + "}"
+    message = (
+        "DATA_LOSS: Error reading \"params.embed\" [source locations='a.cc:1\nb.cc:2'] "
+        f"[tensorstore_spec='{spec}'] and more"
+    )
+    assert cli._summary(message) == 'DATA_LOSS: Error reading "params.embed" and more'
+    assert len(cli._describe(RuntimeError("x" * 10_000))) < 800
+    assert "\n" not in cli._describe(ValueError("a\nb"))

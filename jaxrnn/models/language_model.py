@@ -24,7 +24,14 @@ import numpy as np
 
 from jaxrnn import losses as _losses
 from jaxrnn import train as _train
-from jaxrnn._checks import check_ids, check_int, check_probability, check_scalar, is_concrete
+from jaxrnn._checks import (
+    check_ids,
+    check_int,
+    check_probability,
+    check_scalar,
+    check_size,
+    is_concrete,
+)
 from jaxrnn.cells import gru, lstm, simple_rnn
 from jaxrnn.layers import rnn
 from jaxrnn.precision import policy
@@ -137,6 +144,10 @@ def char_lm(
             ``jnp.bfloat16`` for mixed precision, see :mod:`jaxrnn.precision`). The carry and
             the logits stay float32.
 
+    Raises:
+        ValueError: if ``cell`` is unknown, ``vocab_size`` or another size is not a positive
+            int, or a rate is not in ``[0, 1)``.
+
     >>> import jax, jax.numpy as jnp, jaxrnn as jr
     >>> model = jr.models.char_lm(10, 16, cell="gru", embed_size=8)
     >>> params = model.init(jax.random.key(0))
@@ -147,6 +158,8 @@ def char_lm(
     """
     if cell not in CELLS:
         raise ValueError(f"cell: expected one of {sorted(CELLS)}, got {cell!r}")
+    vocab_size = check_size("vocab_size", vocab_size)
+    embed_size = check_size("embed_size", embed_size)
     dropout = check_probability("dropout", dropout)
     cell_rates = {
         "input_dropout": check_probability("input_dropout", input_dropout),
@@ -342,6 +355,63 @@ def sample(
     num_samples = check_int("num_samples", num_samples, low=1)
     fn = _sampler(model, length, temperature, num_samples)
     return fn(params, key, prompt)
+
+
+def _sample_chunks(
+    model: CharLM,
+    params: CharLMParams,
+    key: jax.Array,
+    prompt: Any,
+    length: int,
+    *,
+    temperature: float,
+    chunk: int,
+):
+    """The tokens of one sample after ``prompt``, ``chunk`` at a time: a generator of ``(n,)``
+    int32 NumPy arrays, ``n <= chunk``, ``length`` tokens in all.
+
+    For samples too long to hold at once (``jaxrnn sample --length`` of any size): memory is
+    bounded by ``chunk``, and each chunk is a jitted ``lax.scan`` of :func:`sample`'s step
+    (chunk ``i`` draws from ``fold_in(key, i)``, so the tokens differ from :func:`sample`'s).
+    Arguments are checked as :func:`sample` checks them.
+    """
+    prompt = check_ids("prompt", np.asarray(prompt).reshape(-1), model.vocab_size)
+    if prompt.size < 1:
+        raise ValueError("prompt: the prompt needs at least one token, got none")
+    temperature = check_scalar("temperature", temperature, low=0.0)
+    length = check_int("length", length, low=0)
+    chunk = check_int("chunk", chunk, low=1)
+    start, steps = _chunked_sampler(model, float(temperature))
+    state = start(params, jnp.asarray(prompt, jnp.int32))
+    for i, done in enumerate(range(0, length, chunk)):
+        state, tokens = steps(params, state, jax.random.fold_in(key, i), min(chunk, length - done))
+        yield np.asarray(tokens)
+
+
+@functools.lru_cache(maxsize=8)
+def _chunked_sampler(model: CharLM, temperature: float):
+    """``(start, steps)`` of :func:`_sample_chunks`: read the prompt; draw ``n`` tokens."""
+
+    @jax.jit
+    def start(params, prompt):
+        carry, logits = model.apply(params, model.initial_carry((1,)), prompt[None])
+        return carry, logits[:, -1]
+
+    @functools.partial(jax.jit, static_argnums=3)
+    def steps(params, state, key, n):
+        def body(state, k):
+            carry, last = state
+            if temperature > 0.0:
+                token = jax.random.categorical(k, last / temperature, axis=-1)
+            else:
+                token = jnp.argmax(last, axis=-1)
+            token = token.astype(jnp.int32)
+            carry, logits = model.apply(params, carry, token[:, None])
+            return (carry, logits[:, 0]), token[0]
+
+        return jax.lax.scan(body, state, jax.random.split(key, n))
+
+    return start, steps
 
 
 @functools.lru_cache(maxsize=32)

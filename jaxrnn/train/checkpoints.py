@@ -14,9 +14,10 @@ Typed PRNG keys are stored as their raw ``uint32`` data and re-wrapped on restor
 
 from __future__ import annotations
 
+import errno
 import json
-import numbers
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,10 +26,32 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
+from jaxrnn._checks import check_size
 from jaxrnn.train import _digest, _directory
 from jaxrnn.train._types import CheckpointError, History, TrainState
 
 __all__ = ["CheckpointError", "Checkpoints"]
+
+#: Test hook, for the test suite only (``tests/test_reliability_checkpoints.py``): with
+#: ``JAXRNN_TEST_KILL_IN_SAVE="<step>:<point>"`` in the environment when this module is
+#: imported, the save of checkpoint ``<step>`` kills its own process (``SIGKILL``) at
+#: ``<point>`` of the write, to prove that a crash there loses nothing. The points, in the
+#: order a save reaches them, name orbax's temporary directories: ``create:<item>`` (made,
+#: nothing written in it by the item yet) and ``finalize:<item>`` (all written, not yet
+#: committed by its rename), for the items ``state`` and ``meta`` and the step's own directory
+#: ``step`` (see :data:`KILL_POINTS`). Unset, as always outside the tests, it costs nothing:
+#: orbax's own temporary directories are used, untouched.
+_KILL_IN_SAVE = os.environ.get("JAXRNN_TEST_KILL_IN_SAVE") or None
+
+#: The points of a save where the test hook (``JAXRNN_TEST_KILL_IN_SAVE``) can kill.
+KILL_POINTS = (
+    "create:step",
+    "create:meta",
+    "create:state",
+    "finalize:meta",
+    "finalize:state",
+    "finalize:step",
+)
 
 
 def _is_key(x) -> bool:
@@ -86,17 +109,113 @@ def _tree_spec(saveable) -> list[list[Any]]:
     ]
 
 
-def _check_positive_int(name: str, value, *, allow_none: bool = False) -> int | None:
-    if value is None and allow_none:
+def _killing_path(spec: str):
+    """The test hook's orbax temporary-path class: ``AtomicRenameTemporaryPath`` (orbax's
+    default on local disks), killing this process at the point ``spec`` names
+    (``"<step>:<point>"``, see ``_KILL_IN_SAVE``)."""
+    import signal
+
+    from orbax.checkpoint._src.path import atomicity
+
+    step, _, point = spec.partition(":")
+    if not step.isdigit() or point not in KILL_POINTS:
+        raise ValueError(
+            f"JAXRNN_TEST_KILL_IN_SAVE: expected '<step>:<point>', the point one of "
+            f"{KILL_POINTS}, got {spec!r}"
+        )
+
+    class KillingTemporaryPath(atomicity.AtomicRenameTemporaryPath):
+        def _reached(self, event: str) -> None:
+            final = self.get_final()
+            if final.name == step:
+                item = "step"
+            elif final.name in ("state", "meta") and final.parent.name.split(".")[0] == step:
+                item = final.name  # inside the step's temporary directory
+            else:
+                return
+            if f"{event}:{item}" == point:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+        async def create(self, *args, **kwargs):
+            path = await super().create(*args, **kwargs)
+            self._reached("create")
+            return path
+
+        async def finalize(self, *args, **kwargs):
+            self._reached("finalize")
+            return await super().finalize(*args, **kwargs)
+
+    return KillingTemporaryPath
+
+
+def _check_keep(max_to_keep) -> int | None:
+    """``max_to_keep``: a positive int (:func:`jaxrnn._checks.check_size`) or ``None``."""
+    if max_to_keep is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        expected = "a positive int or None" if allow_none else "a positive int"
-        raise ValueError(f"{name}: expected {expected}, got {value!r}")
-    return int(value)
+    try:
+        return check_size("max_to_keep", max_to_keep)
+    except ValueError:
+        raise ValueError(
+            f"max_to_keep must be a positive int or None, got {max_to_keep!r}"
+        ) from None
+
+
+def _check_directory(directory) -> str:
+    """``directory`` as a ``str`` path: not empty or blank (``''`` would be the current
+    directory), without NUL characters."""
+    try:
+        path = os.fsdecode(os.fspath(directory))
+    except TypeError:
+        raise TypeError(
+            f"directory must be a path (str or os.PathLike), got {type(directory).__name__}"
+        ) from None
+    if not path.strip() or "\0" in path:
+        raise ValueError(f"directory must be a non-empty path without NUL characters, got {path!r}")
+    return path
+
+
+def _check_config(config) -> dict[str, Any] | None:
+    """``config`` as the JSON it is stored as: a JSON-serialisable mapping, or ``None``."""
+    if config is None:
+        return None
+    if not isinstance(config, Mapping):
+        raise TypeError(
+            f"config must be a JSON-serialisable mapping (a dict) or None, got "
+            f"{type(config).__name__}"
+        )
+    try:
+        return json.loads(json.dumps(config))
+    except (TypeError, ValueError, RecursionError) as e:
+        raise TypeError(
+            f"config must be a JSON-serialisable mapping (a dict) or None: {_one_line(e)}"
+        ) from None
+
+
+#: How tensorstore names the operating system's error inside its messages.
+_OS_ERROR_CODE = re.compile(r"\[os_error_code='?(\d+)'?\]")
+
+
+def _write_problem(error: BaseException) -> str:
+    """What went wrong in a write, in a few words: the operating system's error where there
+    is one (``No space left on device (ENOSPC)``), else the first line of the message."""
+    code = error.errno if isinstance(error, OSError) and error.errno else None
+    match = _OS_ERROR_CODE.search(str(error))
+    if code is None and match:
+        code = int(match.group(1))
+    if code:
+        return f"{os.strerror(code)} ({errno.errorcode.get(code, code)})"
+    return f"{type(error).__name__}: {_one_line(error)}"
+
+
+#: Annotations tensorstore appends to its messages (``[source locations='...']``,
+#: ``[tensorstore_spec='{...}']``: kilobytes of JSON), dropped from ours.
+_ANNOTATION = re.compile(r"\s*\[\w[\w ]*='(?:[^']|'(?!\]))*'\]")
 
 
 def _one_line(text: str, limit: int = 300) -> str:
-    line = str(text).strip().splitlines()[0] if str(text).strip() else ""
+    """The first line of ``text``, without tensorstore's annotations, at most ``limit`` long."""
+    text = _ANNOTATION.sub("", str(text)).strip()
+    line = text.splitlines()[0] if text else ""
     line = line.split(" See full TensorStore details")[0]
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
@@ -138,7 +257,7 @@ class Checkpoints:
             positive int.
         max_to_keep: how many of the latest checkpoints to keep: a positive int, or ``None``
             for all.
-        config: JSON-serialisable description of the run, stored with every checkpoint (for
+        config: a JSON-serialisable mapping describing the run, stored with every checkpoint (for
             example the model's hyperparameters and vocabulary, to rebuild it for sampling).
         create: create ``directory`` if it does not exist; otherwise a missing directory is a
             ``FileNotFoundError``.
@@ -153,7 +272,10 @@ class Checkpoints:
         CheckpointError: if the directory is not a directory, cannot be created or written,
             holds symbolic links among its checkpoints, or another writer holds it.
         FileNotFoundError: with ``create=False``, if the directory does not exist.
-        ValueError: if ``save_every`` or ``max_to_keep`` is not a positive int.
+        ValueError: if ``save_every`` or ``max_to_keep`` is not a positive int, or
+            ``directory`` is empty or blank (``''`` is not taken for the current directory).
+        TypeError: if ``config`` is not a JSON-serialisable mapping (or ``None``), or
+            ``directory`` not a path.
 
     >>> import tempfile, jax, jax.numpy as jnp, optax, jaxrnn.train as jt
     >>> state = jt.init_state({"w": jnp.ones(3)}, optax.adam(0.1), jax.random.key(0))
@@ -179,12 +301,12 @@ class Checkpoints:
     ):
         self._manager = None
         self._lock_fd: int | None = None
-        self.directory = os.path.abspath(os.fspath(directory))
-        self.save_every = _check_positive_int("save_every", save_every)
-        self.max_to_keep = _check_positive_int("max_to_keep", max_to_keep, allow_none=True)
+        self.directory = os.path.abspath(_check_directory(directory))
+        self.save_every = check_size("save_every", save_every)
+        self.max_to_keep = _check_keep(max_to_keep)
         self.read_only = (not create) if read_only is None else bool(read_only)
         self.verify = bool(verify)
-        self.config = None if config is None else json.loads(json.dumps(config))
+        self.config = _check_config(config)
         if not create and not os.path.isdir(self.directory):
             if os.path.lexists(self.directory):
                 raise CheckpointError(f"checkpoint directory {self.directory} is not a directory")
@@ -202,6 +324,7 @@ class Checkpoints:
                 # Leftovers of a save interrupted by a crash; only the writer may remove them
                 # (a reader would delete the temporary directory of a save in progress).
                 cleanup_tmp_directories=not self.read_only,
+                temporary_path_class=_killing_path(_KILL_IN_SAVE) if _KILL_IN_SAVE else None,
             )
             self._manager = ocp.CheckpointManager(self.directory, options=options)
         except BaseException:
@@ -277,7 +400,9 @@ class Checkpoints:
 
         Raises:
             CheckpointError: if the step exists with other contents, the directory was opened
-                read-only, or a checkpoint in it is a symbolic link.
+                read-only, a checkpoint in it is a symbolic link, or the write fails (a full
+                disk, say: the message names the operating system's error; the checkpoints
+                saved before are intact).
         """
         if self.read_only:
             raise CheckpointError(f"checkpoint directory {self.directory} was opened read-only")
@@ -314,14 +439,20 @@ class Checkpoints:
             "history": None if history is None else history.to_json(),
         }
         manager = self._active()
-        manager.save(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardSave(saveable), meta=ocp.args.JsonSave(meta)
-            ),
-            force=True,
-        )
-        manager.wait_until_finished()
+        try:
+            manager.save(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardSave(saveable), meta=ocp.args.JsonSave(meta)
+                ),
+                force=True,
+            )
+            manager.wait_until_finished()
+        except Exception as e:
+            raise CheckpointError(
+                f"cannot save the checkpoint of step {step} in {self.directory}: "
+                f"{_write_problem(e)}; the checkpoints saved before are intact"
+            ) from e
         return True
 
     def _fail(self, step: int, reason: str, cause: BaseException | None = None):

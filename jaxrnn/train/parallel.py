@@ -218,18 +218,48 @@ def shard_batch(batch: Any, mesh: Mesh, axis_name: str = "data") -> Any:
     return split_rows(batch, mesh, axis_name, local=jax.process_count() > 1)
 
 
+def check_rows(
+    caller: str, name: str, tree: Any, mesh: Mesh, axis_name: str = "data", *, local: bool = False
+) -> None:
+    """Every leaf of ``tree`` has a first axis the devices of ``axis_name`` divide.
+
+    The check behind :func:`shard_batch` (so :func:`fit`) and the steps of
+    :func:`~jaxrnn.train.make_train_step` compiled for a mesh: a one-line ``ValueError`` naming
+    the leaf, its shape and the number of devices, where JAX would raise its own
+    ``IndivisibleError`` (or fail inside the compiled step).
+
+    Args:
+        caller: the function named first in the message.
+        name: the argument ``tree`` is (``"batch"``, ``"state.carry"``), named with the leaf.
+        tree: the arrays (anything with a shape).
+        mesh: the mesh the rows are split over.
+        axis_name: the mesh axis that splits the rows.
+        local: ``tree`` holds this process's rows only (of several processes).
+
+    Raises:
+        ValueError: if a leaf is a scalar, or its first axis is not divisible.
+    """
+    if axis_name not in mesh.axis_names:
+        raise ValueError(
+            f"{caller}: axis_name {axis_name!r} is not an axis of the mesh {mesh.axis_names}"
+        )
+    num = max(1, mesh.shape[axis_name] // (jax.process_count() if local else 1))
+    for path, x in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        shape = jnp.shape(x)
+        if len(shape) == 0 or shape[0] % num:
+            raise ValueError(
+                f"{caller}: the batch axis of {name}{jax.tree_util.keystr(path)} (first axis, "
+                f"got shape {shape}) must be divisible by the {num} "
+                f"{'local ' if local else ''}devices of mesh axis {axis_name!r}"
+            )
+
+
 def split_rows(tree: Any, mesh: Mesh, axis_name: str, *, local: bool) -> Any:
     """Put every leaf of ``tree`` on ``mesh``, split by rows; ``local``: rows of this process."""
     sharding = by_rows(mesh, axis_name)
-    num = max(1, mesh.shape[axis_name] // (jax.process_count() if local else 1))
+    check_rows("shard_batch", "batch", tree, mesh, axis_name, local=local)
 
     def put(x):
-        if jnp.ndim(x) == 0 or jnp.shape(x)[0] % num:
-            raise ValueError(
-                f"shard_batch: the batch axis (first axis, got shape {jnp.shape(x)}) must be "
-                f"divisible by the {num} {'local ' if local else ''}devices of mesh axis "
-                f"{axis_name!r}"
-            )
         if local:
             if isinstance(x, jax.Array) and not x.is_fully_addressable:
                 return put_global(x, sharding)  # already global

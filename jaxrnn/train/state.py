@@ -36,7 +36,7 @@ import optax
 from jax.sharding import Mesh
 
 from jaxrnn.train._types import Batch, LossFn, Metrics, TrainState
-from jaxrnn.train.parallel import MODEL_AXIS, by_rows, replicated, state_shardings
+from jaxrnn.train.parallel import MODEL_AXIS, by_rows, check_rows, replicated, state_shardings
 
 __all__ = [
     "Batch",
@@ -173,7 +173,9 @@ def make_train_step(
 
     Returns:
         The compiled step; ``metrics`` holds the scalars ``loss`` and ``grad_norm`` (before
-        clipping).
+        clipping). Compiled for a ``mesh``, the step raises a ``ValueError`` naming the leaf
+        when the devices of ``axis_name`` do not divide the first axis of a leaf of the batch
+        or of ``state.carry`` (the check :func:`fit` applies too), before anything runs.
 
     >>> import jax, jax.numpy as jnp, optax, jaxrnn.train as jt
     >>> def loss_fn(w, carry, batch, key):
@@ -206,15 +208,24 @@ def make_train_step(
     rows, rep = by_rows(mesh, axis_name), replicated(mesh)
     if MODEL_AXIS not in mesh.axis_names:  # each part of the state alike: a prefix of it
         prefix = TrainState(rep, rep, rep, rep, rows)
-        return jax.jit(
+        jitted = jax.jit(
             train_step, in_shardings=(prefix, rows), out_shardings=(prefix, rep), **kwargs
         )
+
+        @functools.wraps(train_step)
+        def data_parallel_step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
+            _check_split_rows(state, batch, mesh, axis_name)
+            return jitted(state, batch)
+
+        data_parallel_step.lower = jitted.lower  # type: ignore[attr-defined]
+        return data_parallel_step
     # Parameters split by their shapes (tensor parallelism: XLA partitions the computation to
     # match): one compiled step per structure and shapes of the state.
     compiled: dict[Any, Callable] = {}
 
     @functools.wraps(train_step)
     def sharded_step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
+        _check_split_rows(state, batch, mesh, axis_name)
         signature = (jax.tree.structure(state), tuple(map(jnp.shape, jax.tree.leaves(state))))
         step = compiled.get(signature)
         if step is None:
@@ -229,3 +240,11 @@ def make_train_step(
         return step(state, batch)
 
     return sharded_step
+
+
+def _check_split_rows(state: TrainState, batch: Batch, mesh: Mesh, axis_name: str) -> None:
+    """The batch and the carry split by rows over ``axis_name``: the devices divide them (the
+    check of :func:`~jaxrnn.train.shard_batch`, which :func:`fit` applies, before JAX raises
+    its own ``IndivisibleError``)."""
+    check_rows("train_step", "batch", batch, mesh, axis_name)
+    check_rows("train_step", "state.carry", getattr(state, "carry", ()), mesh, axis_name)
