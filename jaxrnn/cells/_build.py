@@ -11,11 +11,20 @@ they implement are described in :mod:`jaxrnn.cells`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import jax.numpy as jnp
 
-from jaxrnn._checks import check_batch_shape, check_features, check_size
+from jaxrnn._checks import (
+    EXPECTED_PARAMS,
+    check_batch_shape,
+    check_features,
+    check_key,
+    check_param_memory,
+    check_params,
+    check_size,
+)
 from jaxrnn._core import Array, Cell, LinearRecurrence
 from jaxrnn.cells import _init
 from jaxrnn.precision import Policy, policy
@@ -33,23 +42,65 @@ def make_cell(
     spatial_dims: int = 0,
     linear: LinearRecurrence | None = None,
 ) -> Cell:
-    """A :class:`~jaxrnn.Cell` whose ``apply`` is ``step(params, carry, project(params, x))``."""
+    """A :class:`~jaxrnn.Cell` whose ``apply`` is ``step(params, carry, project(params, x))``,
+    with the checks of :func:`built_cell`."""
 
     def apply(params, carry, x):
         return step(params, carry, project(params, x))
 
-    return Cell(
-        init,
-        apply,
-        initial_carry,
-        input_size,
-        output_size,
-        project,
-        step,
-        config,
-        spatial_dims,
-        linear,
+    return built_cell(
+        Cell(
+            init,
+            apply,
+            initial_carry,
+            input_size,
+            output_size,
+            project,
+            step,
+            config,
+            spatial_dims,
+            linear,
+        )
     )
+
+
+def built_cell(cell: Cell) -> Cell:
+    """``cell`` (a built-in factory's, its ``config`` from :func:`cell_config`) with the checks
+    every built-in cell makes: sizes whose params this machine cannot hold are refused now
+    (:func:`jaxrnn._checks.check_param_memory`), ``init`` checks its key, ``apply`` checks its
+    params (as :func:`jaxrnn.scan` does: kind, shapes and dtypes, at trace time)."""
+    config = dict(cell.config)
+    factory = config["factory"].__name__
+    sizes = {k: v for k, v in config.items() if k.endswith("_size") and v is not None}
+    what = f"{factory}({', '.join(f'{k}={v!r}' for k, v in sizes.items())})"
+    expected = check_param_memory(what, cell.init, _param_bytes_bound(sizes))
+    inner_init, inner_apply = cell.init, cell.apply
+
+    def init(key):
+        return inner_init(check_key("key", key))
+
+    def apply(params, carry, x):
+        check_params(checked, params)
+        return inner_apply(params, carry, x)
+
+    checked = cell._replace(init=init, apply=apply)
+    if expected is not None:
+        EXPECTED_PARAMS[init] = expected
+    return checked
+
+
+def _param_bytes_bound(sizes: dict) -> int:
+    """An upper bound on the parameter bytes of any built-in cell of these sizes: every one
+    holds fewer than ``8 S^2 K`` parameters (``S`` the sum of its sizes, ``K`` the kernel's
+    volume; an LSTM with peepholes and a projection has about ``5 S^2``) of at most 8 bytes
+    each, and twice that for safety."""
+    total, volume = 0, 1
+    for name, value in sizes.items():
+        if name == "kernel_size":
+            volume = math.prod(value)
+        else:
+            total += value
+    return 128 * total**2 * volume
 
 
 def setup(param_dtype, dtype, initializers=(None, None, None), **sizes):
