@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 import jax
 import jax.numpy as jnp
 
-from jaxrnn._checks import check_cell, check_probability, check_size
+from jaxrnn._checks import check_cell, check_key, check_probability, check_size, check_unroll
 from jaxrnn._core import Bidirectional, Cell, Layer, Transform
 from jaxrnn._scan.scan import Method, Remat, scan
 from jaxrnn.layers import _cudnn
@@ -45,8 +45,10 @@ def layer(
         TypeError: if ``cell`` is not a :class:`~jaxrnn.Cell` (e.g. already a :class:`Layer`).
     """
     check_cell("cell", cell)
+    unroll = check_unroll(unroll)
 
     def apply(params, xs, carry=None, *, lengths=None, resets=None, key=None):
+        key = check_key("key", key, optional=True)
         return scan(
             _transformed(cell, transform, key),
             params,
@@ -122,13 +124,14 @@ def bidirectional(
     out = None
     if forward.output_size is not None and backward.output_size is not None:
         out = forward.output_size + backward.output_size
-    opts = dict(time_major=time_major, unroll=unroll, remat=remat, method=method)
+    opts = dict(time_major=time_major, unroll=check_unroll(unroll), remat=remat, method=method)
 
     def init(key):
-        k_f, k_b = jax.random.split(key)
+        k_f, k_b = jax.random.split(check_key("key", key))
         return Bidirectional(forward.init(k_f), backward.init(k_b))
 
     def apply(params, xs, carry=None, *, lengths=None, resets=None, key=None):
+        key = check_key("key", key, optional=True)
         k_f, k_b = (None, None) if key is None else jax.random.split(key)
         fwd, bwd = _transformed(forward, transform, k_f), _transformed(backward, transform, k_b)
         carry = Bidirectional(None, None) if carry is None else carry
@@ -193,12 +196,19 @@ def stack(layers: Sequence[Layer], *, dropout: float = 0.0) -> Layer:
             )
 
     def init(key):
-        keys = jax.random.split(key, len(layers))
+        keys = jax.random.split(check_key("key", key), len(layers))
         return tuple(lay.init(k) for lay, k in zip(layers, keys, strict=True))
 
     def apply(params, xs, carry=None, *, lengths=None, resets=None, key=None):
+        for name, value in (("params", params), ("carry", carry)):
+            if value is not None and not isinstance(value, tuple | list):
+                raise TypeError(
+                    f"{name}: expected a tuple of {len(layers)} layer entries (one per layer), "
+                    f"got {type(value).__name__}"
+                )
         if len(params) != len(layers):
             raise ValueError(f"params: expected {len(layers)} layer entries, got {len(params)}")
+        key = check_key("key", key, optional=True)
         carry = (None,) * len(layers) if carry is None else tuple(carry)
         if len(carry) != len(layers):
             raise ValueError(f"carry: expected {len(layers)} layer entries, got {len(carry)}")
