@@ -19,10 +19,13 @@ import jax.numpy as jnp
 from jaxrnn._checks import (
     EXPECTED_PARAMS,
     check_batch_shape,
+    check_bool,
+    check_callable,
     check_features,
     check_key,
     check_param_memory,
     check_params,
+    check_scalar,
     check_size,
 )
 from jaxrnn._core import Array, Cell, LinearRecurrence
@@ -116,10 +119,26 @@ def setup(param_dtype, dtype, initializers=(None, None, None), **sizes):
     return (*checked, policy(param_dtype, dtype))
 
 
+# The flags and numbers the factories record in their config, checked here for all of them
+# (a string flag such as "no" would be truthy; a None or string forget_bias would fail inside
+# JAX when init runs).
+_BOOL_FIELDS = ("reset_after", "peephole", "coupled", "log_space", "reset_gate")
+_REAL_FIELDS = ("forget_bias",)
+
+
 def cell_config(factory, pol: Policy, **fields) -> tuple[tuple[str, object], ...]:
     """A built-in cell's ``config``: ``("factory", factory)``, then ``fields`` in the order given
     (the arguments that choose the function a step computes), then the precision policy's
-    ``param_dtype`` and ``dtype``."""
+    ``param_dtype`` and ``dtype``. Flags (``reset_after``, ``peephole``, ...) must be bools,
+    ``forget_bias`` a finite number and ``activation`` callable, or a ``TypeError``/
+    ``ValueError`` names the argument."""
+    for name, value in fields.items():
+        if name in _BOOL_FIELDS:
+            fields[name] = check_bool(name, value)
+        elif name in _REAL_FIELDS and factory.__name__ != "slstm":  # slstm: also "powerlaw"
+            fields[name] = check_scalar(name, value)
+        elif name == "activation":
+            check_callable(name, value)
     return (("factory", factory), *fields.items(), *pol.config())
 
 
