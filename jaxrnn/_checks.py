@@ -127,12 +127,11 @@ def check_bool(name: str, value) -> bool:
     )
 
 
-def check_callable(name: str, value) -> None:
-    """``TypeError`` unless ``value`` is callable."""
+def check_callable(name: str, value, example: str = "a jax.nn.initializers function") -> None:
+    """``TypeError`` unless ``value`` is callable (``example`` says what is meant)."""
     if not callable(value):
         raise TypeError(
-            f"{name} must be callable (e.g. a jax.nn.initializers function), got {value!r} "
-            f"({type(value).__name__})"
+            f"{name} must be callable (e.g. {example}), got {value!r} ({type(value).__name__})"
         )
 
 

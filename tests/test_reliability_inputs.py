@@ -118,7 +118,7 @@ BAD_KEYS = {
     "float array": lambda: jnp.zeros((2,), jnp.float32),
     "string": lambda: "key",
 }
-KEY_ERROR = r"^key: expected one PRNG key"
+KEY_ERROR = r"^(dropout_)?key: expected one PRNG key"
 
 
 def _key_takers():
@@ -130,6 +130,9 @@ def _key_takers():
     stack = jr.stack([lay, jr.layer(jr.gru(H, H))], dropout=0.1)
     bi = jr.bidirectional(jr.gru(I, H), jr.gru(I, H))
     xs = jnp.ones((B, T, I))
+    s2s = jr.seq2seq.encoder_decoder(jr.rnn(jr.gru, 4, 8), jr.gru(4, 8), src_vocab=5, tgt_vocab=5)
+    s2s_params = s2s.init(key0())
+    src, tgt = jnp.ones((B, T), jnp.int32), jnp.ones((B, 3), jnp.int32)
     return {
         "variational_dropout": (lambda k: jr.variational_dropout(cell, k, rate=0.2), True),
         "zoneout": (lambda k: jr.zoneout(cell, k, rate=0.2), True),
@@ -147,6 +150,16 @@ def _key_takers():
         "stack.apply": (lambda k: stack.apply(stack.init(key0()), xs, key=k), True),
         "bidirectional.init": (bi.init, False),
         "bidirectional.apply": (lambda k: bi.apply(bi.init(key0()), xs, key=k), True),
+        "seq2seq.init": (s2s.init, False),
+        "seq2seq.apply(dropout_key)": (
+            lambda k: s2s.apply(s2s_params, src, tgt, dropout_key=k),
+            True,
+        ),
+        "seq2seq.scheduled_sampling": (
+            lambda k: s2s.scheduled_sampling(s2s_params, src, tgt, k, rate=0.5),
+            False,
+        ),
+        "data.adding_problem": (lambda k: jr.data.adding_problem(k, 2, 4), False),
     }
 
 
@@ -171,6 +184,13 @@ def test_none_key_only_where_optional_and_legacy_keys_work(name):
         with pytest.raises(TypeError, match=KEY_ERROR + r".*got None"):
             call(None)
     call(jax.random.PRNGKey(1))  # a raw uint32 key is one key too
+
+
+def test_length_mask_max_len():
+    with pytest.raises(ValueError, match=r"^max_len must be an int >= 0, got 2\.5"):
+        jr.attention.length_mask(jnp.array([1, 2]), 2.5)
+    mask = jr.attention.length_mask(jnp.array([-1, 9]), 3)  # clipped, as scan's traced lengths
+    assert mask.tolist() == [[False] * 3, [True] * 3]
 
 
 def test_key_checked_under_jit():
@@ -254,9 +274,7 @@ def test_traced_lengths_clip_under_every_method(method, reverse):
     cell = jr.min_gru(I, H)
     params = numpy_init(cell.init, key0())
     xs = jnp.asarray(np.random.default_rng(0).standard_normal((B, T, I)), jnp.float32)
-    run = lambda lengths: jr.scan(
-        cell, params, xs, lengths=lengths, method=method, reverse=reverse
-    )
+    run = lambda lengths: jr.scan(cell, params, xs, lengths=lengths, method=method, reverse=reverse)
     want = jax.jit(run)(jnp.asarray(CLIPPED))
     got = jax.jit(run)(jnp.asarray(BAD_LENGTHS))
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):

@@ -138,7 +138,7 @@ def cell_config(factory, pol: Policy, **fields) -> tuple[tuple[str, object], ...
         elif name in _REAL_FIELDS and factory.__name__ != "slstm":  # slstm: also "powerlaw"
             fields[name] = check_scalar(name, value)
         elif name == "activation":
-            check_callable(name, value)
+            check_callable(name, value, "jnp.tanh or jax.nn.relu")
     return (("factory", factory), *fields.items(), *pol.config())
 
 
@@ -149,12 +149,23 @@ def zeros_carry(size, default_dtype, carry_type=None) -> Callable[..., Array]:
 
     def initial_carry(batch_shape=(), dtype=None):
         batch_shape = check_batch_shape(batch_shape)
-        dtype = default_dtype if dtype is None else dtype
+        dtype = default_dtype if dtype is None else _carry_dtype(dtype)
         if carry_type is None:
             return jnp.zeros((*batch_shape, size), dtype)
         return carry_type(*(jnp.zeros((*batch_shape, s), dtype) for s in size))
 
     return initial_carry
+
+
+def _carry_dtype(dtype):
+    """``dtype`` as a floating-point dtype for a carry, or a ``TypeError`` naming it."""
+    try:
+        checked = jnp.dtype(dtype)
+    except TypeError:
+        checked = None
+    if checked is None or not jnp.issubdtype(checked, jnp.inexact):
+        raise TypeError(f"dtype: expected a floating-point dtype for the carry, got {dtype!r}")
+    return checked
 
 
 def affine_project(input_size: int, weight: str, bias: str, pol: Policy):
