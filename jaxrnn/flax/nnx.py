@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxrnn._checks import check_cell
+from jaxrnn._checks import check_cell, check_params
 from jaxrnn._core import Array, Cell
 from jaxrnn.flax._common import check_layer, run_cell, uses_key
 from jaxrnn.layers import Layer as _Layer
@@ -218,9 +218,11 @@ class RNN(nnx.Module):
         """Load a params NamedTuple of the cell's structure and shapes.
 
         Raises:
-            TypeError: if the structure differs (other NamedTuple, missing field, ...).
+            TypeError: if the structure differs (other NamedTuple, missing field, ...) or a
+                dtype differs from the cell's ``param_dtype``.
             ValueError: if a shape differs.
         """
+        check_params(self.cell, params)  # a built-in cell's own check, as jr.scan makes it
         _set(self.params, params)
 
     def set_view(self, deterministic: bool | None = None) -> None:
