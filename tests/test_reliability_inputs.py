@@ -527,6 +527,25 @@ def test_unroll_must_be_a_positive_int_or_bool(unroll, error):
         jr.scan(cell, params, jnp.ones((B, T, I)), unroll=ok)
 
 
+def test_layer_flags_must_be_bools_and_stack_takes_layers():
+    with pytest.raises(TypeError, match=r"^bidirectional must be a bool \(True or False\)"):
+        jr.rnn(jr.gru, I, H, bidirectional="no")
+    with pytest.raises(TypeError, match=r"^reverse must be a bool \(True or False\)"):
+        jr.layer(jr.gru(I, H), reverse="no")
+    with pytest.raises(TypeError, match=r"^layers\[1\]: expected a jaxrnn\.Layer, got Cell"):
+        jr.stack([jr.layer(jr.gru(I, H)), jr.gru(H, H)])
+    with pytest.raises(TypeError, match=r"^peephole must be a bool \(True or False\), got 'no'"):
+        jr.lstm(I, H, peephole="no")
+    with pytest.raises(ValueError, match=r"^forget_bias must be a finite number, got nan"):
+        jr.conv_lstm(I, H, (3,), forget_bias=float("nan"))
+    with pytest.raises(TypeError, match=r"^forget_bias must be a real number"):
+        jr.mgu(I, H, forget_bias=None)
+    with pytest.raises(TypeError, match=r"^activation must be callable"):
+        jr.simple_rnn(I, H, activation="tanh")
+    with pytest.raises(TypeError, match=r"^dtype: expected a floating-point dtype for the carry"):
+        jr.gru(I, H).initial_carry((B,), dtype="x")
+
+
 @pytest.mark.parametrize("name", ["reverse", "time_major", "hoist"])
 def test_scan_flags_must_be_bools(name):
     cell = jr.gru(I, H)

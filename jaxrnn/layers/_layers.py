@@ -8,7 +8,14 @@ from collections.abc import Callable, Sequence
 import jax
 import jax.numpy as jnp
 
-from jaxrnn._checks import check_cell, check_key, check_probability, check_size, check_unroll
+from jaxrnn._checks import (
+    check_bool,
+    check_cell,
+    check_key,
+    check_probability,
+    check_size,
+    check_unroll,
+)
 from jaxrnn._core import Bidirectional, Cell, Layer, Transform
 from jaxrnn._scan.scan import Method, Remat, scan
 from jaxrnn.layers import _cudnn
@@ -46,6 +53,7 @@ def layer(
     """
     check_cell("cell", cell)
     unroll = check_unroll(unroll)
+    reverse, time_major = check_bool("reverse", reverse), check_bool("time_major", time_major)
 
     def apply(params, xs, carry=None, *, lengths=None, resets=None, key=None):
         key = check_key("key", key, optional=True)
@@ -187,6 +195,10 @@ def stack(layers: Sequence[Layer], *, dropout: float = 0.0) -> Layer:
     layers = tuple(layers)
     if not layers:
         raise ValueError("stack: expected at least one layer")
+    for k, lay in enumerate(layers):
+        if not isinstance(lay, Layer):
+            hint = ": wrap a cell in jr.layer(cell)" if isinstance(lay, Cell) else ""
+            raise TypeError(f"layers[{k}]: expected a jaxrnn.Layer, got {type(lay).__name__}{hint}")
     dropout = check_probability("dropout", dropout)
     for k, (a, b) in enumerate(itertools.pairwise(layers)):
         if None not in (a.output_size, b.input_size) and a.output_size != b.input_size:
@@ -339,6 +351,7 @@ def rnn(
     num_layers, dropout, sequential = _check_rnn_options(
         cell_fn, num_layers, dropout, cudnn, transform, method
     )
+    bidirectional = check_bool("bidirectional", bidirectional)
     opts = dict(
         time_major=time_major, unroll=unroll, remat=remat, transform=transform, method=method
     )
