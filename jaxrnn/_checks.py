@@ -10,6 +10,7 @@ say which checks a traced argument skips.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import numbers
 import os
@@ -135,7 +136,9 @@ def check_callable(name: str, value, example: str = "a jax.nn.initializers funct
         )
 
 
+@functools.cache
 def _default_key_data_shape() -> tuple[int, ...]:
+    """The shape of a raw key of the default PRNG implementation ((2,) for threefry)."""
     return tuple(jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0))).shape)
 
 
