@@ -185,8 +185,9 @@ def _physical_memory() -> int | None:
 
 
 #: The most bytes the parameters of one cell may take: this machine's physical memory. Params
-#: above it can never be allocated (on the host or an accelerator), and creating them with
-#: ``init`` can abort the whole process inside XLA, so the factories refuse them up front.
+#: above it can never be allocated here, and creating them with ``init`` can abort the whole
+#: process inside XLA, so the factories refuse them up front. (An accelerator usually holds
+#: less: params between its memory and this limit still fail, with XLA's out-of-memory error.)
 PARAM_BYTES_LIMIT: int | None = _physical_memory()
 
 
