@@ -4,7 +4,9 @@ Each transformation is a pure function ``transform(cell, key=None, **rates) -> C
 ``key`` it draws its masks from that key (training); without one it returns the deterministic
 cell whose output is the expectation of the training cell's (evaluation), so the same code
 serves both: ``jr.scan(transform(cell, key), params, xs)`` to train,
-``jr.scan(transform(cell), params, xs)`` to evaluate. Give each sequence batch a fresh key.
+``jr.scan(transform(cell), params, xs)`` to evaluate. Give each sequence batch a fresh key:
+one PRNG key (``jax.random.key``); a batch of keys, an int or a float array is refused by name
+(split the batch, or ``jax.vmap`` over it).
 
 * :func:`variational_dropout` (Gal & Ghahramani 2016): one dropout mask per sequence on the
   inputs and one on the recurrent state, the same at every step (Keras' ``dropout`` and
