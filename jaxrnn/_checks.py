@@ -10,31 +10,39 @@ say which checks a traced argument skips.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import numbers
+import os
 import weakref
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import checkify
 
 from jaxrnn._core import Array, Carry, Cell
 
 __all__ = [
     "check_batch_shape",
+    "check_bool",
+    "check_callable",
     "check_carry",
     "check_cell",
     "check_features",
     "check_ids",
     "check_int",
+    "check_key",
     "check_lengths",
+    "check_param_memory",
     "check_params",
     "check_probability",
     "check_resets",
     "check_scalar",
     "check_size",
     "check_step_keeps_carry_dtype",
+    "check_unroll",
     "is_concrete",
 ]
 
@@ -85,6 +93,145 @@ def check_size(name: str, value) -> int:
         return check_int(name, value, low=1)
     except ValueError:
         raise ValueError(f"{name} must be a positive int, got {value!r}") from None
+
+
+def check_unroll(unroll) -> int | bool:
+    """``unroll`` of a sequential scan: a bool, or an int >= 1 (``jax.lax.scan``'s own check
+    lets 0 through and reports other values without naming the argument).
+
+    Raises:
+        ValueError: ``"unroll must be a bool or a positive int, got ..."`` for an int < 1.
+        TypeError: the same message for anything else (a float, a string, ``None``).
+    """
+    if isinstance(unroll, bool | np.bool_):
+        return bool(unroll)
+    try:
+        return check_int("unroll", unroll, low=1)
+    except ValueError:
+        error = ValueError if isinstance(unroll, numbers.Integral) else TypeError
+        raise error(
+            f"unroll must be a bool or a positive int, got {unroll!r} ({type(unroll).__name__})"
+        ) from None
+
+
+def check_bool(name: str, value) -> bool:
+    """``value`` as a Python ``bool``: ``True``/``False`` (or a NumPy bool), nothing else (a
+    string such as ``"no"`` is truthy and would silently mean ``True``).
+
+    Raises:
+        TypeError: ``"<name> must be a bool (True or False), got ..."``.
+    """
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    raise TypeError(
+        f"{name} must be a bool (True or False), got {value!r} ({type(value).__name__})"
+    )
+
+
+def check_callable(name: str, value, example: str = "a jax.nn.initializers function") -> None:
+    """``TypeError`` unless ``value`` is callable (``example`` says what is meant)."""
+    if not callable(value):
+        raise TypeError(
+            f"{name} must be callable (e.g. {example}), got {value!r} ({type(value).__name__})"
+        )
+
+
+@functools.cache
+def _default_key_data_shape() -> tuple[int, ...]:
+    """The shape of a raw key of the default PRNG implementation ((2,) for threefry)."""
+    return tuple(jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0))).shape)
+
+
+def check_key(name: str, key, *, optional: bool = False):
+    """One PRNG key: a typed key of shape ``()`` (``jax.random.key(seed)``) or a raw ``uint32``
+    key (``jax.random.PRNGKey(seed)``, shape ``(2,)`` for the default implementation); traced
+    keys are checked alike (shape and dtype are static). ``None`` is returned as is when
+    ``optional``.
+
+    Raises:
+        ValueError: a batch of keys (``"<name>: expected one PRNG key, got a batch of keys of
+            shape ..."``): split it, or ``jax.vmap`` over it.
+        TypeError: anything else, ``None`` included unless ``optional`` (an int, a float array,
+            a string).
+    """
+    if key is None and optional:
+        return None
+    wanted = f"{name}: expected one PRNG key (jax.random.key(seed))"
+    if isinstance(key, jax.Array | np.ndarray):
+        shape = tuple(key.shape)
+        if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+            if shape == ():
+                return key
+            raise ValueError(
+                f"{wanted}, got a batch of keys of shape {shape}: split it or jax.vmap over it"
+            )
+        raw = _default_key_data_shape()
+        if key.dtype == jnp.uint32 and shape[-len(raw) :] == raw:
+            if shape == raw:
+                return key
+            raise ValueError(
+                f"{wanted}, got a batch of raw keys of shape {shape}: split it or jax.vmap over it"
+            )
+        raise TypeError(f"{wanted}, got an array of dtype {key.dtype} and shape {shape}")
+    raise TypeError(f"{wanted}, got {key!r} ({type(key).__name__})")
+
+
+def _physical_memory() -> int | None:
+    """This machine's physical memory in bytes (``None`` where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+#: The most bytes the parameters of one cell may take: this machine's physical memory. Params
+#: above it can never be allocated here, and creating them with ``init`` can abort the whole
+#: process inside XLA, so the factories refuse them up front. (An accelerator usually holds
+#: less: params between its memory and this limit still fail, with XLA's out-of-memory error.)
+PARAM_BYTES_LIMIT: int | None = _physical_memory()
+
+
+def _bytes(n: int) -> str:
+    for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n} bytes ({n / size:.1f} {unit})"
+    return f"{n} bytes"
+
+
+def check_param_memory(what: str, init, bound: int) -> Any:
+    """Refuse a cell whose params (``jax.eval_shape(init, key)``, nothing allocated) need more
+    bytes than :data:`PARAM_BYTES_LIMIT`; return the abstract params (``None`` when they were
+    not computed: ``bound``, an upper bound on the bytes, is within the limit, which spares
+    the common case tracing ``init`` (and calling custom initialisers) at build time; or
+    ``init`` cannot be traced yet, e.g. a custom initialiser that fails: ``init`` reports it).
+
+    Args:
+        what: the factory call, e.g. ``"lru(input_size=3, hidden_size=1000000000000)"``.
+        init: the cell's ``init(key)``.
+        bound: an upper bound on the params' bytes, from the sizes alone.
+
+    Raises:
+        ValueError: ``"<what>: its params need N bytes (...), more than this machine's memory
+            (...)"``, or sizes too large to be shapes at all.
+    """
+    if PARAM_BYTES_LIMIT is None or bound <= PARAM_BYTES_LIMIT:
+        return None
+    try:
+        expected = jax.eval_shape(init, jax.random.key(0))
+    except OverflowError:
+        raise ValueError(
+            f"{what}: its params are too large to be allocated: a dimension or element count "
+            "exceeds what JAX can index"
+        ) from None
+    except Exception:  # e.g. a custom initialiser's error, which init raises when it runs
+        return None
+    needed = sum(math.prod(leaf.shape) * leaf.dtype.itemsize for leaf in jax.tree.leaves(expected))
+    if PARAM_BYTES_LIMIT is not None and needed > PARAM_BYTES_LIMIT:
+        raise ValueError(
+            f"{what}: its params need {_bytes(needed)}, more than this machine's memory, "
+            f"{_bytes(PARAM_BYTES_LIMIT)}; choose smaller sizes"
+        )
+    return expected
 
 
 def check_features(name: str, x: Array, size: int) -> None:
@@ -239,18 +386,18 @@ def check_cell(name: str, cell) -> None:
 
 
 # ``jax.eval_shape(init, key)`` per ``init`` function, dropped with the function.
-_EXPECTED_PARAMS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+EXPECTED_PARAMS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _expected_params(cell):
     """``jax.eval_shape(cell.init, key)``, cached per ``init`` function."""
     try:
-        return _EXPECTED_PARAMS[cell.init]
+        return EXPECTED_PARAMS[cell.init]
     except (KeyError, TypeError):
         pass
     expected = jax.eval_shape(cell.init, jax.random.key(0))
     with contextlib.suppress(TypeError):  # not weakly referenceable: compute every time
-        _EXPECTED_PARAMS[cell.init] = expected
+        EXPECTED_PARAMS[cell.init] = expected
     return expected
 
 
@@ -350,7 +497,15 @@ def check_step_keeps_carry_dtype(step, params, carry, inputs, xs_dtype) -> None:
 
 
 def check_lengths(lengths, batch_shape: tuple[int, ...], num_steps: int) -> Array:
-    """Validate ``lengths`` (integer, of the batch shape; in ``[0, T]`` when concrete)."""
+    """Validate ``lengths`` (integer, of the batch shape) and return it as a JAX array.
+
+    Concrete lengths outside ``[0, T]`` are a ``ValueError``. Traced lengths (under ``jit``)
+    cannot be checked at trace time; they are clipped to ``[0, T]`` (a length above ``T``
+    means ``T``, a negative one 0), the one meaning every function taking ``lengths`` gives
+    them, and reported through :func:`jax.experimental.checkify.debug_check`: a function
+    wrapped in ``checkify.checkify(f, errors=checkify.user_checks)`` returns an error naming
+    ``lengths`` instead (outside ``checkify`` the check costs nothing).
+    """
     if not isinstance(lengths, jax.Array):
         lengths = np.asarray(lengths)
     if not jnp.issubdtype(lengths.dtype, jnp.integer):
@@ -367,7 +522,15 @@ def check_lengths(lengths, batch_shape: tuple[int, ...], num_steps: int) -> Arra
                 f"lengths: every length must lie in [0, {num_steps}] (T of xs), got values in "
                 f"[{values.min()}, {values.max()}]"
             )
-    return jnp.asarray(lengths)
+        return jnp.asarray(lengths)
+    checkify.debug_check(
+        jnp.all((lengths >= 0) & (lengths <= num_steps)),
+        f"lengths: every length must lie in [0, {num_steps}] (T of xs), got values in "
+        "[{low}, {high}] (outside checkify they are clipped to [0, T])",
+        low=jnp.min(lengths, initial=0),
+        high=jnp.max(lengths, initial=0),
+    )
+    return jnp.clip(lengths, 0, num_steps).astype(lengths.dtype)
 
 
 def check_resets(resets, batch_shape: tuple[int, ...], num_steps: int, time_major: bool):

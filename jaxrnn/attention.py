@@ -152,8 +152,20 @@ def masked_softmax(scores: Array, mask: Array | None = None) -> Array:
 
     Masked scores are never read (NaN there is harmless, in values and in gradients). Infinite
     scores (e.g. a dot product of two vectors of 1e20 overflows float32) are clamped to the
-    largest finite value first, so they saturate the weights instead of turning them into NaN.
-    An empty last axis (a memory of ``T = 0`` elements) gives empty weights.
+    largest finite value first, so they saturate the weights instead of turning them into NaN:
+    a ``-inf`` score next to a finite one gets weight exactly 0, and a row whose unmasked
+    scores are all ``-inf`` weighs them equally (the limit of equal scores), never NaN; the
+    gradients are finite too. An empty last axis (a memory of ``T = 0`` elements) gives empty
+    weights.
+
+    Args:
+        scores: ``(..., T)`` floating-point scores.
+        mask: ``None`` or a bool array of the shape of ``scores`` (or one that broadcasts to
+            it), ``True`` where a score takes part.
+
+    Raises:
+        TypeError: ``mask`` not a bool array.
+        ValueError: ``mask`` of a shape that does not broadcast to ``scores``' shape.
 
     >>> import jax.numpy as jnp, jaxrnn as jr
     >>> e = jnp.array([[1.0, 1.0, jnp.nan], [0.0, 0.0, 0.0]])
@@ -162,14 +174,30 @@ def masked_softmax(scores: Array, mask: Array | None = None) -> Array:
     [[0.5, 0.5, 0.0], [0.0, 0.0, 0.0]]
     >>> jr.attention.masked_softmax(jnp.array([jnp.inf, 1.0, -jnp.inf])).tolist()
     [1.0, 0.0, 0.0]
+    >>> jr.attention.masked_softmax(jnp.array([-jnp.inf, -jnp.inf])).tolist()
+    [0.5, 0.5]
     """
     scores = jnp.asarray(scores)
+    if mask is not None:
+        if not isinstance(mask, jax.Array):
+            mask = np.asarray(mask)
+        if mask.dtype != bool:
+            raise TypeError(f"mask: expected a bool array, got dtype {mask.dtype}")
+        try:
+            ok = np.broadcast_shapes(mask.shape, scores.shape) == scores.shape
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ValueError(
+                f"mask: expected the shape of scores {scores.shape} (or one broadcasting to it), "
+                f"got {mask.shape}"
+            )
     if scores.shape[-1:] == (0,):
         return scores  # nothing to weigh
     big = jnp.finfo(scores.dtype).max
     scores = jnp.clip(scores, -big, big)  # inf - inf would be NaN; NaN stays NaN
     if mask is None:
-        return jax.nn.softmax(scores, axis=-1)
+        mask = jnp.ones(scores.shape, bool)
     zero = jnp.zeros((), scores.dtype)
     safe = jnp.where(mask, scores, zero)  # masked entries never reach exp or the gradient
     m = jnp.max(jnp.where(mask, safe, -jnp.inf), axis=-1, keepdims=True)

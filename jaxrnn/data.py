@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrnn._checks import check_ids, check_size
+from jaxrnn._checks import check_ids, check_int, check_key, check_size
 
 __all__ = [
     "DATE_FORMATS",
@@ -455,7 +455,6 @@ class TextBatches:
 # Synthetic long-range tasks.
 
 
-@functools.partial(jax.jit, static_argnums=(1, 2))
 def adding_problem(key: jax.Array, batch_size: int, length: int) -> tuple[jax.Array, jax.Array]:
     """The adding problem (Hochreiter & Schmidhuber 1997; as in Le et al. 2015).
 
@@ -477,8 +476,15 @@ def adding_problem(key: jax.Array, batch_size: int, length: int) -> tuple[jax.Ar
     >>> xs.shape, ys.shape, xs[..., 1].sum(axis=1).tolist()
     ((4, 10, 2), (4,), [2.0, 2.0, 2.0, 2.0])
     """
-    if length < 2:
-        raise ValueError(f"length must be >= 2, got {length}")
+    key = check_key("key", key)
+    batch_size = check_int("batch_size", batch_size, low=0)
+    length = check_int("length", length, low=2)
+    return _adding_problem(key, batch_size, length)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _adding_problem(key: jax.Array, batch_size: int, length: int) -> tuple[jax.Array, jax.Array]:
+    """:func:`adding_problem`, its arguments checked."""
     k_val, k_first, k_second = jax.random.split(key, 3)
     values = jax.random.uniform(k_val, (batch_size, length), jnp.float32)
     first = jax.random.randint(k_first, (batch_size,), 0, length // 2)

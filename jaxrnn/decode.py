@@ -19,8 +19,16 @@ may be called with ``pad_id`` for finished sequences (its outputs are then ignor
 Arguments are checked before decoding: ``bos_id``, ``eos_id``, ``pad_id``, ``max_len``,
 ``beam_size`` and ``top_k`` are Python or NumPy ints (``bos_id``/``eos_id``/``pad_id`` in
 ``[0, vocab)``, the vocabulary size read from the logits' shape), ``temperature`` and
-``length_penalty`` finite numbers in range (Python, NumPy or 0-d JAX scalars). A traced
-``temperature`` or ``length_penalty`` (under ``jax.jit``) is not range-checked.
+``length_penalty`` finite numbers in range (Python, NumPy or 0-d JAX scalars), ``key`` one PRNG
+key. A traced ``temperature`` or ``length_penalty`` (under ``jax.jit``) is not range-checked.
+
+NaN logits: no token can be chosen from a row of logits that holds a NaN (``argmax`` and
+sampling would return an arbitrary one), so such a sequence (or beam hypothesis) ends at that
+step with the token :data:`NAN_TOKEN` (``-1``, never a token id), followed by ``pad_id``; in
+:func:`beam_search` its score is NaN and it ranks after every other hypothesis. ``step`` is fed
+``pad_id`` after it, as after an EOS. To have it reported as an error instead, run the decoder
+under ``jax.experimental.checkify.checkify(f, errors=checkify.user_checks)``: the error names
+the step and how many sequences produced NaN logits (outside ``checkify`` this costs nothing).
 """
 
 from __future__ import annotations
@@ -31,17 +39,29 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jax.experimental import checkify
 
-from jaxrnn._checks import check_int, check_scalar
+from jaxrnn._checks import check_int, check_key, check_scalar
 from jaxrnn._core import Array, PRNGKey
 
-__all__ = ["beam_search", "greedy", "length_penalty", "sample"]
+__all__ = ["NAN_TOKEN", "beam_search", "greedy", "length_penalty", "sample"]
 
 Step = Callable[[Any, Array], tuple[Any, Array]]
 
+#: The token written where a sequence's logits held a NaN (see the module docstring): not a
+#: token id of any vocabulary, so it cannot pass for a decoded token.
+NAN_TOKEN = -1
 
-def _check_int(name: str, value, minimum: int) -> int:
-    return check_int(name, value, low=minimum)
+
+def _report_nan(nan: Array, t: Array) -> None:
+    """Under ``checkify``, an error for the live sequences ``nan`` whose logits hold a NaN."""
+    checkify.debug_check(
+        ~jnp.any(nan),
+        "step: the logits of {count} sequence(s) hold NaN at decoding step {t}; those "
+        f"sequences end with NAN_TOKEN ({NAN_TOKEN}) outside checkify",
+        count=jnp.sum(nan),
+        t=t,
+    )
 
 
 def _batch_size(carry) -> int:
@@ -75,10 +95,10 @@ def _check_ids(vocab: int, **ids) -> None:
 
 def _common(carry, bos_id, eos_id, max_len, pad_id):
     """``(batch, bos_id, eos_id, max_len, pad_id)``, the ints checked and made Python ints."""
-    max_len = _check_int("max_len", max_len, 1)
-    bos_id = _check_int("bos_id", bos_id, 0)
-    eos_id = _check_int("eos_id", eos_id, 0)
-    pad_id = eos_id if pad_id is None else _check_int("pad_id", pad_id, 0)
+    max_len = check_int("max_len", max_len, low=1)
+    bos_id = check_int("bos_id", bos_id, low=0)
+    eos_id = check_int("eos_id", eos_id, low=0)
+    pad_id = eos_id if pad_id is None else check_int("pad_id", pad_id, low=0)
     return _batch_size(carry), bos_id, eos_id, max_len, pad_id
 
 
@@ -97,9 +117,12 @@ def _run_sequential(step, carry, pick, key, *, bos_id, eos_id, max_len, pad_id):
         if key is not None:
             key, sub = jax.random.split(key)
         tok = pick(sub, logits).astype(jnp.int32)
-        tok = jnp.where(finished, pad_id, tok)
+        nan = jnp.isnan(logits).any(axis=-1) & ~finished
+        _report_nan(nan, t)
+        tok = jnp.where(finished, pad_id, jnp.where(nan, NAN_TOKEN, tok))
         out = out.at[:, t].set(tok)
-        return t + 1, key, carry, tok, finished | (tok == eos_id), out
+        finished = finished | nan | (tok == eos_id)
+        return t + 1, key, carry, jnp.where(nan, pad_id, tok), finished, out
 
     def cond(state):
         t, _, _, _, finished, _ = state
@@ -176,7 +199,7 @@ def sample(
     Args:
         step: ``step(carry, tokens) -> (carry, logits)``.
         carry: the initial carry.
-        key: PRNG key, split once per step (``key, sub = jax.random.split(key)``).
+        key: one PRNG key, split once per step (``key, sub = jax.random.split(key)``).
         bos_id: token fed at the first step.
         eos_id: token that ends a sequence.
         max_len: number of tokens to generate at most.
@@ -195,9 +218,10 @@ def sample(
     >>> out[0].tolist()
     [2, 2, 2, 2, 2, 2]
     """
+    key = check_key("key", key)
     temperature = check_scalar("temperature", temperature, low=0.0, low_open=True)
     if top_k is not None:
-        top_k = _check_int("top_k", top_k, 1)
+        top_k = check_int("top_k", top_k, low=1)
 
     def pick(key, logits):
         z = logits.astype(jnp.float32) / temperature
@@ -275,7 +299,9 @@ def beam_search(
     Returns:
         ``(tokens, scores)``: ``int32 [batch, beam_size, max_len]`` without the BOS and
         ``float32 [batch, beam_size]``, best first. A score of ``-inf`` marks an empty slot
-        (fewer possible hypotheses than ``beam_size``); its tokens are meaningless.
+        (fewer possible hypotheses than ``beam_size``); its tokens are meaningless. A score of
+        NaN marks a hypothesis ended by NaN logits (its last token is :data:`NAN_TOKEN`),
+        ranked last.
 
     >>> import jax, jax.numpy as jnp, jaxrnn as jr
     >>> table = jnp.log(jnp.array([[1., 1e-9, 1e-9], [.4, .25, .35], [.1, .1, .8]]))
@@ -286,7 +312,7 @@ def beam_search(
     ([[0, 0, 0], [2, 2, 2]], [0.4, 0.224])
     """
     batch, bos_id, eos_id, max_len, pad_id = _common(carry, bos_id, eos_id, max_len, pad_id)
-    K = _check_int("beam_size", beam_size, 1)
+    K = check_int("beam_size", beam_size, low=1)
     alpha = check_scalar("length_penalty", length_penalty, low=0.0)
     neg_inf = jnp.float32(-jnp.inf)
     body = functools.partial(_beam_step, step, batch, K, alpha, (bos_id, eos_id, pad_id))
@@ -328,23 +354,32 @@ def _beam_step(step: Step, batch: int, K: int, alpha: float, ids: tuple, state):
     vocab = logits.shape[-1]
     _check_ids(vocab, bos_id=bos_id, eos_id=eos_id, pad_id=pad_id)
     log_probs = log_probs.reshape(batch, K, vocab)
+    # A live hypothesis whose logits hold a NaN cannot be extended: it ends (NAN_TOKEN, a
+    # NaN score), ranked below every other hypothesis but above an empty slot.
+    nan_row = jnp.isnan(log_probs).any(axis=-1)
+    bad = nan_row & ~finished & (raw > neg_inf)
+    _report_nan(bad, t)
     # Candidates (batch, K, vocab): extend unfinished hypotheses by every token; a finished
-    # one has a single candidate (column 0) that keeps it unchanged.
-    grow = raw[..., None] + log_probs
-    keep = jnp.where(jnp.arange(vocab) == 0, raw[..., None], neg_inf)
-    cand = jnp.where(finished[..., None], keep, grow)
+    # (or NaN-ended) one has a single candidate (column 0) that keeps it unchanged.
+    grow = jnp.where(nan_row[..., None], neg_inf, raw[..., None] + log_probs)
+    keep = jnp.where(
+        jnp.arange(vocab) == 0, jnp.where(bad, jnp.float32(jnp.nan), raw)[..., None], neg_inf
+    )
+    cand = jnp.where((finished | bad)[..., None], keep, grow)
     cand_len = jnp.where(finished, length, length + 1)[..., None]
     rank = (cand / _length_penalty(cand_len, alpha)).reshape(batch, K * vocab)
+    rank = jnp.where(jnp.isnan(rank), -jnp.finfo(jnp.float32).max, rank)
     _, idx = jax.lax.top_k(rank, K)  # (batch, K)
     parent, tok = idx // vocab, (idx % vocab).astype(jnp.int32)
     raw = jnp.take_along_axis(cand.reshape(batch, K * vocab), idx, axis=1)
     was_finished = jnp.take_along_axis(finished, parent, axis=1)
+    was_bad = jnp.take_along_axis(bad, parent, axis=1)
     length = jnp.take_along_axis(length, parent, axis=1) + (~was_finished).astype(jnp.int32)
-    tok = jnp.where(was_finished, pad_id, tok)
-    finished = was_finished | (tok == eos_id)
+    tok = jnp.where(was_finished, pad_id, jnp.where(was_bad, NAN_TOKEN, tok))
+    finished = was_finished | was_bad | (tok == eos_id)
     out = jnp.take_along_axis(out, parent[..., None], axis=1).at[:, :, t].set(tok)
     carry = _gather_beams(carry, parent, batch, K)
-    return t + 1, carry, tok, raw, finished, length, out
+    return t + 1, carry, jnp.where(was_bad, pad_id, tok), raw, finished, length, out
 
 
 def _beam_running(max_len: int, state):

@@ -16,7 +16,11 @@ takes the valid steps either as ``mask=`` or as ``lengths=`` (``(*batch,)`` inte
 valid when ``t < lengths[...]``, as :func:`jaxrnn.scan` takes them), not both.
 
 Concrete labels are checked (class ids in ``[0, V)``, binary targets in ``[0, 1]``, at valid
-steps only); under ``jax.jit`` traced labels and lengths have only their dtype and shape checked.
+steps only), and concrete lengths must lie in ``[0, T]``; under ``jax.jit`` traced labels and
+lengths have only their dtype and shape checked, and traced lengths are clipped to ``[0, T]``
+as :func:`jaxrnn.scan` clips them (wrap the function in
+``jax.experimental.checkify.checkify(f, errors=checkify.user_checks)`` to have them reported as
+an error instead).
 """
 
 from __future__ import annotations

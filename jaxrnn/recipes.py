@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxrnn._checks import check_size
+from jaxrnn._checks import check_cell, check_int, check_size
 from jaxrnn._core import Array, Bidirectional, Cell, Layer, PRNGKey
 from jaxrnn._dense import DenseParams, dense, dense_init
 from jaxrnn.layers import layer
@@ -193,7 +193,8 @@ def one_to_many(
 
     * ``apply(params, vector, targets) -> (*batch, T, output_size)``, ``vector (*batch, D)``,
       ``targets (*batch, T, output_size)`` (shifted internally);
-    * ``generate(params, vector, length) -> (*batch, length, output_size)``.
+    * ``generate(params, vector, length) -> (*batch, length, output_size)``, ``length`` an
+      int >= 0.
 
     Args:
         cell: its ``input_size`` must be ``vector_size + output_size``.
@@ -209,7 +210,9 @@ def one_to_many(
     >>> model.generate(params, jnp.ones((4, 2)), length=6).shape
     (4, 6, 1)
     """
-    check_size("output_size", output_size)
+    check_cell("cell", cell)
+    vector_size = check_size("vector_size", vector_size)
+    output_size = check_size("output_size", output_size)
     if cell.input_size != vector_size + output_size:
         raise ValueError(
             f"cell: input_size {cell.input_size} must be vector_size + output_size = "
@@ -234,6 +237,7 @@ def one_to_many(
         return dense(params.head, ys, pol)
 
     def generate(params, vector, length: int):
+        length = check_int("length", length, low=0)
         vector = check_vector(vector)
         batch = vector.shape[:-1]
 

@@ -4,7 +4,9 @@ Each transformation is a pure function ``transform(cell, key=None, **rates) -> C
 ``key`` it draws its masks from that key (training); without one it returns the deterministic
 cell whose output is the expectation of the training cell's (evaluation), so the same code
 serves both: ``jr.scan(transform(cell, key), params, xs)`` to train,
-``jr.scan(transform(cell), params, xs)`` to evaluate. Give each sequence batch a fresh key.
+``jr.scan(transform(cell), params, xs)`` to evaluate. Give each sequence batch a fresh key:
+one PRNG key (``jax.random.key``); a batch of keys, an int or a float array is refused by name
+(split the batch, or ``jax.vmap`` over it).
 
 * :func:`variational_dropout` (Gal & Ghahramani 2016): one dropout mask per sequence on the
   inputs and one on the recurrent state, the same at every step (Keras' ``dropout`` and
@@ -36,7 +38,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxrnn._checks import check_cell, check_probability
+from jaxrnn._checks import check_cell, check_key, check_probability
 from jaxrnn._core import Array, Carry, Cell, PRNGKey
 from jaxrnn.cells import jordan_rnn
 
@@ -145,6 +147,7 @@ def variational_dropout(
     check_cell("cell", cell)
     rate = _check_rate("rate", rate)
     recurrent_rate = _check_rate("recurrent_rate", recurrent_rate)
+    key = check_key("key", key, optional=True)
     if key is None or (rate == 0.0 and recurrent_rate == 0.0):
         return cell
     k_x, k_h = jax.random.split(key)
@@ -209,6 +212,7 @@ def zoneout(
         raise ValueError("cell: zoneout needs a cell that outputs its hidden state, not jordan_rnn")
     rate = _check_rate("rate", rate, allow_one=True)
     cell_rate = rate if cell_rate is None else _check_rate("cell_rate", cell_rate, allow_one=True)
+    key = check_key("key", key, optional=True)
 
     def initial_carry(batch_shape=(), dtype=None):
         inner = cell.initial_carry(batch_shape, dtype)
@@ -310,6 +314,7 @@ def weight_drop(
     if isinstance(names, str) or not names or not all(isinstance(n, str) for n in names):
         raise TypeError(f"names: expected a non-empty tuple of parameter names, got {names!r}")
     names = tuple(names)
+    key = check_key("key", key, optional=True)
     if key is None or rate == 0.0:
         return cell
     keys = dict(zip(names, jax.random.split(key, len(names)), strict=True))
@@ -355,7 +360,7 @@ def embedding_dropout(key: PRNGKey | None, embedding: Array, rate: float) -> Arr
 
     Args:
         key: draws the row mask; ``None`` returns ``embedding`` unchanged (evaluation).
-        embedding: ``(V, D)`` matrix.
+        embedding: ``(V, D)`` floating-point matrix.
         rate: probability of dropping a row, in ``[0, 1)``.
 
     Returns:
@@ -367,10 +372,16 @@ def embedding_dropout(key: PRNGKey | None, embedding: Array, rate: float) -> Arr
     >>> sorted(set(dropped[:, 0].tolist())) in ([0.0, 2.0], [0.0], [2.0])
     True
     """
+    key = check_key("key", key, optional=True)
     rate = _check_rate("rate", rate)
     embedding = jnp.asarray(embedding)
     if embedding.ndim != 2:
         raise ValueError(f"embedding: expected a (vocab, features) matrix, got {embedding.shape}")
+    if not jnp.issubdtype(embedding.dtype, jnp.inexact):
+        raise TypeError(
+            f"embedding: expected a floating-point (vocab, features) matrix (dropping scales the "
+            f"kept rows by 1 / (1 - rate)), got dtype {embedding.dtype}"
+        )
     if key is None or rate == 0.0:
         return embedding
     mask = _keep_mask(key, rate, (embedding.shape[0], 1), embedding.dtype)
@@ -430,6 +441,7 @@ def regularize(
     recurrent_dropout = _check_rate("recurrent_dropout", recurrent_dropout)
     zoneout = _check_rate("zoneout", zoneout)
     weight_drop = _check_rate("weight_drop", weight_drop)
+    key = check_key("key", key, optional=True)
     k_w = k_v = k_z = None
     if key is not None:
         k_w, k_v, k_z = jax.random.split(key, 3)

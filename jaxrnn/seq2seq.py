@@ -33,7 +33,14 @@ import numpy as np
 
 from jaxrnn import attention as _attention
 from jaxrnn import decode as _decode
-from jaxrnn._checks import check_ids, check_int, check_lengths, check_probability, check_size
+from jaxrnn._checks import (
+    check_ids,
+    check_int,
+    check_key,
+    check_lengths,
+    check_probability,
+    check_size,
+)
 from jaxrnn._core import Array, Carry, Cell, Layer, PRNGKey
 from jaxrnn._dense import DenseParams, dense, dense_init
 from jaxrnn._scan.scan import scan
@@ -254,7 +261,7 @@ def _attention_decoder(decoder_cell: Cell, attention, memory_size: int):
 
 def _init(m: _Parts, key: PRNGKey) -> Seq2SeqParams:
     """``Seq2Seq.init``: embeddings, encoder, bridge, decoder and readout from six keys."""
-    keys = jax.random.split(key, 6)
+    keys = jax.random.split(check_key("key", key), 6)
     pdt = m.pol.param_dtype
     dec_init = m.dec.init if m.dec is not None else m.decoder_cell.init
     return Seq2SeqParams(
@@ -270,6 +277,7 @@ def _init(m: _Parts, key: PRNGKey) -> Seq2SeqParams:
 def _encode(m: _Parts, params, src, src_lengths=None, *, dropout_key=None) -> DecodeState:
     """``Seq2Seq.encode``: the decoder's initial carry and the attention memory."""
     src, src_lengths = _check_tokens("src", src, m.src_vocab, src_lengths)
+    dropout_key = check_key("dropout_key", dropout_key, optional=True)
     batch, src_len = src.shape
     mask = None
     if src_lengths is not None:
@@ -360,6 +368,7 @@ def _scheduled_sampling(
     tgt_in, tgt_lengths = _check_tokens("tgt_in", tgt_in, m.tgt_vocab, tgt_lengths)
     batch, tgt_len = tgt_in.shape
     rate = check_probability("rate", rate, include_one=True)
+    key = check_key("key", key)
     state = _encode(m, params, src, src_lengths, dropout_key=dropout_key)
     cell = _decoder_for(m, state.memory)  # the memory stays out of the loop carry
     k_coin, k_draw = jax.random.split(key)

@@ -34,6 +34,7 @@ PAGES = [
     "getting_started",
     "notation",
     "performance",
+    "errors",
     "changelog",
     "contributing",
     "notebooks/01_cells_from_equations",

@@ -124,8 +124,8 @@ def test_simple_rnn_step_is_f_of_stacked_weights(act):
     W_a = np.concatenate([w_hh.T, w_ih.T], axis=1)  # (H, H + I)
     assert W_a.shape == (H, H + I)
     f = np.tanh if act == "tanh" else (lambda z: np.maximum(z, 0.0))
-    cell = jr.simple_rnn(
-        I, H, activation=jnp.tanh if act == "tanh" else jax.nn.relu, dtype=jnp.float64
+    cell = jr.simple_rnn(  # float64 params: apply checks them against param_dtype, as scan does
+        I, H, activation=jnp.tanh if act == "tanh" else jax.nn.relu, param_dtype=jnp.float64
     )
     params = jr.SimpleRNNParams(jnp.asarray(w_ih), jnp.asarray(w_hh), jnp.asarray(b))
     a_prev, x = rand(rng, 4, H, scale=1.0), rand(rng, 4, I, scale=1.0)

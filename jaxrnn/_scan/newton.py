@@ -56,7 +56,14 @@ from jaxrnn._scan._newton_linear import (  # the linear recurrences, by parallel
     _unshift,
 )
 
-__all__ = ["AUTO_FULL_MAX", "Newton", "NewtonConvergenceError", "NewtonInfo", "newton_scan"]
+__all__ = [
+    "AUTO_FULL_MAX",
+    "Newton",
+    "NewtonConvergenceError",
+    "NewtonInfo",
+    "check_newton_cell",
+    "newton_scan",
+]
 
 #: ``jacobian="auto"`` uses full Jacobians up to this state size per example, diagonal ones
 #: above. A full Jacobian costs :math:`O(TD^2)` memory and :math:`O(D^3)` per step of the scan;
@@ -284,6 +291,31 @@ def newton_scan(
 
 
 # --- the state vector ----------------------------------------------------------------------
+
+
+def check_newton_cell(cell) -> None:
+    """Refuse, up front, a cell whose carry Newton's method cannot differentiate: every carry
+    leaf must be real floating-point (not complex, as :func:`jaxrnn.lru`'s, nor integer).
+
+    Raises:
+        TypeError: naming the cell, the offending dtype and the methods that do run it.
+    """
+    try:
+        carry = jax.eval_shape(lambda: cell.initial_carry(()))
+    except Exception:  # a custom cell without a batch-free carry: newton_scan checks it later
+        return
+    bad = sorted({str(leaf.dtype) for leaf in jax.tree.leaves(carry)} - _REAL_FLOATS)
+    if bad:
+        factory = getattr(dict(cell.config or ()).get("factory"), "__name__", "custom")
+        other = '"associative" or "sequential"' if cell.linear is not None else '"sequential"'
+        raise TypeError(
+            f'method="newton": Newton\'s method needs a real floating-point carry (it '
+            f"differentiates the step with respect to the carry), and this {factory} cell's "
+            f"carry has dtype {', '.join(bad)}: use method={other}"
+        )
+
+
+_REAL_FLOATS = {str(jnp.dtype(d)) for d in (jnp.float16, jnp.bfloat16, jnp.float32, jnp.float64)}
 
 
 class _Layout(NamedTuple):

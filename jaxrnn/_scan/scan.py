@@ -3,7 +3,7 @@
 :func:`scan` evaluates the same recurrence by one of three methods: a sequential
 ``jax.lax.scan`` (the default), a parallel prefix scan (``jax.lax.associative_scan``) for cells
 whose recurrence is linear in the carry (:class:`~jaxrnn.LinearRecurrence`), or Newton
-iterations for any cell (:mod:`jaxrnn.newton`).
+iterations for any cell whose carry is real floating-point (:mod:`jaxrnn.newton`).
 """
 
 from __future__ import annotations
@@ -15,15 +15,17 @@ import jax
 import jax.numpy as jnp
 
 from jaxrnn._checks import (
+    check_bool,
     check_carry,
     check_cell,
     check_lengths,
     check_params,
     check_resets,
+    check_unroll,
 )
 from jaxrnn._core import Array, Carry, Cell, Params
 from jaxrnn._scan.associative import associative_steps
-from jaxrnn._scan.newton import Newton
+from jaxrnn._scan.newton import Newton, check_newton_cell
 from jaxrnn._scan.sequential import SQRT, scan_steps, sqrt_scan, step_policy
 from jaxrnn.kernels import _dispatch as _kernels
 
@@ -81,8 +83,10 @@ def scan(
       that also declares ``log_coefficients`` is composed in log space. Any other cell is a
       ``ValueError``.
     * ``"newton"`` or a :class:`jaxrnn.newton.Newton` (its options; ``"newton"`` is
-      ``Newton()``): any cell, in parallel over time by Newton iterations on the whole
-      trajectory (DEER, :mod:`jaxrnn.newton`).
+      ``Newton()``): any cell whose carry is real floating-point, in parallel over time by
+      Newton iterations on the whole trajectory (DEER, :mod:`jaxrnn.newton`). Newton's method
+      differentiates the step with respect to the carry, so a complex carry (:func:`jaxrnn.lru`,
+      run it with ``"associative"``) or an integer one is a ``TypeError``, raised up front.
     * ``"auto"``: ``"associative"`` for a linear cell on a GPU or TPU, ``"sequential"``
       otherwise (always on the CPU).
 
@@ -119,7 +123,7 @@ def scan(
         reverse: run from the last step to the first; outputs stay aligned with inputs. With
             ``lengths``, each sequence runs from its own last valid element back to its first.
         time_major: layout of ``xs`` and of the returned ``ys``.
-        unroll: passed to ``jax.lax.scan``.
+        unroll: passed to ``jax.lax.scan``: a bool or a positive int.
         remat: what each step keeps for the backward pass. ``False`` (default): the outputs of
             its matmuls and nonlinearities (policy :func:`save_nonlinear`). ``True``: only the
             carry (the step is recomputed). ``"sqrt"``: only the carries at the boundaries of
@@ -149,15 +153,19 @@ def scan(
         ValueError: a wrong shape (``xs``, ``carry``, ``lengths``, ``resets``, a leaf of
             ``params``), concrete ``lengths`` outside ``[0, T]``, an unknown ``method``,
             ``"associative"`` for a cell without a linear recurrence, ``remat="sqrt"`` with a
-            parallel method.
+            parallel method, ``unroll`` an int below 1.
         TypeError: a wrong kind or dtype: ``cell`` not a :class:`~jaxrnn.Cell`, ``xs`` not
             floating-point, ``lengths`` not integer, ``resets`` not bool, a carry or params of
             another structure or dtype than the cell's (params are checked for every cell of
-            :mod:`jaxrnn.cells`), a step that changes the carry's dtype, an unknown ``remat``.
+            :mod:`jaxrnn.cells`), a step that changes the carry's dtype, an unknown ``remat``,
+            ``unroll`` neither a bool nor an int, ``reverse``, ``time_major`` or ``hoist`` not
+            a bool, ``"newton"`` for a cell whose carry is not real floating-point.
 
     Every check reads only shapes and dtypes, so it runs under ``jax.jit`` too, except the
-    range of ``lengths``: traced ``lengths`` are not range-checked (a length above ``T`` then
-    acts as ``T``, a negative one as 0).
+    range of ``lengths``: traced ``lengths`` are clipped to ``[0, T]`` (a length above ``T``
+    acts as ``T``, a negative one as 0, identically under every method), and reported as an
+    error naming ``lengths`` when the caller runs under
+    ``jax.experimental.checkify.checkify(f, errors=checkify.user_checks)``.
 
     >>> import jax, jax.numpy as jnp, jaxrnn as jr
     >>> cell = jr.lstm(3, 8)
@@ -181,6 +189,11 @@ def scan(
     check_cell("cell", cell)
     check_params(cell, params)
     method = resolve_method(method, cell)
+    if isinstance(method, Newton):
+        check_newton_cell(cell)
+    unroll = check_unroll(unroll)
+    reverse, time_major = check_bool("reverse", reverse), check_bool("time_major", time_major)
+    hoist = None if hoist is None else check_bool("hoist", hoist)
     kernel = _kernels.check_option(kernel)
     if method != "sequential" and isinstance(remat, str) and remat == "sqrt":
         raise ValueError(

@@ -11,12 +11,24 @@ they implement are described in :mod:`jaxrnn.cells`.
 
 from __future__ import annotations
 
+import math
 import weakref
 from collections.abc import Callable
 
 import jax.numpy as jnp
 
-from jaxrnn._checks import check_batch_shape, check_features, check_size
+from jaxrnn._checks import (
+    EXPECTED_PARAMS,
+    check_batch_shape,
+    check_bool,
+    check_callable,
+    check_features,
+    check_key,
+    check_param_memory,
+    check_params,
+    check_scalar,
+    check_size,
+)
 from jaxrnn._core import Array, Cell, LinearRecurrence
 from jaxrnn.cells import _init
 from jaxrnn.precision import Policy, policy
@@ -34,24 +46,67 @@ def make_cell(
     spatial_dims: int = 0,
     linear: LinearRecurrence | None = None,
 ) -> Cell:
-    """A :class:`~jaxrnn.Cell` whose ``apply`` is ``step(params, carry, project(params, x))``."""
+    """A :class:`~jaxrnn.Cell` whose ``apply`` is ``step(params, carry, project(params, x))``,
+    with the checks of :func:`built_cell`."""
 
     def apply(params, carry, x):
         return step(params, carry, project(params, x))
 
-    _BUILT[apply] = (project, step, config)
-    return Cell(
-        init,
-        apply,
-        initial_carry,
-        input_size,
-        output_size,
-        project,
-        step,
-        config,
-        spatial_dims,
-        linear,
+    cell = built_cell(
+        Cell(
+            init,
+            apply,
+            initial_carry,
+            input_size,
+            output_size,
+            project,
+            step,
+            config,
+            spatial_dims,
+            linear,
+        )
     )
+    _BUILT[cell.apply] = (cell.project, cell.step, cell.config)
+    return cell
+
+
+def built_cell(cell: Cell) -> Cell:
+    """``cell`` (a built-in factory's, its ``config`` from :func:`cell_config`) with the checks
+    every built-in cell makes: sizes whose params this machine cannot hold are refused now
+    (:func:`jaxrnn._checks.check_param_memory`), ``init`` checks its key, ``apply`` checks its
+    params (as :func:`jaxrnn.scan` does: kind, shapes and dtypes, at trace time)."""
+    config = dict(cell.config)
+    factory = config["factory"].__name__
+    sizes = {k: v for k, v in config.items() if k.endswith("_size") and v is not None}
+    what = f"{factory}({', '.join(f'{k}={v!r}' for k, v in sizes.items())})"
+    expected = check_param_memory(what, cell.init, _param_bytes_bound(sizes))
+    inner_init, inner_apply = cell.init, cell.apply
+
+    def init(key):
+        return inner_init(check_key("key", key))
+
+    def apply(params, carry, x):
+        check_params(checked, params)
+        return inner_apply(params, carry, x)
+
+    checked = cell._replace(init=init, apply=apply)
+    if expected is not None:
+        EXPECTED_PARAMS[init] = expected
+    return checked
+
+
+def _param_bytes_bound(sizes: dict) -> int:
+    """An upper bound on the parameter bytes of any built-in cell of these sizes: every one
+    holds fewer than ``8 S^2 K`` parameters (``S`` the sum of its sizes, ``K`` the kernel's
+    volume; an LSTM with peepholes and a projection has about ``5 S^2``) of at most 8 bytes
+    each, and twice that for safety."""
+    total, volume = 0, 1
+    for name, value in sizes.items():
+        if name == "kernel_size":
+            volume = math.prod(value)
+        else:
+            total += value
+    return 128 * total**2 * volume
 
 
 # The functions and config of every cell a factory built, keyed by its ``apply`` (held weakly:
@@ -87,10 +142,26 @@ def setup(param_dtype, dtype, initializers=(None, None, None), **sizes):
     return (*checked, policy(param_dtype, dtype))
 
 
+# The flags and numbers the factories record in their config, checked here for all of them
+# (a string flag such as "no" would be truthy; a None or string forget_bias would fail inside
+# JAX when init runs).
+_BOOL_FIELDS = ("reset_after", "peephole", "coupled", "log_space", "reset_gate")
+_REAL_FIELDS = ("forget_bias",)
+
+
 def cell_config(factory, pol: Policy, **fields) -> tuple[tuple[str, object], ...]:
     """A built-in cell's ``config``: ``("factory", factory)``, then ``fields`` in the order given
     (the arguments that choose the function a step computes), then the precision policy's
-    ``param_dtype`` and ``dtype``."""
+    ``param_dtype`` and ``dtype``. Flags (``reset_after``, ``peephole``, ...) must be bools,
+    ``forget_bias`` a finite number and ``activation`` callable, or a ``TypeError``/
+    ``ValueError`` names the argument."""
+    for name, value in fields.items():
+        if name in _BOOL_FIELDS:
+            fields[name] = check_bool(name, value)
+        elif name in _REAL_FIELDS and factory.__name__ != "slstm":  # slstm: also "powerlaw"
+            fields[name] = check_scalar(name, value)
+        elif name == "activation":
+            check_callable(name, value, "jnp.tanh or jax.nn.relu")
     return (("factory", factory), *fields.items(), *pol.config())
 
 
@@ -101,12 +172,23 @@ def zeros_carry(size, default_dtype, carry_type=None) -> Callable[..., Array]:
 
     def initial_carry(batch_shape=(), dtype=None):
         batch_shape = check_batch_shape(batch_shape)
-        dtype = default_dtype if dtype is None else dtype
+        dtype = default_dtype if dtype is None else _carry_dtype(dtype)
         if carry_type is None:
             return jnp.zeros((*batch_shape, size), dtype)
         return carry_type(*(jnp.zeros((*batch_shape, s), dtype) for s in size))
 
     return initial_carry
+
+
+def _carry_dtype(dtype):
+    """``dtype`` as a floating-point dtype for a carry, or a ``TypeError`` naming it."""
+    try:
+        checked = jnp.dtype(dtype)
+    except TypeError:
+        checked = None
+    if checked is None or not jnp.issubdtype(checked, jnp.inexact):
+        raise TypeError(f"dtype: expected a floating-point dtype for the carry, got {dtype!r}")
+    return checked
 
 
 def affine_project(input_size: int, weight: str, bias: str, pol: Policy):

@@ -15,7 +15,13 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxrnn._checks import check_batch_shape, check_cell
+from jaxrnn._checks import (
+    check_batch_shape,
+    check_callable,
+    check_cell,
+    check_key,
+    check_params,
+)
 from jaxrnn._core import Array, Cell
 
 __all__ = ["LearnableCarry", "LearnableCarryParams", "learnable_carry"]
@@ -59,6 +65,11 @@ def learnable_carry(cell: Cell, init=jax.nn.initializers.zeros) -> Cell:
             ``jax.nn.initializers`` signature ``init(key, shape, dtype)`` (default zeros: the
             cell starts out computing what ``cell`` computes).
 
+    Raises:
+        TypeError: ``cell`` not a :class:`~jaxrnn.Cell`, ``init`` not callable; at
+            :func:`jaxrnn.scan` (or ``apply``), params that are not
+            :class:`LearnableCarryParams` (e.g. the inner cell's own params).
+
     Returns:
         A :class:`~jaxrnn.Cell` with :class:`LearnableCarryParams` and :class:`LearnableCarry`.
 
@@ -72,9 +83,10 @@ def learnable_carry(cell: Cell, init=jax.nn.initializers.zeros) -> Cell:
     True
     """
     check_cell("cell", cell)
+    check_callable("init", init)
 
     def init_params(key):
-        k_cell, k_carry = jax.random.split(key)
+        k_cell, k_carry = jax.random.split(check_key("key", key))
         template = cell.initial_carry(())
         leaves, treedef = jax.tree.flatten(template)
         keys = jax.random.split(k_carry, max(len(leaves), 1))
@@ -89,6 +101,7 @@ def learnable_carry(cell: Cell, init=jax.nn.initializers.zeros) -> Cell:
         return LearnableCarry(inner, jnp.zeros(check_batch_shape(batch_shape), bool))
 
     def apply(params, carry, x):
+        check_params(wrapped, params)
         inner, started = carry
         learned = jax.tree.map(
             lambda c, c0: jnp.where(
@@ -102,7 +115,7 @@ def learnable_carry(cell: Cell, init=jax.nn.initializers.zeros) -> Cell:
         new, y = cell.apply(params.cell, learned, x)
         return LearnableCarry(new, jnp.ones_like(started)), y
 
-    return Cell(
+    wrapped = Cell(
         init=init_params,
         apply=apply,
         initial_carry=initial_carry,
@@ -111,3 +124,4 @@ def learnable_carry(cell: Cell, init=jax.nn.initializers.zeros) -> Cell:
         config=(("factory", learnable_carry), ("cell", cell), ("init", init)),
         spatial_dims=cell.spatial_dims,
     )
+    return wrapped

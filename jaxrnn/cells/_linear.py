@@ -35,7 +35,7 @@ import numpy as np
 
 from jaxrnn._checks import check_features, check_scalar, check_size
 from jaxrnn._core import Array, Cell, Initializer, LinearRecurrence
-from jaxrnn.cells._build import cell_config, make_cell, zeros_carry
+from jaxrnn.cells._build import built_cell, cell_config, make_cell, zeros_carry
 from jaxrnn.cells._init import lecun_normal
 from jaxrnn.precision import Policy, policy
 
@@ -110,8 +110,10 @@ def _linear_cell(init, initial_carry, sizes, project, recurrence, config) -> Cel
 
     input_size, output_size = sizes
     if project is None:
-        return Cell(
-            init, step, initial_carry, input_size, output_size, config=config, linear=recurrence
+        return built_cell(
+            Cell(
+                init, step, initial_carry, input_size, output_size, config=config, linear=recurrence
+            )
         )
     return make_cell(
         init, initial_carry, input_size, output_size, project, step, config, linear=recurrence

@@ -4,8 +4,31 @@ from __future__ import annotations
 
 from typing import Any
 
+from jaxrnn._core import Cell
 from jaxrnn._scan.scan import scan
 from jaxrnn.layers import Layer, bidirectional, layer, rnn, stack
+
+
+def check_layer(name: str, value) -> None:
+    """``TypeError`` unless ``value`` is a :class:`~jaxrnn.Layer` (what the pure functions
+    would say of a cell passed where a layer belongs)."""
+    if isinstance(value, Layer):
+        return
+    hint = (
+        "; wrap a cell in jr.layer(cell) or use the RNN module" if isinstance(value, Cell) else ""
+    )
+    raise TypeError(
+        f"{name}: expected a jaxrnn.Layer (jr.layer, jr.rnn, ...), got {type(value).__name__}{hint}"
+    )
+
+
+def existing_or_new(module: Any, name: str, init) -> Any:
+    """The module's param ``name``: the one it holds (left for jaxrnn's own checks to judge, as
+    the pure functions would) or, at ``init``, a new one from ``init``. ``self.param`` would
+    compare an existing param with ``init``'s shapes first and raise Flax's own error type."""
+    if module.has_variable("params", name):
+        return module.get_variable("params", name)
+    return module.param(name, init)
 
 
 def uses_key(lay: Layer) -> bool:

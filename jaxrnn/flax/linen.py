@@ -28,8 +28,9 @@ from typing import Any, Literal
 import flax.linen as nn
 
 from jaxrnn import seq2seq as _seq2seq
+from jaxrnn._checks import check_cell
 from jaxrnn._core import Array, Cell
-from jaxrnn.flax._common import run_cell, uses_key
+from jaxrnn.flax._common import check_layer, existing_or_new, run_cell, uses_key
 from jaxrnn.layers import Layer as _Layer
 from jaxrnn.seq2seq import Seq2Seq as _Seq2Seq
 from jaxrnn.seq2seq import Seq2SeqOutput
@@ -116,7 +117,8 @@ class RNN(nn.Module):
         Returns:
             ``ys``, or ``(carry, ys)`` when ``return_carry``.
         """
-        params = self.param("cell", self.cell.init)
+        check_cell("cell", self.cell)
+        params = existing_or_new(self, "cell", self.cell.init)
         key = None
         if self.transform is not None and not nn.merge_param(
             "deterministic", self.deterministic, deterministic
@@ -179,7 +181,8 @@ class Layer(nn.Module):
         Returns:
             ``ys``, or ``(carry, ys)`` when ``return_carry``.
         """
-        params = self.param("layer", self.layer.init)
+        check_layer("layer", self.layer)
+        params = existing_or_new(self, "layer", self.layer.init)
         key = None
         if uses_key(self.layer) and not nn.merge_param(
             "deterministic", self.deterministic, deterministic
@@ -225,7 +228,7 @@ class Seq2Seq(nn.Module):
     deterministic: bool | None = None
 
     def setup(self):
-        self.params_ = self.param("model", self.model.init)
+        self.params_ = existing_or_new(self, "model", self.model.init)
 
     def _dropout_key(self, deterministic: bool | None):
         encoder = dict(self.model.config).get("encoder")

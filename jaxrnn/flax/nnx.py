@@ -39,8 +39,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxrnn._checks import check_cell, check_params
 from jaxrnn._core import Array, Cell
-from jaxrnn.flax._common import run_cell, uses_key
+from jaxrnn.flax._common import check_layer, run_cell, uses_key
 from jaxrnn.layers import Layer as _Layer
 from jaxrnn.seq2seq import Seq2Seq as _Seq2Seq
 from jaxrnn.seq2seq import Seq2SeqOutput, generate
@@ -200,6 +201,8 @@ class RNN(nnx.Module):
         kernel: bool | None = None,
         rngs: nnx.Rngs,
     ):
+        check_cell("cell", cell)
+        _check_rngs(rngs)
         self.cell = cell
         self.method = method
         self.kernel = kernel
@@ -220,9 +223,11 @@ class RNN(nnx.Module):
         """Load a params NamedTuple of the cell's structure and shapes.
 
         Raises:
-            TypeError: if the structure differs (other NamedTuple, missing field, ...).
+            TypeError: if the structure differs (other NamedTuple, missing field, ...) or a
+                dtype differs from the cell's ``param_dtype``.
             ValueError: if a shape differs.
         """
+        check_params(self.cell, params)  # a built-in cell's own check, as jr.scan makes it
         _set(self.params, params)
 
     def set_view(self, deterministic: bool | None = None) -> None:
@@ -301,6 +306,8 @@ class Layer(nnx.Module):
     """
 
     def __init__(self, layer: _Layer, *, deterministic: bool = False, rngs: nnx.Rngs):
+        check_layer("layer", layer)
+        _check_rngs(rngs)
         self.layer = layer
         self.deterministic = deterministic
         self.params = _to_nnx(layer.init(rngs.params()))
@@ -386,6 +393,7 @@ class Seq2Seq(nnx.Module):
     """
 
     def __init__(self, model: _Seq2Seq, *, deterministic: bool = False, rngs: nnx.Rngs):
+        _check_rngs(rngs)
         self.model = model
         self.deterministic = deterministic
         self.params = _to_nnx(model.init(rngs.params()))
@@ -423,6 +431,13 @@ class Seq2Seq(nnx.Module):
     def generate(self, src: Array, src_lengths: Array | None = None, **kwargs):
         """Decode ``src``: :func:`jaxrnn.seq2seq.generate` with this module's params."""
         return generate(self.model, self.get_params(), src, src_lengths, **kwargs)
+
+
+def _check_rngs(rngs) -> None:
+    """``TypeError`` unless ``rngs`` is an ``nnx.Rngs`` (the constructors draw from its
+    ``params`` stream)."""
+    if not isinstance(rngs, nnx.Rngs):
+        raise TypeError(f"rngs: expected nnx.Rngs (e.g. nnx.Rngs(0)), got {type(rngs).__name__}")
 
 
 def _draw_key(rngs: Any) -> jax.Array:

@@ -41,6 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxrnn._checks import check_bool
 from jaxrnn._core import Cell
 from jaxrnn.interop._common import _build, _cell_kind, _check_shape, _fold_gru_biases
 
@@ -174,7 +175,8 @@ def to_equinox(cell: Cell, params, *, use_bias: bool = True):
         ValueError: for what Equinox cannot compute: ``gru(reset_after=False)``, peephole,
             coupled or projected LSTMs, ``simple_rnn``, ``jordan_rnn``, custom cells, nonzero
             biases with ``use_bias=False``; and for parameters of the wrong shape.
-        TypeError: if ``cell`` is not a cell or ``params`` not of its parameter type.
+        TypeError: if ``cell`` is not a cell or ``params`` not of its parameter type, or
+            ``use_bias`` is not a bool.
 
     >>> import jax, jax.numpy as jnp, jaxrnn as jr
     >>> cell = jr.lstm(3, 4)
@@ -187,6 +189,7 @@ def to_equinox(cell: Cell, params, *, use_bias: bool = True):
     >>> bool(jnp.allclose(h, cell.apply(params, carry, jnp.ones(3))[1], atol=1e-6))
     True
     """
+    use_bias = check_bool("use_bias", use_bias)
     eqx = _import_equinox()
     kind = _cell_kind(cell, params, "Equinox", kinds=("lstm", "gru"))
     cfg = dict(cell.config)

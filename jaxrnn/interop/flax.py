@@ -50,7 +50,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxrnn._core import Cell
 from jaxrnn.cells import ConvLSTMParams, GRUParams, LSTMCarry, MGUParams, conv_gru, conv_lstm, mgu
@@ -625,14 +627,31 @@ def carry_from_flax(carry):
     >>> jr.interop.carry_from_flax((jnp.zeros(4), jnp.ones(4))).h.tolist()
     [1.0, 1.0, 1.0, 1.0]
     """
-    if _is_leaf(carry):
+    if _is_state(carry):
         return carry
-    if isinstance(carry, (tuple, list)) and len(carry) == 2 and all(map(_is_leaf, carry)):
+    if isinstance(carry, (tuple, list)) and len(carry) == 2 and all(map(_is_state, carry)):
         c, h = carry
+        if jnp.shape(c) != jnp.shape(h):
+            raise ValueError(
+                f"carry: expected an LSTM's (c, h) pair of arrays of one shape, got shapes "
+                f"{jnp.shape(c)} and {jnp.shape(h)}"
+            )
         return LSTMCarry(h=h, c=c)
+    what = type(carry).__name__
+    if hasattr(carry, "dtype"):
+        what += f" of dtype {carry.dtype} and shape {jnp.shape(carry)}"
     raise TypeError(
-        "carry_from_flax: expected a cell carry, an array or a (c, h) pair of arrays, got "
-        f"{type(carry).__name__}"
+        "carry: expected a Flax cell carry: a floating-point array (*batch, H) (a GRU's or a "
+        f"simple cell's) or an LSTM's (c, h) pair of such arrays, got {what}"
+    )
+
+
+def _is_state(x) -> bool:
+    """A floating-point array of at least one dimension (the features): a cell state."""
+    return (
+        isinstance(x, jax.Array | np.ndarray)
+        and jnp.ndim(x) >= 1
+        and jnp.issubdtype(x.dtype, jnp.floating)
     )
 
 

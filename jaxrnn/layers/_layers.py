@@ -8,7 +8,14 @@ from collections.abc import Callable, Sequence
 import jax
 import jax.numpy as jnp
 
-from jaxrnn._checks import check_cell, check_probability, check_size
+from jaxrnn._checks import (
+    check_bool,
+    check_cell,
+    check_key,
+    check_probability,
+    check_size,
+    check_unroll,
+)
 from jaxrnn._core import Bidirectional, Cell, Layer, Transform
 from jaxrnn._scan.scan import Method, Remat, resolve_method, scan
 from jaxrnn.kernels._dispatch import check_option as check_kernel_option
@@ -50,9 +57,12 @@ def layer(
         TypeError: if ``cell`` is not a :class:`~jaxrnn.Cell` (e.g. already a :class:`Layer`).
     """
     check_cell("cell", cell)
+    unroll = check_unroll(unroll)
+    reverse, time_major = check_bool("reverse", reverse), check_bool("time_major", time_major)
     _require_kernel(kernel, (cell,), transform, method, remat)
 
     def apply(params, xs, carry=None, *, lengths=None, resets=None, key=None):
+        key = check_key("key", key, optional=True)
         return scan(
             _transformed(cell, transform, key),
             params,
@@ -145,13 +155,20 @@ def bidirectional(
     if forward.output_size is not None and backward.output_size is not None:
         out = forward.output_size + backward.output_size
     _require_kernel(kernel, (forward, backward), transform, method, remat)
-    opts = dict(time_major=time_major, unroll=unroll, remat=remat, method=method, kernel=kernel)
+    opts = dict(
+        time_major=time_major,
+        unroll=check_unroll(unroll),
+        remat=remat,
+        method=method,
+        kernel=kernel,
+    )
 
     def init(key):
-        k_f, k_b = jax.random.split(key)
+        k_f, k_b = jax.random.split(check_key("key", key))
         return Bidirectional(forward.init(k_f), backward.init(k_b))
 
     def apply(params, xs, carry=None, *, lengths=None, resets=None, key=None):
+        key = check_key("key", key, optional=True)
         k_f, k_b = (None, None) if key is None else jax.random.split(key)
         fwd, bwd = _transformed(forward, transform, k_f), _transformed(backward, transform, k_b)
         carry = Bidirectional(None, None) if carry is None else carry
@@ -208,6 +225,10 @@ def stack(layers: Sequence[Layer], *, dropout: float = 0.0) -> Layer:
     layers = tuple(layers)
     if not layers:
         raise ValueError("stack: expected at least one layer")
+    for k, lay in enumerate(layers):
+        if not isinstance(lay, Layer):
+            hint = ": wrap a cell in jr.layer(cell)" if isinstance(lay, Cell) else ""
+            raise TypeError(f"layers[{k}]: expected a jaxrnn.Layer, got {type(lay).__name__}{hint}")
     dropout = check_probability("dropout", dropout)
     for k, (a, b) in enumerate(itertools.pairwise(layers)):
         if None not in (a.output_size, b.input_size) and a.output_size != b.input_size:
@@ -217,12 +238,19 @@ def stack(layers: Sequence[Layer], *, dropout: float = 0.0) -> Layer:
             )
 
     def init(key):
-        keys = jax.random.split(key, len(layers))
+        keys = jax.random.split(check_key("key", key), len(layers))
         return tuple(lay.init(k) for lay, k in zip(layers, keys, strict=True))
 
     def apply(params, xs, carry=None, *, lengths=None, resets=None, key=None):
+        for name, value in (("params", params), ("carry", carry)):
+            if value is not None and not isinstance(value, tuple | list):
+                raise TypeError(
+                    f"{name}: expected a tuple of {len(layers)} layer entries (one per layer), "
+                    f"got {type(value).__name__}"
+                )
         if len(params) != len(layers):
             raise ValueError(f"params: expected {len(layers)} layer entries, got {len(params)}")
+        key = check_key("key", key, optional=True)
         carry = (None,) * len(layers) if carry is None else tuple(carry)
         if len(carry) != len(layers):
             raise ValueError(f"carry: expected {len(layers)} layer entries, got {len(carry)}")
@@ -359,6 +387,7 @@ def rnn(
     num_layers, dropout, sequential = _check_rnn_options(
         cell_fn, num_layers, dropout, cudnn, transform, method
     )
+    bidirectional = check_bool("bidirectional", bidirectional)
     opts = dict(
         time_major=time_major,
         unroll=unroll,
