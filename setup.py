@@ -2,10 +2,11 @@
 
 The C++ in ``jaxrnn/kernels/_src`` is compiled, at ``pip install``, into one shared library
 ``jaxrnn/kernels/_rnn*.so`` that jaxrnn loads with ctypes and registers with XLA's FFI (as an
-extension module it only defines an empty module, so that importing it does no harm). It holds an AVX2 and an AVX-512
-version of every kernel and picks one by the CPU at load time, so it is compiled with the
-compiler's default target, not ``-march=native``: an environment copied to another x86-64
-machine keeps working. The FFI headers are vendored (``_src/xla``), so nothing is downloaded.
+extension module it only defines an empty module, so that importing it does no harm). It
+holds an AVX2 and an AVX-512 version of every kernel and picks one by the CPU at load time, so
+it is compiled with the compiler's default target, not ``-march=native``: an environment
+copied to another x86-64 machine keeps working. The FFI headers are vendored (``_src/xla``),
+so nothing is downloaded.
 
 The extension is optional: without a C++17 compiler, on a CPU that is not x86-64, or when the
 build fails, ``pip install`` still succeeds and jaxrnn runs everything on XLA

@@ -272,7 +272,7 @@ def test_carry_converters():
     back = interop.carry_to_flax(carry)
     assert back[0] is c and back[1] is h
     assert interop.carry_from_flax(h) is h and interop.carry_to_flax(h) is h
-    with pytest.raises(TypeError, match="^carry: expected a Flax cell carry"):
+    with pytest.raises(TypeError, match=r"^carry: expected a Flax cell carry"):
         interop.carry_from_flax(((c, h), (c, h)))
     with pytest.raises(TypeError, match="carry_to_flax"):
         interop.carry_to_flax(jr.Bidirectional(h, h))
