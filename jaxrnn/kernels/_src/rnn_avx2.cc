@@ -3,6 +3,8 @@
 // the build machine's default; the FFI handlers call it only after checking the CPU.
 #include "rnn_common.h"
 
+#include <sched.h>  // sched_yield, for threads waiting on a phase
+
 #if defined(__x86_64__) && defined(__GNUC__)
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")

@@ -4,6 +4,8 @@
 // handlers call it only after checking the CPU (rnn_ffi.cc).
 #include "rnn_common.h"
 
+#include <sched.h>  // sched_yield, for threads waiting on a phase
+
 #if defined(__x86_64__) && defined(__GNUC__)
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,fma,avx2")
