@@ -171,13 +171,29 @@ std::mutex g_team_mu;   // held while a call uses the team
 Team* g_team = nullptr;
 
 void forget_team_after_fork() {
-  g_team = nullptr;
+  g_team = nullptr;  // the child keeps the parent's workspace (its memory was copied)
   new (&g_team_mu) std::mutex();
 }
 
 struct AtFork {
   AtFork() { pthread_atfork(nullptr, nullptr, forget_team_after_fork); }
 } g_at_fork;
+
+// The workspace of the call holding g_team_mu: kept between calls and grown as needed, so a
+// training loop does not map, fault in and unmap megabytes of fresh pages at every call.
+void* g_workspace = nullptr;
+size_t g_workspace_bytes = 0;
+
+void* workspace(size_t bytes) {
+  if (bytes > g_workspace_bytes) {
+    free(g_workspace);
+    size_t grown = std::max(bytes, g_workspace_bytes + g_workspace_bytes / 2);
+    g_workspace = aligned_alloc(64, (grown + 63) / 64 * 64);
+    g_workspace_bytes = g_workspace ? grown : 0;
+    if (!g_workspace) throw std::bad_alloc();
+  }
+  return g_workspace;
+}
 
 // Runs fn over the team: nth members (at most the panels of hidden units). Calls that XLA
 // runs at the same time (e.g. the two directions of a bidirectional layer) take turns: each
@@ -190,8 +206,7 @@ void run_team(void (*fn)(const SeqArgs*, void*, int, int, Barrier), const SeqArg
   if (nth > 1 && (!g_team || g_team->size() < nth)) g_team = new Team(team_size() - 1);
   if (nth > 1) nth = std::min(nth, g_team->size());
   int64_t bytes = isa->workspace_bytes(&a, nth, backward);
-  void* ws = aligned_alloc(64, (size_t)((bytes + 63) / 64 * 64));
-  if (!ws) throw std::bad_alloc();
+  void* ws = workspace((size_t)bytes);
   memset(ws, 0, (size_t)bytes);
   SpinBarrier barrier;
   barrier.size = nth;
@@ -201,7 +216,6 @@ void run_team(void (*fn)(const SeqArgs*, void*, int, int, Barrier), const SeqArg
   } else {
     g_team->Run(Job{fn, &a, ws, nth, b});
   }
-  free(ws);
 }
 
 // ---------------------------------------------------------------------------------------------
