@@ -14,8 +14,6 @@
 #include <vector>
 using namespace jaxrnn;
 namespace jaxrnn { void avx512_use_bf16_dot(int on); }
-struct Bar { std::atomic<int> n{0}, phase{0}; int size; };  // unused by the kernels (they share work by phases)
-static void wait(void* ctx, int) { Bar* b = (Bar*)ctx; int p = b->phase.load(); if (b->n.fetch_add(1) + 1 == b->size) { b->n = 0; b->phase.store(p + 1); } else while (b->phase.load() == p) std::this_thread::yield(); }
 template <class T> static std::vector<T>* buf(size_t n, T v) { return new std::vector<T>(n, v); }
 static unsigned short tobf(float f) { unsigned u; memcpy(&u, &f, 4); return (unsigned short)((u + 0x7fff + ((u >> 16) & 1)) >> 16); }
 int main() {
@@ -52,10 +50,9 @@ int main() {
       int64_t bytes = isa->workspace_bytes(&a, n, pass);
       std::vector<char> ws(bytes); char* base = ws.data() + ((64 - (uintptr_t)ws.data() % 64) % 64);
       // the workspace includes 64 bytes of slack for the alignment above
-      Bar bar; bar.size = n; Barrier br{wait, &bar};
       std::vector<std::thread> th;
-      for (int t = 1; t < n; ++t) th.emplace_back([&, t] { (pass ? isa->backward : isa->forward)(&a, base, t, n, br); });
-      (pass ? isa->backward : isa->forward)(&a, base, 0, n, br);
+      for (int t = 1; t < n; ++t) th.emplace_back([&, t] { (pass ? isa->backward : isa->forward)(&a, base, t, n); });
+      (pass ? isa->backward : isa->forward)(&a, base, 0, n);
       for (auto& t : th) t.join();
     }
     ++runs;

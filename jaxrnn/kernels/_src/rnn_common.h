@@ -10,12 +10,6 @@
 
 namespace jaxrnn {
 
-// A barrier all threads of one kernel call pass once per synchronisation point.
-struct Barrier {
-  void (*wait)(void* ctx, int tid);
-  void* ctx;
-};
-
 // One direction of one layer over a whole sequence, time-major, batch flattened to B.
 // Gate blocks along the last axis: LSTM i, f, g, o; GRU r, z, n (as jr.lstm / jr.gru store them).
 struct SeqArgs {
@@ -56,9 +50,11 @@ struct Isa {
   int lanes;  // floats per vector: hidden units per packed panel
   // Bytes of workspace one call needs (packed weights, state buffers), given nthreads.
   int64_t (*workspace_bytes)(const SeqArgs* a, int nthreads, int backward);
-  // What thread `tid` of `nthreads` runs; all threads share `ws` and pass `barrier` together.
-  void (*forward)(const SeqArgs* a, void* ws, int tid, int nthreads, Barrier barrier);
-  void (*backward)(const SeqArgs* a, void* ws, int tid, int nthreads, Barrier barrier);
+  // What thread `tid` of `nthreads` runs; all threads share the zeroed workspace `ws`, and
+  // share the work through it (rnn_impl.inc, run_phases): any thread may start late or not at
+  // all, as long as thread 0 runs.
+  void (*forward)(const SeqArgs* a, void* ws, int tid, int nthreads);
+  void (*backward)(const SeqArgs* a, void* ws, int tid, int nthreads);
 };
 
 // Null where the compiler or the CPU lacks the instruction set.

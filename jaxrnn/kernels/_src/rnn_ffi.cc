@@ -3,11 +3,10 @@
 // the FFI headers vendored next to this file (those of the oldest jaxlib jaxrnn supports; the
 // FFI's C ABI is versioned and newer runtimes accept handlers built against older headers).
 //
-// One call runs one direction of one layer over the whole sequence: threads own slices of the
-// hidden units for all steps and meet at one spin barrier per step (rnn_impl.inc). The team is
-// this library's own (the caller plus persistent workers), sized by the CPUs this process may
-// run on: XLA's intra-op pool does not promise that scheduled tasks run at the same time, and
-// a barrier needs that they do.
+// One call runs one direction of one layer over the whole sequence: threads have home slices
+// of the hidden units for all steps and share each step's work through counters in the
+// workspace (rnn_impl.inc). The team is this library's own (the caller plus persistent
+// workers), sized by the CPUs this process may run on.
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>  // first, as Python asks; only for PyInit__rnn at the end
 #include <immintrin.h>
@@ -77,36 +76,11 @@ int team_size() {
 // work at the sizes the kernels are for, short enough not to hold a core another thread needs.
 constexpr int kSpins = 2000;
 
-struct SpinBarrier {
-  alignas(64) std::atomic<int> arrived{0};
-  alignas(64) std::atomic<int> phase{0};
-  int size = 1;
-
-  void wait() {
-    int phase_now = phase.load(std::memory_order_acquire);
-    if (arrived.fetch_add(1, std::memory_order_acq_rel) + 1 == size) {
-      arrived.store(0, std::memory_order_relaxed);
-      phase.store(phase_now + 1, std::memory_order_release);
-      return;
-    }
-    for (int spin = 0; phase.load(std::memory_order_acquire) == phase_now; ++spin) {
-      if (spin < kSpins) {
-        _mm_pause();
-      } else {
-        sched_yield();
-      }
-    }
-  }
-};
-
-void barrier_wait(void* ctx, int) { static_cast<SpinBarrier*>(ctx)->wait(); }
-
 struct Job {
-  void (*fn)(const SeqArgs*, void*, int, int, Barrier);
+  void (*fn)(const SeqArgs*, void*, int, int);
   const SeqArgs* args;
   void* ws;
   int nth;
-  Barrier barrier;
 };
 
 class Team {
@@ -126,7 +100,7 @@ class Team {
       generation_.fetch_add(1, std::memory_order_acq_rel);
     }
     cv_.notify_all();
-    job.fn(job.args, job.ws, 0, job.nth, job.barrier);
+    job.fn(job.args, job.ws, 0, job.nth);
     for (int spin = 0; pending_.load(std::memory_order_acquire) != 0; ++spin) {
       if (spin < kSpins) {
         _mm_pause();
@@ -151,7 +125,7 @@ class Team {
       seen = generation_.load(std::memory_order_acquire);
       Job job = job_;
       if (tid < job.nth) {
-        job.fn(job.args, job.ws, tid, job.nth, job.barrier);
+        job.fn(job.args, job.ws, tid, job.nth);
         pending_.fetch_sub(1, std::memory_order_acq_rel);
       }
     }
@@ -198,7 +172,7 @@ void* workspace(size_t bytes) {
 // Runs fn over the team: nth members (at most the panels of hidden units). Calls that XLA
 // runs at the same time (e.g. the two directions of a bidirectional layer) take turns: each
 // uses every core, and no more threads spin than there are cores.
-void run_team(void (*fn)(const SeqArgs*, void*, int, int, Barrier), const SeqArgs& a,
+void run_team(void (*fn)(const SeqArgs*, void*, int, int), const SeqArgs& a,
               const Isa* isa, int backward) {
   int panels = (a.H + isa->lanes - 1) / isa->lanes;
   int nth = std::max(1, std::min(team_size(), panels));
@@ -208,13 +182,10 @@ void run_team(void (*fn)(const SeqArgs*, void*, int, int, Barrier), const SeqArg
   int64_t bytes = isa->workspace_bytes(&a, nth, backward);
   void* ws = workspace((size_t)bytes);
   memset(ws, 0, (size_t)bytes);
-  SpinBarrier barrier;
-  barrier.size = nth;
-  Barrier b{barrier_wait, &barrier};
   if (nth == 1) {
-    fn(&a, ws, 0, 1, b);
+    fn(&a, ws, 0, 1);
   } else {
-    g_team->Run(Job{fn, &a, ws, nth, b});
+    g_team->Run(Job{fn, &a, ws, nth});
   }
 }
 
