@@ -432,8 +432,10 @@ def test_cudnn_none_on_cpu_takes_scan_path(monkeypatch):
 
     monkeypatch.setattr(cudnn, "_backend_forward", boom)
     monkeypatch.setattr(cudnn, "_backend_backward", boom)
-    auto = jr.rnn(jr.lstm, I, H, num_layers=2, bidirectional=True)
-    never = jr.rnn(jr.lstm, I, H, num_layers=2, bidirectional=True, cudnn=False)
+    # kernel=False: the native CPU kernels, which cudnn=None would otherwise reach here, have
+    # no forward-mode rule either; this test is about the scan path.
+    auto = jr.rnn(jr.lstm, I, H, num_layers=2, bidirectional=True, kernel=False)
+    never = jr.rnn(jr.lstm, I, H, num_layers=2, bidirectional=True, cudnn=False, kernel=False)
     assert dict(auto.config)["cudnn"] is None and dict(never.config)["cudnn"] is False
     params, xs = random_params(auto, 26), random_xs(27)
 

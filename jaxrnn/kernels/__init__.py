@@ -32,7 +32,8 @@ few ulp, as XLA's), in values and gradients, with ``lengths`` (the carry frozen 
 past each sequence's end), ``reverse``, an initial carry and any batch shape. Differences from
 the XLA path: derivatives are reverse-mode only (``jax.grad``, ``jax.vjp``); forward-mode
 (``jax.jvp``, ``jax.jacfwd``) and second derivatives raise an error that says to pass
-``kernel=False``. Under ``jax.vmap`` the kernel runs once per mapped element (fold the mapped
+``kernel=False`` (where the ``jvp`` is itself inside ``jax.jit``, JAX's own ``TypeError``: "can't
+apply forward-mode autodiff (jvp) to a custom_vjp function"). Under ``jax.vmap`` the kernel runs once per mapped element (fold the mapped
 axis into the batch where possible). Under a sharded batch (:func:`jaxrnn.train.data_mesh`),
 XLA gathers the kernel's operands and every device computes the whole batch: the result is
 right, the speed-up is lost. ``unroll`` does not apply.
