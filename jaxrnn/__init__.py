@@ -13,7 +13,12 @@ The modules, in the order data flows through them::
 """
 
 # The imports follow the data flow, not the alphabet.
-# ruff: noqa: I001
+# ruff: noqa: I001, E402
+
+# First: while the command-line tool starts, Ctrl-C and SIGTERM end it with one line.
+from jaxrnn import _startup
+
+_startup.guard()
 
 # The core types; cells -> scan -> layers: one step, a sequence, stacks and directions.
 from jaxrnn._core import Bidirectional, Cell, Layer, LinearRecurrence

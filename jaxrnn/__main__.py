@@ -39,6 +39,7 @@ import sys
 import threading
 import time
 
+from jaxrnn import _startup
 from jaxrnn._cli_options import _MODEL_OPTIONS, _REGULARISERS, _parser
 
 _START = time.perf_counter()
@@ -636,6 +637,7 @@ def main(argv: list[str] | None = None) -> int:
         own usage errors exit with 2 directly). When interrupted (Ctrl-C, SIGTERM) the process
         ends at once with status 130 (``os._exit``, after flushing stdout and stderr).
     """
+    _startup.release()  # from here on, main's own handling of Ctrl-C and SIGTERM
     args = _parser().parse_args(argv)
     quiet = contextlib.nullcontext() if args.debug else _quiet(for_good=argv is None)
     with quiet:

@@ -226,12 +226,19 @@ def check_param_memory(what: str, init, bound: int) -> Any:
     except Exception:  # e.g. a custom initialiser's error, which init raises when it runs
         return None
     needed = sum(math.prod(leaf.shape) * leaf.dtype.itemsize for leaf in jax.tree.leaves(expected))
+    check_memory(f"{what}: its params", needed, "choose smaller sizes")
+    return expected
+
+
+def check_memory(what: str, needed: int, advice: str) -> None:
+    """Refuse ``needed`` bytes beyond :data:`PARAM_BYTES_LIMIT`, this machine's memory, before
+    anything is allocated: ``"<what> need N bytes (...), more than this machine's memory, M
+    bytes (...); <advice>"`` (a ``ValueError``)."""
     if PARAM_BYTES_LIMIT is not None and needed > PARAM_BYTES_LIMIT:
         raise ValueError(
-            f"{what}: its params need {_bytes(needed)}, more than this machine's memory, "
-            f"{_bytes(PARAM_BYTES_LIMIT)}; choose smaller sizes"
+            f"{what} need {_bytes(needed)}, more than this machine's memory, "
+            f"{_bytes(PARAM_BYTES_LIMIT)}; {advice}"
         )
-    return expected
 
 
 def check_features(name: str, x: Array, size: int) -> None:

@@ -43,7 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrnn._checks import check_size
+from jaxrnn._checks import check_key, check_size
 from jaxrnn._core import Array, Carry, Cell, Params, PRNGKey
 from jaxrnn._masks import length_mask
 from jaxrnn.precision import Policy, policy
@@ -330,7 +330,7 @@ def additive(
     pdt = pol.param_dtype
 
     def init(key):
-        k_q, k_k, k_v = jax.random.split(key, 3)
+        k_q, k_k, k_v = jax.random.split(check_key("key", key), 3)
         return AdditiveParams(
             w_q=_lecun_normal(k_q, (query_size, hidden_size), pdt),
             w_k=_lecun_normal(k_k, (key_size, hidden_size), pdt),
@@ -395,7 +395,7 @@ def dot(size: int, *, scaled: bool = False, dtype=jnp.float32) -> Attention:
     pol = policy(dtype)
 
     def init(key):
-        del key
+        check_key("key", key)  # no params, but the same contract as every init
         return DotParams()
 
     def precompute(params, keys, values=None, mask=None):
@@ -445,6 +445,7 @@ def general(
     pol = policy(param_dtype, dtype)
 
     def init(key):
+        key = check_key("key", key)
         return GeneralParams(w=_lecun_normal(key, (query_size, key_size), pol.param_dtype))
 
     def precompute(params, keys, values=None, mask=None):
@@ -607,7 +608,7 @@ def decoder(
     output_size = cell.output_size + value_size
 
     def init(key):
-        k_cell, k_attn = jax.random.split(key)
+        k_cell, k_attn = jax.random.split(check_key("key", key))
         return AttentionDecoderParams(cell.init(k_cell), attention.init(k_attn))
 
     def precompute(params, keys, values=None, mask=None):

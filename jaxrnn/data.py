@@ -534,6 +534,7 @@ def copy_memory(
     >>> bool((y[0, 5:] == x[0, :2]).all())
     True
     """
+    key = check_key("key", key)
     if delay < 1 or copy_length < 1 or num_symbols < 1:
         raise ValueError(
             "delay, copy_length and num_symbols must be >= 1, got "

@@ -11,6 +11,10 @@ Every error is a ``ValueError``/``TypeError`` whose message starts with the argu
 from __future__ import annotations
 
 import re
+import signal
+import subprocess
+import sys
+import time
 
 import jax
 import jax.numpy as jnp
@@ -586,3 +590,51 @@ def test_newton_runs_real_carries(name):
     _, ys = jr.scan(cell, params, xs, method="newton")
     _, want = jr.scan(cell, params, xs)
     np.testing.assert_allclose(ys, want, atol=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------
+# The last gaps: the attention factories' and copy_memory's keys, sample's sizes, signals while
+# the command-line tool starts.
+
+
+@pytest.mark.parametrize(
+    "attention", [jr.attention.additive(3, 4, 5), jr.attention.dot(4), jr.attention.general(3, 4)]
+)
+@pytest.mark.parametrize("bad", [None, 5, "key"])
+def test_attention_init_checks_its_key(attention, bad):
+    with pytest.raises(TypeError, match=r"^key: "):
+        attention.init(bad)
+    attention.init(jax.random.key(0))
+
+
+def test_copy_memory_checks_its_key():
+    with pytest.raises(TypeError, match=r"^key: "):
+        jr.data.copy_memory(5, 2, 3)
+    with pytest.raises(ValueError, match=r"^key: expected one PRNG key"):
+        jr.data.copy_memory(jax.random.split(jax.random.key(0), 2), 2, 3)
+
+
+def test_sample_refuses_sizes_no_machine_holds():
+    model = jr.models.char_lm(5, hidden_size=4)
+    params = model.init(jax.random.key(0))
+    with pytest.raises(ValueError, match=r"the samples need \d+ bytes .*more than this machine"):
+        jr.models.sample(model, params, jax.random.key(1), [0], 2**40, num_samples=2**20)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_while_the_tool_starts_is_one_line(signum, tmp_path):
+    """Ctrl-C or SIGTERM at any point of `python -m jaxrnn` (here: while it imports JAX, or
+    just after) ends it with one line and status 130."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jaxrnn", "demo", "--checkpoint-dir", str(tmp_path / "c")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
+    time.sleep(0.4)
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=60)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert proc.returncode == 130, err[-2000:]
+    assert len(lines) == 1 and "interrupted" in lines[0], err[-2000:]

@@ -32,11 +32,12 @@ few ulp, as XLA's), in values and gradients, with ``lengths`` (the carry frozen 
 past each sequence's end), ``reverse``, an initial carry and any batch shape. Differences from
 the XLA path: derivatives are reverse-mode only (``jax.grad``, ``jax.vjp``); forward-mode
 (``jax.jvp``, ``jax.jacfwd``) and second derivatives raise an error that says to pass
-``kernel=False`` (where the ``jvp`` is itself inside ``jax.jit``, JAX's own ``TypeError``: "can't
-apply forward-mode autodiff (jvp) to a custom_vjp function"). Under ``jax.vmap`` the kernel runs once per mapped element (fold the mapped
-axis into the batch where possible). Under a sharded batch (:func:`jaxrnn.train.data_mesh`),
-XLA gathers the kernel's operands and every device computes the whole batch: the result is
-right, the speed-up is lost. ``unroll`` does not apply.
+``kernel=False`` (where the ``jvp`` is itself inside ``jax.jit``, JAX's own ``TypeError``:
+"can't apply forward-mode autodiff (jvp) to a custom_vjp function"). Under ``jax.vmap`` the
+kernel runs once per mapped element (fold the mapped axis into the batch where possible).
+Under a sharded batch (:func:`jaxrnn.train.data_mesh`), XLA gathers the kernel's operands and
+every device computes the whole batch: the result is right, the speed-up is lost. ``unroll``
+does not apply.
 
 Building. ``pip install`` compiles the C++ in ``jaxrnn/kernels/_src`` for the machine it runs
 on (``setup.py``): one library holding an AVX2 and an AVX-512 version of each kernel, the one

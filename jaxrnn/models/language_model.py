@@ -27,6 +27,7 @@ from jaxrnn import train as _train
 from jaxrnn._checks import (
     check_ids,
     check_int,
+    check_memory,
     check_probability,
     check_scalar,
     check_size,
@@ -353,6 +354,12 @@ def sample(
         raise TypeError("temperature: expected a concrete number, got a traced value")
     length = check_int("length", length, low=0)
     num_samples = check_int("num_samples", num_samples, low=1)
+    # The result alone, int32 ids: sizes no machine holds are refused before any work.
+    check_memory(
+        f"sample(length={length}, num_samples={num_samples}): the samples",
+        4 * length * num_samples,
+        "draw fewer or shorter samples (the jaxrnn command streams samples of any size)",
+    )
     fn = _sampler(model, length, temperature, num_samples)
     return fn(params, key, prompt)
 
