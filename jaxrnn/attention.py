@@ -395,7 +395,7 @@ def dot(size: int, *, scaled: bool = False, dtype=jnp.float32) -> Attention:
     pol = policy(dtype)
 
     def init(key):
-        check_key("key", key)  # no params, but the same contract as every init
+        check_key("key", key, optional=True)  # no params: None is fine, a wrong key is not
         return DotParams()
 
     def precompute(params, keys, values=None, mask=None):
