@@ -111,14 +111,15 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def test_one_and_eight_devices_give_the_same_training():
+def _run_on_eight_devices(script: str) -> dict:
+    """``script`` in a fresh process with 8 virtual CPU devices; the JSON of its RESULT line."""
     env = dict(os.environ)
     env["XLA_FLAGS"] = (
         env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
     ).strip()
     env["JAX_PLATFORMS"] = "cpu"
     proc = subprocess.run(
-        [sys.executable, "-c", SCRIPT],
+        [sys.executable, "-c", script],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -127,7 +128,11 @@ def test_one_and_eight_devices_give_the_same_training():
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     (line,) = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-    out = json.loads(line[len("RESULT ") :])
+    return json.loads(line[len("RESULT ") :])
+
+
+def test_one_and_eight_devices_give_the_same_training():
+    out = _run_on_eight_devices(SCRIPT)
     one, eight = out["mesh1"], out["mesh8"]
 
     # Really spread over 8 devices: batch and carry split by rows, parameters replicated.
@@ -222,22 +227,7 @@ INDIVISIBLE = textwrap.dedent(
 def test_train_step_on_a_mesh_explains_an_indivisible_batch():
     """``make_train_step(..., mesh=...)`` given a batch (or carry) the devices do not divide:
     the one-line ``ValueError`` of ``shard_batch``/``fit``, not JAX's ``IndivisibleError``."""
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = (
-        env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
-    ).strip()
-    env["JAX_PLATFORMS"] = "cpu"
-    proc = subprocess.run(
-        [sys.executable, "-c", INDIVISIBLE],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    (line,) = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-    out = json.loads(line[len("RESULT ") :])
+    out = _run_on_eight_devices(INDIVISIBLE)
     for mesh, devices in [("data", 8), ("model", 2)]:  # model_mesh(4): rows split 2 ways
         batch, carry = out[f"{mesh}-batch"], out[f"{mesh}-carry"]
         assert batch.startswith("ValueError: train_step: the batch axis of batch['x']"), batch
