@@ -104,6 +104,7 @@ def pytest_unconfigure(config):
 # above: the notebooks run XLA's defaults (about 10 to 40 s each); the others start
 # subprocesses (the CLI, several processes, the docs build) or are long doctests.
 SLOW_FIRST = [
+    "tests/test_sharded.py",  # tests/sharded/ in one 8-device subprocess
     "tests/test_notebooks.py::test_notebook_executes[02_seq2seq_attention.ipynb]",
     "tests/test_notebooks.py::test_notebook_executes[01_cells_from_equations.ipynb]",
     "tests/test_notebooks.py::test_notebook_executes[03_char_language_model.ipynb]",
@@ -134,3 +135,17 @@ def _slow_rank(nodeid):
 
 def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: _slow_rank(item.nodeid))  # stable: the rest keep their order
+
+
+# --------------------------------------------------------------------------------------------
+# tests/sharded/ needs 8 devices, and a process's device count is fixed when jax starts its
+# backend. tests/test_sharded.py runs that directory in one subprocess with 8 virtual CPU
+# devices (XLA_FLAGS=--xla_force_host_platform_device_count=8); every other process skips it.
+# To run it directly: XLA_FLAGS=--xla_force_host_platform_device_count=8 pytest tests/sharded
+EIGHT_DEVICES_FLAG = "--xla_force_host_platform_device_count=8"
+
+
+def pytest_ignore_collect(collection_path, config):
+    if collection_path.name == "sharded" and collection_path.parent.name == "tests":
+        return EIGHT_DEVICES_FLAG not in os.environ.get("XLA_FLAGS", "")
+    return None

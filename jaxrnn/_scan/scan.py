@@ -14,6 +14,7 @@ from typing import Any, Literal
 import jax
 import jax.numpy as jnp
 
+from jaxrnn import _sharding
 from jaxrnn._checks import (
     check_bool,
     check_carry,
@@ -229,6 +230,14 @@ def scan(
         check_carry(cell, carry, batch_shape)
     if lengths is not None:
         lengths = check_lengths(lengths, sequence_batch, num_steps)
+    mesh = _sharding.explicit_mesh(xs)
+    if mesh is not None:  # an explicit mesh: the carry follows the batch sharding of xs
+        params = _sharding.onto_mesh(params, mesh)
+        batch_axes = tuple(a for a in range(1 if time_major else 0, xs.ndim - 1) if a != time_axis)
+        spec = _sharding.batch_spec(xs, batch_axes)
+        carry = _sharding.shard_like_batch(carry, mesh, spec)
+        if lengths is not None:
+            lengths = _sharding.shard_like_batch(lengths, mesh, spec[: len(sequence_batch)])
     initial = carry
     if resets is not None:
         resets = check_resets(resets, sequence_batch, num_steps, time_major)

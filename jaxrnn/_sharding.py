@@ -1,0 +1,101 @@
+"""Sharding in types: what jaxrnn reads from the inputs' shardings under JAX's explicit meshes.
+
+Since jax 0.10, ``jax.make_mesh`` builds meshes whose axes are ``Explicit``: an array's sharding
+is part of its type (``jax.typeof(x).sharding``), every operation computes the sharding of its
+result, and an operation whose result sharding is ambiguous is an error at trace time. Two
+things an RNN does are ambiguous under such a mesh unless the library says what it means:
+
+* **a scan's carry.** ``cell.initial_carry(batch_shape)`` makes zeros with no sharding, while
+  the step's new carry, computed from a batch-sharded ``x_t``, is batch-sharded; ``lax.scan``
+  requires the two types to be equal. The carry entering a scan is given the sharding of the
+  batch axes of ``xs`` (:func:`shard_like_batch`).
+* **a weight gradient.** ``x^T g`` sums over the sharded batch axis; JAX gives it the weight's
+  sharding, which is undefined for a weight that was never put on the mesh (created outside it,
+  or under ``jax.jit`` without ``jax.set_mesh``). Such parameters are put on the mesh of the
+  inputs, replicated (:func:`onto_mesh`), so their gradients come out replicated.
+
+Under ``Auto`` axes (``jax.sharding.Mesh``, :func:`jaxrnn.train.data_mesh` by default) the
+types carry no sharding: every function here returns its input unchanged and the compiler
+propagates shardings as before.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+from jax.sharding import NamedSharding, PartitionSpec
+
+__all__ = ["batch_spec", "explicit_mesh", "onto_mesh", "shard_like_batch"]
+
+
+def _sharding(x: Any):
+    """The ``NamedSharding`` in ``x``'s type, or ``None`` (not an array, or no mesh)."""
+    try:
+        sharding = jax.typeof(x).sharding
+    except (TypeError, AttributeError):
+        return None
+    if not isinstance(sharding, NamedSharding) or sharding.mesh.empty:
+        return None
+    return sharding
+
+
+def explicit_mesh(*trees: Any):
+    """The mesh that some leaf of ``trees`` is sharded over in its type, or ``None``.
+
+    A leaf sharded over an ``Explicit`` axis names its mesh in its type; under ``Auto`` axes,
+    or with no mesh at all, there is none.
+    """
+    for leaf in jax.tree.leaves(trees):
+        sharding = _sharding(leaf)
+        if sharding is not None and any(p is not None for p in sharding.spec):
+            return sharding.mesh
+    return None
+
+
+def onto_mesh(tree: Any, mesh) -> Any:
+    """``tree`` with every array leaf that has no mesh in its type put on ``mesh``, replicated.
+
+    Leaves already on a mesh (replicated or split over ``"model"``) keep their sharding.
+    """
+    if mesh is None:
+        return tree
+
+    def put(leaf):
+        if not isinstance(leaf, jax.Array | jax.core.Tracer) or _sharding(leaf) is not None:
+            return leaf
+        return jax.sharding.reshard(leaf, NamedSharding(mesh, PartitionSpec()))
+
+    return jax.tree.map(put, tree)
+
+
+def batch_spec(xs: jax.Array, batch_axes: tuple[int, ...]) -> tuple | None:
+    """The mesh axes of ``xs``'s type at ``batch_axes``, or ``None`` where its type has none."""
+    sharding = _sharding(xs)
+    if sharding is None:
+        return None
+    spec = tuple(sharding.spec) + (None,) * (xs.ndim - len(sharding.spec))
+    return tuple(spec[a] for a in batch_axes)
+
+
+def shard_like_batch(tree: Any, mesh, spec: tuple | None) -> Any:
+    """Each leaf of ``tree`` (leading axes the batch) sharded as ``spec`` over its leading axes
+    and replicated over the rest; ``tree`` unchanged when there is no ``mesh`` or ``spec``."""
+    if mesh is None or spec is None:
+        return tree
+
+    def put(leaf):
+        if not isinstance(leaf, jax.Array | jax.core.Tracer) or leaf.ndim < len(spec):
+            return leaf
+        full = PartitionSpec(*spec, *(None,) * (leaf.ndim - len(spec)))
+        current = _sharding(leaf)
+        if current is not None and current.mesh == mesh and _same(current.spec, full, leaf.ndim):
+            return leaf
+        return jax.sharding.reshard(leaf, NamedSharding(mesh, full))
+
+    return jax.tree.map(put, tree)
+
+
+def _same(a: PartitionSpec, b: PartitionSpec, ndim: int) -> bool:
+    pad = (None,) * ndim
+    return (tuple(a) + pad)[:ndim] == (tuple(b) + pad)[:ndim]
