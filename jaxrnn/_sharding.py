@@ -26,7 +26,7 @@ from typing import Any
 import jax
 from jax.sharding import NamedSharding, PartitionSpec
 
-__all__ = ["batch_spec", "explicit_mesh", "onto_mesh", "shard_like_batch"]
+__all__ = ["batch_spec", "explicit_mesh", "like", "onto_mesh", "shard_like_batch"]
 
 
 def _sharding(x: Any):
@@ -99,3 +99,24 @@ def shard_like_batch(tree: Any, mesh, spec: tuple | None) -> Any:
 def _same(a: PartitionSpec, b: PartitionSpec, ndim: int) -> bool:
     pad = (None,) * ndim
     return (tuple(a) + pad)[:ndim] == (tuple(b) + pad)[:ndim]
+
+
+def like(tree: Any, reference: Any) -> Any:
+    """``tree`` resharded, leaf by leaf, to the sharding in the type of ``reference``'s leaf.
+
+    A step's new carry must have the type of the carry it replaces. Under a mesh whose
+    ``"model"`` axis splits the weights' gate columns, the new carry comes out split over
+    ``"model"`` along its features; this gathers it back to the sharding it entered with.
+    A leaf whose sharding already matches, or which has no mesh, is returned as it is.
+    """
+
+    def put(leaf, ref):
+        want = _sharding(ref)
+        if want is None or not isinstance(leaf, jax.Array | jax.core.Tracer):
+            return leaf
+        have = _sharding(leaf)
+        if have is not None and have.mesh == want.mesh and _same(have.spec, want.spec, leaf.ndim):
+            return leaf
+        return jax.sharding.reshard(leaf, want)
+
+    return jax.tree.map(put, tree, reference)

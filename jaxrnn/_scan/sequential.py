@@ -10,6 +10,7 @@ import math
 import jax
 import jax.numpy as jnp
 
+from jaxrnn import _sharding
 from jaxrnn._checks import check_step_keeps_carry_dtype
 from jaxrnn._masks import expand
 from jaxrnn._scan.newton import newton_scan
@@ -145,6 +146,7 @@ def _masked_body(step, params, initial):
         if restart is not None:
             carry = jax.tree.map(lambda c, c0: jnp.where(expand(restart, c), c0, c), carry, initial)
         new_carry, y = step(params, carry, x)
+        new_carry = _sharding.like(new_carry, carry)  # explicit meshes: the carry's own type
         if ok is not None:
             new_carry = jax.tree.map(lambda n, o: jnp.where(expand(ok, n), n, o), new_carry, carry)
             y = jax.tree.map(lambda v: jnp.where(expand(ok, v), v, jnp.zeros((), v.dtype)), y)
