@@ -26,7 +26,7 @@ from typing import Any
 import jax
 from jax.sharding import NamedSharding, PartitionSpec
 
-__all__ = ["batch_spec", "explicit_mesh", "like", "onto_mesh", "shard_like_batch"]
+__all__ = ["batch_spec", "explicit_mesh", "like", "lookup", "onto_mesh", "shard_like_batch"]
 
 
 def _sharding(x: Any):
@@ -120,3 +120,23 @@ def like(tree: Any, reference: Any) -> Any:
         return jax.sharding.reshard(leaf, want)
 
     return jax.tree.map(put, tree, reference)
+
+
+def lookup(table: jax.Array, tokens: jax.Array) -> jax.Array:
+    """``table[tokens]``, the rows of an embedding; under an explicit mesh unambiguous.
+
+    A gather of a replicated table by batch-sharded ``tokens`` has no sharding JAX can infer:
+    the rows come out sharded as ``tokens`` (the features as the table's last axis), and a
+    mesh-less ``table`` is first put on the mesh, replicated, so its gradient is too.
+    """
+    mesh = explicit_mesh(tokens)
+    if mesh is None:
+        return table[tokens]
+    table = onto_mesh(table, mesh)
+    spec = batch_spec(tokens, tuple(range(tokens.ndim)))
+    have = _sharding(table)
+    features = (tuple(have.spec) + (None,) * table.ndim)[table.ndim - 1] if have else None
+    if features is not None and features in spec:
+        features = None
+    out = NamedSharding(mesh, PartitionSpec(*spec, features))
+    return table.at[tokens].get(out_sharding=out)

@@ -38,6 +38,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxrnn import _sharding
 from jaxrnn._checks import check_cell, check_key, check_probability
 from jaxrnn._core import Array, Carry, Cell, PRNGKey
 from jaxrnn.cells import jordan_rnn
@@ -70,13 +71,16 @@ def _check_rate(name: str, value, *, allow_one: bool = False) -> float:
     return rate
 
 
-def _keep_mask(key: PRNGKey, rate: float, shape, dtype) -> Array:
+def _keep_mask(key: PRNGKey, rate: float, shape, dtype, like: Any = None) -> Array:
     """Inverted-dropout multiplier: ``1 / (1 - rate)`` where kept, 0 where dropped.
 
     The same mask at every step is the point, so the key is deliberately reused: ``clone``
-    tells JAX's key-reuse checker (``jax_debug_key_reuse``) so.
+    tells JAX's key-reuse checker (``jax_debug_key_reuse``) so. Under an explicit mesh the
+    mask takes the sharding of ``like`` (the array it multiplies); its values do not depend on
+    the sharding (JAX's threefry random bits are partitionable).
     """
     keep = jax.random.bernoulli(jax.random.clone(key), 1.0 - rate, shape)
+    keep = keep if like is None else _sharding.like(keep, like)
     return jnp.where(keep, jnp.asarray(1.0 / (1.0 - rate), dtype), jnp.zeros((), dtype))
 
 
@@ -154,10 +158,10 @@ def variational_dropout(
 
     def apply(params, carry, x):
         if rate > 0.0:
-            x = x * _keep_mask(k_x, rate, jnp.shape(x), jnp.result_type(x))
+            x = x * _keep_mask(k_x, rate, jnp.shape(x), jnp.result_type(x), x)
         if recurrent_rate > 0.0:
             h, put = _state_of(carry, "variational_dropout")
-            carry = put(h * _keep_mask(k_h, recurrent_rate, jnp.shape(h), jnp.result_type(h)))
+            carry = put(h * _keep_mask(k_h, recurrent_rate, jnp.shape(h), jnp.result_type(h), h))
         return cell.apply(params, carry, x)
 
     return _derived(
@@ -222,12 +226,13 @@ def zoneout(
     def mix(k, z, old, new):
         if key is None:
             return (z * old + (1.0 - z) * new).astype(new.dtype)
-        keep_old = jax.random.bernoulli(k, z, jnp.shape(new))
+        keep_old = _sharding.like(jax.random.bernoulli(k, z, jnp.shape(new)), new)
         return jnp.where(keep_old, old, new)
 
     def apply(params, carry, x):
         inner, step = carry
         new, y = cell.apply(params, inner, x)
+        new = _sharding.like(new, inner)  # explicit meshes: the state keeps its sharding
         h_old = _state_of(inner, "zoneout")[0]
         h_new, put = _state_of(new, "zoneout")
         k_h = k_c = None
@@ -260,7 +265,13 @@ def _drop_weights(names: tuple[str, ...], keys: dict, rate: float, params):
     return params._replace(
         **{
             n: getattr(params, n)
-            * _keep_mask(keys[n], rate, jnp.shape(getattr(params, n)), getattr(params, n).dtype)
+            * _keep_mask(
+                keys[n],
+                rate,
+                jnp.shape(getattr(params, n)),
+                getattr(params, n).dtype,
+                getattr(params, n),
+            )
             for n in names
         }
     )

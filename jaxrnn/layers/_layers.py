@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 import jax
 import jax.numpy as jnp
 
+from jaxrnn import _sharding
 from jaxrnn._checks import (
     check_bool,
     check_cell,
@@ -265,7 +266,7 @@ def stack(layers: Sequence[Layer], *, dropout: float = 0.0) -> Layer:
             c, xs = lay.apply(p, xs, c, lengths=lengths, key=lk, **seqs)
             carries.append(c)
             if use_dropout and k < n - 1:
-                keep = jax.random.bernoulli(dk, 1.0 - dropout, xs.shape)
+                keep = _sharding.like(jax.random.bernoulli(dk, 1.0 - dropout, xs.shape), xs)
                 xs = jnp.where(keep, xs / (1.0 - dropout), jnp.zeros((), xs.dtype))
         return tuple(carries), xs
 
