@@ -43,6 +43,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxrnn import _sharding
 from jaxrnn._checks import check_key, check_size
 from jaxrnn._core import Array, Carry, Cell, Params, PRNGKey
 from jaxrnn._masks import length_mask
@@ -264,8 +265,17 @@ def _finish(memory: Memory, scores: Array, pol: Policy) -> tuple[Array, Array]:
     return pol.out(context), weights
 
 
-def _make_attention(init, precompute, scores, query_size, key_size, pol, config) -> Attention:
+def _make_attention(init, project, scores, query_size, key_size, pol, config) -> Attention:
+    """An :class:`Attention` from its parts. Under an explicit mesh (the memory or the query
+    sharded in its type), mesh-less params are put on that mesh, replicated, so that their
+    gradients (sums over the sharded batch) come out replicated."""
+
+    def precompute(params, keys, values=None, mask=None):
+        params = _sharding.onto_mesh(params, _sharding.explicit_mesh(keys, values, mask))
+        return project(params, keys, values, mask)
+
     def attend(params, memory, query):
+        params = _sharding.onto_mesh(params, _sharding.explicit_mesh(memory, query))
         query = _check_query(query, memory, query_size)
         return _finish(memory, pol.acc(scores(params, memory, query)), pol)
 
@@ -632,8 +642,10 @@ def decoder(
                     f"input_size), got shape {x.shape}"
                 )
             context, weights = attention.attend(params.attention, memory, query_fn(carry))
-            inputs = jnp.concatenate([x, context.astype(x.dtype)], axis=-1)
+            # Under an explicit mesh the pieces are joined with one sharding: the context's.
+            inputs = jnp.concatenate([_sharding.like(x, context), context.astype(x.dtype)], -1)
             carry, h = cell.apply(params.cell, carry, inputs)
+            h = _sharding.like(h, context)
             return carry, DecoderOutput(jnp.concatenate([h, context.astype(h.dtype)], -1), weights)
 
         return Cell(

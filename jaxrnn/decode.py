@@ -41,6 +41,7 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import checkify
 
+from jaxrnn import _sharding
 from jaxrnn._checks import check_int, check_key, check_scalar
 from jaxrnn._core import Array, PRNGKey
 
@@ -75,6 +76,20 @@ def _batch_size(carry) -> int:
             f"carry: every leaf must have the same leading (batch) axis, got shapes {shapes}"
         )
     return sizes.pop()
+
+
+def _rows_like_carry(state, carry):
+    """``state`` with its arrays' leading (batch) axes sharded as the rows of ``carry``.
+
+    Under an explicit mesh a loop carry must keep its type: the tokens, flags and outputs a
+    decoding loop builds from scratch get the batch sharding of the decoder's carry.
+    """
+    mesh = _sharding.explicit_mesh(carry)
+    if mesh is None:
+        return state
+    specs = [_sharding.batch_spec(leaf, (0,)) for leaf in jax.tree.leaves(carry) if jnp.ndim(leaf)]
+    spec = next((s for s in specs if s is not None and s != (None,)), None)
+    return _sharding.shard_like_batch(state, mesh, spec)
 
 
 def _call_step(step: Step, carry, tokens: Array, batch: int):
@@ -122,7 +137,8 @@ def _run_sequential(step, carry, pick, key, *, bos_id, eos_id, max_len, pad_id):
         tok = jnp.where(finished, pad_id, jnp.where(nan, NAN_TOKEN, tok))
         out = out.at[:, t].set(tok)
         finished = finished | nan | (tok == eos_id)
-        return t + 1, key, carry, jnp.where(nan, pad_id, tok), finished, out
+        new = t + 1, key, carry, jnp.where(nan, pad_id, tok), finished, out
+        return _sharding.like(new, state)  # explicit meshes: the loop state keeps its type
 
     def cond(state):
         t, _, _, _, finished, _ = state
@@ -136,7 +152,7 @@ def _run_sequential(step, carry, pick, key, *, bos_id, eos_id, max_len, pad_id):
         jnp.zeros((batch,), bool),
         jnp.full((batch, max_len), pad_id, jnp.int32),
     )
-    return jax.lax.while_loop(cond, body, state)[-1]
+    return jax.lax.while_loop(cond, body, _rows_like_carry(state, carry))[-1]
 
 
 def greedy(
@@ -319,19 +335,29 @@ def beam_search(
     cond = functools.partial(_beam_running, max_len)
     state = (
         jnp.int32(0),
-        jax.tree.map(lambda leaf: jnp.repeat(leaf, K, axis=0), carry),
+        jax.tree.map(lambda leaf: _repeat_rows(leaf, K), carry),
         jnp.full((batch, K), bos_id, jnp.int32),
         jnp.full((batch, K), neg_inf).at[:, 0].set(0.0),
         jnp.zeros((batch, K), bool),
         jnp.zeros((batch, K), jnp.int32),
         jnp.full((batch, K, max_len), pad_id, jnp.int32),
     )
+    state = _rows_like_carry(state, carry)
     _, _, _, raw, _, length, out = jax.lax.while_loop(cond, body, state)
     # an unfinished hypothesis has length max_len here
     scores = raw / _length_penalty(length, alpha)
     order = jnp.argsort(-scores, axis=1, stable=True)
     scores = jnp.take_along_axis(scores, order, axis=1)
     return jnp.take_along_axis(out, order[..., None], axis=1), scores
+
+
+def _repeat_rows(leaf: Array, K: int) -> Array:
+    """Each row of ``leaf`` ``K`` times (beam-minor); under an explicit mesh the rows stay
+    sharded as ``leaf``'s (a row's copies lie next to it)."""
+    out = None
+    if _sharding.explicit_mesh(leaf) is not None:
+        out = jax.typeof(leaf).sharding
+    return jnp.repeat(leaf, K, axis=0, out_sharding=out)
 
 
 def _gather_beams(tree, parent: Array, batch: int, K: int):
@@ -379,7 +405,8 @@ def _beam_step(step: Step, batch: int, K: int, alpha: float, ids: tuple, state):
     finished = was_finished | was_bad | (tok == eos_id)
     out = jnp.take_along_axis(out, parent[..., None], axis=1).at[:, :, t].set(tok)
     carry = _gather_beams(carry, parent, batch, K)
-    return t + 1, carry, jnp.where(was_bad, pad_id, tok), raw, finished, length, out
+    new = t + 1, carry, jnp.where(was_bad, pad_id, tok), raw, finished, length, out
+    return _sharding.like(new, state)  # explicit meshes: the loop state keeps its type
 
 
 def _beam_running(max_len: int, state):

@@ -41,6 +41,9 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
+
+from jaxrnn import _sharding
 
 __all__ = ["Policy", "policy"]
 
@@ -104,20 +107,39 @@ def _weight_dot(x: jax.Array, w: jax.Array, accum_dtype: np.dtype) -> jax.Array:
     gradients are those of ``x @ w``. Accelerators fold transposes into their GEMMs for free,
     so the barrier is used on the CPU only.
     """
-    return jnp.matmul(x, w, preferred_element_type=accum_dtype)
+    return jnp.matmul(x, w, preferred_element_type=accum_dtype, out_sharding=_out(x, w))
+
+
+def _out(x: jax.Array, w: jax.Array):
+    """The sharding of ``x @ w`` where JAX cannot infer it, else ``None``.
+
+    Under an explicit mesh whose ``"model"`` axis splits both the contracted features of ``x``
+    (an output of ``"model"``-split weights) and the rows of ``w``, the product is summed over
+    that axis and comes out sharded as ``x``'s leading axes and ``w``'s columns.
+    """
+    mesh = _sharding.explicit_mesh(x, w)
+    if mesh is None or w.ndim not in (1, 2):
+        return None
+    sx = _sharding.batch_spec(x, tuple(range(x.ndim))) or (None,) * x.ndim
+    sw = _sharding.batch_spec(w, tuple(range(w.ndim))) or (None,) * w.ndim
+    if sx[-1] is None or sw[0] is None:
+        return None
+    lead = tuple(None if a == sx[-1] else a for a in sx[:-1])
+    cols = tuple(None if a in (sx[-1], *lead) else a for a in sw[1:])
+    return NamedSharding(mesh, PartitionSpec(*lead, *cols))
 
 
 @_weight_dot.defjvp
 def _weight_dot_jvp(accum_dtype, primals, tangents):
     x, w = primals
     tx, tw = tangents
-    out = jnp.matmul(x, w, preferred_element_type=accum_dtype)
-    dx = jnp.matmul(tx, w, preferred_element_type=accum_dtype)
+    out = jnp.matmul(x, w, preferred_element_type=accum_dtype, out_sharding=_out(x, w))
+    dx = jnp.matmul(tx, w, preferred_element_type=accum_dtype, out_sharding=_out(tx, w))
     rows = x.reshape(-1, x.shape[-1])  # (M, K): every leading axis is a batch axis
     if jax.default_backend() == "cpu":
         rows = jax.lax.optimization_barrier(rows.T).T  # x^T materialised for the transpose
-    dw = jnp.matmul(rows, tw, preferred_element_type=accum_dtype).reshape(out.shape)
-    return out, dx + dw
+    dw = jnp.matmul(rows, tw, preferred_element_type=accum_dtype, out_sharding=_out(rows, tw))
+    return out, dx + _sharding.like(dw.reshape(out.shape), out)
 
 
 def policy(param_dtype: Any = jnp.float32, dtype: Any = None) -> Policy:

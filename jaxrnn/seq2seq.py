@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxrnn import _sharding
 from jaxrnn import attention as _attention
 from jaxrnn import decode as _decode
 from jaxrnn._checks import (
@@ -278,12 +279,16 @@ def _encode(m: _Parts, params, src, src_lengths=None, *, dropout_key=None) -> De
     """``Seq2Seq.encode``: the decoder's initial carry and the attention memory."""
     src, src_lengths = _check_tokens("src", src, m.src_vocab, src_lengths)
     dropout_key = check_key("dropout_key", dropout_key, optional=True)
+    params = _sharding.onto_mesh(params, _sharding.explicit_mesh(src))
     batch, src_len = src.shape
     mask = None
     if src_lengths is not None:
         mask = _attention.length_mask(src_lengths, src_len)
     enc_carry, enc_out = m.encoder.apply(
-        params.encoder, params.src_embed[src], lengths=src_lengths, key=dropout_key
+        params.encoder,
+        _sharding.lookup(params.src_embed, src),
+        lengths=src_lengths,
+        key=dropout_key,
     )
     if m.bridge is not None:
         carry = m.bridge.apply(params.bridge, enc_carry)
@@ -307,8 +312,9 @@ def _split_output(m: _Parts, y):
 
 def _step(m: _Parts, params, state: DecodeState, tokens) -> tuple[DecodeState, Array]:
     """One decoding step: ``(state, tokens) -> (state, logits)``."""
+    params = _sharding.onto_mesh(params, _sharding.explicit_mesh(state, tokens))
     cell = _decoder_for(m, state.memory)
-    carry, y = cell.apply(params.decoder, state.carry, params.tgt_embed[tokens])
+    carry, y = cell.apply(params.decoder, state.carry, _sharding.lookup(params.tgt_embed, tokens))
     out, _ = _split_output(m, y)
     return DecodeState(carry, state.memory), dense(params.readout, out, m.pol)
 
@@ -329,9 +335,16 @@ def _apply(
 ) -> Seq2SeqOutput:
     """``Seq2Seq.apply``: teacher forcing, the whole target through one scan."""
     tgt_in, tgt_lengths = _check_tokens("tgt_in", tgt_in, m.tgt_vocab, tgt_lengths)
+    params = _sharding.onto_mesh(params, _sharding.explicit_mesh(src, tgt_in))
     state = _encode(m, params, src, src_lengths, dropout_key=dropout_key)
     cell = _decoder_for(m, state.memory)
-    _, ys = scan(cell, params.decoder, params.tgt_embed[tgt_in], state.carry, lengths=tgt_lengths)
+    _, ys = scan(
+        cell,
+        params.decoder,
+        _sharding.lookup(params.tgt_embed, tgt_in),
+        state.carry,
+        lengths=tgt_lengths,
+    )
     out, weights = _split_output(m, ys)
     logits = dense(params.readout, out, m.pol)
     if tgt_lengths is not None:  # zero like every other output past the end
@@ -345,10 +358,25 @@ def _sampled_step(m: _Parts, cell: Cell, params, loop_carry, inputs):
     truth, coin, g = inputs
     predicted = jnp.argmax(jax.lax.stop_gradient(prev_logits) + g, axis=-1)
     tokens = jnp.where(coin, predicted.astype(truth.dtype), truth)
-    carry, y = cell.apply(params.decoder, carry, params.tgt_embed[tokens])
+    carry, y = cell.apply(params.decoder, carry, _sharding.lookup(params.tgt_embed, tokens))
     out, weights = _split_output(m, y)
     logits = dense(params.readout, out, m.pol)
-    return (carry, logits), (logits, weights)
+    new = _sharding.like((carry, logits), loop_carry)  # explicit meshes: the carry's own type
+    return new, (logits, weights)
+
+
+def _rows_like(tgt_in: Array, use_model: Array, noise: Array, first: Array):
+    """Under an explicit mesh, the coins and noise ``(T, batch, ...)`` and the first logits
+    ``(batch, V)`` of scheduled sampling sharded over the batch as ``tgt_in``'s rows."""
+    mesh = _sharding.explicit_mesh(tgt_in)
+    if mesh is None:
+        return use_model, noise, first
+    spec = _sharding.batch_spec(tgt_in, (0,))
+    use_model, noise = (
+        jnp.moveaxis(_sharding.shard_like_batch(jnp.moveaxis(a, 1, 0), mesh, spec), 0, 1)
+        for a in (use_model, noise)
+    )
+    return use_model, noise, _sharding.shard_like_batch(first, mesh, spec)
 
 
 def _scheduled_sampling(
@@ -369,6 +397,7 @@ def _scheduled_sampling(
     batch, tgt_len = tgt_in.shape
     rate = check_probability("rate", rate, include_one=True)
     key = check_key("key", key)
+    params = _sharding.onto_mesh(params, _sharding.explicit_mesh(src, tgt_in))
     state = _encode(m, params, src, src_lengths, dropout_key=dropout_key)
     cell = _decoder_for(m, state.memory)  # the memory stays out of the loop carry
     k_coin, k_draw = jax.random.split(key)
@@ -381,6 +410,7 @@ def _scheduled_sampling(
         noise = jax.random.gumbel(k_draw, (tgt_len, batch, m.tgt_vocab), accum)
     body = functools.partial(_sampled_step, m, cell, params)
     first = jnp.zeros((batch, m.tgt_vocab), accum)
+    use_model, noise, first = _rows_like(tgt_in, use_model, noise, first)
     _, (logits, weights) = jax.lax.scan(body, (state.carry, first), (tgt_in.T, use_model, noise))
     logits = jnp.moveaxis(logits, 0, 1)
     weights = None if weights is None else jnp.moveaxis(weights, 0, 1)

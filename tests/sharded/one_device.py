@@ -103,7 +103,7 @@ def check_grads_placed(grads, params, how):
 
 def compare(f, params, data, how, *, axis=0, rtol=1e-5, atol=1e-5, label="", on_mesh=False):
     """``f(params, *data)`` on one device and with ``data`` split over ``"data"`` (along
-    ``axis``); results equal, gradients placed as the params. Returns ``(one, eight, mesh, placed params)``."""
+    ``axis``): the results equal. Returns ``(one, eight, mesh, params as placed)``."""
     one = f(params, *clone_keys(data))
     mesh = mesh_of(how)
     placed = place_params(params, how, mesh, on_mesh)
