@@ -101,10 +101,16 @@ def check_grads_placed(grads, params, how):
         assert spec_of(g) == want, (g.shape, g.sharding, want)
 
 
+_ONE_DEVICE = {}
+
+
 def compare(f, params, data, how, *, axis=0, rtol=1e-5, atol=1e-5, label="", on_mesh=False):
     """``f(params, *data)`` on one device and with ``data`` split over ``"data"`` (along
-    ``axis``): the results equal. Returns ``(one, eight, mesh, params as placed)``."""
-    one = f(params, *clone_keys(data))
+    ``axis``): the results equal. ``label`` names the case (its one-device results are
+    computed once). Returns ``(one, eight, mesh, params as placed)``."""
+    if label not in _ONE_DEVICE:  # the same for every setting: computed once per case
+        _ONE_DEVICE[label] = f(params, *clone_keys(data))
+    one = _ONE_DEVICE[label]
     mesh = mesh_of(how)
     placed = place_params(params, how, mesh, on_mesh)
     with context(how, mesh):

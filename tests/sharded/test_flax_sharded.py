@@ -33,9 +33,6 @@ def _data():
 
 LINEN = {
     "rnn_lstm": lambda: jrlinen.RNN(jr.lstm(I, 4)),
-    "rnn_gru_zoneout": lambda: jrlinen.RNN(
-        jr.gru(I, 4), transform=lambda c, k: jr.zoneout(c, k, rate=0.2)
-    ),
     "layer_bi_dropout": lambda: jrlinen.Layer(
         jr.rnn(jr.gru, I, 4, num_layers=2, bidirectional=True, dropout=0.3)
     ),
