@@ -31,6 +31,10 @@ overflow (inputs near the float32 range) saturate the softmax instead of giving 
 :func:`decoder` wraps a recurrent cell into an attention decoder: bound to a memory, it is a
 :class:`jaxrnn.Cell`, so :func:`jaxrnn.scan` runs it and returns the attention weights of every
 step (the alignment history) next to its outputs.
+
+Sharding: under an explicit mesh (``jax.make_mesh``) with the batch of the memory or the query
+split over it, parameters that are on no mesh are put on it, replicated, so their gradients
+come out replicated; parameters split over ``"model"`` keep their sharding.
 """
 
 from __future__ import annotations

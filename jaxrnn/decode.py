@@ -9,6 +9,10 @@ with ``tokens`` an ``int[batch]`` array (the previous token of every sequence), 
 whose leaves have a leading ``batch`` axis (e.g. an RNN state, plus an encoder memory to attend
 to). Decoding starts by feeding ``bos_id``; a sequence ends with the first ``eos_id`` it emits.
 
+Sharding: under an explicit mesh (``jax.make_mesh``), the tokens, scores and flags the loop
+holds are split over the batch as the rows of ``carry`` are, and keep that sharding through
+the loop; the results come out split by rows.
+
 All decoders run inside ``jit`` as one ``jax.lax.while_loop`` over at most ``max_len`` steps
 (stopping early once every sequence has finished), writing into preallocated
 ``[..., max_len]`` token buffers. The returned tokens exclude the BOS; a finished sequence

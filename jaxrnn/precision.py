@@ -66,7 +66,8 @@ class Policy(NamedTuple):
 
         ``w`` is a weight matrix ``(K, N)``; ``x`` has any number of leading axes. Its gradient
         with respect to ``w`` is computed in the form XLA:CPU runs fastest (see
-        :func:`_weight_dot`).
+        :func:`_weight_dot`). Under an explicit mesh whose ``"model"`` axis splits both the
+        features of ``x`` and the rows of ``w``, the product is summed over ``"model"``.
         """
         return _weight_dot(x.astype(self.dtype), w.astype(self.dtype), self.accum_dtype)
 

@@ -21,6 +21,10 @@ one PRNG key (``jax.random.key``); a batch of keys, an int or a float array is r
 * :func:`regularize`: weight drop, variational dropout and zoneout at once, as the AWD-LSTM
   combines them (a rate of 0 leaves its transformation out).
 
+Under an explicit mesh (``jax.make_mesh``), a mask takes the sharding of the array it drops;
+its values do not depend on the sharding, so one key draws the same masks on one device and on
+many.
+
 Dropout here is inverted dropout: kept values are scaled by ``1 / (1 - rate)`` so that the
 expectation over masks is the undropped computation, and evaluation needs no rescaling.
 

@@ -19,6 +19,10 @@ probability ``rate``, the input is a token drawn from the model's output distrib
 previous step (or its argmax, ``greedy=True``) instead of the ground truth; no gradient flows
 through that choice. For inference, :meth:`Seq2Seq.encode` and
 :meth:`Seq2Seq.decode_step` plug into :mod:`jaxrnn.decode`.
+
+Sharding: with the token batch split over an explicit mesh (``jax.make_mesh``), embeddings,
+carries and logits follow the batch sharding and parameters on no mesh are put on it,
+replicated (their gradients come out replicated).
 """
 
 from __future__ import annotations

@@ -214,7 +214,8 @@ def stack(layers: Sequence[Layer], *, dropout: float = 0.0) -> Layer:
             ``input_size``.
         dropout: probability of zeroing an element of the outputs of every layer but the last
             (as ``torch.nn.LSTM(dropout=...)``). Applied only when ``apply`` gets a ``key``;
-            without one the stack is deterministic (evaluation mode).
+            without one the stack is deterministic (evaluation mode). Under an explicit
+            mesh the mask is split as the outputs it drops (the same mask as on one device).
 
     >>> import jax, jax.numpy as jnp, jaxrnn as jr
     >>> deep = jr.stack([jr.layer(jr.gru(3, 8)), jr.layer(jr.gru(8, 5))], dropout=0.1)
