@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxrnn import _sharding
+from jaxrnn._checks import check_switch
 from jaxrnn._core import Array, Carry, Cell, Params
 from jaxrnn.cells import LSTMCarry, gru, lstm
 from jaxrnn.cells._build import as_built
@@ -28,9 +29,7 @@ _DTYPES = (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16))
 
 def check_option(kernel) -> bool | None:
     """``kernel`` itself, if it is ``None``, ``True`` or ``False``."""
-    if kernel is None or kernel is True or kernel is False:
-        return kernel
-    raise TypeError(f"kernel: expected None, True or False, got {kernel!r}")
+    return check_switch("kernel", kernel)
 
 
 def _name(fn) -> str:
