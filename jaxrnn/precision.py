@@ -136,6 +136,10 @@ def _weight_dot_jvp(accum_dtype, primals, tangents):
     tx, tw = tangents
     out = jnp.matmul(x, w, preferred_element_type=accum_dtype, out_sharding=_out(x, w))
     dx = jnp.matmul(tx, w, preferred_element_type=accum_dtype, out_sharding=_out(tx, w))
+    lead = _sharding.batch_spec(x, tuple(range(1, x.ndim - 1))) or ()
+    if any(a is not None for a in lead):  # (T, batch, K) split by rows: no merge of the axes
+        dw = jnp.matmul(x, tw, preferred_element_type=accum_dtype, out_sharding=_out(x, tw))
+        return out, dx + _sharding.like(dw, out)
     rows = x.reshape(-1, x.shape[-1])  # (M, K): every leading axis is a batch axis
     if jax.default_backend() == "cpu":
         rows = jax.lax.optimization_barrier(rows.T).T  # x^T materialised for the transpose

@@ -26,6 +26,9 @@ LAYERS = {
     "rnn_gru_2_bi_dropout": lambda: jr.rnn(
         jr.gru, I, 4, num_layers=2, bidirectional=True, dropout=0.3
     ),
+    "rnn_min_gru_associative": lambda: jr.rnn(
+        jr.min_gru, I, 4, num_layers=2, bidirectional=True, method="associative"
+    ),
     "zoneout_gru": lambda: jr.layer(
         jr.gru(I, 4), transform=functools.partial(jr.zoneout, rate=0.3)
     ),
