@@ -34,6 +34,7 @@ __all__ = [
     "lookup",
     "onto_mesh",
     "shard_like_batch",
+    "unsplit_trailing",
     "varying_axes",
 ]
 
@@ -193,3 +194,16 @@ def lookup(table: jax.Array, tokens: jax.Array) -> jax.Array:
         features = None
     out = NamedSharding(mesh, PartitionSpec(*spec, features))
     return table.at[tokens].get(out_sharding=out)
+
+
+def unsplit_trailing(x: jax.Array, n: int) -> jax.Array:
+    """``x`` with its last ``n`` axes whole on every device (under an explicit mesh), so that a
+    reshape can merge them; the leading axes keep their sharding. ``x`` itself when none of
+    those axes is split or ``x`` is on no mesh."""
+    sharding = _sharding(x)
+    if sharding is None:
+        return x
+    spec = (tuple(sharding.spec) + (None,) * x.ndim)[: x.ndim]
+    if all(a is None for a in spec[x.ndim - n :]):
+        return x
+    return _put(x, NamedSharding(sharding.mesh, PartitionSpec(*spec[: x.ndim - n], *(None,) * n)))

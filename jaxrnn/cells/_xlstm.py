@@ -25,6 +25,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jaxrnn import _sharding
 from jaxrnn._checks import check_scalar, check_size
 from jaxrnn._core import Array, Cell, Initializer
 from jaxrnn.cells import _init
@@ -216,6 +217,7 @@ def slstm(
         h, c, n, m = carry
         heads = h.reshape(*h.shape[:-1], K, d)
         rec = pol.einsum("...kd,kdge->...gke", heads, params.w_hh)  # gate-major, like xp
+        rec = _sharding.unsplit_trailing(rec, 3)  # w_hh split over "model": whole gates
         raw = xp + rec.reshape(*rec.shape[:-3], _GATES * H)
         i_raw, f_raw, z_raw, o_raw = jnp.split(raw, _GATES, axis=-1)
         log_f = jax.nn.log_sigmoid(f_raw) if forget_gate == "sigmoid" else f_raw

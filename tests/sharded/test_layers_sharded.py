@@ -22,6 +22,7 @@ B, T, I = 8, 5, 3  # noqa: E741
 LAYERS = {
     "layer_lstm": lambda: jr.layer(jr.lstm(I, 4)),
     "layer_gru_reverse": lambda: jr.layer(jr.gru(I, 4), reverse=True),
+    "layer_slstm": lambda: jr.layer(jr.slstm(I, 8, num_heads=2)),
     "bidirectional_lstm": lambda: jr.bidirectional(jr.lstm(I, 4)),
     "rnn_gru_2_bi_dropout": lambda: jr.rnn(
         jr.gru, I, 4, num_layers=2, bidirectional=True, dropout=0.3
