@@ -147,3 +147,27 @@ def test_nnx_sharded_equals_one_device(name, how):
     if how != "auto":
         assert spec_of(ys)[0] == "data"
         check_grads_placed(grads, placed, how)
+
+
+@pytest.mark.parametrize("how", HOWS)
+def test_nnx_seq2seq_with_encoder_dropout_sharded_equals_one_device(how):
+    model = jr.seq2seq.encoder_decoder(
+        jr.rnn(jr.lstm, 5, 4, num_layers=2, dropout=0.3),
+        jr.gru(6, 4),
+        src_vocab=11,
+        tgt_vocab=13,
+    )
+    graphdef, params, rest = nnx.split(jrnnx.Seq2Seq(model, rngs=nnx.Rngs(0)), nnx.Param, ...)
+    src, src_len, tgt_in, tgt = _tokens()
+
+    def loss(params, src, src_len, tgt_in, tgt, key):
+        net = nnx.merge(graphdef, params, rest)
+        out = net(src, tgt_in, src_lengths=src_len, rngs=key)
+        return jnp.mean(jr.losses.softmax_cross_entropy(out.logits, tgt)), out.logits
+
+    f = jax.jit(jax.value_and_grad(loss, has_aux=True))
+    data = (src, src_len, tgt_in, tgt, jax.random.key(6))
+    _, ((_, logits), grads), _, placed = compare(f, params, data, how, label="nnx.s2s")
+    if how != "auto":
+        assert spec_of(logits)[0] == "data"
+        check_grads_placed(grads, placed, how)
