@@ -18,11 +18,13 @@ Dispatch rules (``jr.rnn(..., cudnn=None | True | False)``):
   computation runs on a CUDA GPU (``jax.default_backend() == "gpu"`` with a CUDA
   ``platform_version``, and no ``jax.default_device`` context naming another platform; ROCm is
   excluded, MIOpen orders the gates differently); and ``jax_default_matmul_precision`` does not
-  ask for bfloat16 matmuls, which :func:`jax.experimental.rnn.lstm` does not implement. The
-  decision is made each time ``apply`` is traced, so it follows the backend in use then.
+  ask for bfloat16 matmuls, which :func:`jax.experimental.rnn.lstm` does not implement; and
+  neither ``xs`` nor a parameter is split over an explicit mesh (``jax.make_mesh``: the cuDNN
+  call is not partitioned, the scan path is). The decision is made each time ``apply`` is traced, so it follows the backend in use then.
 * ``cudnn=True``: require cuDNN; :func:`jaxrnn.rnn` raises ``ValueError`` naming the reason when
   the layer is unsupported or the backend is not a CUDA GPU, and ``apply`` raises when a call
-  cannot be dispatched (dropout with a key, non-float32 inputs or parameters).
+  cannot be dispatched (dropout with a key, non-float32 inputs or parameters, inputs on an
+  explicit mesh).
 
 Both paths return the same ``(carry, ys)`` (up to float32 rounding; both honour
 ``jax_default_matmul_precision``, so both may use TF32 matmuls on GPUs that have them), with
@@ -61,6 +63,7 @@ import math
 import jax
 import jax.numpy as jnp
 
+from jaxrnn import _sharding
 from jaxrnn._checks import check_carry, check_lengths
 from jaxrnn._core import Array, Bidirectional, Carry, Layer, Params
 from jaxrnn.cells import LSTMCarry, LSTMParams, lstm
@@ -241,6 +244,11 @@ def _call_reason(layer: Layer, params: Params, xs, key) -> str | None:
     reason = _backend_reason()
     if reason is not None:
         return reason
+    if _sharding.explicit_mesh(xs, params) is not None:
+        return (
+            "xs or params are split over an explicit mesh (jax.make_mesh); the cuDNN call is "
+            "not partitioned there, the scan path is"
+        )
     dtype = jnp.result_type(xs)
     if dtype != jnp.float32:
         return f"xs has dtype {dtype}; the cuDNN path computes in float32 only"

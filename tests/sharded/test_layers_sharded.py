@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
-from one_device import HOWS, check_grads_placed, compare, mesh_of, spec_of
+from one_device import HOWS, check_grads_placed, compare, mesh_of, spec_of, split_rows
 
 import jaxrnn as jr
 from jaxrnn import _sharding
@@ -105,3 +105,20 @@ def test_dropout_masks_do_not_depend_on_the_sharding():
         )
     assert spec_of(eight)[0] == "data"
     np.testing.assert_array_equal(np.asarray(eight), np.asarray(one))
+
+
+def test_cudnn_is_not_chosen_for_inputs_on_an_explicit_mesh(monkeypatch):
+    """The cuDNN call is not partitioned: with the batch split over an explicit mesh,
+    ``jr.rnn(cudnn=None)`` takes the scan path and ``cudnn=True`` says why it cannot (the
+    backend check is stubbed out: this runs on the CPU)."""
+    from jaxrnn.layers import _cudnn
+
+    monkeypatch.setattr(_cudnn, "_backend_reason", lambda: None)
+    net = jr.rnn(jr.lstm, I, 4, cudnn=False)
+    params = net.init(jax.random.key(0))
+    xs = jnp.ones((B, T, I))
+    assert _cudnn.dispatch(net, params, xs, None, require=False)  # one device: cuDNN
+    xs8 = split_rows(xs, mesh_of("explicit"))
+    assert not _cudnn.dispatch(net, params, xs8, None, require=False)
+    with pytest.raises(ValueError, match="explicit mesh"):
+        _cudnn.dispatch(net, params, xs8, None, require=True)
