@@ -12,7 +12,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
-from one_device import HOWS, check_grads_placed, compare, mesh_of, spec_of, split_rows
+from one_device import (
+    HOWS,
+    assert_close,
+    check_grads_placed,
+    compare,
+    mesh_of,
+    spec_of,
+    split_rows,
+)
 
 import jaxrnn as jr
 from jaxrnn import _sharding
@@ -122,3 +130,16 @@ def test_cudnn_is_not_chosen_for_inputs_on_an_explicit_mesh(monkeypatch):
     assert not _cudnn.dispatch(net, params, xs8, None, require=False)
     with pytest.raises(ValueError, match="explicit mesh"):
         _cudnn.dispatch(net, params, xs8, None, require=True)
+
+
+def test_eager_call_on_an_explicit_mesh_equals_one_device():
+    """Outside ``jax.jit`` (no ``jax.set_mesh``): a stack of bidirectional layers with dropout
+    and lengths, called on a batch split over the mesh."""
+    lay = jr.rnn(jr.gru, I, 4, num_layers=2, bidirectional=True, dropout=0.3)
+    params = lay.init(jax.random.key(0))
+    xs, lengths, key = _data()
+    carry1, ys1 = lay.apply(params, xs, lengths=lengths, key=jax.random.clone(key))
+    xs8, lengths8 = split_rows((xs, lengths), mesh_of("explicit"))
+    carry8, ys8 = lay.apply(params, xs8, lengths=lengths8, key=key)
+    assert spec_of(ys8)[0] == "data"
+    assert_close((carry8, ys8), (carry1, ys1), label="eager rnn[explicit]")
