@@ -356,12 +356,11 @@ def beam_search(
 
 
 def _repeat_rows(leaf: Array, K: int) -> Array:
-    """Each row of ``leaf`` ``K`` times (beam-minor); under an explicit mesh the rows stay
-    sharded as ``leaf``'s (a row's copies lie next to it)."""
-    out = None
-    if _sharding.explicit_mesh(leaf) is not None:
-        out = jax.typeof(leaf).sharding
-    return jnp.repeat(leaf, K, axis=0, out_sharding=out)
+    """Each row of ``leaf`` ``K`` times (beam-minor), ``jnp.repeat(leaf, K, axis=0)``; built
+    by broadcasting so that rows split over an explicit mesh stay split as ``leaf``'s."""
+    leaf = jnp.asarray(leaf)
+    tiled = jnp.broadcast_to(leaf[:, None], (leaf.shape[0], K, *leaf.shape[1:]))
+    return tiled.reshape(leaf.shape[0] * K, *leaf.shape[1:])
 
 
 def _gather_beams(tree, parent: Array, batch: int, K: int):

@@ -20,7 +20,8 @@ Dispatch rules (``jr.rnn(..., cudnn=None | True | False)``):
   excluded, MIOpen orders the gates differently); and ``jax_default_matmul_precision`` does not
   ask for bfloat16 matmuls, which :func:`jax.experimental.rnn.lstm` does not implement; and
   neither ``xs`` nor a parameter is split over an explicit mesh (``jax.make_mesh``: the cuDNN
-  call is not partitioned, the scan path is). The decision is made each time ``apply`` is traced, so it follows the backend in use then.
+  call is not partitioned, the scan path is). The decision is made each time ``apply`` is
+  traced, so it follows the backend in use then.
 * ``cudnn=True``: require cuDNN; :func:`jaxrnn.rnn` raises ``ValueError`` naming the reason when
   the layer is unsupported or the backend is not a CUDA GPU, and ``apply`` raises when a call
   cannot be dispatched (dropout with a key, non-float32 inputs or parameters, inputs on an
