@@ -53,7 +53,8 @@ def _prefix_scan(compose, elems, identity):
     slower the longer the sequence.)
     """
     num_steps = jax.tree.leaves(elems)[0].shape[0]
-    pad = jax.tree.map(lambda i, e: jnp.broadcast_to(i, e.shape), identity, elems)
+    # zeros_like(e) + identity: the padding has the elements' type (their sharding included)
+    pad = jax.tree.map(lambda i, e: jnp.zeros_like(e) + i, identity, elems)
 
     def round_(k, prefixes):
         shift = jnp.left_shift(1, k)

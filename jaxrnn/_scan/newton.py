@@ -446,7 +446,8 @@ def _jacobian(jvp, prev, full: bool):
     size = prev.shape[-1]
 
     def column(d):
-        return jvp(jnp.broadcast_to(jax.nn.one_hot(d, size, dtype=prev.dtype), prev.shape))
+        # zeros_like(prev) + e_d: the tangent gets prev's type, sharding included (explicit meshes)
+        return jvp(jnp.zeros_like(prev) + jax.nn.one_hot(d, size, dtype=prev.dtype))
 
     chunk = _CHUNK_ELEMENTS // prev.size
     if full or chunk >= size:  # all columns fit in the budget: take the diagonal of the whole
@@ -494,10 +495,7 @@ def _solve(step, cfg: _Config, consts, h0, xs):
         return k + update.astype(k.dtype), states, fs, ys, err, ~update
 
     guess = jnp.broadcast_to(h0, (cfg.num_steps, *h0.shape))
-    fs, ys = jax.tree.map(
-        lambda a: jnp.zeros(a.shape, a.dtype),
-        jax.eval_shape(lambda p: _evaluate(step, consts, p, xs), guess),
-    )
+    fs, ys = jax.tree.map(_zeros, jax.eval_shape(lambda p: _evaluate(step, consts, p, xs), guess))
     inf = jnp.array(jnp.inf, h0.dtype)
     loop = (jnp.int32(0), guess, fs, ys, inf, jnp.array(False))
     k, _, fs, ys, err, _ = jax.lax.while_loop(lambda loop: ~loop[-1], iterate, loop)
@@ -512,6 +510,14 @@ def _solve(step, cfg: _Config, consts, h0, xs):
 
     fs, ys = _on_failure(cfg, converged, (fs, ys), sequential, "the Newton iteration", k, err)
     return fs, ys, NewtonInfo(k, err, converged)
+
+
+def _zeros(shape: jax.ShapeDtypeStruct) -> jax.Array:
+    """Zeros of ``shape``'s shape, dtype and (under an explicit mesh) sharding."""
+    sharding = getattr(shape, "sharding", None)
+    if isinstance(sharding, jax.sharding.NamedSharding) and not sharding.mesh.empty:
+        return jnp.zeros(shape.shape, shape.dtype, out_sharding=sharding)
+    return jnp.zeros(shape.shape, shape.dtype)
 
 
 def _on_failure(cfg: _Config, converged, value, sequential, what: str, k, err):
