@@ -25,6 +25,7 @@ from jaxrnn._checks import (
     check_unroll,
 )
 from jaxrnn._core import Array, Carry, Cell, Params
+from jaxrnn._scan import sequence_parallel
 from jaxrnn._scan.associative import associative_steps
 from jaxrnn._scan.newton import Newton, check_newton_cell
 from jaxrnn._scan.sequential import SQRT, scan_steps, sqrt_scan, step_policy
@@ -56,6 +57,7 @@ def scan(
     hoist: bool | None = None,
     method: Method = "sequential",
     kernel: bool | None = None,
+    sequence_axis: str | None = None,
 ) -> tuple[Carry, Array]:
     r"""Run ``cell`` over the time axis of ``xs``.
 
@@ -243,6 +245,34 @@ def scan(
         resets = check_resets(resets, sequence_batch, num_steps, time_major)
         if reverse:  # in reverse, a segment ends (its first processed step) before a start
             resets = jnp.concatenate([resets[1:], jnp.zeros_like(resets[:1])], axis=0)
+    seq_mesh, seq_name = sequence_parallel.sequence_axis(xs, time_axis, sequence_axis)
+    if seq_name is not None and method == "sequential":
+        if sequence_axis is not None:
+            raise ValueError(
+                f"sequence_axis={sequence_axis!r}: only the parallel methods split the time "
+                f'axis over devices: use method="associative" or "newton" (or a '
+                f'jaxrnn.newton.Newton), or leave sequence_axis out; got method="sequential"'
+            )
+        xs = sequence_parallel.unsplit_time(xs, time_axis)  # gathered: one step after another
+        seq_name = None
+    if seq_name is not None and num_steps > 0:
+        policy = step_policy(remat)
+        hoist = jax.default_backend() != "cpu" if hoist is None else hoist
+        hoist = hoist and cell.project is not None and cell.step is not None
+        carry, ys = sequence_parallel.run(
+            _local(cell, method, reverse, remat, hoist, unroll, policy),
+            seq_mesh,
+            seq_name,
+            reverse,
+            jnp.moveaxis(xs, time_axis, 0),
+            None if lengths is None else _valid(num_steps, lengths, len(sequence_batch)),
+            resets,
+            (params, carry, initial),
+            sequence_batch,
+        )
+        if not time_major:
+            ys = jax.tree.map(lambda v: jnp.moveaxis(v, 0, len(sequence_batch)), ys)
+        return carry, ys
     if kernel is not False:
         why = _kernels.reason(cell, method=method, remat=remat, resets=resets)
         if why and kernel:
@@ -291,6 +321,41 @@ def scan(
     if not time_major:
         ys = jax.tree.map(lambda v: jnp.moveaxis(v, 0, len(sequence_batch)), ys)
     return carry, ys
+
+
+def _valid(num_steps: int, lengths, batch_ndim: int):
+    """``(T, *batch)``: whether step ``t`` is within each sequence's length."""
+    steps = jnp.arange(num_steps).reshape((num_steps,) + (1,) * batch_ndim)
+    return steps < lengths
+
+
+def _local(cell, method, reverse, remat, hoist, unroll, policy):
+    """The evaluation of one device's chunk of the sequence (sequence parallelism)."""
+
+    def local(axis, xs, valid, flags, consts):
+        params, carry, initial = consts
+        reset = None if flags is None else (flags, initial)
+        if method == "associative":
+            return associative_steps(
+                cell, params, xs, carry, valid, reverse, remat, reset, axis=axis
+            )
+        return scan_steps(
+            cell,
+            params,
+            xs,
+            carry,
+            valid,
+            hoist,
+            reverse,
+            unroll,
+            policy,
+            reset,
+            method,
+            remat,
+            axis=axis,
+        )
+
+    return local
 
 
 def resolve_method(method, cell: Cell):

@@ -168,12 +168,15 @@ def scan_steps(
     reset=None,
     newton=None,
     remat=False,
+    axis=None,
 ):
     """``lax.scan`` of the cell over time-major ``xs``, masked by ``valid`` ``(T, *batch)``;
     ``reset = (flags (T, *batch), initial carry)`` restarts the carry where a flag is set.
     With ``newton`` (a :class:`~jaxrnn.newton.Newton`), ``jaxrnn.newton.newton_scan`` replaces
     ``lax.scan``; the step is then not checkpointed, and ``remat`` other than ``False``
-    checkpoints the whole solve instead."""
+    checkpoints the whole solve instead. ``axis`` (a
+    :class:`~jaxrnn._scan.sequence_parallel.SeqAxis`, Newton only): ``xs`` is this device's
+    chunk of a sequence split over that mesh axis."""
     if valid is not None:
         # Padding is never read: zero it before any arithmetic so that NaN or inf there cannot
         # leak into values or gradients.
@@ -195,7 +198,13 @@ def scan_steps(
         def solve(params, carry, scan_inputs, initial):
             body = _masked_body(step, params, initial)
             return newton_scan(
-                body, carry, scan_inputs, reverse=reverse, options=newton, batch_ndim=batch_ndim
+                body,
+                carry,
+                scan_inputs,
+                reverse=reverse,
+                options=newton,
+                batch_ndim=batch_ndim,
+                sequence_axis=None if axis is None else axis.name,
             )
 
         if remat is not False:
