@@ -269,6 +269,7 @@ def scan(
             resets,
             (params, carry, initial),
             sequence_batch,
+            typed=method == "associative",
         )
         if not time_major:
             ys = jax.tree.map(lambda v: jnp.moveaxis(v, 0, len(sequence_batch)), ys)

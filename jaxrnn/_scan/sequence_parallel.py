@@ -50,6 +50,7 @@ class SeqAxis(NamedTuple):
     name: str
     size: int
     reverse: bool = False
+    typed: bool = True  # shard_map(check_vma=True): values typed as varying or not
 
     def flipped(self) -> SeqAxis:
         """The same axis processed in the other direction."""
@@ -88,7 +89,7 @@ class SeqAxis(NamedTuple):
         """``tree`` typed as varying over the axis (loop carries that become per-device)."""
 
         def one(x):
-            if self.name in getattr(jax.typeof(x), "vma", frozenset()):
+            if not self.typed or self.name in _varying(x):
                 return x
             return jax.lax.pcast(x, self.name, to="varying")
 
@@ -142,6 +143,19 @@ class SeqAxis(NamedTuple):
     def local(self, full: jax.Array, length: int) -> jax.Array:
         """This device's chunk of ``length`` steps of a whole sequence in processing order."""
         return jax.lax.dynamic_slice_in_dim(full, self.position() * length, length, 0)
+
+    def on_whole(self, fn: Callable, *trees: Any) -> Any:
+        """``fn`` of the whole sequences gathered from the chunks ``trees`` (time axis 0),
+        and this device's chunk of its result: a sequential fallback, on every device."""
+        length = jax.tree.leaves(trees)[0].shape[0]
+        whole = self.vary(jax.tree.map(self.gather, trees))  # typed per device, as the carry
+        return jax.tree.map(lambda v: self.local(v, length), fn(*whole))
+
+
+def _varying(x) -> frozenset:
+    """The manual mesh axes over which ``x`` varies (``shard_map``'s types)."""
+    manual = getattr(jax.typeof(x), "manual_axis_type", None)
+    return getattr(manual, "varying", frozenset())
 
 
 # --- finding the axis ----------------------------------------------------------------------
@@ -228,7 +242,18 @@ def _onto_time(x: jax.Array, mesh, name: str, like: jax.Array) -> jax.Array:
     return jax.sharding.reshard(x, NamedSharding(mesh, PartitionSpec(*want)))
 
 
-def run(local: Callable, mesh, name: str, reverse: bool, xs, valid, flags, consts, mask_batch):
+def run(
+    local: Callable,
+    mesh,
+    name: str,
+    reverse: bool,
+    xs,
+    valid,
+    flags,
+    consts,
+    mask_batch,
+    typed: bool = True,
+):
     """``local(axis, xs, valid, flags, consts) -> (carry, ys)`` on each device's chunk.
 
     ``xs`` ``(T, ...)``, ``valid`` and ``flags`` (``(T, *batch)`` bools or ``None``) are
@@ -237,7 +262,9 @@ def run(local: Callable, mesh, name: str, reverse: bool, xs, valid, flags, const
     is padded to a multiple of the device count with masked steps: ``valid`` is False there,
     which the methods treat as identity maps (the carry passes unchanged, the output is zero),
     so the padding changes no value and no gradient. Returns the carry (the same on every
-    device) and ``ys`` ``(T, ...)`` split over ``name``.
+    device) and ``ys`` ``(T, ...)`` split over ``name``. ``typed=False`` runs the
+    ``shard_map`` without its per-device types (``check_vma=False``): Newton's custom
+    derivatives mix per-device and shared values in ways those types do not follow yet.
     """
     size = mesh.shape[name]
     num_steps = xs.shape[0]
@@ -249,7 +276,7 @@ def run(local: Callable, mesh, name: str, reverse: bool, xs, valid, flags, const
         flags = None if flags is None else _pad(flags, padded)
     xs = _onto_time(xs, mesh, name, xs)
     valid, flags = (None if v is None else _onto_time(v, mesh, name, xs) for v in (valid, flags))
-    axis = SeqAxis(name, size, reverse)
+    axis = SeqAxis(name, size, reverse, typed)
 
     def body(xs, valid, flags, consts):
         return local(axis, xs, valid, flags, consts)
@@ -262,6 +289,7 @@ def run(local: Callable, mesh, name: str, reverse: bool, xs, valid, flags, const
         in_specs=(*specs, PartitionSpec()),
         out_specs=(PartitionSpec(), time),
         axis_names={name},
+        check_vma=typed,
     )
     carry, ys = mapped(xs, valid, flags, consts)
     if padded != num_steps:
