@@ -246,6 +246,8 @@ def scan(
         if reverse:  # in reverse, a segment ends (its first processed step) before a start
             resets = jnp.concatenate([resets[1:], jnp.zeros_like(resets[:1])], axis=0)
     seq_mesh, seq_name = sequence_parallel.sequence_axis(xs, time_axis, sequence_axis)
+    if seq_name is not None and seq_mesh.shape[seq_name] == 1:  # one device: nothing to split
+        seq_name = None
     if seq_name is not None and method == "sequential":
         if sequence_axis is not None:
             raise ValueError(
