@@ -96,6 +96,28 @@ def scan(
     Which method is fastest where, with the depth and work of each, is on the documentation's
     performance page (``docs/performance.md``), with the benchmark commands behind its figures.
 
+    **Sequence parallelism.** Under ``jax.jit``, when the time axis of ``xs`` is split over a
+    mesh axis (a ``NamedSharding`` whose spec names a mesh axis at the time position, on a mesh
+    of ``jax.make_mesh``'s ``Explicit`` axes), or when ``sequence_axis`` names one, the parallel
+    methods run with every device evaluating its own chunk of :math:`T/n` steps
+    (``jax.shard_map`` over that axis). A chunk's steps compose to one affine map
+    :math:`h \mapsto A h + B` per batch row; the devices exchange these maps (one small
+    collective, an ``(A, B)`` pair per device and row), each composes those of the devices
+    before it, :math:`E_p = M_{p-1} \circ \dots \circ M_0`, applies :math:`E_p` to the initial
+    carry and its own prefixes to the result. ``"associative"`` does this once; ``"newton"``
+    does it in every iteration and derivative solve, whose linear recurrences
+    :math:`v_t = J_t v_{t-1} + c_t` compose the same way (matrices for full Jacobians,
+    diagonals otherwise), with the state entering each chunk passed on from the previous device
+    and the convergence tests taken over all devices. In reverse the devices run in the opposite
+    order. Derivatives split the same way (the exchange transposes to the same exchange). The
+    outputs ``ys`` come back split as ``xs`` was, the final carry is on every device, and
+    every option (``lengths``, ``resets``, ``reverse``, ``carry``, log-space cells, batch axes
+    split over other mesh axes) means what it means on one device. A ``T`` that is not a
+    multiple of the device count is padded inside with masked steps (identity maps), which
+    change no value and no gradient; ``ys`` then cannot be split evenly and come back with
+    their time axis whole. ``method="sequential"`` over a time-split ``xs`` gathers the time
+    axis first and runs one step after another (``ys`` not split over time).
+
     ``unroll``, ``remat`` and ``hoist`` are knobs of the sequential loop. Under the parallel
     methods ``unroll`` is ignored, ``remat=True`` (or a policy) checkpoints the whole parallel
     evaluation, and ``hoist`` applies to ``"newton"`` only.
@@ -147,6 +169,13 @@ def scan(
             ``ValueError`` naming the reason where they cannot run). ``False``: never. The
             kernel path has reverse-mode derivatives only; ``unroll`` and ``hoist`` do not
             apply to it.
+        sequence_axis: the name of a mesh axis to split the time axis over (sequence
+            parallelism, above), for ``"associative"`` and ``"newton"``. ``None`` (default):
+            the axis named at the time position of ``xs``'s type, if any (explicit meshes).
+            Needed under ``Auto`` axes, whose types carry no sharding: the mesh is then the
+            one set by ``jax.set_mesh``. (Without it, an ``Auto``-sharded ``xs`` is still
+            computed correctly: the compiler partitions the scan with collectives of its
+            own.)
 
     Returns:
         ``(carry, ys)``: the final carry and the outputs, ``(*batch, T, out)`` (or
@@ -155,6 +184,8 @@ def scan(
     Raises:
         ValueError: a wrong shape (``xs``, ``carry``, ``lengths``, ``resets``, a leaf of
             ``params``), concrete ``lengths`` outside ``[0, T]``, an unknown ``method``,
+            ``sequence_axis`` not an axis of the mesh (or no mesh) or given with
+            ``"sequential"``, a time axis split over several mesh axes,
             ``"associative"`` for a cell without a linear recurrence, ``remat="sqrt"`` with a
             parallel method, ``unroll`` an int below 1.
         TypeError: a wrong kind or dtype: ``cell`` not a :class:`~jaxrnn.Cell`, ``xs`` not
@@ -162,7 +193,8 @@ def scan(
             another structure or dtype than the cell's (params are checked for every cell of
             :mod:`jaxrnn.cells`), a step that changes the carry's dtype, an unknown ``remat``,
             ``unroll`` neither a bool nor an int, ``reverse``, ``time_major`` or ``hoist`` not
-            a bool, ``"newton"`` for a cell whose carry is not real floating-point.
+            a bool, ``"newton"`` for a cell whose carry is not real floating-point,
+            ``sequence_axis`` not a string.
 
     Every check reads only shapes and dtypes, so it runs under ``jax.jit`` too, except the
     range of ``lengths``: traced ``lengths`` are clipped to ``[0, T]`` (a length above ``T``

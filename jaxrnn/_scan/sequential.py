@@ -195,6 +195,8 @@ def scan_steps(
     if newton is not None:
         batch_ndim = xs.ndim - 2 - cell.spatial_dims  # xs: (T, *batch, *spatial, features)
 
+        split = {} if axis is None else {"sequence_axis": axis.name}
+
         def solve(params, carry, scan_inputs, initial):
             body = _masked_body(step, params, initial)
             return newton_scan(
@@ -204,7 +206,7 @@ def scan_steps(
                 reverse=reverse,
                 options=newton,
                 batch_ndim=batch_ndim,
-                sequence_axis=None if axis is None else axis.name,
+                **split,
             )
 
         if remat is not False:
