@@ -136,6 +136,8 @@ def test_newton_time_sharded_equals_one_device(name, reverse, seq_mesh, grid_mes
     )
     (_, ys), _ = _run_both(cell, method, 16, reverse, place, f"newton_{jacobian}")
     assert jax.typeof(ys).sharding.spec[1] == "seq"
+    if reverse != (jacobian == "full"):  # T not a multiple of the devices: once per cell and
+        return  # Jacobian, reverse for full ones, forward for diagonal (compiles are the time)
     _run_both(
         cell,
         method,
