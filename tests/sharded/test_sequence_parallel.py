@@ -197,6 +197,30 @@ def test_auto_axes_time_sharded_is_correct():
     )
 
 
+@pytest.mark.parametrize(
+    "shape,spec,time_major",
+    [
+        ((16, 3), ("seq",), False),
+        ((2, 3, 16, 3), (None, None, "seq"), False),
+        ((16, 2, 3), ("seq",), True),
+    ],
+)
+def test_any_batch_shape_time_sharded(shape, spec, time_major, seq_mesh):
+    """No batch axis, two batch axes, time-major: the same as on one device."""
+    for cell, method in ((jr.min_gru(3, 4), "associative"), (jr.gru(3, 4), "newton")):
+        params = cell.init(jax.random.key(0))
+        xs = jax.random.normal(jax.random.key(1), shape)
+
+        def loss(params, xs, cell=cell, method=method):
+            carry, ys = jr.scan(cell, params, xs, method=method, time_major=time_major)
+            return jnp.sum(ys**2) + jnp.sum(carry**2), ys
+
+        f = jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))
+        got = f(params, put(xs, seq_mesh, *spec))
+        _compare("batch_shapes", got, f(params, xs))
+        assert jax.typeof(got[0][1]).sharding.spec[spec.index("seq")] == "seq"
+
+
 def test_sequential_over_time_sharded_xs_gathers(seq_mesh):
     """method="sequential" gathers a time-split xs and runs one step after another."""
     cell = jr.gru(3, 4)
