@@ -128,8 +128,8 @@ def test_newton_time_sharded_equals_one_device(name, reverse, seq_mesh, grid_mes
     factory, jacobian = NEWTON[name]
     cell = factory()
     # on_failure="error": a sequential fallback would raise, so the split iteration converged
-    # (jax.debug.callback, which raises it, is not implemented in a shard_map over a mesh with
-    # other explicit axes: on the 2-D mesh the default, a fallback that is tested below)
+    # (jax.debug.callback, which raises it, does not run in a shard_map over part of a mesh with
+    # other explicit axes: on the 2-D mesh the default, the fallback, tested below)
     method = jr.Newton(jacobian=jacobian, on_failure="sequential" if reverse else "error")
     place = (
         (lambda x: put(x, grid_mesh, "data", "seq"))
@@ -258,6 +258,17 @@ def test_bad_sequence_axis(seq_mesh):
         scan(split, sequence_axis="seq")
     with pytest.raises(TypeError, match="sequence_axis: expected a mesh axis name"):
         scan(xs, method="associative", sequence_axis=1)
+
+
+def test_newton_error_reporting_needs_no_other_explicit_axes(grid_mesh):
+    """on_failure="error" cannot report from a shard_map over part of an explicit mesh: a
+    clear error up front, naming the remedy."""
+    cell = jr.gru(3, 4)
+    params, xs, *_ = _problem(cell, 8)
+    method = jr.Newton(on_failure="error")
+    scan = jax.jit(lambda xs: jr.scan(cell, params, xs, method=method))
+    with jax.set_mesh(grid_mesh), pytest.raises(ValueError, match='use on_failure="sequential"'):
+        scan(put(xs, grid_mesh, "data", "seq"))
 
 
 if __name__ == "__main__":  # the equality figures: largest abs difference per test family
