@@ -55,7 +55,7 @@ from jaxrnn._scan._newton_linear import (  # the linear recurrences, by parallel
     _shift,
     _unshift,
 )
-from jaxrnn._scan.sequence_parallel import SeqAxis
+from jaxrnn._scan.sequence_parallel import SeqAxis, check_error_reporting
 
 __all__ = [
     "AUTO_FULL_MAX",
@@ -284,7 +284,7 @@ def newton_scan(
     axis = None
     if sequence_axis is not None:
         axis = SeqAxis(sequence_axis, jax.lax.axis_size(sequence_axis), reverse, typed=False)
-        _check_error_reporting(options)
+        check_error_reporting(options.on_failure)
 
     def step(h, x):
         carry, y = f(layout.unflatten(h), x)
@@ -309,21 +309,6 @@ def newton_scan(
         ys = jax.tree.map(lambda v: jnp.flip(v, 0), ys)
     info = jax.tree.map(jax.lax.stop_gradient, info)
     return (carry, ys, info) if return_info else (carry, ys)
-
-
-def _check_error_reporting(options: Newton) -> None:
-    """``on_failure="error"`` reports through ``jax.debug.callback``, which jax does not run
-    inside a ``shard_map`` over part of a mesh whose other axes are ``Explicit``."""
-    mesh = jax.sharding.get_abstract_mesh()
-    types = dict(zip(mesh.axis_names, mesh.axis_types, strict=True)) if mesh.axis_names else {}
-    explicit = [n for n, t in types.items() if t == jax.sharding.AxisType.Explicit]
-    if options.on_failure == "error" and explicit:
-        raise ValueError(
-            f'on_failure="error" with the time axis split over devices and the mesh axes '
-            f"{explicit} Explicit: jax cannot report a failure from inside such a program "
-            f'(jax.debug.callback); use on_failure="sequential" (the default), or split only '
-            f"the time axis"
-        )
 
 
 # --- the state vector ----------------------------------------------------------------------

@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec
 
-__all__ = ["SeqAxis", "run", "sequence_axis", "unsplit_time"]
+__all__ = ["SeqAxis", "check_error_reporting", "run", "sequence_axis", "unsplit_time"]
 
 
 class SeqAxis(NamedTuple):
@@ -222,6 +222,25 @@ def unsplit_time(xs: jax.Array, time_axis: int) -> jax.Array:
 # --- running the local evaluation on every chunk -------------------------------------------
 
 
+def check_error_reporting(on_failure: str) -> None:
+    """Newton's ``on_failure="error"`` reports through ``jax.debug.callback``, which jax does
+    not run inside a ``shard_map`` over part of a mesh whose other axes are ``Explicit``.
+
+    Raises:
+        ValueError: ``on_failure="error"`` there, naming the remedy.
+    """
+    mesh = jax.sharding.get_abstract_mesh()
+    types = dict(zip(mesh.axis_names, mesh.axis_types, strict=True)) if mesh.axis_names else {}
+    explicit = [n for n, t in types.items() if t == jax.sharding.AxisType.Explicit]
+    if on_failure == "error" and explicit:
+        raise ValueError(
+            f'on_failure="error" with the time axis split over devices and the mesh axes '
+            f"{explicit} Explicit: jax cannot report a failure from inside such a program "
+            f'(jax.debug.callback); use on_failure="sequential" (the default), or split only '
+            f"the time axis"
+        )
+
+
 def _explicit(mesh) -> bool:
     return any(t == jax.sharding.AxisType.Explicit for t in getattr(mesh, "axis_types", ()))
 
@@ -258,8 +277,8 @@ def run(
 
     ``xs`` ``(T, ...)``, ``valid`` and ``flags`` (``(T, *batch)`` bools or ``None``) are
     time-major (``mask_batch`` the batch shape of the masks); ``consts`` (params, carries)
-    are the same on every device of the axis. ``T``
-    is padded to a multiple of the device count with masked steps: ``valid`` is False there,
+    are the same on every device of the axis. ``T`` is padded to a multiple of the device
+    count with masked steps: ``valid`` is False there,
     which the methods treat as identity maps (the carry passes unchanged, the output is zero),
     so the padding changes no value and no gradient. Returns the carry (the same on every
     device) and ``ys`` ``(T, ...)`` split over ``name``. ``typed=False`` runs the
