@@ -310,7 +310,7 @@ def scan(
         return carry, ys
     if kernel is not False:
         why = _kernels.reason(cell, method=method, remat=remat, resets=resets)
-        why = why or _kernels.sharding_reason(params, xs, time_axis)
+        why = why or _kernels.sharding_reason(params)
         if why and kernel:
             raise ValueError(f"kernel=True: this scan cannot run on the native kernels: {why}")
         if not why:
