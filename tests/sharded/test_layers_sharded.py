@@ -38,6 +38,7 @@ LAYERS = {
     "rnn_min_gru_associative": lambda: jr.rnn(
         jr.min_gru, I, 4, num_layers=2, bidirectional=True, method="associative"
     ),
+    "layer_gru_newton": lambda: jr.layer(jr.gru(I, 4), method="newton"),
     "zoneout_gru": lambda: jr.layer(
         jr.gru(I, 4), transform=functools.partial(jr.zoneout, rate=0.3)
     ),
