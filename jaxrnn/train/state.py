@@ -33,10 +33,18 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import optax
-from jax.sharding import Mesh
+from jax.sharding import AxisType, Mesh
 
 from jaxrnn.train._types import Batch, LossFn, Metrics, TrainState
-from jaxrnn.train.parallel import MODEL_AXIS, by_rows, check_rows, replicated, state_shardings
+from jaxrnn.train.parallel import (
+    MODEL_AXIS,
+    by_rows,
+    check_rows,
+    put_global,
+    replicated,
+    shard_state,
+    state_shardings,
+)
 
 __all__ = [
     "Batch",
@@ -205,7 +213,29 @@ def make_train_step(
     kwargs: dict[str, Any] = {"donate_argnums": (0,)} if donate else {}
     if mesh is None:
         return jax.jit(train_step, **kwargs)
+    return _step_on_mesh(train_step, mesh, axis_name, kwargs)
+
+
+def _step_on_mesh(train_step, mesh: Mesh, axis_name: str, kwargs: dict[str, Any]):
+    """``train_step`` compiled for ``mesh``: the batch and carry split by rows over
+    ``axis_name``, everything else replicated, or split by :func:`param_spec` when ``mesh``
+    has a ``"model"`` axis.
+
+    Under a mesh with ``Explicit`` axes an array's sharding is part of its type, which the
+    compiled step is specialised to: the state and batch are put on the mesh first (nothing
+    moves when they are there already, as in :func:`fit`), so that a state straight from
+    :func:`init_state` and the step's own outputs share one compiled step.
+    """
     rows, rep = by_rows(mesh, axis_name), replicated(mesh)
+    explicit = AxisType.Explicit in tuple(mesh.axis_types)
+
+    def placed(state: TrainState, batch: Batch) -> tuple[TrainState, Batch]:
+        _check_split_rows(state, batch, mesh, axis_name)
+        if explicit:
+            state = shard_state(state, mesh, axis_name)
+            batch = jax.tree.map(lambda x: put_global(x, rows), batch)
+        return state, batch
+
     if MODEL_AXIS not in mesh.axis_names:  # each part of the state alike: a prefix of it
         prefix = TrainState(rep, rep, rep, rep, rows)
         jitted = jax.jit(
@@ -214,8 +244,7 @@ def make_train_step(
 
         @functools.wraps(train_step)
         def data_parallel_step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
-            _check_split_rows(state, batch, mesh, axis_name)
-            return jitted(state, batch)
+            return jitted(*placed(state, batch))
 
         data_parallel_step.lower = jitted.lower  # type: ignore[attr-defined]
         return data_parallel_step
@@ -225,7 +254,7 @@ def make_train_step(
 
     @functools.wraps(train_step)
     def sharded_step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
-        _check_split_rows(state, batch, mesh, axis_name)
+        state, batch = placed(state, batch)
         signature = (jax.tree.structure(state), tuple(map(jnp.shape, jax.tree.leaves(state))))
         step = compiled.get(signature)
         if step is None:

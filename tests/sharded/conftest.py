@@ -20,3 +20,7 @@ def explicit_mesh():
 def auto_mesh():
     """``("data",)`` over 8 devices with ``Auto`` axes."""
     return jax.make_mesh((8,), ("data",), axis_types=(AxisType.Auto,))
+
+
+# The small character-level LM of the jr.train tests (test_train_sharded, test_checkpoint_sharded).
+from train_helpers import lm  # noqa: E402, F401

@@ -1,0 +1,133 @@
+"""``jr.train`` on 8 devices equals one device, step for step: the character-level LM trained
+under ``jax.make_mesh`` (Explicit axes, with and without ``jax.set_mesh``), under Auto axes,
+and on ``data_mesh``/``model_mesh``; with parameters split over ``"model"`` on a 2-D mesh.
+
+The largest differences against one device: ``JAXRNN_SHOW_DIFF=1 pytest -s`` on this file
+(``train_helpers.report``).
+"""
+
+import contextlib
+
+import jax
+import numpy as np
+import pytest
+from jax.sharding import AxisType
+from sharding_helpers import assert_trees_close, put
+from train_helpers import fit, report, train_step
+
+import jaxrnn.models as jm
+import jaxrnn.train as jt
+
+STEPS = 4
+
+
+@pytest.fixture(scope="module")
+def one_device(lm):
+    """The reference: ``STEPS`` steps on one device, no mesh."""
+    state, history = fit(lm, None, STEPS)
+    assert history.train["loss"][-1] < history.train["loss"][0]  # it trained
+    return state, history
+
+
+def _mesh(how):
+    if how.startswith("make_mesh"):
+        return jax.make_mesh((8,), ("data",))
+    if how == "auto":
+        return jax.make_mesh((8,), ("data",), axis_types=(AxisType.Auto,))
+    if how == "data_mesh":
+        return jt.data_mesh()
+    if how == "data_mesh_auto":
+        return jt.data_mesh(axis_types=AxisType.Auto)
+    raise ValueError(how)
+
+
+def _spec(x):
+    """The partition spec in ``x``'s type (explicit axes) or of its sharding (auto axes)."""
+    spec = jax.typeof(x).sharding.spec
+    return tuple(spec) if any(p is not None for p in spec) else tuple(x.sharding.spec)
+
+
+@pytest.mark.parametrize(
+    "how", ["make_mesh", "make_mesh+set_mesh", "auto", "data_mesh", "data_mesh_auto"]
+)
+def test_char_lm_on_a_data_mesh_equals_one_device(how, lm, one_device):
+    mesh = _mesh(how)
+    context = jax.set_mesh(mesh) if how.endswith("set_mesh") else contextlib.nullcontext()
+    with context:
+        state, history = fit(lm, mesh, STEPS)
+    ref, ref_history = one_device
+    report(how, history.train["loss"], ref_history.train["loss"], state.params, ref.params)
+    np.testing.assert_allclose(history.train["loss"], ref_history.train["loss"], rtol=1e-5)
+    assert_trees_close(state.params, ref.params, rtol=1e-4, atol=1e-5)
+    assert_trees_close(state.carry, ref.carry, rtol=1e-4, atol=1e-5)
+    # Parameters and optimizer state replicated on all 8 devices; the carry split by rows.
+    for leaf in jax.tree.leaves((state.params, state.opt_state)):
+        assert leaf.sharding.is_fully_replicated and len(leaf.sharding.device_set) == 8
+    for leaf in jax.tree.leaves(state.carry):
+        assert [s.data.shape[0] for s in leaf.addressable_shards] == [1] * 8
+    explicit = mesh.axis_types == (AxisType.Explicit,)
+    for leaf in jax.tree.leaves(state.carry):  # under explicit axes, in the type too
+        assert (_spec(leaf)[0] == "data") and (jax.typeof(leaf).sharding.spec[0] == "data") == (
+            explicit
+        )
+
+
+@pytest.mark.parametrize("how", ["make_mesh", "model_mesh", "model_mesh_auto"])
+def test_char_lm_with_params_split_over_model_equals_one_device(how, lm, one_device):
+    if how == "make_mesh":
+        mesh = jax.make_mesh((2, 4), ("data", "model"))
+    else:
+        types = AxisType.Auto if how.endswith("auto") else AxisType.Explicit
+        mesh = jt.model_mesh(4, axis_types=types)
+    state, history = fit(lm, mesh, STEPS)
+    ref, ref_history = one_device
+    report(how, history.train["loss"], ref_history.train["loss"], state.params, ref.params)
+    np.testing.assert_allclose(history.train["loss"], ref_history.train["loss"], rtol=1e-5)
+    assert_trees_close(state.params, ref.params, rtol=1e-4, atol=1e-5)
+    # The recurrent weights and their Adam moments split 4 ways along the gate axis.
+    w_hh, mu = state.params.rnn[0].w_hh, state.opt_state[1][0].mu.rnn[0].w_hh
+    assert _spec(w_hh) == (None, "model") == _spec(mu)
+    shard = (16, w_hh.shape[1] // 4)
+    assert {s.data.shape for s in w_hh.addressable_shards} == {shard}
+    assert {s.data.shape for s in mu.addressable_shards} == {shard}
+    for leaf in jax.tree.leaves(state.carry):  # rows split 2 ways, over "data"
+        assert [s.data.shape[0] for s in leaf.addressable_shards] == [4] * 8
+
+
+@pytest.mark.parametrize("set_mesh", [False, True])
+def test_lm_gradients_come_out_replicated_without_an_out_sharding(set_mesh, lm):
+    """``jax.grad`` of the LM's loss, parameters never put on the mesh, the batch split over an
+    explicit "data" axis: the gradients are replicated in their type and equal one device's."""
+    model, batches, _, fresh = lm
+    state, batch = fresh(), batches(0)
+    grad = jax.jit(jax.value_and_grad(jm.lm_loss(model), has_aux=True))
+    (loss1, carry1), grads1 = grad(state.params, state.carry, batch, jax.random.key(2))
+    mesh = jax.make_mesh((8,), ("data",))
+    sharded = jax.tree.map(lambda x: put(x, mesh, "data"), (state.carry, batch))
+    context = jax.set_mesh(mesh) if set_mesh else contextlib.nullcontext()
+    with context:
+        (loss8, carry8), grads8 = grad(state.params, *sharded, jax.random.key(2))
+    for g in jax.tree.leaves(grads8):
+        assert jax.typeof(g).sharding.mesh.axis_names == ("data",)
+        assert all(p is None for p in jax.typeof(g).sharding.spec), jax.typeof(g)
+    for c in jax.tree.leaves(carry8):
+        assert jax.typeof(c).sharding.spec[0] == "data"
+    assert_trees_close((loss8, carry8, grads8), (loss1, carry1, grads1), rtol=1e-5, atol=1e-6)
+
+
+def test_a_step_on_an_explicit_mesh_places_its_own_inputs(lm, one_device):
+    """``make_train_step(mesh=jax.make_mesh(...))`` called directly (no ``fit``) on a state and
+    batches never put on the mesh: the step puts them there; the same training."""
+    _, batches, _, fresh = lm
+    mesh = jax.make_mesh((8,), ("data",))
+    traces = []
+    step, state = train_step(lm, mesh, traces), fresh()
+    losses = []
+    for s in range(STEPS):
+        state, metrics = step(state, batches(s))
+        losses.append(float(metrics["loss"]))
+    ref, ref_history = one_device
+    np.testing.assert_allclose(losses, ref_history.train["loss"], rtol=1e-5)
+    assert_trees_close(state.params, ref.params, rtol=1e-4, atol=1e-5)
+    assert all(jax.typeof(c).sharding.spec[0] == "data" for c in jax.tree.leaves(state.carry))
+    assert len(traces) == 1  # compiled once: the step's own outputs have its input types
