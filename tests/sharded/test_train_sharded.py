@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from jax.sharding import AxisType
 from sharding_helpers import assert_trees_close, put
-from train_helpers import fit, report, train_step
+from train_helpers import CELL, fit, report, train_step
 
 import jaxrnn.models as jm
 import jaxrnn.train as jt
@@ -131,3 +131,26 @@ def test_a_step_on_an_explicit_mesh_places_its_own_inputs(lm, one_device):
     assert_trees_close(state.params, ref.params, rtol=1e-4, atol=1e-5)
     assert all(jax.typeof(c).sharding.spec[0] == "data" for c in jax.tree.leaves(state.carry))
     assert len(traces) == 1  # compiled once: the step's own outputs have its input types
+
+
+@pytest.mark.parametrize("shape", [(8,), (2, 4)])
+def test_train_char_lm_under_make_mesh_equals_one_device(shape):
+    """What the CLI runs (``train_char_lm``), with validation, on ``jax.make_mesh``: the
+    losses of one device, and the same samples from the trained parameters."""
+    text = "to be, or not to be, that is the question: whether tis nobler in the mind " * 20
+    config = jm.CharLMConfig(
+        cell=CELL, hidden_size=16, embed_size=8, batch_size=8, seq_len=10, steps=4,
+        warmup_steps=1, eval_chunks=2,
+    )  # fmt: skip
+    one = jm.train_char_lm(text, config, mesh=None, eval_every=2, progress=False)
+    mesh = jax.make_mesh(shape, ("data", "model")[: len(shape)])
+    run = jm.train_char_lm(text, config, mesh=mesh, eval_every=2, progress=False)
+    report(f"train_char_lm{shape}", run.history.train["loss"], one.history.train["loss"],
+           run.state.params, one.state.params)  # fmt: skip
+    np.testing.assert_allclose(run.history.train["loss"], one.history.train["loss"], rtol=1e-5)
+    assert run.history.eval["step"] == [2, 4]
+    np.testing.assert_allclose(run.history.eval["loss"], one.history.eval["loss"], rtol=1e-5)
+    assert_trees_close(run.state.params, one.state.params, rtol=1e-4, atol=1e-5)
+    prompt = one.vocab.encode("to ")
+    samples = [jm.sample(r.model, r.state.params, jax.random.key(3), prompt, 8) for r in (one, run)]
+    np.testing.assert_array_equal(*samples)
