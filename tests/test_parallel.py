@@ -1,4 +1,5 @@
-"""The memory table of benchmarks/bench_memory.py: per-device bytes of a sharded state.
+"""Meshes on one device: the memory table of benchmarks/bench_memory.py (per-device bytes of a
+sharded state) and the axis types of ``data_mesh``/``model_mesh``.
 
 The 8-device tests of data and tensor parallelism (one device and eight give the same
 training; an indivisible batch is explained) live in tests/sharded/test_parallel_sharded.py,
@@ -32,3 +33,26 @@ def test_memory_table_counts_every_shard():
     assert row["model=8"] == 3 * 4 * params // 8 + scalars
     assert row["model=2"] == 3 * 4 * params // 2 + scalars
     assert "| 8 | 0.1 M |" in bench.markdown([row], 8)
+
+
+def test_meshes_take_axis_types():
+    """``data_mesh``/``model_mesh``: ``Explicit`` axes by default (as ``jax.make_mesh``), one
+    ``AxisType`` for all axes or one per axis; anything else named in a one-line error."""
+    import pytest
+    from jax.sharding import AxisType
+
+    import jaxrnn.train as jt
+
+    explicit, auto = AxisType.Explicit, AxisType.Auto
+    assert jt.data_mesh().axis_types == (explicit,)
+    assert jt.model_mesh(1).axis_types == (explicit, explicit)
+    assert jt.data_mesh(axis_types=auto).axis_types == (auto,)
+    assert jt.data_mesh(axis_types=[auto]).axis_types == (auto,)
+    assert jt.model_mesh(1, axis_types=auto).axis_types == (auto, auto)
+    assert jt.model_mesh(1, axis_types=(explicit, auto)).axis_types == (explicit, auto)
+    bad = {"data_mesh": jt.data_mesh, "model_mesh": lambda **kw: jt.model_mesh(1, **kw)}
+    for name, build in bad.items():
+        for value in ("explicit", None, 1, (auto,) * 3, (auto, "auto")):
+            with pytest.raises(ValueError, match=rf"^{name}: axis_types must be a jax") as e:
+                build(axis_types=value)
+            assert repr(value) in str(e.value) and "\n" not in str(e.value)
