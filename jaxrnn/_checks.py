@@ -114,6 +114,19 @@ def check_unroll(unroll) -> int | bool:
         ) from None
 
 
+def check_switch(name: str, value) -> bool | None:
+    """``value`` if it is ``None`` (automatic), ``True`` (required) or ``False`` (never): the
+    three-way switches ``cudnn=`` and ``kernel=``. ``1`` and ``0`` are refused, not read as
+    ``True`` and ``False``.
+
+    Raises:
+        TypeError: ``"<name>: expected None, True or False, got ..."``.
+    """
+    if value is None or value is True or value is False:
+        return value
+    raise TypeError(f"{name}: expected None, True or False, got {value!r}")
+
+
 def check_bool(name: str, value) -> bool:
     """``value`` as a Python ``bool``: ``True``/``False`` (or a NumPy bool), nothing else (a
     string such as ``"no"`` is truthy and would silently mean ``True``).

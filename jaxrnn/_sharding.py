@@ -24,20 +24,44 @@ from __future__ import annotations
 from typing import Any
 
 import jax
-from jax.sharding import NamedSharding, PartitionSpec
+from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
-__all__ = ["batch_spec", "explicit_mesh", "like", "onto_mesh", "shard_like_batch"]
+__all__ = [
+    "axis_names",
+    "batch_spec",
+    "explicit_mesh",
+    "like",
+    "onto_mesh",
+    "shard_like_batch",
+    "varying_axes",
+]
 
 
 def _sharding(x: Any):
-    """The ``NamedSharding`` in ``x``'s type, or ``None`` (not an array, or no mesh)."""
-    try:
-        sharding = jax.typeof(x).sharding
-    except (TypeError, AttributeError):
-        return None
+    """The ``NamedSharding`` in ``x``'s type, or ``None`` (not an array, or no mesh).
+
+    Outside ``jax.jit`` a concrete array's own sharding is read (it names the concrete mesh,
+    which a transfer needs), with the axes that are not ``Explicit`` dropped from its spec, as
+    its type drops them.
+    """
+    if isinstance(x, jax.Array) and not isinstance(x, jax.core.Tracer):
+        sharding = x.sharding
+    else:
+        try:
+            sharding = jax.typeof(x).sharding
+        except (TypeError, AttributeError):
+            return None
     if not isinstance(sharding, NamedSharding) or sharding.mesh.empty:
         return None
-    return sharding
+    types = dict(zip(sharding.mesh.axis_names, sharding.mesh.axis_types, strict=True))
+
+    def explicit(entry):
+        names = entry if isinstance(entry, tuple) else (entry,)
+        kept = tuple(n for n in names if n is not None and types[n] == AxisType.Explicit)
+        return None if not kept else kept if isinstance(entry, tuple) else kept[0]
+
+    spec = PartitionSpec(*(explicit(e) for e in sharding.spec))
+    return sharding if spec == sharding.spec else NamedSharding(sharding.mesh, spec)
 
 
 def explicit_mesh(*trees: Any):
@@ -64,7 +88,7 @@ def onto_mesh(tree: Any, mesh) -> Any:
     def put(leaf):
         if not isinstance(leaf, jax.Array | jax.core.Tracer) or _sharding(leaf) is not None:
             return leaf
-        return jax.sharding.reshard(leaf, NamedSharding(mesh, PartitionSpec()))
+        return _put(leaf, NamedSharding(mesh, PartitionSpec()))
 
     return jax.tree.map(put, tree)
 
@@ -76,6 +100,16 @@ def batch_spec(xs: jax.Array, batch_axes: tuple[int, ...]) -> tuple | None:
         return None
     spec = tuple(sharding.spec) + (None,) * (xs.ndim - len(sharding.spec))
     return tuple(spec[a] for a in batch_axes)
+
+
+def axis_names(spec: tuple) -> tuple[str, ...]:
+    """The mesh axes a partition ``spec`` names, in order (an entry may be a tuple of axes)."""
+    names = []
+    for entry in spec:
+        for name in entry if isinstance(entry, tuple) else (entry,):
+            if name is not None and name not in names:
+                names.append(name)
+    return tuple(names)
 
 
 def shard_like_batch(tree: Any, mesh, spec: tuple | None) -> Any:
@@ -91,9 +125,16 @@ def shard_like_batch(tree: Any, mesh, spec: tuple | None) -> Any:
         current = _sharding(leaf)
         if current is not None and current.mesh == mesh and _same(current.spec, full, leaf.ndim):
             return leaf
-        return jax.sharding.reshard(leaf, NamedSharding(mesh, full))
+        return _put(leaf, NamedSharding(mesh, full))
 
     return jax.tree.map(put, tree)
+
+
+def _put(leaf, sharding: NamedSharding):
+    """``leaf`` with ``sharding``: a cast of its type under ``jax.jit``, a transfer outside."""
+    if isinstance(leaf, jax.core.Tracer):
+        return jax.sharding.reshard(leaf, sharding)
+    return jax.device_put(leaf, sharding)
 
 
 def _same(a: PartitionSpec, b: PartitionSpec, ndim: int) -> bool:
@@ -117,6 +158,17 @@ def like(tree: Any, reference: Any) -> Any:
         have = _sharding(leaf)
         if have is not None and have.mesh == want.mesh and _same(have.spec, want.spec, leaf.ndim):
             return leaf
-        return jax.sharding.reshard(leaf, want)
+        return _put(leaf, want)
 
     return jax.tree.map(put, tree, reference)
+
+
+def varying_axes(x: Any) -> frozenset:
+    """The manual mesh axes over which ``x`` differs from device to device inside
+    ``jax.shard_map`` (empty outside one): ``jax.typeof(x).vma`` before jax 0.10, its
+    ``manual_axis_type.varying`` since."""
+    aval = jax.typeof(x)
+    vma = getattr(aval, "vma", None)
+    if vma is None:
+        vma = getattr(getattr(aval, "manual_axis_type", None), "varying", frozenset())
+    return frozenset(vma)

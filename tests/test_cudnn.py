@@ -422,8 +422,9 @@ def test_cudnn_true_on_cpu_raises():
         jr.rnn(jr.lstm, I, H, cudnn=True)
     with pytest.raises(ValueError, match=r"cudnn=True.*gru"):
         jr.rnn(jr.gru, I, H, cudnn=True)
-    with pytest.raises(TypeError, match="cudnn"):
-        jr.rnn(jr.lstm, I, H, cudnn="yes")
+    for value in ("yes", 1, 0):  # 1 and 0 are not read as True and False (as kernel=)
+        with pytest.raises(TypeError, match="cudnn: expected None, True or False"):
+            jr.rnn(jr.lstm, I, H, cudnn=value)
 
 
 def test_cudnn_none_on_cpu_takes_scan_path(monkeypatch):

@@ -1,4 +1,5 @@
-"""Tests of benchmarks/device_check.py, the GPU check, without a GPU.
+"""Tests of benchmarks/device_check.py, the GPU check, and its device_check_*.py modules, without
+a GPU.
 
 The script's ``--dry-run`` runs every part at tiny sizes on the CPU, with
 ``jax.experimental.rnn.lstm_ref`` standing in for the cuDNN kernel; here it runs as a user runs
@@ -21,14 +22,17 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 SCRIPT = BENCH / "device_check.py"
 
 
-def load():
-    """Import ``benchmarks/device_check.py`` (it puts ``benchmarks/`` on ``sys.path`` itself)."""
+def load(name: str = "device_check"):
+    """Import ``benchmarks/device_check.py`` (it puts ``benchmarks/`` on ``sys.path`` itself),
+    then return ``name``: that script, or one of the modules it imports its parts from."""
     if "device_check" not in sys.modules:
         spec = importlib.util.spec_from_file_location("device_check", SCRIPT)
         module = importlib.util.module_from_spec(spec)
         sys.modules["device_check"] = module
         spec.loader.exec_module(module)
-    return sys.modules["device_check"]
+    module = importlib.import_module(name)
+    assert Path(module.__file__).resolve().parent == BENCH, module.__file__
+    return module
 
 
 def test_dry_run_covers_every_part(tmp_path):
@@ -76,54 +80,59 @@ def test_dry_run_covers_every_part(tmp_path):
 
 
 def test_rounds_scale_to_the_budget():
-    dc = load()
+    common, timing = load("device_check_common"), load("device_check_timing")
     calls = []
     tasks = {k: (lambda k=k: calls.append(k) or k) for k in ("a", "b")}
     args = type("Args", (), {"repeats": 3, "seed": 0})()
 
-    stats, first, errors = dc.time_tasks(tasks, dc.Deadline(60.0), args)
+    stats, first, errors = timing.time_tasks(tasks, common.Deadline(60.0), args)
     assert first == {"a": "a", "b": "b"} and not errors
     assert all(len(s["samples_ms"]) == 3 and not s.get("one_call") for s in stats.values())
-    assert "IQR" in dc.ratio_text(stats, "a", "b")
+    assert "IQR" in timing.ratio_text(stats, "a", "b")
 
     # No time left: the one measured call is the sample, the ratio a plain one.
-    stats, _, _ = dc.time_tasks(tasks, dc.Deadline(0.0), args)
+    stats, _, _ = timing.time_tasks(tasks, common.Deadline(0.0), args)
     assert all(s["one_call"] and len(s["samples_ms"]) == 1 for s in stats.values())
-    assert dc.ratio(stats, "a", "b")["one_call"] and "one call" in dc.ratio_text(stats, "a", "b")
+    assert timing.ratio(stats, "a", "b")["one_call"]
+    assert "one call" in timing.ratio_text(stats, "a", "b")
 
     # A failing task is reported and left out; the others are timed.
     def boom():
         raise RuntimeError("no kernel")
 
-    stats, _, errors = dc.time_tasks({"a": tasks["a"], "bad": boom}, dc.Deadline(60.0), args)
+    stats, _, errors = timing.time_tasks(
+        {"a": tasks["a"], "bad": boom}, common.Deadline(60.0), args
+    )
     assert list(stats) == ["a"] and errors == {"bad": "RuntimeError: no kernel"}
 
 
 def test_groups_in_turn_skips_and_guards():
-    dc = load()
+    common, timing = load("device_check_common"), load("device_check_timing")
 
     def run(group, deadline):
         if group == "bad":
             raise ValueError("broken")
         assert deadline.left() > 0
-        return [dc.row("p", group)]
+        return [common.row("p", group)]
 
-    rows = dc.groups_in_turn("p", ["x", "bad", "y"], [1.0, 1.0, 1.0], dc.Deadline(60.0), run)
+    rows = timing.groups_in_turn(
+        "p", ["x", "bad", "y"], [1.0, 1.0, 1.0], common.Deadline(60.0), run
+    )
     assert [(r["check"], r["status"]) for r in rows] == [
         ("x", "ok"),
         ("bad", "error"),
         ("y", "ok"),
     ]
-    rows = dc.groups_in_turn("p", ["x"], [1.0], dc.Deadline(0.5), run)
+    rows = timing.groups_in_turn("p", ["x"], [1.0], common.Deadline(0.5), run)
     assert rows[0]["status"].startswith("skipped: time budget")
 
     # The next group's least cost is predicted from the last one's, scaled by its steps.
     def measured(group, deadline):
         deadline.measured = (1.0, 1.0)  # 1 s compiling, 1 s for one call of every task
-        return [dc.row("p", group)]
+        return [common.row("p", group)]
 
-    rows = dc.groups_in_turn(
-        "p", [1, 4, 400], [1, 1, 1], dc.Deadline(60.0), measured, steps=[1, 4, 400]
+    rows = timing.groups_in_turn(
+        "p", [1, 4, 400], [1, 1, 1], common.Deadline(60.0), measured, steps=[1, 4, 400]
     )
     assert [r["status"] for r in rows][:2] == ["ok", "ok"]
     assert rows[2]["status"].startswith("skipped: time budget") and "~201 s" in rows[2]["status"]

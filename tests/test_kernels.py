@@ -321,8 +321,9 @@ def test_dispatch_rules():
         with pytest.raises(ValueError, match=rf"kernel=True.*{word}"):
             jr.scan(cell, params, xs, kernel=True, **opts)
         jr.scan(cell, params, xs, **opts)  # kernel=None: the XLA path
-    with pytest.raises(TypeError, match="kernel: expected None, True or False"):
-        jr.scan(cell, params, xs, kernel="yes")
+    for value in ("yes", 1, 0):
+        with pytest.raises(TypeError, match="kernel: expected None, True or False"):
+            jr.scan(cell, params, xs, kernel=value)
     with pytest.raises(
         ValueError, match=r"kernel=True: cannot run on the native kernels: .*peephole"
     ):

@@ -245,6 +245,7 @@ def scan(
             resets = jnp.concatenate([resets[1:], jnp.zeros_like(resets[:1])], axis=0)
     if kernel is not False:
         why = _kernels.reason(cell, method=method, remat=remat, resets=resets)
+        why = why or _kernels.sharding_reason(params, xs, time_axis)
         if why and kernel:
             raise ValueError(f"kernel=True: this scan cannot run on the native kernels: {why}")
         if not why:

@@ -13,13 +13,15 @@ import math
 import jax
 import jax.numpy as jnp
 
+from jaxrnn import _sharding
+from jaxrnn._checks import check_switch
 from jaxrnn._core import Array, Carry, Cell, Params
 from jaxrnn.cells import LSTMCarry, gru, lstm
 from jaxrnn.cells._build import as_built
 from jaxrnn.kernels import _library
 from jaxrnn.kernels._ops import gru_sequence, lstm_sequence
 
-__all__ = ["check_option", "reason", "run", "supports"]
+__all__ = ["check_option", "reason", "run", "sharding_reason", "supports"]
 
 # Operand and parameter dtypes the kernels implement (sums, gates and carry are float32).
 _DTYPES = (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16))
@@ -27,9 +29,7 @@ _DTYPES = (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16))
 
 def check_option(kernel) -> bool | None:
     """``kernel`` itself, if it is ``None``, ``True`` or ``False``."""
-    if kernel is None or kernel is True or kernel is False:
-        return kernel
-    raise TypeError(f"kernel: expected None, True or False, got {kernel!r}")
+    return check_switch("kernel", kernel)
 
 
 def _name(fn) -> str:
@@ -107,6 +107,21 @@ def reason(cell: Cell, *, method, remat, resets) -> str:
     return _backend_reason()
 
 
+def sharding_reason(params: Params, xs: Array, time_axis: int) -> str:
+    """Why the kernels cannot run on these shardings (explicit meshes), or ``""``.
+
+    A kernel runs one device's rows over the whole sequence with whole weights: a batch split
+    over a mesh runs per shard (:func:`run`), but weights split over a mesh axis, or a time
+    axis split over one, keep the XLA path.
+    """
+    if _sharding.explicit_mesh(params) is not None:
+        return "params split over a mesh axis: the kernels need whole weights on every device"
+    spec = _sharding.batch_spec(xs, (time_axis,))
+    if spec is not None and spec[0] is not None:
+        return f"the time axis of xs is split over mesh axis {spec[0]!r}"
+    return ""
+
+
 def run(
     cell: Cell,
     params: Params,
@@ -121,8 +136,46 @@ def run(
     same layout and the cell's ``dtype``.
 
     ``carry`` and ``lengths`` are checked already; a traced length outside ``[0, T]`` acts as
-    the nearest end, as on the XLA path.
+    the nearest end, as on the XLA path. Under an explicit mesh that splits the batch of
+    ``xs`` (:mod:`jaxrnn._sharding`), each device runs the kernels on its own rows
+    (``jax.shard_map``), with the weights replicated; their gradients are summed over the
+    devices.
     """
+    batch_axes = tuple(range(1, xs.ndim - 1)) if time_major else tuple(range(xs.ndim - 2))
+    mesh = _sharding.explicit_mesh(xs)
+    spec = _sharding.batch_spec(xs, batch_axes) if mesh is not None else None
+    if spec is None or all(s is None for s in spec):
+        return _run_local(cell, params, xs, carry, lengths, reverse, time_major)
+    axes = _sharding.axis_names(spec)
+    rows = jax.sharding.PartitionSpec(*spec)
+    time = jax.sharding.PartitionSpec(None, *spec) if time_major else rows
+    carry_specs = jax.tree.map(lambda _: rows, carry)
+    lengths_spec = None if lengths is None else rows
+
+    def local(params, xs, carry, lengths):
+        params = jax.tree.map(lambda w: jax.lax.pcast(w, axes, to="varying"), params)  # grads: psum
+        return _run_local(cell, params, xs, carry, lengths, reverse, time_major)
+
+    per_shard = jax.shard_map(
+        local,
+        mesh=mesh,
+        in_specs=(jax.sharding.PartitionSpec(), time, carry_specs, lengths_spec),
+        out_specs=(carry_specs, time),
+        axis_names=frozenset(axes),
+    )
+    return per_shard(params, xs, carry, lengths)
+
+
+def _run_local(
+    cell: Cell,
+    params: Params,
+    xs: Array,
+    carry: Carry,
+    lengths: Array | None,
+    reverse: bool,
+    time_major: bool,
+) -> tuple[Carry, Array]:
+    """:func:`run` on one device's arrays."""
     cfg = dict(cell.config)
     dtype = jnp.dtype(cfg["dtype"])
     hidden = cfg["hidden_size"]

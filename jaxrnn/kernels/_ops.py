@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxrnn import _sharding
 from jaxrnn.kernels import _library
 
 __all__ = ["gru_sequence", "lstm_sequence"]
@@ -40,7 +41,13 @@ def _ffi(target: str, shapes, *args, **attrs):
         [jax.ShapeDtypeStruct(s, _F32) for s in shapes],
         vmap_method="sequential",
     )
-    return call(*args, **{k: np.int32(v) for k, v in attrs.items()})
+    outs = call(*args, **{k: np.int32(v) for k, v in attrs.items()})
+    # Inside jax.shard_map (a batch split over an explicit mesh, _dispatch.run) the results
+    # differ per device as the operands do; the FFI types them as the same on every device.
+    varying = sorted(set().union(*(_sharding.varying_axes(a) for a in args)))
+    if varying:
+        outs = [jax.lax.pcast(o, tuple(varying), to="varying") for o in outs]
+    return outs
 
 
 def _operands(xs, w_ih, dtype):

@@ -14,6 +14,7 @@ from jaxrnn._checks import (
     check_key,
     check_probability,
     check_size,
+    check_switch,
     check_unroll,
 )
 from jaxrnn._core import Bidirectional, Cell, Layer, Transform
@@ -286,8 +287,7 @@ def _check_rnn_options(cell_fn, num_layers, dropout, cudnn, transform, method):
         )
     num_layers = check_size("num_layers", num_layers)
     dropout = check_probability("dropout", dropout)
-    if cudnn not in (None, True, False):
-        raise TypeError(f"cudnn: expected None, True or False, got {cudnn!r}")
+    cudnn = check_switch("cudnn", cudnn)
     if transform is not None and cudnn:
         raise ValueError("cudnn=True: a transform (regulariser) runs on the scan path only")
     sequential = isinstance(method, str) and method in ("sequential", "auto")
