@@ -11,7 +11,7 @@ import jaxrnn.train as jt
 from jaxrnn import data
 
 #: The CLI's default cell.
-CELL = "rnn"
+CELL = "lstm"
 TEXT = "to be, or not to be, that is the question: " * 6
 
 
