@@ -18,6 +18,13 @@ The same train step runs on one device or many, in one process or several:
 * :func:`shard_batch` puts a batch on the mesh and :func:`shard_state` a
   :class:`~jaxrnn.train.TrainState`, both by the layout :func:`state_shardings` describes.
 
+Both meshes have ``Explicit`` axes by default, as ``jax.make_mesh`` builds since jax 0.10: an
+array's sharding is part of its type, and the train step, its carry and its gradients keep the
+shardings above in their types (no ``out_sharding`` to name). ``axis_types=AxisType.Auto``
+builds ``Auto`` axes instead, where the compiler propagates shardings. Any mesh with a
+``"data"`` axis (and optionally ``"model"``) works the same, e.g. ``jax.make_mesh((2, 4),
+("data", "model"))``, with or without ``jax.set_mesh``.
+
 Several processes (hosts): call ``jax.distributed.initialize()`` first in every process (on
 CPU, after ``jax.config.update("jax_cpu_collectives_implementation", "gloo")``). The meshes
 above then span the devices of all processes. Every process runs the same program; each
@@ -93,9 +100,9 @@ def data_mesh(
         axis_types: ``jax.sharding.AxisType.Explicit`` (default, as ``jax.make_mesh``
             builds): the sharding is part of every array's type, checked while tracing, and
             results (gradients, the carry) keep the shardings jaxrnn gives them.
-            ``AxisType.Auto`` (the meshes of ``jax.sharding.Mesh`` and of jaxrnn before
-            Scale II): the compiler propagates shardings, which a loss with operations JAX
-            cannot shard unambiguously under explicit axes needs. One type, or a tuple of one.
+            ``AxisType.Auto`` (what ``jax.sharding.Mesh`` builds, and these functions did
+            before): the compiler propagates shardings; for a loss with operations whose
+            result sharding JAX cannot infer under explicit axes. One type, or a tuple of one.
 
     Raises:
         ValueError: if ``axis_types`` is not an ``AxisType`` or a tuple of one.

@@ -170,11 +170,15 @@ def make_train_step(
             e.g. ``()``, for a model without one).
         optimizer: an optax optimizer, e.g. :func:`default_optimizer`.
         mesh: if given, compile for ``mesh``, possibly spanning several processes: the batch
-            and carry split along their first axis over ``axis_name``; on a
-            :func:`~jaxrnn.train.data_mesh` everything else replicated (data parallelism), on
-            a :func:`~jaxrnn.train.model_mesh` parameters and optimizer state split by
-            :func:`~jaxrnn.train.param_spec` (tensor parallelism). Put the state and batches
-            there with :func:`shard_state` and :func:`shard_batch`, or let :func:`fit` do it.
+            and carry split along their first axis over ``axis_name``; on a mesh without a
+            ``"model"`` axis (:func:`~jaxrnn.train.data_mesh`) everything else replicated
+            (data parallelism), on one with it (:func:`~jaxrnn.train.model_mesh`) parameters
+            and optimizer state split by :func:`~jaxrnn.train.param_spec` (tensor
+            parallelism). ``Explicit`` axes (``jax.make_mesh``, with or without
+            ``jax.set_mesh``) or ``Auto`` ones. Put the state and batches there with
+            :func:`shard_state` and :func:`shard_batch`, or let :func:`fit` do it; under
+            explicit axes the step puts them there itself (nothing moves when they are there
+            already), so a fresh state and the step's own outputs share one compiled step.
         axis_name: the mesh axis of the batch.
         donate: donate the input state's buffers to the output state (the state passed in is
             invalid afterwards; saves memory and copies).
