@@ -248,7 +248,7 @@ def _step_on_mesh(train_step, mesh: Mesh, axis_name: str, kwargs: dict[str, Any]
 
         @functools.wraps(train_step)
         def data_parallel_step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
-            return jitted(*placed(state, batch))
+            return _explained(jitted, *placed(state, batch))
 
         data_parallel_step.lower = jitted.lower  # type: ignore[attr-defined]
         return data_parallel_step
@@ -270,9 +270,29 @@ def _step_on_mesh(train_step, mesh: Mesh, axis_name: str, kwargs: dict[str, Any]
                 **kwargs,
             )
             compiled[signature] = step
-        return step(state, batch)
+        return _explained(step, state, batch)
 
     return sharded_step
+
+
+#: Added to JAX's ``ShardingTypeError`` raised while tracing a step for an explicit mesh.
+EXPLICIT_HINT = (
+    "jaxrnn.train: this train step's mesh has Explicit axes, under which JAX must infer the "
+    "sharding of every result of the loss: give the operation above an out_sharding= (e.g. "
+    "table.at[ids].get(out_sharding=...) for an embedding lookup), or build the mesh with "
+    "axis_types=jax.sharding.AxisType.Auto (data_mesh, model_mesh, jax.make_mesh)"
+)
+
+
+def _explained(step: Callable, state: TrainState, batch: Batch):
+    """``step(state, batch)``; a ``ShardingTypeError`` (an operation of the loss whose result
+    sharding JAX cannot infer under explicit axes) gets a note on the ways out."""
+    try:
+        return step(state, batch)
+    except Exception as error:
+        if any(t.__name__ == "ShardingTypeError" for t in type(error).__mro__):
+            error.add_note(EXPLICIT_HINT)
+        raise
 
 
 def _check_split_rows(state: TrainState, batch: Batch, mesh: Mesh, axis_name: str) -> None:

@@ -9,7 +9,9 @@ The largest differences against one device: ``JAXRNN_SHOW_DIFF=1 pytest -s`` on 
 import contextlib
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from jax.sharding import AxisType
 from sharding_helpers import assert_trees_close, put
@@ -72,14 +74,18 @@ def test_char_lm_on_a_data_mesh_equals_one_device(how, lm, one_device):
         )
 
 
-@pytest.mark.parametrize("how", ["make_mesh", "model_mesh", "model_mesh_auto"])
+@pytest.mark.parametrize(
+    "how", ["make_mesh", "make_mesh+set_mesh", "model_mesh", "model_mesh_auto"]
+)
 def test_char_lm_with_params_split_over_model_equals_one_device(how, lm, one_device):
-    if how == "make_mesh":
+    if how.startswith("make_mesh"):
         mesh = jax.make_mesh((2, 4), ("data", "model"))
     else:
         types = AxisType.Auto if how.endswith("auto") else AxisType.Explicit
         mesh = jt.model_mesh(4, axis_types=types)
-    state, history = fit(lm, mesh, STEPS)
+    context = jax.set_mesh(mesh) if how.endswith("set_mesh") else contextlib.nullcontext()
+    with context:
+        state, history = fit(lm, mesh, STEPS)
     ref, ref_history = one_device
     report(how, history.train["loss"], ref_history.train["loss"], state.params, ref.params)
     np.testing.assert_allclose(history.train["loss"], ref_history.train["loss"], rtol=1e-5)
@@ -154,3 +160,27 @@ def test_train_char_lm_under_make_mesh_equals_one_device(shape):
     prompt = one.vocab.encode("to ")
     samples = [jm.sample(r.model, r.state.params, jax.random.key(3), prompt, 8) for r in (one, run)]
     np.testing.assert_array_equal(*samples)
+
+
+@pytest.mark.parametrize("axis_types", [AxisType.Explicit, AxisType.Auto])
+def test_an_ambiguous_loss_under_explicit_axes_says_what_to_do(axis_types):
+    """A loss whose embedding lookup JAX cannot shard under explicit axes (``table[ids]``, the
+    ids split by rows): JAX's error, with a note naming ``out_sharding=`` and ``Auto`` axes;
+    the same loss trains on a mesh with ``Auto`` axes."""
+
+    def loss_fn(table, carry, batch, key):
+        return jnp.mean(table[batch["ids"]] ** 2), carry
+
+    opt = optax.sgd(0.1)
+    mesh = jt.data_mesh(axis_types=axis_types)
+    step = jt.make_train_step(loss_fn, opt, mesh=mesh)
+    state = jt.init_state(jnp.ones((5, 3)), opt, jax.random.key(0))
+    batch = {"ids": jnp.arange(16).reshape(8, 2) % 5}
+    if axis_types == AxisType.Auto:
+        _, metrics = step(state, batch)
+        assert float(metrics["loss"]) == 1.0
+        return
+    with pytest.raises(Exception, match="out_sharding") as error:
+        step(state, batch)
+    assert type(error.value).__name__ == "ShardingTypeError"
+    assert any("axis_types=jax.sharding.AxisType.Auto" in n for n in error.value.__notes__)
