@@ -56,3 +56,30 @@ def test_meshes_take_axis_types():
             with pytest.raises(ValueError, match=rf"^{name}: axis_types must be a jax") as e:
                 build(axis_types=value)
             assert repr(value) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_step_on_a_one_device_explicit_mesh_compiles_once():
+    """On a 1-device mesh with explicit axes a fresh state (no mesh in its type) is put on the
+    mesh before the step, so the step's outputs have the types it was compiled for."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    import jaxrnn.train as jt
+
+    traces = []
+
+    def loss_fn(w, carry, batch, key):
+        traces.append(1)
+        return jnp.mean((batch["x"] @ w - batch["y"]) ** 2), carry
+
+    opt = optax.sgd(0.1)
+    batch = {"x": jnp.ones((8, 2)), "y": jnp.ones((8, 4))}
+    for mesh in (jt.data_mesh(), jt.model_mesh(1)):
+        traces.clear()
+        step = jt.make_train_step(loss_fn, opt, mesh=mesh)
+        state = jt.init_state(jnp.zeros((2, 4)), opt, jax.random.key(0), jnp.zeros((8, 4)))
+        for _ in range(3):
+            state, _ = step(state, batch)
+        assert len(traces) == 1, mesh
+        assert jax.typeof(state.carry).sharding.mesh.axis_names == mesh.axis_names

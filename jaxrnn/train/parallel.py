@@ -236,10 +236,13 @@ def _is_key(x) -> bool:
 
 
 def _same_axis_types(x: jax.Array, sharding: NamedSharding) -> bool:
-    """``x`` is on a mesh with the axis types of ``sharding``'s (an explicit mesh's sharding is
-    part of an array's type: an array on the same devices under ``Auto`` axes is moved)."""
+    """``x`` is on a mesh with the axis types of ``sharding``'s. An explicit mesh's sharding is
+    part of an array's type: an array on the same devices but under ``Auto`` axes, or on no
+    mesh at all (one device), is moved, so that it has the type a compiled step expects."""
     mesh = getattr(x.sharding, "mesh", None)
-    return mesh is None or getattr(mesh, "axis_types", None) == sharding.mesh.axis_types
+    if mesh is None:
+        return AxisType.Explicit not in tuple(sharding.mesh.axis_types)
+    return getattr(mesh, "axis_types", None) == sharding.mesh.axis_types
 
 
 def put_global(x: Any, sharding: NamedSharding) -> jax.Array:
