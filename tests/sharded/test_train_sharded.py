@@ -121,6 +121,27 @@ def test_lm_gradients_come_out_replicated_without_an_out_sharding(set_mesh, lm):
     assert_trees_close((loss8, carry8, grads8), (loss1, carry1, grads1), rtol=1e-5, atol=1e-6)
 
 
+def test_lm_gradients_keep_the_split_of_their_parameters(lm):
+    """On a 2-D explicit mesh, parameters split over "model" (``shard_state``), the batch over
+    "data": every gradient has its parameter's sharding, without an ``out_sharding``."""
+    model, batches, _, fresh = lm
+    state, batch = fresh(), batches(0)
+    grad = jax.jit(jax.value_and_grad(jm.lm_loss(model), has_aux=True))
+    (loss1, _), grads1 = grad(state.params, state.carry, batch, jax.random.key(2))
+    mesh = jax.make_mesh((2, 4), ("data", "model"))
+    placed = jt.shard_state(fresh(), mesh)
+    with jax.set_mesh(mesh):
+        (loss8, _), grads8 = grad(
+            placed.params, placed.carry, jt.shard_batch(batch, mesh), jax.random.key(2)
+        )
+    split = 0
+    for g, p in zip(jax.tree.leaves(grads8), jax.tree.leaves(placed.params), strict=True):
+        assert jax.typeof(g).sharding == jax.typeof(p).sharding, (jax.typeof(g), jax.typeof(p))
+        split += "model" in jax.typeof(g).sharding.spec
+    assert split >= 4  # the embedding, the LSTM's matrices and bias, the head's matrix
+    assert_trees_close((loss8, grads8), (loss1, grads1), rtol=1e-5, atol=1e-6)
+
+
 def test_a_step_on_an_explicit_mesh_places_its_own_inputs(lm, one_device):
     """``make_train_step(mesh=jax.make_mesh(...))`` called directly (no ``fit``) on a state and
     batches never put on the mesh: the step puts them there; the same training."""
