@@ -24,13 +24,19 @@ CELLS = {
     "min_lstm": lambda: jr.min_lstm(3, 5),
     "lru": lambda: jr.lru(3, 5),
     "rg_lru": lambda: jr.rg_lru(3, 5),
+    "learnable_carry": lambda: jr.learnable_carry(jr.gru(3, 5)),
 }
+
+
+def _sq(c):
+    """The sum of squares of a carry leaf (a bool leaf, LearnableCarry.started, adds 0)."""
+    return jnp.sum(jnp.abs(c) ** 2) if jnp.issubdtype(c.dtype, jnp.inexact) else 0.0
 
 
 def _loss(cell, **options):
     def loss(params, xs, lengths):
         carry, ys = jr.scan(cell, params, xs, lengths=lengths, **options)
-        return jnp.sum(ys**2) + sum(jnp.sum(jnp.abs(c) ** 2) for c in jax.tree.leaves(carry)), ys
+        return jnp.sum(ys**2) + sum(_sq(c) for c in jax.tree.leaves(carry)), ys
 
     return jax.jit(jax.value_and_grad(loss, has_aux=True))
 

@@ -245,15 +245,32 @@ float* f32(B& x) {
   return reinterpret_cast<float*>(x.untyped_data());
 }
 
-ffi::Error check_state(const SeqArgs& a, std::initializer_list<const ffi::AnyBuffer*> states,
+// Checks each carry is (B, H) and lengths (B,) within [0, T], and points a->lengths at it.
+ffi::Error check_state(SeqArgs* a, std::initializer_list<const ffi::AnyBuffer*> states,
                        const ffi::AnyBuffer& lengths) {
   for (const ffi::AnyBuffer* s : states)
-    if (!has_shape(*s, {a.B, a.H})) return bad("a carry is not (B, H)");
-  if (!has_shape(lengths, {a.B})) return bad("lengths is not (B,)");
+    if (!has_shape(*s, {a->B, a->H})) return bad("a carry is not (B, H)");
+  if (!has_shape(lengths, {a->B})) return bad("lengths is not (B,)");
   const int32_t* len = reinterpret_cast<const int32_t*>(lengths.untyped_data());
-  for (int b = 0; b < a.B; ++b)
-    if (len[b] < 0 || len[b] > a.T) return bad("lengths outside [0, T]");
+  for (int b = 0; b < a->B; ++b)
+    if (len[b] < 0 || len[b] > a->T) return bad("lengths outside [0, T]");
+  a->lengths = len;
   return ffi::Error::Success();
+}
+
+// The fields every handler sets first: the cell, the direction and the layout.
+SeqArgs header(int cell, int32_t reverse, int32_t batch_major) {
+  SeqArgs a{};
+  a.cell = cell;
+  a.reverse = reverse;
+  a.batch_major = batch_major;
+  return a;
+}
+
+// An empty sequence or batch: each (B, H) carry, or its cotangent, passes through unchanged.
+void pass_through(const SeqArgs& a, std::initializer_list<std::pair<float*, const float*>> pairs) {
+  if (a.T != 0 && a.B != 0) return;
+  for (const auto& [to, from] : pairs) memcpy(to, from, sizeof(float) * a.B * a.H);
 }
 
 ffi::Error run(const SeqArgs& a, int backward) {
@@ -274,14 +291,10 @@ ffi::Error LstmForward(ffi::AnyBuffer x, ffi::AnyBuffer w_ih, ffi::AnyBuffer w_h
                        int32_t batch_major, ffi::Result<ffi::AnyBuffer> ys,
                        ffi::Result<ffi::AnyBuffer> hn, ffi::Result<ffi::AnyBuffer> cn,
                        ffi::Result<ffi::AnyBuffer> acts, ffi::Result<ffi::AnyBuffer> cs) {
-  SeqArgs a{};
-  a.cell = kLstm;
-  a.reverse = reverse;
-  a.batch_major = batch_major;
+  SeqArgs a = header(kLstm, reverse, batch_major);
   if (auto e = sizes(x, w_ih, w_hh, 4, &a); e.failure()) return e;
-  if (auto e = check_state(a, {&h0, &c0}, lengths); e.failure()) return e;
+  if (auto e = check_state(&a, {&h0, &c0}, lengths); e.failure()) return e;
   if (!has_shape(b, {4 * (int64_t)a.H})) return bad("b is not (4H,)");
-  a.lengths = reinterpret_cast<const int32_t*>(lengths.untyped_data());
   a.x = x.untyped_data();
   a.w_ih = w_ih.untyped_data();
   a.w_hh = w_hh.untyped_data();
@@ -293,10 +306,7 @@ ffi::Error LstmForward(ffi::AnyBuffer x, ffi::AnyBuffer w_ih, ffi::AnyBuffer w_h
   a.cn = f32(*cn);
   a.acts = train ? f32(*acts) : nullptr;
   a.cs = train ? f32(*cs) : nullptr;
-  if (a.T == 0 || a.B == 0) {  // the carry passes through
-    memcpy(a.hn, a.h0, sizeof(float) * a.B * a.H);
-    memcpy(a.cn, a.c0, sizeof(float) * a.B * a.H);
-  }
+  pass_through(a, {{a.hn, a.h0}, {a.cn, a.c0}});
   return run(a, 0);
 }
 
@@ -305,13 +315,9 @@ ffi::Error LstmBackward(ffi::AnyBuffer acts, ffi::AnyBuffer cs, ffi::AnyBuffer c
                         ffi::AnyBuffer dhn, ffi::AnyBuffer dcn, int32_t reverse,
                         int32_t batch_major, ffi::Result<ffi::AnyBuffer> dg,
                         ffi::Result<ffi::AnyBuffer> dh0, ffi::Result<ffi::AnyBuffer> dc0) {
-  SeqArgs a{};
-  a.cell = kLstm;
-  a.reverse = reverse;
-  a.batch_major = batch_major;
+  SeqArgs a = header(kLstm, reverse, batch_major);
   if (auto e = backward_sizes(cs, w_hh, 4, &a); e.failure()) return e;
-  if (auto e = check_state(a, {&c0, &dhn, &dcn}, lengths); e.failure()) return e;
-  a.lengths = reinterpret_cast<const int32_t*>(lengths.untyped_data());
+  if (auto e = check_state(&a, {&c0, &dhn, &dcn}, lengths); e.failure()) return e;
   a.w_hh = w_hh.untyped_data();
   a.acts = f32(acts);
   a.cs = f32(cs);
@@ -322,10 +328,7 @@ ffi::Error LstmBackward(ffi::AnyBuffer acts, ffi::AnyBuffer cs, ffi::AnyBuffer c
   a.dg = f32(*dg);
   a.dh0 = f32(*dh0);
   a.dc0 = f32(*dc0);
-  if (a.T == 0 || a.B == 0) {
-    memcpy(a.dh0, a.dhn, sizeof(float) * a.B * a.H);
-    memcpy(a.dc0, a.dcn, sizeof(float) * a.B * a.H);
-  }
+  pass_through(a, {{a.dh0, a.dhn}, {a.dc0, a.dcn}});
   return run(a, 1);
 }
 
@@ -334,15 +337,11 @@ ffi::Error GruForward(ffi::AnyBuffer x, ffi::AnyBuffer w_ih, ffi::AnyBuffer w_hh
                       ffi::AnyBuffer lengths, int32_t reverse, int32_t reset_after,
                       int32_t train, int32_t batch_major, ffi::Result<ffi::AnyBuffer> ys,
                       ffi::Result<ffi::AnyBuffer> hn, ffi::Result<ffi::AnyBuffer> acts) {
-  SeqArgs a{};
-  a.cell = reset_after ? kGruAfter : kGruBefore;
-  a.reverse = reverse;
-  a.batch_major = batch_major;
+  SeqArgs a = header(reset_after ? kGruAfter : kGruBefore, reverse, batch_major);
   if (auto e = sizes(x, w_ih, w_hh, 3, &a); e.failure()) return e;
-  if (auto e = check_state(a, {&h0}, lengths); e.failure()) return e;
+  if (auto e = check_state(&a, {&h0}, lengths); e.failure()) return e;
   if (!has_shape(b_ih, {3 * (int64_t)a.H}) || !has_shape(b_hh, {3 * (int64_t)a.H}))
     return bad("b_ih or b_hh is not (3H,)");
-  a.lengths = reinterpret_cast<const int32_t*>(lengths.untyped_data());
   a.x = x.untyped_data();
   a.w_ih = w_ih.untyped_data();
   a.w_hh = w_hh.untyped_data();
@@ -352,7 +351,7 @@ ffi::Error GruForward(ffi::AnyBuffer x, ffi::AnyBuffer w_ih, ffi::AnyBuffer w_hh
   a.ys = f32(*ys);
   a.hn = f32(*hn);
   a.acts = train ? f32(*acts) : nullptr;
-  if (a.T == 0 || a.B == 0) memcpy(a.hn, a.h0, sizeof(float) * a.B * a.H);
+  pass_through(a, {{a.hn, a.h0}});
   return run(a, 0);
 }
 
@@ -361,13 +360,9 @@ ffi::Error GruBackward(ffi::AnyBuffer acts, ffi::AnyBuffer ys, ffi::AnyBuffer h0
                        ffi::AnyBuffer dhn, int32_t reverse, int32_t reset_after,
                        int32_t batch_major, ffi::Result<ffi::AnyBuffer> dg,
                        ffi::Result<ffi::AnyBuffer> dpn, ffi::Result<ffi::AnyBuffer> dh0) {
-  SeqArgs a{};
-  a.cell = reset_after ? kGruAfter : kGruBefore;
-  a.reverse = reverse;
-  a.batch_major = batch_major;
+  SeqArgs a = header(reset_after ? kGruAfter : kGruBefore, reverse, batch_major);
   if (auto e = backward_sizes(ys, w_hh, 3, &a); e.failure()) return e;
-  if (auto e = check_state(a, {&h0, &dhn}, lengths); e.failure()) return e;
-  a.lengths = reinterpret_cast<const int32_t*>(lengths.untyped_data());
+  if (auto e = check_state(&a, {&h0, &dhn}, lengths); e.failure()) return e;
   a.w_hh = w_hh.untyped_data();
   a.acts = f32(acts);
   a.ys = f32(ys);
@@ -377,7 +372,7 @@ ffi::Error GruBackward(ffi::AnyBuffer acts, ffi::AnyBuffer ys, ffi::AnyBuffer h0
   a.dg = f32(*dg);
   a.dpn = reset_after ? f32(*dpn) : nullptr;
   a.dh0 = f32(*dh0);
-  if (a.T == 0 || a.B == 0) memcpy(a.dh0, a.dhn, sizeof(float) * a.B * a.H);
+  pass_through(a, {{a.dh0, a.dhn}});
   return run(a, 1);
 }
 
