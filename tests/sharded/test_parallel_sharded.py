@@ -12,6 +12,7 @@ import numpy as np
 import optax
 import pytest
 from jax.sharding import AxisType, PartitionSpec
+from train_helpers import report
 
 import jaxrnn.models as jm
 import jaxrnn.train as jt
@@ -71,6 +72,7 @@ def test_one_and_eight_devices_give_the_same_training(lstm_lm, tmp_path):
     # Same losses (float32 tolerance: the gradient all-reduce sums in another order).
     one_loss, eight_loss = one_history.train["loss"], eight_history.train["loss"]
     assert len(one_loss) == len(eight_loss) == 6
+    report("data_mesh() vs a 1-device mesh", eight_loss, one_loss, eight.params, one.params)
     np.testing.assert_allclose(eight_loss, one_loss, rtol=1e-5)
     assert one_loss[-1] < one_loss[0]  # it trained
     for a, b in zip(jax.tree.leaves(eight.params), jax.tree.leaves(one.params), strict=True):
@@ -92,6 +94,8 @@ def test_one_and_eight_devices_give_the_same_training(lstm_lm, tmp_path):
     assert {s.data.shape for s in w_hh.addressable_shards} == {(16, 16)}  # (16, 64) in 4
     assert {s.data.shape for s in mu.addressable_shards} == {(16, 16)}
     assert _rows(split.carry[0].h) == [4] * 8  # rows split 2 ways, over "data"
+    report("model_mesh(4) vs data_mesh()", split_history.train["loss"], eight_loss,
+           split.params, eight.params)  # fmt: skip
     np.testing.assert_allclose(split_history.train["loss"], eight_loss, rtol=1e-5)
     for a, b in zip(jax.tree.leaves(split.params), jax.tree.leaves(eight.params), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)

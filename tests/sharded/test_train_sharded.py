@@ -87,7 +87,8 @@ def test_char_lm_with_params_split_over_model_equals_one_device(how, lm, one_dev
     with context:
         state, history = fit(lm, mesh, STEPS)
     ref, ref_history = one_device
-    report(how, history.train["loss"], ref_history.train["loss"], state.params, ref.params)
+    losses, ref_losses = history.train["loss"], ref_history.train["loss"]
+    report(f"(2, 4) {how}", losses, ref_losses, state.params, ref.params)
     np.testing.assert_allclose(history.train["loss"], ref_history.train["loss"], rtol=1e-5)
     assert_trees_close(state.params, ref.params, rtol=1e-4, atol=1e-5)
     # The recurrent weights and their Adam moments split 4 ways along the gate axis.
@@ -118,6 +119,7 @@ def test_lm_gradients_come_out_replicated_without_an_out_sharding(set_mesh, lm):
         assert all(p is None for p in jax.typeof(g).sharding.spec), jax.typeof(g)
     for c in jax.tree.leaves(carry8):
         assert jax.typeof(c).sharding.spec[0] == "data"
+    report(f"grads set_mesh={set_mesh}", loss8, loss1, grads8, grads1)
     assert_trees_close((loss8, carry8, grads8), (loss1, carry1, grads1), rtol=1e-5, atol=1e-6)
 
 
@@ -139,6 +141,7 @@ def test_lm_gradients_keep_the_split_of_their_parameters(lm):
         assert jax.typeof(g).sharding == jax.typeof(p).sharding, (jax.typeof(g), jax.typeof(p))
         split += "model" in jax.typeof(g).sharding.spec
     assert split >= 4  # the embedding, the LSTM's matrices and bias, the head's matrix
+    report("grads split over model", loss8, loss1, grads8, grads1)
     assert_trees_close((loss8, grads8), (loss1, grads1), rtol=1e-5, atol=1e-6)
 
 
@@ -154,6 +157,7 @@ def test_a_step_on_an_explicit_mesh_places_its_own_inputs(lm, one_device):
         state, metrics = step(state, batches(s))
         losses.append(float(metrics["loss"]))
     ref, ref_history = one_device
+    report("step without fit", losses, ref_history.train["loss"], state.params, ref.params)
     np.testing.assert_allclose(losses, ref_history.train["loss"], rtol=1e-5)
     assert_trees_close(state.params, ref.params, rtol=1e-4, atol=1e-5)
     assert all(jax.typeof(c).sharding.spec[0] == "data" for c in jax.tree.leaves(state.carry))
