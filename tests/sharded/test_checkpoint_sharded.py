@@ -55,12 +55,23 @@ def test_save_restore_continue_equals_an_uninterrupted_run(how, lm, tmp_path):
 
 
 def test_restore_onto_another_layout(lm, tmp_path):
-    """Split over "model" under explicit axes -> replicated on an explicit data mesh, and on
-    an Auto mesh: the same values, each with its template's sharding."""
+    """Split over "model" under explicit axes -> the same layout from an abstract template,
+    replicated on an explicit data mesh, and on an Auto mesh: the same values, each with its
+    template's sharding."""
     fresh = lm[3]
     split = jax.make_mesh((2, 4), ("data", "model"))
     with jt.Checkpoints(tmp_path) as ckpt:
         state, _ = fit(lm, split, 2, checkpoints=ckpt)
+        # An abstract template (jax.eval_shape) with the layout of state_shardings: the types
+        # of the state saved, so the step compiled for it would take the restored state.
+        shapes = jax.eval_shape(fresh)
+        template = jax.tree.map(
+            lambda s, sharding: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
+            shapes,
+            jt.state_shardings(shapes, split),
+        )
+        restored = ckpt.restore(template)
+        assert _equal(restored, state) and _types(restored) == _types(state)
         for mesh in (jax.make_mesh((8,), ("data",)), jt.data_mesh(axis_types=AxisType.Auto)):
             template = jt.shard_state(fresh(), mesh)
             restored = ckpt.restore(template)
