@@ -1,5 +1,6 @@
 """Fixtures of the 8-device tests: meshes from ``jax.make_mesh`` (Explicit axes) and with
-``Auto`` axes (what ``jax.sharding.Mesh`` and :func:`jaxrnn.train.data_mesh` give)."""
+``Auto`` axes (what ``jax.sharding.Mesh`` gives, and :func:`jaxrnn.train.data_mesh` with
+``axis_types=AxisType.Auto``)."""
 
 import jax
 import pytest
