@@ -113,11 +113,20 @@ def _weight_dot_jvp(accum_dtype, primals, tangents):
     tx, tw = tangents
     out = jnp.matmul(x, w, preferred_element_type=accum_dtype)
     dx = jnp.matmul(tx, w, preferred_element_type=accum_dtype)
+    if x.ndim > 2 and _sharded(x):
+        # (T, B@data, K) cannot merge its axes under an explicit mesh: no barrier there
+        return out, dx + jnp.matmul(x, tw, preferred_element_type=accum_dtype)
     rows = x.reshape(-1, x.shape[-1])  # (M, K): every leading axis is a batch axis
     if jax.default_backend() == "cpu":
         rows = jax.lax.optimization_barrier(rows.T).T  # x^T materialised for the transpose
     dw = jnp.matmul(rows, tw, preferred_element_type=accum_dtype).reshape(out.shape)
     return out, dx + dw
+
+
+def _sharded(x: jax.Array) -> bool:
+    """Whether ``x``'s type splits one of its axes over a mesh axis (explicit meshes)."""
+    spec = getattr(getattr(jax.typeof(x), "sharding", None), "spec", None)
+    return spec is not None and any(p is not None for p in spec)
 
 
 def policy(param_dtype: Any = jnp.float32, dtype: Any = None) -> Policy:

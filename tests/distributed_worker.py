@@ -15,7 +15,10 @@ compare:
 * ``from_one``: (2x2) restores the step-0 checkpoint a single process wrote (``--from-one``)
   and trains 6 steps from it;
 * ``from_two``: (1x4) restores step 3 of the 2x2 run's checkpoints (``--from-two``), once that
-  run has written its results, and trains to step 6.
+  run has written its results, and trains to step 6;
+* ``sequence``: sequence parallelism, a ``jr.scan`` (``lru`` associative, ``gru`` Newton) with
+  the time axis split over the 4 devices of the world, and the same scan on one device of this
+  process: loss and gradients of both.
 """
 
 from __future__ import annotations
@@ -248,7 +251,48 @@ def run(args) -> dict:
             )
         out["from_two"] = {"loss": history.train["loss"], "digest": digest}
     times["restore"] = time.process_time()
+    out["sequence"] = sequence_parallel()
+    times["sequence"] = time.process_time()
     return out
+
+
+def sequence_parallel() -> dict:
+    """Loss and gradients of time-split scans over the world's 4 devices and on one device."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    import jaxrnn as jr
+
+    mesh = jax.make_mesh((4,), ("seq",))
+    rng = np.random.default_rng(1)
+    xs = rng.normal(size=(2, 16, 3)).astype(np.float32)
+    lengths = np.array([16, 9], np.int32)
+    split = jax.make_array_from_callback(
+        xs.shape, NamedSharding(mesh, PartitionSpec(None, "seq")), lambda index: xs[index]
+    )
+    result = {}
+    for name, cell, method in (
+        ("lru", jr.lru(3, 4), "associative"),
+        ("gru", jr.gru(3, 4), jr.Newton(jacobian="full")),
+    ):
+        params = jax.tree.map(np.asarray, cell.init(jax.random.key(0)))
+
+        def loss(params, xs, cell=cell, method=method):
+            _, ys = jr.scan(cell, params, xs, lengths=lengths, reverse=True, method=method)
+            return jnp.sum(jnp.abs(ys) ** 2)
+
+        f = jax.jit(jax.value_and_grad(loss))
+        with jax.set_mesh(mesh):
+            value, grads = f(params, split)
+        ref_value, ref_grads = f(params, xs)
+
+        def flat(value, grads):
+            return [float(value)] + [float(v) for g in jax.tree.leaves(grads) for v in np.ravel(g)]
+
+        result[name] = {"split": flat(value, grads), "one": flat(ref_value, ref_grads)}
+    return result
 
 
 if __name__ == "__main__":

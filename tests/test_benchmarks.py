@@ -450,3 +450,22 @@ def test_cores_pinning_in_a_child_process(harness, tmp_path):
     assert os.sched_getaffinity(0) == before
     with pytest.raises(SystemExit, match="only on the command line"):
         harness.require_pinned(1, "bench_cells.py")
+
+
+def test_sequence_memory_quick_run(tmp_path):
+    """``bench_sequence_memory.py --quick`` (its own 8-device process: the device count is fixed
+    when jax starts): the temporary memory per device falls about in proportion to the devices
+    the time axis is split over."""
+    import json
+    import subprocess
+
+    out = tmp_path / "sequence_memory.json"
+    cmd = [sys.executable, str(BENCH / "bench_sequence_memory.py"), "--quick", "--out", str(out)]
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {row["devices"]: row for row in json.loads(out.read_text())["rows"]}
+    assert set(rows) == {None, 1, 2, 4, 8}
+    for n in (2, 4, 8):
+        assert rows[n]["temp_ratio"] < 1.5 / n, rows  # about 1/n of one device's
+    assert "temp MiB/device" in proc.stdout

@@ -303,3 +303,14 @@ def test_cli_cluster_options_need_distributed(capsys):
     assert "jaxrnn demo: error: --coordinator needs --distributed" in capsys.readouterr().err
     assert main(["demo", "--distributed", "--num-processes", "2", "--process-id", "2"]) == 2
     assert "--process-id 2 must be below --num-processes 2" in capsys.readouterr().err
+
+
+def test_sequence_parallel_scan_two_processes_equals_one_device(runs):
+    """A scan whose time axis is split over the devices of two processes (lru associative,
+    gru Newton, reverse with lengths): loss and gradients equal one device, and the 1-process
+    world's split scan."""
+    for name in ("lru", "gru"):
+        two, one = runs["two"]["sequence"][name], runs["one"]["sequence"][name]
+        close(two["split"], two["one"])
+        close(two["split"], one["split"])
+        close(runs["two_1"]["sequence"][name]["split"], two["split"])

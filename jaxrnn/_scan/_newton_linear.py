@@ -18,14 +18,25 @@ import jax.numpy as jnp
 # --- trajectories and Jacobians ------------------------------------------------------------
 
 
-def _shift(states, first):
-    """``(first, states_1, ..., states_{T-1})``: the state entering each step."""
+def _shift(states, first, axis=None):
+    """``(first, states_1, ..., states_{T-1})``: the state entering each step.
+
+    With ``axis`` (a :class:`~jaxrnn._scan.sequence_parallel.SeqAxis`) ``states`` is this
+    device's chunk: the state entering it is the previous device's last (``first`` on the
+    first device)."""
+    if axis is not None:
+        # the ppermute leaves zeros on the first device; a product, not a select, whose
+        # transpose keeps the per-device types of shard_map
+        only_first = axis.is_first().astype(first.dtype)
+        first = axis.vary(first) * only_first + axis.from_previous(states[-1])
     return jnp.concatenate([first[None], states[:-1]], axis=0)
 
 
-def _unshift(states):
-    """``(states_2, ..., states_T, 0)``: the inverse of :func:`_shift` up to its first entry."""
-    return jnp.concatenate([states[1:], jnp.zeros_like(states[:1])], axis=0)
+def _unshift(states, axis=None):
+    """``(states_2, ..., states_T, 0)``: the inverse of :func:`_shift` up to its first entry
+    (with ``axis``, the next device's first state in place of the 0, except on the last)."""
+    after = jnp.zeros_like(states[:1]) if axis is None else axis.from_next(states[0])[None]
+    return jnp.concatenate([states[1:], after], axis=0)
 
 
 def _diagonal(jac, full: bool):
@@ -41,7 +52,7 @@ def _apply(jac, v, full: bool):
 # --- linear recurrences by parallel prefix scan --------------------------------------------
 
 
-def _prefix_scan(compose, elems, identity):
+def _prefix_scan(compose, elems, identity, axis=None):
     r"""All prefixes :math:`e_t \circ \dots \circ e_1` of an associative ``compose(earlier,
     later)`` over the leading axis, in :math:`\lceil \log_2 T \rceil` parallel rounds.
 
@@ -51,9 +62,13 @@ def _prefix_scan(compose, elems, identity):
     (``jax.lax.associative_scan`` does :math:`O(T)` work but unrolls its :math:`2 \log_2 T`
     levels into the program; inside the Newton loop it compiled 4-7 times slower, and the
     slower the longer the sequence.)
+
+    With ``axis``, ``elems`` is this device's chunk: its prefixes are composed after the
+    composition of the chunks of the devices before it (one exchange of their totals).
     """
     num_steps = jax.tree.leaves(elems)[0].shape[0]
-    pad = jax.tree.map(lambda i, e: jnp.broadcast_to(i, e.shape), identity, elems)
+    # zeros_like(e) + identity: the padding has the elements' type (their sharding included)
+    pad = jax.tree.map(lambda i, e: jnp.zeros_like(e) + i, identity, elems)
 
     def round_(k, prefixes):
         shift = jnp.left_shift(1, k)
@@ -67,16 +82,23 @@ def _prefix_scan(compose, elems, identity):
         return compose(before, prefixes)
 
     rounds = max(num_steps - 1, 0).bit_length()  # ceil(log2 T)
-    return jax.lax.fori_loop(0, rounds, round_, elems)
+    prefixes = jax.lax.fori_loop(0, rounds, round_, elems)
+    if axis is None:
+        return prefixes
+    before, _ = axis.exclusive(compose, jax.tree.map(lambda p: p[-1], prefixes), identity)
+    return compose(jax.tree.map(lambda b: b[None], before), prefixes)
 
 
-def _linear_scan(coef, rhs, full: bool, reverse: bool = False):
+def _linear_scan(coef, rhs, full: bool, reverse: bool = False, axis=None):
     r"""Solve :math:`v_t = A_t v_{t-1} + b_t` (:math:`v_0 = 0`) over the leading axis, or
     :math:`v_t = A_t v_{t+1} + b_t` (:math:`v_{T+1} = 0`) when ``reverse``; :math:`A_t` are
     matrices when ``full``, diagonals otherwise. The affine maps :math:`v \mapsto A_t v + b_t`
-    compose as :math:`(A_2, b_2) \circ (A_1, b_1) = (A_2 A_1, A_2 b_1 + b_2)`."""
+    compose as :math:`(A_2, b_2) \circ (A_1, b_1) = (A_2 A_1, A_2 b_1 + b_2)`. With ``axis``,
+    the recurrence runs over the devices' chunks in order (the opposite order when
+    ``reverse``)."""
     if reverse:
         coef, rhs = jnp.flip(coef, 0), jnp.flip(rhs, 0)
+        axis = None if axis is None else axis.flipped()
 
     def compose(earlier, later):
         (a1, b1), (a2, b2) = earlier, later
@@ -85,11 +107,11 @@ def _linear_scan(coef, rhs, full: bool, reverse: bool = False):
 
     size = coef.shape[-1]
     one = jnp.eye(size, dtype=coef.dtype) if full else jnp.ones((size,), coef.dtype)
-    _, v = _prefix_scan(compose, (coef, rhs), (one, jnp.zeros((size,), rhs.dtype)))
+    _, v = _prefix_scan(compose, (coef, rhs), (one, jnp.zeros((size,), rhs.dtype)), axis)
     return jnp.flip(v, 0) if reverse else v
 
 
-def _kalman_gains(a, damping: float):
+def _kalman_gains(a, damping: float, axis=None):
     r"""ELK's Kalman gains :math:`K_t` for diagonal dynamics ``a`` ``(T, *batch, D)``.
 
     The filtered variance follows :math:`P_t = (a_t^2 P_{t-1} + 1) / (\lambda a_t^2 P_{t-1} +
@@ -107,7 +129,7 @@ def _kalman_gains(a, damping: float):
         m = jnp.matmul(later, earlier, precision=jax.lax.Precision.HIGHEST)
         return m / jnp.max(m, axis=(-2, -1), keepdims=True)  # entries are >= 0
 
-    prod = _prefix_scan(compose, mats, jnp.eye(2, dtype=a.dtype))
+    prod = _prefix_scan(compose, mats, jnp.eye(2, dtype=a.dtype), axis)
     variance = prod[..., 0, 1] / prod[..., 1, 1]  # P_t, t = 1..T
-    predicted = a2 * _shift(variance, jnp.zeros_like(variance[0])) + 1
+    predicted = a2 * _shift(variance, jnp.zeros_like(variance[0]), axis) + 1
     return damping * predicted / (damping * predicted + 1)

@@ -55,6 +55,7 @@ from jaxrnn._scan._newton_linear import (  # the linear recurrences, by parallel
     _shift,
     _unshift,
 )
+from jaxrnn._scan.sequence_parallel import SeqAxis, check_error_reporting
 
 __all__ = [
     "AUTO_FULL_MAX",
@@ -167,6 +168,7 @@ class _Config(NamedTuple):
     full: bool
     damping: float
     on_failure: str
+    axis: Any = None  # a SeqAxis when the time axis is split over devices (sequence_parallel)
 
 
 def newton_scan(
@@ -179,6 +181,7 @@ def newton_scan(
     length: int | None = None,
     batch_ndim: int = 0,
     return_info: bool = False,
+    sequence_axis: str | None = None,
 ):
     r"""``jax.lax.scan(f, init, xs, reverse=reverse)`` evaluated in parallel by Newton's method.
 
@@ -226,6 +229,16 @@ def newton_scan(
             :math:`B^2` times larger for a batch of :math:`B`. :func:`jaxrnn.scan` passes its
             batch rank.
         return_info: also return a :class:`NewtonInfo`.
+        sequence_axis: the name of a manual mesh axis of an enclosing ``jax.shard_map`` that
+            splits the time axis: ``xs`` is then this device's chunk of the sequence (in time
+            order, the same length on every device), ``init`` the same on every device, and
+            the returned ``ys`` this chunk's outputs and the carry the whole sequence's. Every
+            linear recurrence is combined across the devices (their chunks' composed maps,
+            one small exchange per solve), the states entering each chunk come from the
+            previous device, and the convergence tests take the maximum over the devices.
+            :func:`jaxrnn.scan` passes it for a time-sharded ``xs``. ``on_failure="error"``
+            then needs the mesh's other axes not ``Explicit`` (jax runs no
+            ``jax.debug.callback`` there): a ``ValueError`` otherwise.
 
     Returns:
         ``(carry, ys)`` as ``jax.lax.scan`` returns them, and the :class:`NewtonInfo` when
@@ -268,6 +281,10 @@ def newton_scan(
         return (carry, ys, info) if return_info else (carry, ys)
     if reverse:
         xs = jax.tree.map(lambda v: jnp.flip(v, 0), xs)
+    axis = None
+    if sequence_axis is not None:
+        axis = SeqAxis(sequence_axis, jax.lax.axis_size(sequence_axis), reverse, typed=False)
+        check_error_reporting(options.on_failure)
 
     def step(h, x):
         carry, y = f(layout.unflatten(h), x)
@@ -282,8 +299,12 @@ def newton_scan(
         computed = [y.dtype for y in jax.tree.leaves(ys_shape)]
         floats = [d for d in computed if jnp.issubdtype(d, jnp.floating)]
         cfg = _config(options, layout, num_steps, (*layout.dtypes, *floats))
+    if axis is not None:  # max_iters counts the whole sequence's steps
+        cfg = _config(options._replace(tol=cfg.tol), layout, num_steps * axis.size, ())
+        cfg = cfg._replace(num_steps=num_steps, axis=axis)
     new_states, ys, info = _trajectory(step, cfg, tuple(consts), h0, xs)
-    carry = layout.unflatten(new_states[-1])
+    last = new_states[-1] if axis is None else axis.from_last(new_states[-1])
+    carry = layout.unflatten(last)
     if reverse:
         ys = jax.tree.map(lambda v: jnp.flip(v, 0), ys)
     info = jax.tree.map(jax.lax.stop_gradient, info)
@@ -446,7 +467,8 @@ def _jacobian(jvp, prev, full: bool):
     size = prev.shape[-1]
 
     def column(d):
-        return jvp(jnp.broadcast_to(jax.nn.one_hot(d, size, dtype=prev.dtype), prev.shape))
+        # zeros_like(prev) + e_d: the tangent gets prev's type, sharding included (explicit meshes)
+        return jvp(jnp.zeros_like(prev) + jax.nn.one_hot(d, size, dtype=prev.dtype))
 
     chunk = _CHUNK_ELEMENTS // prev.size
     if full or chunk >= size:  # all columns fit in the budget: take the diagonal of the whole
@@ -463,8 +485,9 @@ def _jacobian(jvp, prev, full: bool):
 # --- the forward iteration -----------------------------------------------------------------
 
 
-def _residual(states, new_states):
-    return jnp.max(jnp.abs(new_states - states) / (1 + jnp.abs(new_states)))
+def _residual(states, new_states, axis):
+    err = jnp.max(jnp.abs(new_states - states) / (1 + jnp.abs(new_states)))
+    return err if axis is None else axis.maximum(err)
 
 
 def _solve(step, cfg: _Config, consts, h0, xs):
@@ -477,27 +500,31 @@ def _solve(step, cfg: _Config, consts, h0, xs):
     given, so the outputs always belong to the trajectory whose residual is reported.
     """
 
+    axis = cfg.axis
+
     def iterate(loop):
         k, states, *_ = loop
-        prev = _shift(states, h0)
+        prev = _shift(states, h0, axis)
         fs, jvp, ys = _linearize(step, consts, prev, xs)
-        err = _residual(states, fs)
+        err = _residual(states, fs, axis)
         update = (err > cfg.tol) & jnp.isfinite(err) & (k < cfg.max_iters)
         jac = _jacobian(jvp, prev, cfg.full)
-        coef = jac.at[0].set(0)  # the first step's input h0 is known: c_1 = f(h0, x_1)
-        rhs = (fs - _apply(jac, prev, cfg.full)).at[0].set(fs[0])
+        # the first step's input h0 is known: c_1 = f(h0, x_1) (on the first device only)
+        first = True if axis is None else axis.is_first()
+        coef = jac.at[0].set(jnp.where(first, jnp.zeros_like(jac[0]), jac[0]))
+        rhs = fs - _apply(jac, prev, cfg.full)
+        rhs = rhs.at[0].set(jnp.where(first, fs[0], rhs[0]))
         if cfg.damping:
-            keep = 1 - _kalman_gains(_diagonal(jac, cfg.full), cfg.damping)
+            keep = 1 - _kalman_gains(_diagonal(jac, cfg.full), cfg.damping, axis)
             coef = keep[..., None] * coef if cfg.full else keep * coef
             rhs = keep * rhs + (1 - keep) * states
-        states = jnp.where(update, _linear_scan(coef, rhs, cfg.full), states)
+        states = jnp.where(update, _linear_scan(coef, rhs, cfg.full, axis=axis), states)
         return k + update.astype(k.dtype), states, fs, ys, err, ~update
 
     guess = jnp.broadcast_to(h0, (cfg.num_steps, *h0.shape))
-    fs, ys = jax.tree.map(
-        lambda a: jnp.zeros(a.shape, a.dtype),
-        jax.eval_shape(lambda p: _evaluate(step, consts, p, xs), guess),
-    )
+    fs, ys = jax.tree.map(_zeros, jax.eval_shape(lambda p: _evaluate(step, consts, p, xs), guess))
+    if axis is not None:  # per-device loop carries
+        guess, fs, ys = axis.vary((guess, fs, ys))
     inf = jnp.array(jnp.inf, h0.dtype)
     loop = (jnp.int32(0), guess, fs, ys, inf, jnp.array(False))
     k, _, fs, ys, err, _ = jax.lax.while_loop(lambda loop: ~loop[-1], iterate, loop)
@@ -508,10 +535,20 @@ def _solve(step, cfg: _Config, consts, h0, xs):
             h, y = step(h, x, *consts)
             return h, (h, y)
 
-        return jax.lax.scan(one, h0, xs, length=cfg.num_steps)[1]
+        if axis is None:
+            return jax.lax.scan(one, h0, xs, length=cfg.num_steps)[1]
+        return axis.on_whole(lambda xs: jax.lax.scan(one, axis.vary(h0), xs)[1], xs)
 
     fs, ys = _on_failure(cfg, converged, (fs, ys), sequential, "the Newton iteration", k, err)
     return fs, ys, NewtonInfo(k, err, converged)
+
+
+def _zeros(shape: jax.ShapeDtypeStruct) -> jax.Array:
+    """Zeros of ``shape``'s shape, dtype and (under an explicit mesh) sharding."""
+    sharding = getattr(shape, "sharding", None)
+    if isinstance(sharding, jax.sharding.NamedSharding) and not sharding.mesh.empty:
+        return jnp.zeros(shape.shape, shape.dtype, out_sharding=sharding)
+    return jnp.zeros(shape.shape, shape.dtype)
 
 
 def _on_failure(cfg: _Config, converged, value, sequential, what: str, k, err):
@@ -550,25 +587,26 @@ def _trajectory_jvp(step, cfg: _Config, primals, tangents):
     d_consts, d_h0, d_xs = tangents
     new_states, ys, info = _trajectory(step, cfg, consts, h0, xs)
     # At the solution the states entering the steps are the new states shifted by one.
-    prev = _shift(new_states, h0)
+    axis = cfg.axis
+    prev = _shift(new_states, h0, axis)
 
     def evaluate(p, x, c):
         return _evaluate(step, c, p, x)
 
-    d_prev = _shift(jnp.zeros_like(new_states), d_h0)
+    d_prev = _shift(jnp.zeros_like(new_states), d_h0, axis)
     _, (rhs, rhs_ys) = jax.jvp(evaluate, (prev, xs, consts), (d_prev, d_xs, d_consts))
     jvp, jvp_ys = _split(jax.linearize(lambda p: evaluate(p, xs, consts), prev)[1])
     zero = jnp.zeros_like(h0)
 
     def matvec(v):  # (I - S) v with (S v)_t = J_t v_{t-1}
-        return v - jvp(_shift(v, zero))
+        return v - jvp(_shift(v, zero, axis))
 
     jac = _jacobian(jvp, prev, cfg.full)
     solver = _LinearSolver(step, cfg, consts, prev, xs, jac)
     d_states = jax.lax.custom_linear_solve(
         matvec, rhs, solve=solver.forward, transpose_solve=solver.adjoint
     )
-    d_ys = jax.tree.map(_add_tangents, rhs_ys, jvp_ys(_shift(d_states, zero)))
+    d_ys = jax.tree.map(_add_tangents, rhs_ys, jvp_ys(_shift(d_states, zero, axis)))
     float0 = jax.dtypes.float0
     d_info = NewtonInfo(np.zeros((), float0), jnp.zeros_like(info.residual), np.zeros((), float0))
     return (new_states, ys, info), (d_states, d_ys, d_info)
@@ -602,21 +640,21 @@ class _LinearSolver(NamedTuple):
     jac: jax.Array
 
     def forward(self, matvec, rhs):
-        full = self.cfg.full
+        full, axis = self.cfg.full, self.cfg.axis
         if full:
-            return _linear_scan(self.jac, rhs, full)
-        approx = functools.partial(_linear_scan, self.jac, full=full)
+            return _linear_scan(self.jac, rhs, full, axis=axis)
+        approx = functools.partial(_linear_scan, self.jac, full=full, axis=axis)
         return _refine(self.cfg, matvec, rhs, approx, self._sequential_forward)._finish(
             self.cfg, "the tangent recurrence"
         )
 
     def adjoint(self, vecmat, rhs):
-        full = self.cfg.full
+        full, axis = self.cfg.full, self.cfg.axis
         # lambda_t = b_t + J_{t+1}^T lambda_{t+1}: the coefficient at t is J_{t+1}^T.
-        coef = _unshift(jnp.swapaxes(self.jac, -1, -2) if full else self.jac)
+        coef = _unshift(jnp.swapaxes(self.jac, -1, -2) if full else self.jac, axis)
         if full:
-            return _linear_scan(coef, rhs, full, reverse=True)
-        approx = functools.partial(_linear_scan, coef, full=full, reverse=True)
+            return _linear_scan(coef, rhs, full, reverse=True, axis=axis)
+        approx = functools.partial(_linear_scan, coef, full=full, reverse=True, axis=axis)
         return _refine(self.cfg, vecmat, rhs, approx, self._sequential_adjoint)._finish(
             self.cfg, "the adjoint (gradient) recurrence"
         )
@@ -631,7 +669,7 @@ class _LinearSolver(NamedTuple):
             return v, v
 
         zero = jnp.zeros_like(self.prev[0])
-        return jax.lax.scan(one, zero, (self.prev, self.xs, rhs))[1]
+        return self._whole(lambda *inputs: jax.lax.scan(one, zero, inputs)[1], rhs)
 
     def _sequential_adjoint(self, rhs):
         def one(carried, inputs):  # carried: J_{t+1}^T lambda_{t+1}
@@ -640,7 +678,14 @@ class _LinearSolver(NamedTuple):
             return jax.vjp(lambda h: self._step_at(h, x), h)[1](lam)[0], lam
 
         zero = jnp.zeros_like(self.prev[0])
-        return jax.lax.scan(one, zero, (self.prev, self.xs, rhs), reverse=True)[1]
+        return self._whole(lambda *inputs: jax.lax.scan(one, zero, inputs, reverse=True)[1], rhs)
+
+    def _whole(self, scan, rhs):
+        """``scan(prev, xs, rhs)`` over the whole sequence (gathered from the devices' chunks
+        when the time axis is split)."""
+        if self.cfg.axis is None:
+            return scan(self.prev, self.xs, rhs)
+        return self.cfg.axis.on_whole(scan, self.prev, self.xs, rhs)
 
 
 class _Refined(NamedTuple):
@@ -662,8 +707,12 @@ def _refine(cfg: _Config, operator, rhs, approx_solve, sequential) -> _Refined:
     until the residual is at most ``tol`` times :math:`\max |v|`."""
     tiny = jnp.finfo(rhs.dtype).tiny
 
+    def largest(x):
+        m = jnp.max(jnp.abs(x))
+        return m if cfg.axis is None else cfg.axis.maximum(m)
+
     def error(v, r):
-        return jnp.max(jnp.abs(r)) / jnp.maximum(jnp.max(jnp.abs(v)), tiny)
+        return largest(r) / jnp.maximum(largest(v), tiny)
 
     def iterate(loop):
         k, v, r, _ = loop

@@ -25,6 +25,7 @@ from jaxrnn._checks import (
     check_unroll,
 )
 from jaxrnn._core import Array, Carry, Cell, Params
+from jaxrnn._scan import sequence_parallel
 from jaxrnn._scan.associative import associative_steps
 from jaxrnn._scan.newton import Newton, check_newton_cell
 from jaxrnn._scan.sequential import SQRT, scan_steps, sqrt_scan, step_policy
@@ -56,6 +57,7 @@ def scan(
     hoist: bool | None = None,
     method: Method = "sequential",
     kernel: bool | None = None,
+    sequence_axis: str | None = None,
 ) -> tuple[Carry, Array]:
     r"""Run ``cell`` over the time axis of ``xs``.
 
@@ -93,6 +95,28 @@ def scan(
 
     Which method is fastest where, with the depth and work of each, is on the documentation's
     performance page (``docs/performance.md``), with the benchmark commands behind its figures.
+
+    **Sequence parallelism.** Under ``jax.jit``, when the time axis of ``xs`` is split over a
+    mesh axis (a ``NamedSharding`` whose spec names a mesh axis at the time position, on a mesh
+    of ``jax.make_mesh``'s ``Explicit`` axes), or when ``sequence_axis`` names one, the parallel
+    methods run with every device evaluating its own chunk of :math:`T/n` steps
+    (``jax.shard_map`` over that axis). A chunk's steps compose to one affine map
+    :math:`h \mapsto A h + B` per batch row; the devices exchange these maps (one small
+    collective, an ``(A, B)`` pair per device and row), each composes those of the devices
+    before it, :math:`E_p = M_{p-1} \circ \dots \circ M_0`, applies :math:`E_p` to the initial
+    carry and its own prefixes to the result. ``"associative"`` does this once; ``"newton"``
+    does it in every iteration and derivative solve, whose linear recurrences
+    :math:`v_t = J_t v_{t-1} + c_t` compose the same way (matrices for full Jacobians,
+    diagonals otherwise), with the state entering each chunk passed on from the previous device
+    and the convergence tests taken over all devices. In reverse the devices run in the opposite
+    order. Derivatives split the same way (the exchange transposes to the same exchange). The
+    outputs ``ys`` come back split as ``xs`` was, the final carry is on every device, and
+    every option (``lengths``, ``resets``, ``reverse``, ``carry``, log-space cells, batch axes
+    split over other mesh axes) means what it means on one device. A ``T`` that is not a
+    multiple of the device count is padded inside with masked steps (identity maps), which
+    change no value and no gradient; ``ys`` then cannot be split evenly and come back with
+    their time axis whole. ``method="sequential"`` over a time-split ``xs`` gathers the time
+    axis first and runs one step after another (``ys`` not split over time).
 
     ``unroll``, ``remat`` and ``hoist`` are knobs of the sequential loop. Under the parallel
     methods ``unroll`` is ignored, ``remat=True`` (or a policy) checkpoints the whole parallel
@@ -145,6 +169,13 @@ def scan(
             ``ValueError`` naming the reason where they cannot run). ``False``: never. The
             kernel path has reverse-mode derivatives only; ``unroll`` and ``hoist`` do not
             apply to it.
+        sequence_axis: the name of a mesh axis to split the time axis over (sequence
+            parallelism, above), for ``"associative"`` and ``"newton"``. ``None`` (default):
+            the axis named at the time position of ``xs``'s type, if any (explicit meshes).
+            Needed under ``Auto`` axes, whose types carry no sharding: the mesh is then the
+            one set by ``jax.set_mesh``. (Without it, an ``Auto``-sharded ``xs`` is still
+            computed correctly: the compiler partitions the scan with collectives of its
+            own.)
 
     Returns:
         ``(carry, ys)``: the final carry and the outputs, ``(*batch, T, out)`` (or
@@ -153,6 +184,8 @@ def scan(
     Raises:
         ValueError: a wrong shape (``xs``, ``carry``, ``lengths``, ``resets``, a leaf of
             ``params``), concrete ``lengths`` outside ``[0, T]``, an unknown ``method``,
+            ``sequence_axis`` not an axis of the mesh (or no mesh) or given with
+            ``"sequential"``, a time axis split over several mesh axes,
             ``"associative"`` for a cell without a linear recurrence, ``remat="sqrt"`` with a
             parallel method, ``unroll`` an int below 1.
         TypeError: a wrong kind or dtype: ``cell`` not a :class:`~jaxrnn.Cell`, ``xs`` not
@@ -160,7 +193,8 @@ def scan(
             another structure or dtype than the cell's (params are checked for every cell of
             :mod:`jaxrnn.cells`), a step that changes the carry's dtype, an unknown ``remat``,
             ``unroll`` neither a bool nor an int, ``reverse``, ``time_major`` or ``hoist`` not
-            a bool, ``"newton"`` for a cell whose carry is not real floating-point.
+            a bool, ``"newton"`` for a cell whose carry is not real floating-point,
+            ``sequence_axis`` not a string.
 
     Every check reads only shapes and dtypes, so it runs under ``jax.jit`` too, except the
     range of ``lengths``: traced ``lengths`` are clipped to ``[0, T]`` (a length above ``T``
@@ -243,9 +277,40 @@ def scan(
         resets = check_resets(resets, sequence_batch, num_steps, time_major)
         if reverse:  # in reverse, a segment ends (its first processed step) before a start
             resets = jnp.concatenate([resets[1:], jnp.zeros_like(resets[:1])], axis=0)
+    seq_mesh, seq_name = sequence_parallel.sequence_axis(xs, time_axis, sequence_axis)
+    if seq_name is not None and seq_mesh.shape[seq_name] == 1:  # one device: nothing to split
+        seq_name = None
+    if seq_name is not None and method == "sequential":
+        if sequence_axis is not None:
+            raise ValueError(
+                f"sequence_axis={sequence_axis!r}: only the parallel methods split the time "
+                f'axis over devices: use method="associative" or "newton" (or a '
+                f'jaxrnn.newton.Newton), or leave sequence_axis out; got method="sequential"'
+            )
+        xs = sequence_parallel.unsplit_time(xs, time_axis)  # gathered: one step after another
+        seq_name = None
+    if seq_name is not None and num_steps > 0:
+        policy = step_policy(remat)
+        hoist = jax.default_backend() != "cpu" if hoist is None else hoist
+        hoist = hoist and cell.project is not None and cell.step is not None
+        carry, ys = sequence_parallel.run(
+            _local(cell, method, reverse, remat, hoist, unroll, policy),
+            seq_mesh,
+            seq_name,
+            reverse,
+            jnp.moveaxis(xs, time_axis, 0),
+            None if lengths is None else _valid(num_steps, lengths, len(sequence_batch)),
+            resets,
+            (params, carry, initial),
+            sequence_batch,
+            typed=method == "associative",
+        )
+        if not time_major:
+            ys = jax.tree.map(lambda v: jnp.moveaxis(v, 0, len(sequence_batch)), ys)
+        return carry, ys
     if kernel is not False:
         why = _kernels.reason(cell, method=method, remat=remat, resets=resets)
-        why = why or _kernels.sharding_reason(params, xs, time_axis)
+        why = why or _kernels.sharding_reason(params)
         if why and kernel:
             raise ValueError(f"kernel=True: this scan cannot run on the native kernels: {why}")
         if not why:
@@ -292,6 +357,41 @@ def scan(
     if not time_major:
         ys = jax.tree.map(lambda v: jnp.moveaxis(v, 0, len(sequence_batch)), ys)
     return carry, ys
+
+
+def _valid(num_steps: int, lengths, batch_ndim: int):
+    """``(T, *batch)``: whether step ``t`` is within each sequence's length."""
+    steps = jnp.arange(num_steps).reshape((num_steps,) + (1,) * batch_ndim)
+    return steps < lengths
+
+
+def _local(cell, method, reverse, remat, hoist, unroll, policy):
+    """The evaluation of one device's chunk of the sequence (sequence parallelism)."""
+
+    def local(axis, xs, valid, flags, consts):
+        params, carry, initial = consts
+        reset = None if flags is None else (flags, initial)
+        if method == "associative":
+            return associative_steps(
+                cell, params, xs, carry, valid, reverse, remat, reset, axis=axis
+            )
+        return scan_steps(
+            cell,
+            params,
+            xs,
+            carry,
+            valid,
+            hoist,
+            reverse,
+            unroll,
+            policy,
+            reset,
+            method,
+            remat,
+            axis=axis,
+        )
+
+    return local
 
 
 def resolve_method(method, cell: Cell):

@@ -168,12 +168,15 @@ def scan_steps(
     reset=None,
     newton=None,
     remat=False,
+    axis=None,
 ):
     """``lax.scan`` of the cell over time-major ``xs``, masked by ``valid`` ``(T, *batch)``;
     ``reset = (flags (T, *batch), initial carry)`` restarts the carry where a flag is set.
     With ``newton`` (a :class:`~jaxrnn.newton.Newton`), ``jaxrnn.newton.newton_scan`` replaces
     ``lax.scan``; the step is then not checkpointed, and ``remat`` other than ``False``
-    checkpoints the whole solve instead."""
+    checkpoints the whole solve instead. ``axis`` (a
+    :class:`~jaxrnn._scan.sequence_parallel.SeqAxis`, Newton only): ``xs`` is this device's
+    chunk of a sequence split over that mesh axis."""
     if valid is not None:
         # Padding is never read: zero it before any arithmetic so that NaN or inf there cannot
         # leak into values or gradients.
@@ -192,10 +195,18 @@ def scan_steps(
     if newton is not None:
         batch_ndim = xs.ndim - 2 - cell.spatial_dims  # xs: (T, *batch, *spatial, features)
 
+        split = {} if axis is None else {"sequence_axis": axis.name}
+
         def solve(params, carry, scan_inputs, initial):
             body = _masked_body(step, params, initial)
             return newton_scan(
-                body, carry, scan_inputs, reverse=reverse, options=newton, batch_ndim=batch_ndim
+                body,
+                carry,
+                scan_inputs,
+                reverse=reverse,
+                options=newton,
+                batch_ndim=batch_ndim,
+                **split,
             )
 
         if remat is not False:

@@ -107,18 +107,16 @@ def reason(cell: Cell, *, method, remat, resets) -> str:
     return _backend_reason()
 
 
-def sharding_reason(params: Params, xs: Array, time_axis: int) -> str:
+def sharding_reason(params: Params) -> str:
     """Why the kernels cannot run on these shardings (explicit meshes), or ``""``.
 
     A kernel runs one device's rows over the whole sequence with whole weights: a batch split
-    over a mesh runs per shard (:func:`run`), but weights split over a mesh axis, or a time
-    axis split over one, keep the XLA path.
+    over a mesh runs per shard (:func:`run`), and a time axis split over one is gathered before
+    a sequential scan (:func:`jaxrnn.scan`), but weights split over a mesh axis keep the XLA
+    path.
     """
     if _sharding.explicit_mesh(params) is not None:
         return "params split over a mesh axis: the kernels need whole weights on every device"
-    spec = _sharding.batch_spec(xs, (time_axis,))
-    if spec is not None and spec[0] is not None:
-        return f"the time axis of xs is split over mesh axis {spec[0]!r}"
     return ""
 
 

@@ -327,7 +327,7 @@ def _init(spec: _Spec, key):
 def _apply(spec: _Spec, params, xs):
     """``LongRangeModel.apply``: the last step's output (adding), else every step's logits."""
     # token ids: a one-hot input times w_in is a row lookup
-    u = xs @ params["w_in"] if spec.task == "adding" else params["w_in"][xs]
+    u = xs @ params["w_in"] if spec.task == "adding" else _lookup(params["w_in"], xs)
     u = u + params["b_in"]
     for c, block in zip(spec.cells, params["blocks"], strict=True):
         normed = _layer_norm(u, block["scale"], block["bias"])
@@ -336,6 +336,17 @@ def _apply(spec: _Spec, params, xs):
     if spec.task == "adding":
         return (u[:, -1] @ params["w_out"] + params["b_out"])[:, 0]
     return u @ params["w_out"] + params["b_out"]
+
+
+def _lookup(table, ids):
+    """``table[ids]``; under an explicit mesh the rows come out split as ``ids`` is."""
+    sharding = getattr(jax.typeof(ids), "sharding", None)
+    spec = tuple(getattr(sharding, "spec", ()) or ())
+    if not any(p is not None for p in spec):
+        return table[ids]
+    spec += (None,) * (ids.ndim - len(spec))
+    out = jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec(*spec, None))
+    return table.at[ids].get(out_sharding=out)
 
 
 def _loss(spec: _Spec, params, xs, ys):
@@ -348,8 +359,10 @@ def _loss(spec: _Spec, params, xs, ys):
     ce = -jnp.mean(jnp.take_along_axis(logp, ys[..., None], axis=-1))
     if spec.task == "char":
         return ce, ce / math.log(2.0)
-    copied = (jnp.argmax(out, -1) == ys)[:, -COPY_LENGTH:]
-    return ce, jnp.mean(copied.astype(jnp.float32))
+    # the last COPY_LENGTH steps, by a mask (slicing a time axis split over devices is not)
+    copied = (jnp.argmax(out, -1) == ys).astype(jnp.float32)
+    tail = (jnp.arange(ys.shape[-1]) >= ys.shape[-1] - COPY_LENGTH).astype(jnp.float32)
+    return ce, jnp.sum(copied * tail) / (ys.shape[0] * COPY_LENGTH)
 
 
 def _solved(task: str, metric: float) -> bool:

@@ -1,6 +1,6 @@
 """The native CPU kernels with the batch split over an explicit mesh: each device runs its own
 rows (``jax.shard_map``), equal to one device and to the XLA path; what the kernels cannot split
-(weights over "model", time) keeps the XLA path, and ``kernel=True`` says why."""
+(weights over "model") keeps the XLA path, and ``kernel=True`` says why."""
 
 import contextlib
 
@@ -94,12 +94,15 @@ def test_weights_split_over_model_keep_the_xla_path():
         _step(cell, True)(split, put(xs, mesh, "data"), put(LENGTHS, mesh, "data"))
 
 
-def test_a_time_axis_split_keeps_the_xla_path(explicit_mesh):
+def test_a_time_axis_split_is_gathered_for_the_kernels(explicit_mesh):
     cell = jr.lstm(3, 5)
     params = cell.init(jax.random.key(0))
     xs = jax.random.normal(jax.random.key(1), (2, 16, 3))
-    with pytest.raises(ValueError, match="time axis of xs is split over mesh axis 'data'"):
-        jr.scan(cell, params, put(xs, explicit_mesh, None, "data"), kernel=True)
+    reference = jr.scan(cell, params, xs, kernel=False)
+    out = jax.jit(lambda p, x: jr.scan(cell, p, x, kernel=True))(
+        params, put(xs, explicit_mesh, None, "data")
+    )
+    assert_trees_close(out, reference, rtol=2e-5, atol=2e-5)
 
 
 def test_auto_axes_run_the_kernels_on_the_whole_batch(auto_mesh):
