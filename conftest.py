@@ -112,7 +112,6 @@ SLOW_FIRST = [
     "tests/test_kernels.py::test_kernels_under_address_sanitizer",  # a sanitizer build (~40 s)
     "tests/test_distributed.py",  # one module fixture launches the process pairs (~25 s)
     "tests/test_docs.py",  # sphinx-build (~15 s)
-    "tests/test_parallel.py::test_one_and_eight_devices_give_the_same_training",
     "README.md",  # its doctests (~13 s)
     "tests/test_notebooks.py::test_notebook_executes[05_long_range.ipynb]",
     "tests/test_notebooks.py::test_notebook_executes[04_pytorch_interop.ipynb]",

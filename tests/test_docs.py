@@ -34,6 +34,7 @@ PAGES = [
     "getting_started",
     "notation",
     "performance",
+    "sharding",
     "errors",
     "changelog",
     "contributing",

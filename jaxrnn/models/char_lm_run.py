@@ -160,9 +160,12 @@ def train_char_lm(
         save_every: checkpoint period.
         max_to_keep: checkpoints kept.
         eval_every: validation period.
-        mesh: a data-parallel mesh, ``None``, or ``"auto"``: every device when there are
-            several and they divide the batch (with several processes, each feeding its own
-            rows: the devices of all of them).
+        mesh: a mesh with a ``"data"`` axis (:func:`jaxrnn.train.data_mesh`,
+            :func:`jaxrnn.train.model_mesh` to split the parameters over ``"model"`` too, or
+            ``jax.make_mesh``; explicit or auto axes), ``None``, or ``"auto"``: a
+            :func:`jaxrnn.train.data_mesh` of every device when there are several and they
+            divide the batch (with several processes, each feeding its own rows: the devices
+            of all of them).
         progress: show the progress bar.
 
     Raises:

@@ -33,6 +33,8 @@ from jaxrnn._checks import (
     check_size,
     is_concrete,
 )
+from jaxrnn._sharding import batch_spec as _batch_spec
+from jaxrnn._sharding import explicit_mesh as _explicit_mesh
 from jaxrnn.cells import gru, lstm, simple_rnn
 from jaxrnn.layers import rnn
 from jaxrnn.precision import policy
@@ -246,12 +248,47 @@ def _lm_apply(spec: _LMSpec, params, carry, ids, *, reset=None, key=None):
             k_net, k_out, k_embed = jax.random.split(key, 3)
         else:
             k_net, k_out = jax.random.split(key)
-    xs = _embedding_dropout(k_embed, params.embed, embedding_dropout)[ids]
+    xs = _lookup(_embedding_dropout(k_embed, params.embed, embedding_dropout), ids)
     carry, ys = spec.net.apply(params.rnn, xs, carry, key=k_net)
     if k_out is not None and dropout > 0.0:
         keep = jax.random.bernoulli(k_out, 1.0 - dropout, ys.shape)
         ys = jnp.where(keep, ys / (1.0 - dropout), jnp.zeros((), ys.dtype))
-    return carry, spec.pol.dot(ys, params.w_out) + spec.pol.acc(params.b_out)
+    ys, w_out, b_out = _head_operands(ys, params.w_out, params.b_out)
+    return carry, spec.pol.dot(ys, w_out) + spec.pol.acc(b_out)
+
+
+def _lookup(table: jax.Array, ids: jax.Array) -> jax.Array:
+    """``table[ids]``, split like ``ids`` under an explicit mesh.
+
+    With ``ids`` sharded over an ``Explicit`` mesh axis (the batch rows), the gather's result
+    sharding is ambiguous to JAX: it is the ids' sharding, the table's rows gathered whole
+    (a table split over ``"model"`` is gathered first). Elsewhere a plain ``table[ids]``.
+    """
+    mesh = _explicit_mesh(ids, table)
+    if mesh is None:
+        return table[ids]
+    spec = _batch_spec(ids, tuple(range(ids.ndim))) or (None,) * ids.ndim
+    table = jax.sharding.reshard(table, jax.sharding.NamedSharding(mesh, jax.P()))
+    out = jax.sharding.NamedSharding(mesh, jax.P(*spec, None))
+    return table.at[ids].get(out_sharding=out)
+
+
+def _head_operands(ys: jax.Array, w_out: jax.Array, b_out: jax.Array):
+    """The output layer's operands, unambiguous under an explicit mesh.
+
+    Under a mesh whose ``"model"`` axis splits the features of ``ys`` and the rows of
+    ``w_out``, the product's sharding is ambiguous to JAX (a contraction over a split axis):
+    ``ys`` keeps its batch split and gathers its features, the head's weights are gathered
+    whole (their gradients come back with the weights' own sharding), so the logits are split
+    by rows only. Elsewhere the operands as they are.
+    """
+    mesh = _explicit_mesh(ys)
+    if mesh is None:
+        return ys, w_out, b_out
+    rows = _batch_spec(ys, (0, 1)) or (None, None)
+    ys = jax.sharding.reshard(ys, jax.sharding.NamedSharding(mesh, jax.P(*rows, None)))
+    replicated = jax.sharding.NamedSharding(mesh, jax.P())
+    return ys, jax.sharding.reshard(w_out, replicated), jax.sharding.reshard(b_out, replicated)
 
 
 def _cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:

@@ -24,12 +24,14 @@ on this package exactly as a user's own model would be.
 Data parallelism on several devices (or hosts)::
 
     mesh = jr.train.data_mesh()                 # every device, one axis called "data"
+    # or: mesh = jax.make_mesh((jax.device_count(),), ("data",))
     step = jr.train.make_train_step(loss_fn, optimizer, mesh=mesh)
     state, history = jr.train.fit(state, step, batches, num_steps, mesh=mesh)
 
 With several processes, each passes its own rows: ``batches =
 jr.train.local_batches(global_batches, mesh)``. Parameters too large for one device:
-``mesh = jr.train.model_mesh(model=4)`` instead, nothing else changes.
+``mesh = jr.train.model_mesh(model=4)`` instead, nothing else changes. Both build meshes
+with ``Explicit`` axes (as ``jax.make_mesh``; ``axis_types=`` for ``Auto`` ones).
 """
 
 from jaxrnn.train.checkpoints import CheckpointError, Checkpoints

@@ -565,7 +565,8 @@ class Checkpoints:
         (leaves without one, as from ``jax.eval_shape``, land on this process's first device):
         a checkpoint restores onto any layout, e.g. one saved by 2 processes into 1, or from
         replicated onto split parameters (:func:`~jaxrnn.train.state_shardings` of a
-        template gives the layout of a mesh).
+        template gives the layout of a mesh). Under a mesh with explicit axes a restored array
+        has its template's type, so a train step compiled for the template takes it as it is.
 
         Args:
             template: the structure, dtypes, shapes and shardings to restore into.

@@ -137,7 +137,8 @@ def fit(
         mesh: if given, the state and every batch are put on it
             (:func:`~jaxrnn.train.shard_state`, :func:`~jaxrnn.train.shard_batch`): data
             parallelism on a :func:`~jaxrnn.train.data_mesh`, parameters split too on a
-            :func:`~jaxrnn.train.model_mesh`.
+            :func:`~jaxrnn.train.model_mesh`; any mesh with an ``axis_name`` axis, from
+            ``jax.make_mesh`` (explicit axes) too.
         axis_name: the mesh axis of the batch.
         progress: show a ``tqdm`` progress bar (on stderr) with the loss and throughput.
         tokens_per_step: tokens (or examples) per step, to show the throughput in tokens/s.

@@ -18,6 +18,13 @@ The same train step runs on one device or many, in one process or several:
 * :func:`shard_batch` puts a batch on the mesh and :func:`shard_state` a
   :class:`~jaxrnn.train.TrainState`, both by the layout :func:`state_shardings` describes.
 
+Both meshes have ``Explicit`` axes by default, as ``jax.make_mesh`` builds since jax 0.10: an
+array's sharding is part of its type, and the train step, its carry and its gradients keep the
+shardings above in their types (no ``out_sharding`` to name). ``axis_types=AxisType.Auto``
+builds ``Auto`` axes instead, where the compiler propagates shardings. Any mesh with a
+``"data"`` axis (and optionally ``"model"``) works the same, e.g. ``jax.make_mesh((2, 4),
+("data", "model"))``, with or without ``jax.set_mesh``.
+
 Several processes (hosts): call ``jax.distributed.initialize()`` first in every process (on
 CPU, after ``jax.config.update("jax_cpu_collectives_implementation", "gloo")``). The meshes
 above then span the devices of all processes. Every process runs the same program; each
@@ -38,7 +45,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from jaxrnn.train._types import TrainState
 
@@ -58,19 +65,61 @@ __all__ = [
 MODEL_AXIS = "model"
 
 
-def data_mesh(devices=None, axis_name: str = "data") -> Mesh:
+#: The axis types of the meshes :func:`data_mesh` and :func:`model_mesh` build by default.
+DEFAULT_AXIS_TYPES = AxisType.Explicit
+
+
+def _axis_types(caller: str, axis_types: Any, num_axes: int) -> tuple[AxisType, ...]:
+    """``axis_types`` (one ``AxisType`` for every axis, or one per axis) as a tuple.
+
+    Raises:
+        ValueError: naming ``axis_types`` if it is neither.
+    """
+    if isinstance(axis_types, AxisType):
+        return (axis_types,) * num_axes
+    if (
+        isinstance(axis_types, tuple | list)
+        and len(axis_types) == num_axes
+        and all(isinstance(t, AxisType) for t in axis_types)
+    ):
+        return tuple(axis_types)
+    raise ValueError(
+        f"{caller}: axis_types must be a jax.sharding.AxisType (Explicit, Auto or Manual) or "
+        f"a tuple of {num_axes} of them, one per mesh axis; got {axis_types!r}"
+    )
+
+
+def data_mesh(
+    devices=None, axis_name: str = "data", *, axis_types: Any = DEFAULT_AXIS_TYPES
+) -> Mesh:
     """A one-axis mesh over ``devices`` (default: every device of every process).
+
+    Args:
+        devices: default ``jax.devices()``, every device of every process, in that order.
+        axis_name: the name of the axis (the batch rows are split over it).
+        axis_types: ``jax.sharding.AxisType.Explicit`` (default, as ``jax.make_mesh``
+            builds): the sharding is part of every array's type, checked while tracing, and
+            results (gradients, the carry) keep the shardings jaxrnn gives them.
+            ``AxisType.Auto`` (what ``jax.sharding.Mesh`` builds, and these functions did
+            before): the compiler propagates shardings; for a loss with operations whose
+            result sharding JAX cannot infer under explicit axes. One type, or a tuple of one.
+
+    Raises:
+        ValueError: if ``axis_types`` is not an ``AxisType`` or a tuple of one.
 
     >>> import jaxrnn.train as jt
     >>> mesh = jt.data_mesh()
-    >>> mesh.axis_names
-    ('data',)
+    >>> mesh.axis_names, mesh.axis_types
+    (('data',), (Explicit,))
     """
+    types = _axis_types("data_mesh", axis_types, 1)
     devices = jax.devices() if devices is None else list(devices)
-    return Mesh(np.asarray(devices), (axis_name,))
+    return Mesh(np.asarray(devices), (axis_name,), axis_types=types)
 
 
-def model_mesh(model: int, devices=None, *, axis_name: str = "data") -> Mesh:
+def model_mesh(
+    model: int, devices=None, *, axis_name: str = "data", axis_types: Any = DEFAULT_AXIS_TYPES
+) -> Mesh:
     """A two-axis mesh ``(axis_name, "model")`` of shape ``(len(devices) // model, model)``.
 
     Parameters and optimizer state are split ``model`` ways along the ``"model"`` axis (see
@@ -84,22 +133,26 @@ def model_mesh(model: int, devices=None, *, axis_name: str = "data") -> Mesh:
         model: how many ways parameters are split; must divide the number of devices.
         devices: default every device of every process.
         axis_name: the name of the other (data) axis.
+        axis_types: ``AxisType.Explicit`` (default) or ``AxisType.Auto`` for both axes, or a
+            tuple of two, as for :func:`data_mesh`.
 
     Raises:
-        ValueError: if ``model`` does not divide the number of devices.
+        ValueError: if ``model`` does not divide the number of devices, or ``axis_types`` is
+            not an ``AxisType`` or a tuple of two.
 
     >>> import jaxrnn.train as jt
     >>> mesh = jt.model_mesh(1)
-    >>> mesh.axis_names, mesh.shape["model"]
-    (('data', 'model'), 1)
+    >>> mesh.axis_names, mesh.shape["model"], mesh.axis_types
+    (('data', 'model'), 1, (Explicit, Explicit))
     """
+    types = _axis_types("model_mesh", axis_types, 2)
     devices = jax.devices() if devices is None else list(devices)
     if isinstance(model, bool) or not isinstance(model, int) or model < 1:
         raise ValueError(f"model_mesh: model must be a positive int, got {model!r}")
     if len(devices) % model:
         raise ValueError(f"model_mesh: model={model} does not divide the {len(devices)} devices")
     grid = np.asarray(devices, dtype=object).reshape(len(devices) // model, model)
-    return Mesh(grid, (axis_name, MODEL_AXIS))
+    return Mesh(grid, (axis_name, MODEL_AXIS), axis_types=types)
 
 
 # --------------------------------------------------------------------------------------------
@@ -182,6 +235,16 @@ def _is_key(x) -> bool:
     return isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
 
 
+def _same_axis_types(x: jax.Array, sharding: NamedSharding) -> bool:
+    """``x`` is on a mesh with the axis types of ``sharding``'s. An explicit mesh's sharding is
+    part of an array's type: an array on the same devices but under ``Auto`` axes, or on no
+    mesh at all (one device), is moved, so that it has the type a compiled step expects."""
+    mesh = getattr(x.sharding, "mesh", None)
+    if mesh is None:
+        return AxisType.Explicit not in tuple(sharding.mesh.axis_types)
+    return getattr(mesh, "axis_types", None) == sharding.mesh.axis_types
+
+
 def put_global(x: Any, sharding: NamedSharding) -> jax.Array:
     """``x``, the same value in every process, as a global array with ``sharding``.
 
@@ -190,7 +253,7 @@ def put_global(x: Any, sharding: NamedSharding) -> jax.Array:
     is copied from this process's value (each process places the parts its devices hold).
     """
     if isinstance(x, jax.Array):
-        if x.sharding.is_equivalent_to(sharding, x.ndim):
+        if x.sharding.is_equivalent_to(sharding, x.ndim) and _same_axis_types(x, sharding):
             return x
         if not x.is_fully_addressable:
             return jax.jit(lambda a: a, out_shardings=sharding)(x)

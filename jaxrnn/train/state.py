@@ -33,10 +33,18 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import optax
-from jax.sharding import Mesh
+from jax.sharding import AxisType, Mesh
 
 from jaxrnn.train._types import Batch, LossFn, Metrics, TrainState
-from jaxrnn.train.parallel import MODEL_AXIS, by_rows, check_rows, replicated, state_shardings
+from jaxrnn.train.parallel import (
+    MODEL_AXIS,
+    by_rows,
+    check_rows,
+    put_global,
+    replicated,
+    shard_state,
+    state_shardings,
+)
 
 __all__ = [
     "Batch",
@@ -162,11 +170,15 @@ def make_train_step(
             e.g. ``()``, for a model without one).
         optimizer: an optax optimizer, e.g. :func:`default_optimizer`.
         mesh: if given, compile for ``mesh``, possibly spanning several processes: the batch
-            and carry split along their first axis over ``axis_name``; on a
-            :func:`~jaxrnn.train.data_mesh` everything else replicated (data parallelism), on
-            a :func:`~jaxrnn.train.model_mesh` parameters and optimizer state split by
-            :func:`~jaxrnn.train.param_spec` (tensor parallelism). Put the state and batches
-            there with :func:`shard_state` and :func:`shard_batch`, or let :func:`fit` do it.
+            and carry split along their first axis over ``axis_name``; on a mesh without a
+            ``"model"`` axis (:func:`~jaxrnn.train.data_mesh`) everything else replicated
+            (data parallelism), on one with it (:func:`~jaxrnn.train.model_mesh`) parameters
+            and optimizer state split by :func:`~jaxrnn.train.param_spec` (tensor
+            parallelism). ``Explicit`` axes (``jax.make_mesh``, with or without
+            ``jax.set_mesh``) or ``Auto`` ones. Put the state and batches there with
+            :func:`shard_state` and :func:`shard_batch`, or let :func:`fit` do it; under
+            explicit axes the step puts them there itself (nothing moves when they are there
+            already), so a fresh state and the step's own outputs share one compiled step.
         axis_name: the mesh axis of the batch.
         donate: donate the input state's buffers to the output state (the state passed in is
             invalid afterwards; saves memory and copies).
@@ -205,7 +217,29 @@ def make_train_step(
     kwargs: dict[str, Any] = {"donate_argnums": (0,)} if donate else {}
     if mesh is None:
         return jax.jit(train_step, **kwargs)
+    return _step_on_mesh(train_step, mesh, axis_name, kwargs)
+
+
+def _step_on_mesh(train_step, mesh: Mesh, axis_name: str, kwargs: dict[str, Any]):
+    """``train_step`` compiled for ``mesh``: the batch and carry split by rows over
+    ``axis_name``, everything else replicated, or split by :func:`param_spec` when ``mesh``
+    has a ``"model"`` axis.
+
+    Under a mesh with ``Explicit`` axes an array's sharding is part of its type, which the
+    compiled step is specialised to: the state and batch are put on the mesh first (nothing
+    moves when they are there already, as in :func:`fit`), so that a state straight from
+    :func:`init_state` and the step's own outputs share one compiled step.
+    """
     rows, rep = by_rows(mesh, axis_name), replicated(mesh)
+    explicit = AxisType.Explicit in tuple(mesh.axis_types)
+
+    def placed(state: TrainState, batch: Batch) -> tuple[TrainState, Batch]:
+        _check_split_rows(state, batch, mesh, axis_name)
+        if explicit:
+            state = shard_state(state, mesh, axis_name)
+            batch = jax.tree.map(lambda x: put_global(x, rows), batch)
+        return state, batch
+
     if MODEL_AXIS not in mesh.axis_names:  # each part of the state alike: a prefix of it
         prefix = TrainState(rep, rep, rep, rep, rows)
         jitted = jax.jit(
@@ -214,8 +248,7 @@ def make_train_step(
 
         @functools.wraps(train_step)
         def data_parallel_step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
-            _check_split_rows(state, batch, mesh, axis_name)
-            return jitted(state, batch)
+            return _explained(jitted, *placed(state, batch))
 
         data_parallel_step.lower = jitted.lower  # type: ignore[attr-defined]
         return data_parallel_step
@@ -225,7 +258,7 @@ def make_train_step(
 
     @functools.wraps(train_step)
     def sharded_step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
-        _check_split_rows(state, batch, mesh, axis_name)
+        state, batch = placed(state, batch)
         signature = (jax.tree.structure(state), tuple(map(jnp.shape, jax.tree.leaves(state))))
         step = compiled.get(signature)
         if step is None:
@@ -237,9 +270,29 @@ def make_train_step(
                 **kwargs,
             )
             compiled[signature] = step
-        return step(state, batch)
+        return _explained(step, state, batch)
 
     return sharded_step
+
+
+#: Added to JAX's ``ShardingTypeError`` raised while tracing a step for an explicit mesh.
+EXPLICIT_HINT = (
+    "jaxrnn.train: this train step's mesh has Explicit axes, under which JAX must infer the "
+    "sharding of every result of the loss: give the operation above an out_sharding= (e.g. "
+    "table.at[ids].get(out_sharding=...) for an embedding lookup), or build the mesh with "
+    "axis_types=jax.sharding.AxisType.Auto (data_mesh, model_mesh, jax.make_mesh)"
+)
+
+
+def _explained(step: Callable, state: TrainState, batch: Batch):
+    """``step(state, batch)``; a ``ShardingTypeError`` (an operation of the loss whose result
+    sharding JAX cannot infer under explicit axes) gets a note on the ways out."""
+    try:
+        return step(state, batch)
+    except Exception as error:
+        if any(t.__name__ == "ShardingTypeError" for t in type(error).__mro__):
+            error.add_note(EXPLICIT_HINT)
+        raise
 
 
 def _check_split_rows(state: TrainState, batch: Batch, mesh: Mesh, axis_name: str) -> None:

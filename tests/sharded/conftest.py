@@ -1,5 +1,6 @@
 """Fixtures of the 8-device tests: meshes from ``jax.make_mesh`` (Explicit axes) and with
-``Auto`` axes (what ``jax.sharding.Mesh`` and :func:`jaxrnn.train.data_mesh` give)."""
+``Auto`` axes (what ``jax.sharding.Mesh`` gives, and :func:`jaxrnn.train.data_mesh` with
+``axis_types=AxisType.Auto``)."""
 
 import jax
 import pytest
@@ -20,3 +21,7 @@ def explicit_mesh():
 def auto_mesh():
     """``("data",)`` over 8 devices with ``Auto`` axes."""
     return jax.make_mesh((8,), ("data",), axis_types=(AxisType.Auto,))
+
+
+# The small character-level LM of the jr.train tests (test_train_sharded, test_checkpoint_sharded).
+from train_helpers import lm  # noqa: E402, F401
