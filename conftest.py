@@ -104,7 +104,7 @@ def pytest_unconfigure(config):
 # above: the notebooks run XLA's defaults (about 10 to 40 s each); the others start
 # subprocesses (the CLI, several processes, the docs build) or are long doctests.
 SLOW_FIRST = [
-    "tests/test_sharded.py",  # tests/sharded/ in one 8-device subprocess
+    "tests/test_sharded.py",  # tests/sharded/ in two 8-device subprocesses (~2 min each)
     "tests/test_notebooks.py::test_notebook_executes[02_seq2seq_attention.ipynb]",
     "tests/test_notebooks.py::test_notebook_executes[01_cells_from_equations.ipynb]",
     "tests/test_notebooks.py::test_notebook_executes[03_char_language_model.ipynb]",
@@ -138,7 +138,7 @@ def pytest_collection_modifyitems(config, items):
 
 # --------------------------------------------------------------------------------------------
 # tests/sharded/ needs 8 devices, and a process's device count is fixed when jax starts its
-# backend. tests/test_sharded.py runs that directory in one subprocess with 8 virtual CPU
+# backend. tests/test_sharded.py runs that directory in subprocesses with 8 virtual CPU
 # devices (XLA_FLAGS=--xla_force_host_platform_device_count=8); every other process skips it.
 # To run it directly: XLA_FLAGS=--xla_force_host_platform_device_count=8 pytest tests/sharded
 EIGHT_DEVICES_FLAG = "--xla_force_host_platform_device_count=8"
