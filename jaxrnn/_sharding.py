@@ -14,8 +14,8 @@ things an RNN does are ambiguous under such a mesh unless the library says what 
   or under ``jax.jit`` without ``jax.set_mesh``). Such parameters are put on the mesh of the
   inputs, replicated (:func:`onto_mesh`), so their gradients come out replicated.
 
-Under ``Auto`` axes (``jax.sharding.Mesh``, :func:`jaxrnn.train.data_mesh` by default) the
-types carry no sharding: every function here returns its input unchanged and the compiler
+Under ``Auto`` axes (``jax.sharding.Mesh``, or :func:`jaxrnn.train.data_mesh` with
+``axis_types=AxisType.Auto``) the types carry no sharding: every function here returns its input unchanged and the compiler
 propagates shardings as before.
 """
 
