@@ -15,8 +15,8 @@ things an RNN does are ambiguous under such a mesh unless the library says what 
   inputs, replicated (:func:`onto_mesh`), so their gradients come out replicated.
 
 Under ``Auto`` axes (``jax.sharding.Mesh``, or :func:`jaxrnn.train.data_mesh` with
-``axis_types=AxisType.Auto``) the types carry no sharding: every function here returns its input unchanged and the compiler
-propagates shardings as before.
+``axis_types=AxisType.Auto``) the types carry no sharding: every function here returns its
+input unchanged and the compiler propagates shardings as before.
 """
 
 from __future__ import annotations
