@@ -32,6 +32,7 @@ __all__ = [
     "explicit_mesh",
     "like",
     "lookup",
+    "named_sharding",
     "onto_mesh",
     "shard_like_batch",
     "unsplit_trailing",
@@ -39,7 +40,7 @@ __all__ = [
 ]
 
 
-def _sharding(x: Any):
+def named_sharding(x: Any):
     """The ``NamedSharding`` in ``x``'s type, or ``None`` (not an array, or no mesh).
 
     Outside ``jax.jit`` a concrete array's own sharding is read (it names the concrete mesh,
@@ -73,7 +74,7 @@ def explicit_mesh(*trees: Any):
     or with no mesh at all, there is none.
     """
     for leaf in jax.tree.leaves(trees):
-        sharding = _sharding(leaf)
+        sharding = named_sharding(leaf)
         if sharding is not None and any(p is not None for p in sharding.spec):
             return sharding.mesh
     return None
@@ -88,7 +89,7 @@ def onto_mesh(tree: Any, mesh) -> Any:
         return tree
 
     def put(leaf):
-        if not isinstance(leaf, jax.Array | jax.core.Tracer) or _sharding(leaf) is not None:
+        if not isinstance(leaf, jax.Array | jax.core.Tracer) or named_sharding(leaf) is not None:
             return leaf
         return _put(leaf, NamedSharding(mesh, PartitionSpec()))
 
@@ -97,7 +98,7 @@ def onto_mesh(tree: Any, mesh) -> Any:
 
 def batch_spec(xs: jax.Array, batch_axes: tuple[int, ...]) -> tuple | None:
     """The mesh axes of ``xs``'s type at ``batch_axes``, or ``None`` where its type has none."""
-    sharding = _sharding(xs)
+    sharding = named_sharding(xs)
     if sharding is None:
         return None
     spec = tuple(sharding.spec) + (None,) * (xs.ndim - len(sharding.spec))
@@ -124,7 +125,7 @@ def shard_like_batch(tree: Any, mesh, spec: tuple | None) -> Any:
         if not isinstance(leaf, jax.Array | jax.core.Tracer) or leaf.ndim < len(spec):
             return leaf
         full = PartitionSpec(*spec, *(None,) * (leaf.ndim - len(spec)))
-        current = _sharding(leaf)
+        current = named_sharding(leaf)
         if current is not None and current.mesh == mesh and _same(current.spec, full, leaf.ndim):
             return leaf
         return _put(leaf, NamedSharding(mesh, full))
@@ -154,10 +155,10 @@ def like(tree: Any, reference: Any) -> Any:
     """
 
     def put(leaf, ref):
-        want = _sharding(ref)
+        want = named_sharding(ref)
         if want is None or not isinstance(leaf, jax.Array | jax.core.Tracer):
             return leaf
-        have = _sharding(leaf)
+        have = named_sharding(leaf)
         if have is not None and have.mesh == want.mesh and _same(have.spec, want.spec, leaf.ndim):
             return leaf
         return _put(leaf, want)
@@ -188,7 +189,7 @@ def lookup(table: jax.Array, tokens: jax.Array) -> jax.Array:
         return table[tokens]
     table = onto_mesh(table, mesh)
     spec = batch_spec(tokens, tuple(range(tokens.ndim)))
-    have = _sharding(table)
+    have = named_sharding(table)
     features = (tuple(have.spec) + (None,) * table.ndim)[table.ndim - 1] if have else None
     if features is not None and features in spec:
         features = None
@@ -200,7 +201,7 @@ def unsplit_trailing(x: jax.Array, n: int) -> jax.Array:
     """``x`` with its last ``n`` axes whole on every device (under an explicit mesh), so that a
     reshape can merge them; the leading axes keep their sharding. ``x`` itself when none of
     those axes is split or ``x`` is on no mesh."""
-    sharding = _sharding(x)
+    sharding = named_sharding(x)
     if sharding is None:
         return x
     spec = (tuple(sharding.spec) + (None,) * x.ndim)[: x.ndim]

@@ -34,6 +34,8 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec
 
+from jaxrnn._sharding import named_sharding
+
 __all__ = ["SeqAxis", "check_error_reporting", "run", "sequence_axis", "unsplit_time"]
 
 
@@ -172,7 +174,7 @@ def sequence_axis(xs: jax.Array, time_axis: int, named: str | None):
         TypeError: ``named`` not a string.
         ValueError: ``named`` not an axis of the mesh (or no mesh).
     """
-    sharding = _named_sharding(xs)
+    sharding = named_sharding(xs)
     if named is not None:
         if not isinstance(named, str):
             raise TypeError(f"sequence_axis: expected a mesh axis name (str), got {named!r}")
@@ -201,19 +203,9 @@ def sequence_axis(xs: jax.Array, time_axis: int, named: str | None):
     return sharding.mesh, entry
 
 
-def _named_sharding(x: Any):
-    try:
-        sharding = jax.typeof(x).sharding
-    except (TypeError, AttributeError):
-        return None
-    if not isinstance(sharding, NamedSharding) or sharding.mesh.empty:
-        return None
-    return sharding
-
-
 def unsplit_time(xs: jax.Array, time_axis: int) -> jax.Array:
     """``xs`` resharded so its time axis is whole on every device (a sequential scan)."""
-    sharding = _named_sharding(xs)
+    sharding = named_sharding(xs)
     spec = list(tuple(sharding.spec) + (None,) * (xs.ndim - len(sharding.spec)))
     spec[time_axis] = None
     return jax.sharding.reshard(xs, NamedSharding(sharding.mesh, PartitionSpec(*spec)))
@@ -250,7 +242,7 @@ def _onto_time(x: jax.Array, mesh, name: str, like: jax.Array) -> jax.Array:
     the same axes of ``like`` (``xs``: the masks' axes are its leading ones)."""
     if not _explicit(mesh):
         return x
-    sharding, ref = _named_sharding(x), _named_sharding(like)
+    sharding, ref = named_sharding(x), named_sharding(like)
     have = list(tuple(sharding.spec) if sharding is not None else ())
     have += [None] * (x.ndim - len(have))
     spec = list(tuple(ref.spec) if ref is not None else ())
@@ -325,7 +317,7 @@ def _pad(x: jax.Array, length: int) -> jax.Array:
 def _unpad(y: jax.Array, length: int) -> jax.Array:
     """The first ``length`` steps of ``y``; an uneven split cannot be a type, so under an
     explicit mesh the time axis is gathered first."""
-    sharding = _named_sharding(y)
+    sharding = named_sharding(y)
     if sharding is not None and sharding.spec and sharding.spec[0] is not None:
         spec = PartitionSpec(None, *tuple(sharding.spec)[1:])
         y = jax.sharding.reshard(y, NamedSharding(sharding.mesh, spec))
