@@ -33,13 +33,17 @@ __all__ = ["gru_sequence", "lstm_sequence"]
 _F32 = jnp.float32
 
 
-def _ffi(target: str, shapes, *args, **attrs):
-    """An FFI call of ``target`` (its handler runs the batch of a ``vmap`` one at a time)."""
+def _ffi(target: str, shapes, *args, aliases=None, **attrs):
+    """An FFI call of ``target`` (its handler runs the batch of a ``vmap`` one at a time).
+
+    ``aliases`` maps argument indices to the indices of results written in place over them.
+    """
     _library.require()
     call = jax.ffi.ffi_call(
         target,
         [jax.ShapeDtypeStruct(s, _F32) for s in shapes],
         vmap_method="sequential",
+        input_output_aliases=aliases,
     )
     outs = call(*args, **{k: np.int32(v) for k, v in attrs.items()})
     # Inside jax.shard_map (a batch split over an explicit mesh, _dispatch.run) the results
@@ -156,6 +160,8 @@ def _lstm_bwd(reverse, dtype, batch_major, residuals, cotangents):
     dys, dhn, dcn = cotangents
     steps, batch, hidden = _sizes(xs, w_hh, batch_major)
     shapes = (_seq(steps, batch, 4 * hidden, batch_major), (batch, hidden), (batch, hidden))
+    # The gate cotangents overwrite the saved activations, whose shape they share (each is
+    # read just before it is written): one (T, B, 4H) buffer less in the training step.
     dg, dh0, dc0 = _ffi(
         "jaxrnn_lstm_backward",
         shapes,
@@ -167,6 +173,7 @@ def _lstm_bwd(reverse, dtype, batch_major, residuals, cotangents):
         dys.astype(_F32),
         dhn.astype(_F32),
         dcn.astype(_F32),
+        aliases={0: 0},
         reverse=reverse,
         batch_major=batch_major,
     )

@@ -36,7 +36,8 @@ struct SeqArgs {
   const float* dys;  // (T, B, H) output cotangents
   const float* dhn;  // (B, H)
   const float* dcn;  // (B, H) LSTM only
-  float* dg;         // (T, B, G*H) gate pre-activation cotangents (GRU reset_after: recurrent side)
+  float* dg;         // (T, B, G*H) gate pre-activation cotangents (GRU reset_after: recurrent side);
+                     // LSTM: may be acts itself (each row of acts is read before its dg is written)
   float* dpn;        // (T, B, H) GRU reset_after: candidate pre-activation cotangent; else null
   float* dh0;        // (B, H)
   float* dc0;        // (B, H) LSTM only
