@@ -396,6 +396,30 @@ def test_without_the_library_everything_runs_on_xla(monkeypatch):
         jr.scan(cell, params, xs, kernel=True)
 
 
+def test_a_library_from_other_sources_is_refused():
+    """A library whose calling convention differs from _ops.py's (an editable install not
+    rebuilt) is not loaded: status says to rebuild, and everything runs on XLA."""
+    script = textwrap.dedent(
+        """
+        import jax, jax.numpy as jnp
+        import jaxrnn as jr
+        from jaxrnn.kernels import _library
+        _library.ABI += 1
+        status = jr.kernels.status()
+        assert not status.available and "rebuild" in status.reason, status
+        cell = jr.lstm(3, 4)
+        params = cell.init(jax.random.key(0))
+        text = str(jax.make_jaxpr(lambda p: jr.scan(cell, p, jnp.ones((2, 3, 3)))[1])(params))
+        assert "jaxrnn_lstm_forward" not in text
+        print("ok")
+        """
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=ROOT
+    )
+    assert run.returncode == 0 and "ok" in run.stdout, run.stderr[-3000:]
+
+
 def test_build_without_a_compiler_succeeds(tmp_path):
     """``setup.py build_ext`` with no working compiler: a warning, no library, exit code 0."""
     src = tmp_path / "src"

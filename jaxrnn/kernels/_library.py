@@ -29,6 +29,10 @@ TARGETS = (
     "jaxrnn_gru_forward",
     "jaxrnn_gru_backward",
 )
+# The calling convention of those targets (their operands and results), which _ops.py follows.
+# The library returns the one it was built with (jaxrnn_kernel_abi in _src/rnn_ffi.cc); a
+# library left over from older sources (an editable install not rebuilt) is refused, not run.
+ABI = 2
 
 
 class Status(NamedTuple):
@@ -66,6 +70,13 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
         lib = ctypes.CDLL(str(path))
     except OSError as err:
         return None, f"the kernel library {path.name} does not load: {err}"
+    abi = lib.jaxrnn_kernel_abi() if hasattr(lib, "jaxrnn_kernel_abi") else 1
+    if abi != ABI:
+        return None, (
+            f"the kernel library {path.name} was built from other sources (calling convention "
+            f"{abi}, expected {ABI}): rebuild it with `pip install -e .` or `python setup.py "
+            "build_ext --inplace`"
+        )
     lib.jaxrnn_kernel_isa.restype = ctypes.c_char_p
     if not lib.jaxrnn_kernel_isa():
         return None, "this CPU has neither AVX2 with FMA nor AVX-512, which the kernels need"

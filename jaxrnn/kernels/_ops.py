@@ -192,8 +192,9 @@ lstm_sequence.defvjp(_lstm_fwd, _lstm_bwd)
 
 def _gru_forward(xs, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse, reset_after, dtype, bm, train):
     steps, batch, hidden = _sizes(xs, w_hh, bm)
-    blocks = 4 if reset_after else 3  # saved r, z, n (and h W_hn + b_hn with reset_after)
-    saved = (_seq(steps, batch, blocks * hidden, bm),) if train else ((0,),)
+    # Saved: r, z, n, and with reset_after h W_hn + b_hn (apart: see _gru_bwd).
+    hns = _seq(steps, batch, hidden, bm) if reset_after else (0,)
+    saved = (_seq(steps, batch, 3 * hidden, bm), hns) if train else ((0,), (0,))
     shapes = (_seq(steps, batch, hidden, bm), (batch, hidden), *saved)
     x, w_x = _operands(xs, w_ih, dtype)
     return _ffi(
@@ -220,32 +221,37 @@ def gru_sequence(
     """``(ys, h_T)`` of ``jr.gru(reset_after=reset_after)`` over ``xs`` (batch-major if
     ``bm``); ``ys`` in ``dtype``."""
     args = (xs, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse, reset_after, dtype, bm)
-    ys, hn, _ = _gru_forward(*args, False)
+    ys, hn, _, _ = _gru_forward(*args, False)
     return ys.astype(dtype), hn
 
 
 def _gru_fwd(xs, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse, reset_after, dtype, bm):
     args = (xs, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse, reset_after, dtype, bm)
-    ys, hn, acts = _gru_forward(*args, True)
-    residuals = (xs, w_ih, w_hh, b_ih, b_hh, h0, lengths, ys, acts)
+    ys, hn, acts, hns = _gru_forward(*args, True)
+    residuals = (xs, w_ih, w_hh, b_ih, b_hh, h0, lengths, ys, acts, hns)
     return (ys.astype(dtype), hn), residuals
 
 
 def _gru_bwd(reverse, reset_after, dtype, bm, residuals, cotangents):
-    xs, w_ih, w_hh, b_ih, b_hh, h0, lengths, ys, acts = residuals
+    xs, w_ih, w_hh, b_ih, b_hh, h0, lengths, ys, acts, hns = residuals
     dys, dhn = cotangents
     steps, batch, hidden = _sizes(xs, w_hh, bm)
     dpn_shape = _seq(steps, batch, hidden, bm) if reset_after else (0,)
+    # With reset_after the cotangents overwrite what they are computed from, as the LSTM's
+    # do: dg the saved r, z, n, and dpn the saved h W_hn + b_hn. With the reset gate before
+    # the matmul, r is still needed below (for r * h), so nothing is overwritten.
     dg, dpn, dh0 = _ffi(
         "jaxrnn_gru_backward",
         (_seq(steps, batch, 3 * hidden, bm), dpn_shape, (batch, hidden)),
         acts,
+        hns,
         ys,
         h0,
         w_hh.astype(dtype),
         lengths,
         dys.astype(_F32),
         dhn.astype(_F32),
+        aliases={0: 0, 1: 1} if reset_after else None,
         reverse=reverse,
         reset_after=reset_after,
         batch_major=bm,

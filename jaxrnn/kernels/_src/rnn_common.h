@@ -30,15 +30,17 @@ struct SeqArgs {
   float* ys;        // (T, B, H) outputs: h_t at valid steps, 0 past each row's length
   float* hn;        // (B, H) final carry
   float* cn;        // (B, H) LSTM only
-  float* acts;      // (T, B, A) saved activations for the backward pass, or null (inference)
-  float* cs;        // (T, B, H) LSTM cell states for the backward pass, or null
+  float* acts;      // (T, B, G*H) saved gate activations for the backward pass, or null
+  float* cs;        // (T, B, H) saved for the backward pass, or null: LSTM cell states c_t;
+                    // GRU reset_after: h_{t-1} W_hn + b_hn; GRU reset_before: unused
   // backward (reads acts, cs, ys of the forward pass, h0, c0)
   const float* dys;  // (T, B, H) output cotangents
   const float* dhn;  // (B, H)
   const float* dcn;  // (B, H) LSTM only
-  float* dg;         // (T, B, G*H) gate pre-activation cotangents (GRU reset_after: recurrent side);
-                     // LSTM: may be acts itself (each row of acts is read before its dg is written)
+  float* dg;         // (T, B, G*H) gate pre-activation cotangents (GRU reset_after: recurrent side)
   float* dpn;        // (T, B, H) GRU reset_after: candidate pre-activation cotangent; else null
+  // LSTM and GRU reset_after: dg may be acts itself and dpn cs itself (the cotangents are
+  // written in place of what they are computed from, each element read before it is written).
   float* dh0;        // (B, H)
   float* dc0;        // (B, H) LSTM only
 };

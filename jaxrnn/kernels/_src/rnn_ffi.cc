@@ -336,7 +336,8 @@ ffi::Error GruForward(ffi::AnyBuffer x, ffi::AnyBuffer w_ih, ffi::AnyBuffer w_hh
                       ffi::AnyBuffer b_ih, ffi::AnyBuffer b_hh, ffi::AnyBuffer h0,
                       ffi::AnyBuffer lengths, int32_t reverse, int32_t reset_after,
                       int32_t train, int32_t batch_major, ffi::Result<ffi::AnyBuffer> ys,
-                      ffi::Result<ffi::AnyBuffer> hn, ffi::Result<ffi::AnyBuffer> acts) {
+                      ffi::Result<ffi::AnyBuffer> hn, ffi::Result<ffi::AnyBuffer> acts,
+                      ffi::Result<ffi::AnyBuffer> hns) {
   SeqArgs a = header(reset_after ? kGruAfter : kGruBefore, reverse, batch_major);
   if (auto e = sizes(x, w_ih, w_hh, 3, &a); e.failure()) return e;
   if (auto e = check_state(&a, {&h0}, lengths); e.failure()) return e;
@@ -351,11 +352,13 @@ ffi::Error GruForward(ffi::AnyBuffer x, ffi::AnyBuffer w_ih, ffi::AnyBuffer w_hh
   a.ys = f32(*ys);
   a.hn = f32(*hn);
   a.acts = train ? f32(*acts) : nullptr;
+  a.cs = train && reset_after ? f32(*hns) : nullptr;
   pass_through(a, {{a.hn, a.h0}});
   return run(a, 0);
 }
 
-ffi::Error GruBackward(ffi::AnyBuffer acts, ffi::AnyBuffer ys, ffi::AnyBuffer h0,
+ffi::Error GruBackward(ffi::AnyBuffer acts, ffi::AnyBuffer hns, ffi::AnyBuffer ys,
+                       ffi::AnyBuffer h0,
                        ffi::AnyBuffer w_hh, ffi::AnyBuffer lengths, ffi::AnyBuffer dys,
                        ffi::AnyBuffer dhn, int32_t reverse, int32_t reset_after,
                        int32_t batch_major, ffi::Result<ffi::AnyBuffer> dg,
@@ -365,6 +368,7 @@ ffi::Error GruBackward(ffi::AnyBuffer acts, ffi::AnyBuffer ys, ffi::AnyBuffer h0
   if (auto e = check_state(&a, {&h0, &dhn}, lengths); e.failure()) return e;
   a.w_hh = w_hh.untyped_data();
   a.acts = f32(acts);
+  a.cs = reset_after ? f32(hns) : nullptr;
   a.ys = f32(ys);
   a.h0 = f32(h0);
   a.dys = f32(dys);
@@ -430,10 +434,12 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxrnn_gru_forward, jaxrnn::GruForward,
                                   .Attr<int32_t>("batch_major")
                                   .Ret<ffi::AnyBuffer>()
                                   .Ret<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
                                   .Ret<ffi::AnyBuffer>());
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxrnn_gru_backward, jaxrnn::GruBackward,
                               ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()
                                   .Arg<ffi::AnyBuffer>()
                                   .Arg<ffi::AnyBuffer>()
                                   .Arg<ffi::AnyBuffer>()
@@ -449,6 +455,10 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxrnn_gru_backward, jaxrnn::GruBackward,
                                   .Ret<ffi::AnyBuffer>());
 
 // Introspection and test switches, called through ctypes.
+// The targets' calling convention; _library.py's ABI must equal it (2: the GRU saves
+// h W_hn + b_hn apart from r, z, n, and its backward takes them as a second operand).
+EXPORT int jaxrnn_kernel_abi() { return 2; }
+
 EXPORT const char* jaxrnn_kernel_isa() {
   const jaxrnn::Isa* isa = jaxrnn::chosen_isa();
   return isa ? isa->name : "";
