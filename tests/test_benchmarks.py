@@ -469,3 +469,22 @@ def test_sequence_memory_quick_run(tmp_path):
     for n in (2, 4, 8):
         assert rows[n]["temp_ratio"] < 1.5 / n, rows  # about 1/n of one device's
     assert "temp MiB/device" in proc.stdout
+
+
+def test_malloc_child_and_report(tmp_path, monkeypatch):
+    """``bench_malloc.py``: a child's timings and page-fault counts for every cell and
+    implementation, and the report of two rounds (run here, not in child processes: the
+    settings only change how fast, not what is computed)."""
+    bench = load("bench_malloc")
+    args = argparse.Namespace(
+        size=(2, 5, 3, 4), cells=["lstm", "gru"], repeats=1, calls=1, seed=0, cores=None
+    )
+    out = bench.child(args)
+    assert set(out) == {"lstm", "gru"}
+    for cell in out.values():
+        assert set(cell) == {"jaxrnn", "torch"}
+        assert all(v["ms"] > 0 and v["faults"] >= 0 for v in cell.values())
+    rounds = [{"default": out, "kept": out}] * 2
+    text = bench.report(args, rounds)
+    assert text.count("kept / default") == 1 and "jaxrnn / torch, kept" in text
+    assert "1.00 (1.00-1.00)" in text  # the same samples on both sides: ratio exactly 1
