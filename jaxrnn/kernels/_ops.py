@@ -236,13 +236,20 @@ def _gru_bwd(reverse, reset_after, dtype, bm, residuals, cotangents):
     xs, w_ih, w_hh, b_ih, b_hh, h0, lengths, ys, acts, hns = residuals
     dys, dhn = cotangents
     steps, batch, hidden = _sizes(xs, w_hh, bm)
-    dpn_shape = _seq(steps, batch, hidden, bm) if reset_after else (0,)
-    # With reset_after the cotangents overwrite what they are computed from, as the LSTM's
-    # do: dg the saved r, z, n, and dpn the saved h W_hn + b_hn. With the reset gate before
-    # the matmul, r is still needed below (for r * h), so nothing is overwritten.
-    dg, dpn, dh0 = _ffi(
+    seq = functools.partial(_seq, steps, batch, batch_major=bm)
+    # dpn (reset_after) or r * h (reset before the matmul: the operand of dW_hn), as (T, B, H).
+    extra = seq(hidden)
+    # The cotangents overwrite what they are computed from, as the LSTM's do: dg the saved
+    # r, z, n (each read before it is written) and, with reset_after, dpn the saved
+    # h W_hn + b_hn.
+    dg, dpn, dh0, rh = _ffi(
         "jaxrnn_gru_backward",
-        (_seq(steps, batch, 3 * hidden, bm), dpn_shape, (batch, hidden)),
+        (
+            seq(3 * hidden),
+            extra if reset_after else (0,),
+            (batch, hidden),
+            (0,) if reset_after else extra,
+        ),
         acts,
         hns,
         ys,
@@ -251,7 +258,7 @@ def _gru_bwd(reverse, reset_after, dtype, bm, residuals, cotangents):
         lengths,
         dys.astype(_F32),
         dhn.astype(_F32),
-        aliases={0: 0, 1: 1} if reset_after else None,
+        aliases={0: 0, 1: 1} if reset_after else {0: 0},
         reverse=reverse,
         reset_after=reset_after,
         batch_major=bm,
@@ -262,10 +269,11 @@ def _gru_bwd(reverse, reset_after, dtype, bm, residuals, cotangents):
         dw_hh = _t_matmul(hprev, dg)
     else:  # dg = [dr, dz, dn] on both sides; W_hn reads r * h
         dgx = dg
-        r = acts[..., :hidden]
-        rh = (r * hprev.astype(_F32)).astype(dtype)
         dw_hh = jnp.concatenate(
-            [_t_matmul(hprev, dg[..., : 2 * hidden]), _t_matmul(rh, dg[..., 2 * hidden :])],
+            [
+                _t_matmul(hprev, dg[..., : 2 * hidden]),
+                _t_matmul(rh.astype(dtype), dg[..., 2 * hidden :]),
+            ],
             axis=-1,
         )
     dxs, dw_ih, db_ih = _input_grads(xs, w_ih, dgx, dtype)

@@ -39,8 +39,10 @@ struct SeqArgs {
   const float* dcn;  // (B, H) LSTM only
   float* dg;         // (T, B, G*H) gate pre-activation cotangents (GRU reset_after: recurrent side)
   float* dpn;        // (T, B, H) GRU reset_after: candidate pre-activation cotangent; else null
-  // LSTM and GRU reset_after: dg may be acts itself and dpn cs itself (the cotangents are
-  // written in place of what they are computed from, each element read before it is written).
+  float* rh;         // (T, B, H) GRU reset_before: r_t * h_{t-1}, the operand of dW_hn (0 past
+                     // each row's length); else null
+  // dg may be acts itself, and with reset_after dpn cs itself (the cotangents are written in
+  // place of what they are computed from, each element read before it is written).
   float* dh0;        // (B, H)
   float* dc0;        // (B, H) LSTM only
 };

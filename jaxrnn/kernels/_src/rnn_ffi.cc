@@ -362,7 +362,8 @@ ffi::Error GruBackward(ffi::AnyBuffer acts, ffi::AnyBuffer hns, ffi::AnyBuffer y
                        ffi::AnyBuffer w_hh, ffi::AnyBuffer lengths, ffi::AnyBuffer dys,
                        ffi::AnyBuffer dhn, int32_t reverse, int32_t reset_after,
                        int32_t batch_major, ffi::Result<ffi::AnyBuffer> dg,
-                       ffi::Result<ffi::AnyBuffer> dpn, ffi::Result<ffi::AnyBuffer> dh0) {
+                       ffi::Result<ffi::AnyBuffer> dpn, ffi::Result<ffi::AnyBuffer> dh0,
+                       ffi::Result<ffi::AnyBuffer> rh) {
   SeqArgs a = header(reset_after ? kGruAfter : kGruBefore, reverse, batch_major);
   if (auto e = backward_sizes(ys, w_hh, 3, &a); e.failure()) return e;
   if (auto e = check_state(&a, {&h0, &dhn}, lengths); e.failure()) return e;
@@ -375,6 +376,7 @@ ffi::Error GruBackward(ffi::AnyBuffer acts, ffi::AnyBuffer hns, ffi::AnyBuffer y
   a.dhn = f32(dhn);
   a.dg = f32(*dg);
   a.dpn = reset_after ? f32(*dpn) : nullptr;
+  a.rh = reset_after ? nullptr : f32(*rh);
   a.dh0 = f32(*dh0);
   pass_through(a, {{a.dh0, a.dhn}});
   return run(a, 1);
@@ -452,12 +454,14 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxrnn_gru_backward, jaxrnn::GruBackward,
                                   .Attr<int32_t>("batch_major")
                                   .Ret<ffi::AnyBuffer>()
                                   .Ret<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
                                   .Ret<ffi::AnyBuffer>());
 
 // Introspection and test switches, called through ctypes.
 // The targets' calling convention; _library.py's ABI must equal it (2: the GRU saves
-// h W_hn + b_hn apart from r, z, n, and its backward takes them as a second operand).
-EXPORT int jaxrnn_kernel_abi() { return 2; }
+// h W_hn + b_hn apart from r, z, n, and its backward takes them as a second operand; 3: the
+// GRU backward returns r * h too).
+EXPORT int jaxrnn_kernel_abi() { return 3; }
 
 EXPORT const char* jaxrnn_kernel_isa() {
   const jaxrnn::Isa* isa = jaxrnn::chosen_isa();
