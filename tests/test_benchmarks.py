@@ -488,3 +488,14 @@ def test_malloc_child_and_report(tmp_path, monkeypatch):
     text = bench.report(args, rounds)
     assert text.count("kept / default") == 1 and "jaxrnn / torch, kept" in text
     assert "1.00 (1.00-1.00)" in text  # the same samples on both sides: ratio exactly 1
+
+
+def test_train_memory_quick_run(tmp_path):
+    """``bench_train_memory.py`` at a tiny size: a compiled training step's temp memory for
+    every cell on both paths, written to JSON."""
+    bench = load("bench_train_memory")
+    out = tmp_path / "train_memory.json"
+    results = bench.main(["--sizes", "2x5x3x4", "--json", str(out)])
+    assert [r["cell"] for r in results["rows"]] == list(bench.CELLS)
+    assert all(r["kernel_mib"] >= 0 and r["xla_mib"] >= 0 for r in results["rows"])
+    assert out.is_file()

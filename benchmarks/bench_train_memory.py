@@ -1,0 +1,86 @@
+"""XLA's temporary memory of one LSTM or GRU training step, on the native kernels and on XLA.
+
+One idea: compile (never run) the sweep's training step, ``jax.value_and_grad`` of the MSE of
+``jr.scan``'s outputs w.r.t. the parameters, for each cell at each size, once on the kernels
+(the default on the CPU) and once with ``kernel=False``, and read XLA's own memory analysis of
+the compiled program (``compiled.memory_analysis().temp_size_in_bytes``): the buffers a step
+allocates besides its arguments and outputs (saved activations, cotangents, transposes).
+Figures from the compiler are exact and need no quiet machine.
+
+Run from the repository root::
+
+    python benchmarks/bench_train_memory.py
+    python benchmarks/bench_train_memory.py --sizes 32x128x128x256 --json out.json
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+_HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(_HERE), str(_HERE.parent)]
+
+import argparse  # noqa: E402
+
+import harness  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+
+import jaxrnn as jr  # noqa: E402
+
+SIZES = ((32, 128, 128, 256), (64, 64, 512, 1024), (16, 1024, 32, 64))
+CELLS = {
+    "LSTM": lambda i, h: jr.lstm(i, h),
+    "GRU": lambda i, h: jr.gru(i, h),
+    "GRU reset_after": lambda i, h: jr.gru(i, h, reset_after=True),
+}
+
+
+def temp_mib(cell, size, kernel: bool) -> float:
+    """XLA temp MiB of the compiled training step (batch-major ``xs``, as the sweep's)."""
+    batch, steps, n_in, hidden = size
+    params = cell.init(jax.random.key(0))
+    xs = jax.ShapeDtypeStruct((batch, steps, n_in), jnp.float32)
+    target = jax.ShapeDtypeStruct((batch, steps, hidden), jnp.float32)
+
+    def loss(p, x, y):
+        return jnp.mean((jr.scan(cell, p, x, kernel=kernel)[1] - y) ** 2)
+
+    compiled = jax.jit(jax.value_and_grad(loss)).lower(params, xs, target).compile()
+    return compiled.memory_analysis().temp_size_in_bytes / 2**20
+
+
+def run(sizes, cells) -> list[dict]:
+    rows = []
+    for size in sizes:
+        for name in cells:
+            cell = CELLS[name](size[2], size[3])
+            kernel, xla = temp_mib(cell, size, True), temp_mib(cell, size, False)
+            rows.append({"size": list(size), "cell": name, "kernel_mib": kernel, "xla_mib": xla})
+    return rows
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--sizes", nargs="+", type=lambda s: tuple(int(v) for v in s.split("x")),
+                   default=list(SIZES), help="BxTxIxH")  # fmt: skip
+    p.add_argument("--cells", nargs="+", choices=list(CELLS), default=list(CELLS))
+    p.add_argument("--json", type=Path, default=None)
+    args = p.parse_args(argv)
+    status = jr.kernels.status()
+    print(f"jax {jax.__version__}; kernels: {status.isa or status.reason}")
+    rows = run(args.sizes, args.cells)
+    table = [
+        ["x".join(map(str, r["size"])), r["cell"], f"{r['kernel_mib']:.1f}", f"{r['xla_mib']:.1f}"]
+        for r in rows
+    ]
+    print(harness.fmt_table(["B x T x I x H", "cell", "kernels MiB", "XLA path MiB"], table))
+    results = {"config": harness.config(args), "kernels": status.isa, "rows": rows}
+    if args.json:
+        harness.write_json(args.json, results)
+    return results
+
+
+if __name__ == "__main__":
+    main()
