@@ -31,6 +31,7 @@ def _extensions() -> list[Extension]:
                 f"{_SRC}/rnn_ffi.cc",
                 f"{_SRC}/rnn_avx512.cc",
                 f"{_SRC}/rnn_avx512bf16.cc",
+                f"{_SRC}/rnn_amx.cc",
                 f"{_SRC}/rnn_avx2.cc",
             ],
             include_dirs=[_SRC],

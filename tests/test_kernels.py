@@ -31,16 +31,26 @@ pytestmark = pytest.mark.skipif(
     not jr.kernels.available(), reason=f"kernels not available: {jr.kernels.status().reason}"
 )
 
-# Instruction-set settings to run: (isa, bf16 dot products).
-ISAS = [("best", True), ("avx2", False), ("avx512", False)]
+# Instruction-set settings to run: (id, isa, bf16 dot products, AMX tiles for them). "best" is
+# what this CPU runs by default (on AMX machines: AMX tiles); "avx512-noamx" the AVX512-BF16 dot
+# products without tiles, run where the tiles are what "best" uses.
+ISAS = [
+    ("best", "best", True, True),
+    ("avx512-noamx", "avx512", True, False),
+    ("avx2-nodot", "avx2", False, False),
+    ("avx512-nodot", "avx512", False, False),
+]
 
 
-@pytest.fixture(params=ISAS, ids=lambda p: f"{p[0]}{'' if p[1] else '-nodot'}")
+@pytest.fixture(params=ISAS, ids=lambda p: p[0])
 def isa(request):
-    name, dot = request.param
-    if name == "avx512" and jr.kernels.status().isa != "avx512":
+    ident, name, dot, amx = request.param
+    status = jr.kernels.status()
+    if name == "avx512" and status.isa != "avx512":
         pytest.skip("no AVX-512 here")
-    _library.configure(isa=name, bf16_dot=dot)
+    if ident == "avx512-noamx" and not status.amx:
+        pytest.skip("no AMX here: the same kernels as 'best'")
+    _library.configure(isa=name, bf16_dot=dot, amx=amx)
     yield name
     _library.configure()
 
@@ -166,6 +176,18 @@ def test_bfloat16_matches_xla(isa, name, dtypes):
     lengths = jnp.array([6, 2, 0, 5])
     carry = _carry(cell, (4,), jax.random.key(10))
     _compare(cell, params, xs, carry, 2e-2, 2e-2, lengths=lengths)
+
+
+@pytest.mark.parametrize("name", list(CELLS))
+def test_bfloat16_over_several_tiles(isa, name):
+    """bf16 with more rows than one AMX tile holds (16) and sizes that are no multiple of the
+    tiles' 32 pairs, in reverse with zero lengths: the padded operands of the tile path."""
+    cell = CELLS[name](7, 37, dtype=jnp.bfloat16)
+    params = _random_params(cell, jax.random.key(20), scale=0.1)
+    xs = jax.random.normal(jax.random.key(21), (18, 5, 7))
+    lengths = jnp.array([5, 0, 3, 1, 5, 2, 4, 5, 0, 5, 1, 3, 5, 5, 2, 4, 5, 3])
+    carry = _carry(cell, (18,), jax.random.key(22))
+    _compare(cell, params, xs, carry, 2e-2, 2e-2, lengths=lengths, reverse=True)
 
 
 def test_bfloat16_close_to_float32():
@@ -474,7 +496,9 @@ def test_kernels_under_address_sanitizer(tmp_path):
     src = ROOT / "jaxrnn" / "kernels" / "_src"
     exe = tmp_path / "asan_driver"
     sources = [ROOT / "tests" / "native" / "asan_driver.cc"]
-    sources += [src / f for f in ("rnn_avx512.cc", "rnn_avx512bf16.cc", "rnn_avx2.cc")]
+    sources += [
+        src / f for f in ("rnn_avx512.cc", "rnn_avx512bf16.cc", "rnn_amx.cc", "rnn_avx2.cc")
+    ]
     flags = ["-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
     build = subprocess.run(
         ["g++", *flags, "-std=c++17", f"-I{src}", *map(str, sources), "-o", str(exe), "-lpthread"],

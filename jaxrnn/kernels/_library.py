@@ -32,13 +32,13 @@ TARGETS = (
 # The calling convention of those targets (their operands and results), which _ops.py follows.
 # The library returns the one it was built with (jaxrnn_kernel_abi in _src/rnn_ffi.cc); a
 # library left over from older sources (an editable install not rebuilt) is refused, not run.
-ABI = 3
+ABI = 4
 
 
 class Status(NamedTuple):
     """Whether the kernels run here: ``available``, the ``reason`` when not, the instruction set
     (``"avx512"`` or ``"avx2"``), whether bf16 matmuls use AVX512-BF16 dot products, the number
-    of threads a call uses, and the library's path."""
+    of threads a call uses, the library's path, and whether bf16 matmuls run on AMX tiles."""
 
     available: bool
     reason: str
@@ -46,6 +46,7 @@ class Status(NamedTuple):
     bf16_dot: bool = False
     threads: int = 0
     path: str = ""
+    amx: bool = False
 
 
 def library_path() -> Path | None:
@@ -101,6 +102,7 @@ def status() -> Status:
         bool(lib.jaxrnn_kernel_bf16_dot()),
         int(lib.jaxrnn_kernel_threads()),
         str(library_path()),
+        bool(lib.jaxrnn_kernel_amx()),
     )
 
 
@@ -111,14 +113,16 @@ def require() -> None:
         raise RuntimeError(f"jaxrnn kernels are not available: {reason}")
 
 
-def configure(*, isa: str = "best", bf16_dot: bool = True, threads: int = 0) -> None:
+def configure(
+    *, isa: str = "best", bf16_dot: bool = True, amx: bool = True, threads: int = 0
+) -> None:
     """Switches for tests and benchmarks: the instruction set (``"best"``, ``"avx512"``,
-    ``"avx2"``), whether bf16 matmuls may use AVX512-BF16 dot products, and the threads per call
-    (0: the CPUs this process may run on). They apply to calls executed afterwards, compiled
-    or not."""
+    ``"avx2"``), whether bf16 matmuls may use AVX512-BF16 dot products and, with them, AMX
+    tiles, and the threads per call (0: the CPUs this process may run on). They apply to calls
+    executed afterwards, compiled or not."""
     require()
     lib, _ = _load()
     codes = {"best": 0, "avx512": 1, "avx2": 2}
     if isa not in codes:
         raise ValueError(f"isa: expected one of {', '.join(codes)}, got {isa!r}")
-    lib.jaxrnn_kernel_configure(codes[isa], int(bool(bf16_dot)), int(threads))
+    lib.jaxrnn_kernel_configure(codes[isa], int(bool(bf16_dot)), int(bool(amx)), int(threads))

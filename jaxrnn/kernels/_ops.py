@@ -14,7 +14,10 @@ carries ``(B, H)``, ``lengths (B,)`` in ``[0, T]``. Work is split where each par
   W_{ih}^\top` (large enough for XLA's GEMM to run near the machine's peak).
 
 Precision follows :mod:`jaxrnn.precision`: ``dtype`` is the matmul operand dtype (float32, or
-bfloat16 with float32 sums); the carry, gates and cotangents are float32.
+bfloat16 with float32 sums); the carry, gates and cotangents are float32. In bfloat16, where the
+CPU has bf16 units (``jr.kernels.status().bf16_dot``), the backward pass's matmuls round their
+cotangent operand to bf16 as well, in the kernel and in XLA's weight-gradient GEMMs, which then
+run on those units (AMX tiles, where the CPU has them); elsewhere they take it in float32.
 """
 
 from __future__ import annotations
@@ -64,13 +67,28 @@ def _operands(xs, w_ih, dtype):
     return x, w
 
 
-def _t_matmul(a, g):
-    """``a^T g`` over the leading (T, B) axes, with ``a^T`` materialised: XLA:CPU runs the
-    standard-form GEMM much faster than the transposed-LHS one (see
-    :func:`jaxrnn.precision._weight_dot`)."""
-    a = a.reshape(-1, a.shape[-1]).astype(_F32)
-    a_t = jax.lax.optimization_barrier(a.T)
-    return jnp.matmul(a_t, g.reshape(-1, g.shape[-1]))
+def _t_matmul(a, g, dtype):
+    """``a^T g`` over the leading (T, B) axes, ``a`` rounded to the matmul ``dtype``, with
+    ``a^T`` materialised: XLA:CPU runs the standard-form GEMM much faster than the
+    transposed-LHS one (see :func:`jaxrnn.precision._weight_dot`)."""
+    a = a.reshape(-1, a.shape[-1]).astype(dtype)
+    g = g.reshape(-1, g.shape[-1])
+    if dtype == jnp.bfloat16 and _library.status().bf16_dot:
+        g = g.astype(dtype)  # both operands bf16, on the CPU's bf16 units
+    else:
+        a = a.astype(_F32)
+    return jnp.matmul(_materialised_t(a), g, preferred_element_type=_F32)
+
+
+def _materialised_t(a):
+    """``a.T`` as a row-major array. The barrier keeps XLA from folding the transpose into the
+    matmul; with it alone XLA:CPU gives the bfloat16 transpose a column-major layout, which
+    sends the matmul to its slow generic GEMM again, so the transpose is also split into rows
+    of 16 (a reshape that only the row-major layout allows) and merged back."""
+    rows, cols = a.shape[1], a.shape[0]
+    if cols % 16:
+        return jax.lax.optimization_barrier(a.T)
+    return jax.lax.optimization_barrier(a.T.reshape(rows, cols // 16, 16)).reshape(rows, cols)
 
 
 def _previous(ys, h0, lengths, reverse, batch_major):
@@ -95,9 +113,12 @@ def _previous(ys, h0, lengths, reverse, batch_major):
 
 def _input_grads(xs, w_ih, dg, dtype):
     """``(dxs, dw_ih, db)`` from the gate cotangents of the input side ``dg (T, B, G H)``."""
-    xs_op = xs.astype(dtype)
-    dxs = jnp.matmul(dg, w_ih.astype(dtype).astype(_F32).T).astype(xs.dtype)
-    return dxs, _t_matmul(xs_op, dg).astype(w_ih.dtype), dg.sum(axis=(0, 1))
+    w = w_ih.astype(dtype)
+    if dtype == jnp.bfloat16 and _library.status().bf16_dot:
+        dxs = jnp.matmul(dg.astype(dtype), w.T, preferred_element_type=_F32)
+    else:
+        dxs = jnp.matmul(dg, w.astype(_F32).T)
+    return dxs.astype(xs.dtype), _t_matmul(xs, dg, dtype).astype(w_ih.dtype), dg.sum(axis=(0, 1))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -179,7 +200,7 @@ def _lstm_bwd(reverse, dtype, batch_major, residuals, cotangents):
     )
     dxs, dw_ih, db = _input_grads(xs, w_ih, dg, dtype)
     hprev = _previous(ys, h0, lengths, reverse, batch_major)
-    dw_hh = _t_matmul(hprev.astype(dtype), dg).astype(w_hh.dtype)
+    dw_hh = _t_matmul(hprev, dg, dtype).astype(w_hh.dtype)
     return dxs, dw_ih, dw_hh, db.astype(b.dtype), dh0, dc0, None
 
 
@@ -263,16 +284,16 @@ def _gru_bwd(reverse, reset_after, dtype, bm, residuals, cotangents):
         reset_after=reset_after,
         batch_major=bm,
     )
-    hprev = _previous(ys, h0, lengths, reverse, bm).astype(dtype)
+    hprev = _previous(ys, h0, lengths, reverse, bm)
     if reset_after:  # dg is the recurrent side [dr, dz, r * dn]; the input side has dn
         dgx = jnp.concatenate([dg[..., : 2 * hidden], dpn], axis=-1)
-        dw_hh = _t_matmul(hprev, dg)
+        dw_hh = _t_matmul(hprev, dg, dtype)
     else:  # dg = [dr, dz, dn] on both sides; W_hn reads r * h
         dgx = dg
         dw_hh = jnp.concatenate(
             [
-                _t_matmul(hprev, dg[..., : 2 * hidden]),
-                _t_matmul(rh.astype(dtype), dg[..., 2 * hidden :]),
+                _t_matmul(hprev, dg[..., : 2 * hidden], dtype),
+                _t_matmul(rh, dg[..., 2 * hidden :], dtype),
             ],
             axis=-1,
         )

@@ -2,7 +2,7 @@
 // backward, over buffers of exactly the sizes the FFI handlers pass, with 1 to 3 threads:
 // built with -fsanitize=address,undefined by tests/test_kernels.py, any out-of-bounds access,
 // use of freed memory or undefined behaviour in the kernels stops it with a report.
-// Configurations: both instruction sets, bf16 dot products on and off, five sizes (hidden sizes
+// Configurations: both instruction sets, bf16 dot products off, on, and on AMX tiles, five sizes (hidden sizes
 // that are and are not multiples of the vector widths, B = T = H = 1), the three cells, f32 and
 // bf16, both directions, both layouts, random lengths in [0, T] (zero included).
 #include "rnn_common.h"
@@ -13,19 +13,19 @@
 #include <thread>
 #include <vector>
 using namespace jaxrnn;
-namespace jaxrnn { void avx512_use_bf16_dot(int on); }
+namespace jaxrnn { void avx512_use_bf16(int dot, int amx); }
 template <class T> static std::vector<T>* buf(size_t n, T v) { return new std::vector<T>(n, v); }
 static unsigned short tobf(float f) { unsigned u; memcpy(&u, &f, 4); return (unsigned short)((u + 0x7fff + ((u >> 16) & 1)) >> 16); }
 int main() {
   int sizes[][4] = {{1, 1, 2, 1}, {3, 5, 4, 37}, {2, 4, 6, 16}, {5, 3, 2, 17}, {4, 6, 8, 33}};
   int runs = 0;
   for (int isa_i = 0; isa_i < 2; ++isa_i)
-  for (int dot = 0; dot < 2; ++dot)
+  for (int dot = 0; dot < 3; ++dot)
   for (auto& sz : sizes) for (int cell = 0; cell < 3; ++cell) for (int bf16 = 0; bf16 < 2; ++bf16)
   for (int rev = 0; rev < 2; ++rev) for (int bm = 0; bm < 2; ++bm) for (int nth = 1; nth <= 3; ++nth) {
     const Isa* isa = isa_i ? isa_avx2() : isa_avx512();
     if (!isa) continue;
-    avx512_use_bf16_dot(dot);
+    avx512_use_bf16(dot > 0, dot > 1);
     int B = sz[0], T = sz[1], I = sz[2], H = sz[3], G = cell == 0 ? 4 : 3;
     std::vector<float> wf((size_t)H * G * H), wif((size_t)I * G * H), x((size_t)T * B * I), b(G * H, 0.1f), bhh(3 * H, 0.2f);
     for (auto& v : wf) v = rand() / (float)RAND_MAX - 0.5f;

@@ -91,6 +91,9 @@ static inline void store_bf16_n(unsigned short* p, V x, int n) {
 
 static void (*const gemm_bf16_fn)(const unsigned short*, int64_t, int, const unsigned short*,
                                   int, int, float*, int64_t, int) = 0;
+static void (*const gemm_amx_fn)(const unsigned short*, int64_t, int, const unsigned short*,
+                                 int, int, float*, int64_t, int) = 0;
+static inline void amx_done() {}
 
 #include "rnn_impl.inc"
 

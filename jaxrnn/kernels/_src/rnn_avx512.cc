@@ -18,6 +18,13 @@ void gemm(const bf16_t* A, int64_t lda, int rows, const bf16_t* P, int K2, int n
           int64_t ldc, int accumulate);
 int supported();
 }  // namespace avx512bf16
+namespace amx {
+typedef unsigned short bf16_t;
+void gemm(const bf16_t* A, int64_t lda, int rows, const bf16_t* P, int K2, int ng, float* C,
+          int64_t ldc, int accumulate);
+int supported();
+void end_thread();
+}  // namespace amx
 
 namespace avx512 {
 
@@ -98,6 +105,9 @@ static inline void store_bf16_n(unsigned short* p, V x, int n) {
 
 static void (*gemm_bf16_fn)(const unsigned short*, int64_t, int, const unsigned short*, int, int,
                             float*, int64_t, int) = 0;
+static void (*gemm_amx_fn)(const unsigned short*, int64_t, int, const unsigned short*, int, int,
+                           float*, int64_t, int) = 0;
+static inline void amx_done() { amx::end_thread(); }
 
 #include "rnn_impl.inc"
 
@@ -120,13 +130,14 @@ const Isa* isa_avx512() {
       !__builtin_cpu_supports("fma")) {
     return 0;
   }
-  avx512::gemm_bf16_fn = avx512bf16::supported() ? avx512bf16::gemm : 0;
   return &isa;
 }
 
-// The bf16 dot products turned off (tests: the emulated path on a CPU that has them).
-void avx512_use_bf16_dot(int on) {
-  avx512::gemm_bf16_fn = on && avx512bf16::supported() ? avx512bf16::gemm : 0;
+// Which bf16 matmuls to use: AVX512-BF16 dot products (dot), and AMX tiles for them (amx),
+// each where the CPU has it. Tests turn them off to run the other paths on a CPU that has them.
+void avx512_use_bf16(int dot, int amx) {
+  avx512::gemm_bf16_fn = dot && avx512bf16::supported() ? avx512bf16::gemm : 0;
+  avx512::gemm_amx_fn = dot && amx && amx::supported() ? amx::gemm : 0;
 }
 
 }  // namespace jaxrnn
@@ -135,6 +146,6 @@ void avx512_use_bf16_dot(int on) {
 #else
 namespace jaxrnn {
 const Isa* isa_avx512() { return 0; }
-void avx512_use_bf16_dot(int) {}
+void avx512_use_bf16(int, int) {}
 }  // namespace jaxrnn
 #endif

@@ -31,7 +31,10 @@ namespace ffi = xla::ffi;
 
 namespace jaxrnn {
 
-void avx512_use_bf16_dot(int on);
+void avx512_use_bf16(int dot, int amx);
+namespace amx {
+int supported();
+}
 
 namespace {
 
@@ -41,13 +44,14 @@ namespace {
 std::atomic<int> g_isa_choice{0};   // 0 best available, 1 AVX-512, 2 AVX2
 std::atomic<int> g_threads{0};      // 0: the CPUs this process may run on
 std::atomic<int> g_bf16_dot{1};     // use AVX512-BF16 dot products where the CPU has them
+std::atomic<int> g_amx{1};          // and AMX tiles for them where it has those
 
 const Isa* chosen_isa() {
   int choice = g_isa_choice.load();
   const Isa* isa = nullptr;
   if (choice == 0 || choice == 1) isa = isa_avx512();
   if (isa) {
-    avx512_use_bf16_dot(g_bf16_dot.load());
+    avx512_use_bf16(g_bf16_dot.load(), g_amx.load());
     return isa;
   }
   if (choice == 1) return nullptr;
@@ -460,8 +464,9 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxrnn_gru_backward, jaxrnn::GruBackward,
 // Introspection and test switches, called through ctypes.
 // The targets' calling convention; _library.py's ABI must equal it (2: the GRU saves
 // h W_hn + b_hn apart from r, z, n, and its backward takes them as a second operand; 3: the
-// GRU backward returns r * h too).
-EXPORT int jaxrnn_kernel_abi() { return 3; }
+// GRU backward returns r * h too; 4: AMX tiles, jaxrnn_kernel_amx and the amx switch of
+// jaxrnn_kernel_configure).
+EXPORT int jaxrnn_kernel_abi() { return 4; }
 
 EXPORT const char* jaxrnn_kernel_isa() {
   const jaxrnn::Isa* isa = jaxrnn::chosen_isa();
@@ -473,12 +478,15 @@ EXPORT int jaxrnn_kernel_bf16_dot() {
   return isa && isa->lanes == 16 && __builtin_cpu_supports("avx512bf16") && jaxrnn::g_bf16_dot.load();
 }
 
+EXPORT int jaxrnn_kernel_amx() { return jaxrnn_kernel_bf16_dot() && jaxrnn::g_amx.load() && jaxrnn::amx::supported(); }
+
 EXPORT int jaxrnn_kernel_threads() { return jaxrnn::team_size(); }
 
-// isa: 0 best, 1 AVX-512, 2 AVX2; bf16_dot: 0/1; threads: 0 for the usable CPUs.
-EXPORT void jaxrnn_kernel_configure(int isa, int bf16_dot, int threads) {
+// isa: 0 best, 1 AVX-512, 2 AVX2; bf16_dot, amx: 0/1; threads: 0 for the usable CPUs.
+EXPORT void jaxrnn_kernel_configure(int isa, int bf16_dot, int amx, int threads) {
   jaxrnn::g_isa_choice.store(isa);
   jaxrnn::g_bf16_dot.store(bf16_dot);
+  jaxrnn::g_amx.store(amx);
   jaxrnn::g_threads.store(threads);
 }
 
