@@ -14,9 +14,12 @@ one direction of one layer over the whole sequence:
   it a slice of :math:`W_{hh}` that stays in that core's cache for all steps; they meet once
   per step;
 * with ``dtype=jnp.bfloat16`` (:mod:`jaxrnn.precision`) the step's matmul takes bfloat16
-  operands with float32 sums, on AVX512-BF16 dot-product instructions where the CPU has them;
+  operands with float32 sums, on AMX tiles or AVX512-BF16 dot-product instructions where the
+  CPU has them (:func:`status` says which);
 * the backward kernel runs the recurrence in reverse for the gate cotangents; the weight
-  gradients are then single matmuls over all steps.
+  gradients are then single matmuls over all steps. In bfloat16 on a CPU with bf16 units, the
+  backward pass's matmuls take the gate cotangents rounded to bf16 too, and run on those
+  units.
 
 When it is used (``kernel=None``, the default of every function above): an unmodified
 ``jr.lstm`` without ``peephole``, ``coupled`` or ``proj_size``, or a ``jr.gru`` (either

@@ -258,19 +258,12 @@ def _gru_bwd(reverse, reset_after, dtype, bm, residuals, cotangents):
     dys, dhn = cotangents
     steps, batch, hidden = _sizes(xs, w_hh, bm)
     seq = functools.partial(_seq, steps, batch, batch_major=bm)
-    # dpn (reset_after) or r * h (reset before the matmul: the operand of dW_hn), as (T, B, H).
-    extra = seq(hidden)
     # The cotangents overwrite what they are computed from, as the LSTM's do: dg the saved
-    # r, z, n (each read before it is written) and, with reset_after, dpn the saved
-    # h W_hn + b_hn.
-    dg, dpn, dh0, rh = _ffi(
+    # r, z, n (each read before it is written). The second result, (T, B, H), is dpn with
+    # reset_after (written over the saved h W_hn + b_hn), else r * h, the operand of dW_hn.
+    dg, aux, dh0 = _ffi(
         "jaxrnn_gru_backward",
-        (
-            seq(3 * hidden),
-            extra if reset_after else (0,),
-            (batch, hidden),
-            (0,) if reset_after else extra,
-        ),
+        (seq(3 * hidden), seq(hidden), (batch, hidden)),
         acts,
         hns,
         ys,
@@ -286,14 +279,14 @@ def _gru_bwd(reverse, reset_after, dtype, bm, residuals, cotangents):
     )
     hprev = _previous(ys, h0, lengths, reverse, bm)
     if reset_after:  # dg is the recurrent side [dr, dz, r * dn]; the input side has dn
-        dgx = jnp.concatenate([dg[..., : 2 * hidden], dpn], axis=-1)
+        dgx = jnp.concatenate([dg[..., : 2 * hidden], aux], axis=-1)
         dw_hh = _t_matmul(hprev, dg, dtype)
     else:  # dg = [dr, dz, dn] on both sides; W_hn reads r * h
         dgx = dg
         dw_hh = jnp.concatenate(
             [
                 _t_matmul(hprev, dg[..., : 2 * hidden], dtype),
-                _t_matmul(rh, dg[..., 2 * hidden :], dtype),
+                _t_matmul(aux, dg[..., 2 * hidden :], dtype),
             ],
             axis=-1,
         )

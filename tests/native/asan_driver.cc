@@ -38,7 +38,7 @@ int main() {
     if (bf16 && I % 2) continue;
     std::vector<int> len(B); for (auto& l : len) l = rand() % (T + 1);
     std::vector<float> h0((size_t)B * H, 0.3f), c0((size_t)B * H, -0.2f), ys((size_t)T * B * H), hn((size_t)B * H), cn((size_t)B * H);
-    std::vector<float> acts((size_t)T * B * G * H), cs((size_t)T * B * H), dys((size_t)T * B * H, 0.1f), dg((size_t)T * B * G * H), dpn((size_t)T * B * H), rh((size_t)T * B * H), dh0((size_t)B * H), dc0((size_t)B * H), dhn((size_t)B * H, 0.5f), dcn((size_t)B * H, 0.5f);
+    std::vector<float> acts((size_t)T * B * G * H), cs((size_t)T * B * H), dys((size_t)T * B * H, 0.1f), dg((size_t)T * B * G * H), aux((size_t)T * B * H), dh0((size_t)B * H), dc0((size_t)B * H), dhn((size_t)B * H, 0.5f), dcn((size_t)B * H, 0.5f);
     SeqArgs a{}; a.cell = cell; a.T = T; a.B = B; a.H = H; a.I = I; a.reverse = rev; a.batch_major = bm; a.bf16 = bf16;
     a.lengths = len.data(); a.w_ih = bf16 ? (void*)wib.data() : (void*)wif.data(); a.w_hh = bf16 ? (void*)wb.data() : (void*)wf.data();
     a.b = b.data(); a.b_hh = cell ? bhh.data() : nullptr; a.x = bf16 ? (void*)xb.data() : (void*)x.data();
@@ -47,7 +47,7 @@ int main() {
     // every other run, the cotangents overwrite the saved activations as jaxrnn's calls do
     bool in_place = runs % 2;
     for (int pass = 0; pass < 2; ++pass) {
-      if (pass) { a.dys = dys.data(); a.dhn = dhn.data(); a.dcn = cell ? nullptr : dcn.data(); a.dg = in_place ? acts.data() : dg.data(); a.dpn = cell == 1 ? (in_place ? cs.data() : dpn.data()) : nullptr; a.rh = cell == 2 ? rh.data() : nullptr; a.dh0 = dh0.data(); a.dc0 = cell ? nullptr : dc0.data(); }
+      if (pass) { a.dys = dys.data(); a.dhn = dhn.data(); a.dcn = cell ? nullptr : dcn.data(); a.dg = in_place ? acts.data() : dg.data(); a.gru_aux = cell == 0 ? nullptr : (cell == 1 && in_place ? cs.data() : aux.data()); a.dh0 = dh0.data(); a.dc0 = cell ? nullptr : dc0.data(); }
       int panels = (H + isa->lanes - 1) / isa->lanes, n = nth < panels ? nth : panels;
       int64_t bytes = isa->workspace_bytes(&a, n, pass);
       std::vector<char> ws(bytes); char* base = ws.data() + ((64 - (uintptr_t)ws.data() % 64) % 64);

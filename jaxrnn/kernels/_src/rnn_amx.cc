@@ -19,8 +19,8 @@ namespace jaxrnn {
 namespace amx {
 typedef unsigned short bf16_t;
 
-// Tile registers: 0-3 the float32 sums of up to four gate blocks (16 rows x 16 lanes), 4 the
-// rows of A (16 x 32 bf16), 5-7 weight tiles (16 pairs x 16 lanes x 2), used in turn.
+// All eight tiles are 16 rows of 64 bytes: float32 sums (16 x 16), rows of A (16 x 32 bf16),
+// or weights (16 pairs x 16 lanes x 2 bf16); gemm_tiles says which is which.
 struct alignas(64) TileConfig {
   unsigned char palette, start_row, reserved[14];
   unsigned short colsb[16];
@@ -74,62 +74,142 @@ static void touch_rows(const void* p, int64_t stride) {
 #define JAXRNN_TOUCH(p, stride) ((void)0)
 #endif
 
-// C[16 rows, NG*16] (+)= A[16 rows, 2 K2] P, for all row blocks; P as in rnn_avx512bf16.cc.
-template <int NG>
-static void gemm_ng(const bf16_t* A, int64_t lda, int rows, const bf16_t* P, int K2, float* C,
-                    int64_t ldc, int accumulate) {
-  const int64_t a_stride = lda * 2, c_stride = ldc * 4, p_stride = (int64_t)NG * 64;
-  for (int r = 0; r < rows; r += 16) {
-    float* c = C + (int64_t)r * ldc;
-    for (int g = 0; g < NG; ++g) JAXRNN_TOUCH(c + 16 * g, c_stride);
-    if (accumulate) {
-      _tile_loadd(0, c, c_stride);
-      if (NG > 1) _tile_loadd(1, c + 16, c_stride);
-      if (NG > 2) _tile_loadd(2, c + 32, c_stride);
-      if (NG > 3) _tile_loadd(3, c + 48, c_stride);
-    } else {
-      _tile_zero(0);
-      if (NG > 1) _tile_zero(1);
-      if (NG > 2) _tile_zero(2);
-      if (NG > 3) _tile_zero(3);
+// Tile registers (the macros name them; the instructions take them as immediates).
+#define C00 0
+#define C01 1
+#define C10 2
+#define C11 3
+#define A0 4
+#define A1 5
+#define B0 6
+#define B1 7
+
+// C (+)= A P for 32 rows (two row blocks) and the gate blocks [g, g + NG2), NG2 = 1 or 2: each
+// weight tile loaded serves both row blocks, each row tile both gates.
+template <int NG2>
+static inline void block32(const bf16_t* A, int64_t lda, const bf16_t* P, int ng, int K2,
+                           float* C, int64_t ldc, int accumulate) {
+  const int64_t a_stride = lda * 2, c_stride = ldc * 4, p_stride = (int64_t)ng * 64;
+  float* c0 = C;
+  float* c1 = C + 16 * ldc;
+  JAXRNN_TOUCH(c0, c_stride);
+  JAXRNN_TOUCH(c1, c_stride);
+  if (NG2 > 1) {
+    JAXRNN_TOUCH(c0 + 16, c_stride);
+    JAXRNN_TOUCH(c1 + 16, c_stride);
+  }
+  if (accumulate) {
+    _tile_loadd(C00, c0, c_stride);
+    _tile_loadd(C10, c1, c_stride);
+    if (NG2 > 1) {
+      _tile_loadd(C01, c0 + 16, c_stride);
+      _tile_loadd(C11, c1 + 16, c_stride);
     }
+  } else {
+    _tile_zero(C00);
+    _tile_zero(C10);
+    if (NG2 > 1) {
+      _tile_zero(C01);
+      _tile_zero(C11);
+    }
+  }
+  for (int k2 = 0; k2 < K2; k2 += 16) {
+    const bf16_t* p = P + (int64_t)k2 * ng * 32;  // 16 lanes x 2 values per gate and pair
+    const bf16_t* a = A + 2 * k2;
+    JAXRNN_TOUCH(a, a_stride);
+    JAXRNN_TOUCH(a + 16 * lda, a_stride);
+    JAXRNN_TOUCH(p, p_stride);
+    if (NG2 > 1) JAXRNN_TOUCH(p + 32, p_stride);
+    _tile_loadd(B0, p, p_stride);
+    _tile_loadd(A0, a, a_stride);
+    _tile_dpbf16ps(C00, A0, B0);
+    _tile_loadd(A1, a + 16 * lda, a_stride);
+    _tile_dpbf16ps(C10, A1, B0);
+    if (NG2 > 1) {
+      _tile_loadd(B1, p + 32, p_stride);
+      _tile_dpbf16ps(C01, A0, B1);
+      _tile_dpbf16ps(C11, A1, B1);
+    }
+  }
+  _tile_stored(C00, c0, c_stride);
+  _tile_stored(C10, c1, c_stride);
+  if (NG2 > 1) {
+    _tile_stored(C01, c0 + 16, c_stride);
+    _tile_stored(C11, c1 + 16, c_stride);
+  }
+}
+
+// The same for 16 rows (one row block) and gate blocks [g, g + NG2), NG2 = 1 to 4.
+template <int NG2>
+static inline void block16(const bf16_t* A, int64_t lda, const bf16_t* P, int ng, int K2,
+                           float* C, int64_t ldc, int accumulate) {
+  const int64_t a_stride = lda * 2, c_stride = ldc * 4, p_stride = (int64_t)ng * 64;
+  for (int g = 0; g < NG2; ++g) JAXRNN_TOUCH(C + 16 * g, c_stride);
+  if (accumulate) {
+    _tile_loadd(C00, C, c_stride);
+    if (NG2 > 1) _tile_loadd(C01, C + 16, c_stride);
+    if (NG2 > 2) _tile_loadd(C10, C + 32, c_stride);
+    if (NG2 > 3) _tile_loadd(C11, C + 48, c_stride);
+  } else {
+    _tile_zero(C00);
+    if (NG2 > 1) _tile_zero(C01);
+    if (NG2 > 2) _tile_zero(C10);
+    if (NG2 > 3) _tile_zero(C11);
+  }
+  for (int k2 = 0; k2 < K2; k2 += 16) {
+    const bf16_t* p = P + (int64_t)k2 * ng * 32;
+    JAXRNN_TOUCH(A + 2 * k2, a_stride);
+    for (int g = 0; g < NG2; ++g) JAXRNN_TOUCH(p + 32 * g, p_stride);
+    _tile_loadd(A0, A + 2 * k2, a_stride);
+    _tile_loadd(B0, p, p_stride);
+    _tile_dpbf16ps(C00, A0, B0);
+    if (NG2 > 1) {
+      _tile_loadd(B1, p + 32, p_stride);
+      _tile_dpbf16ps(C01, A0, B1);
+    }
+    if (NG2 > 2) {
+      _tile_loadd(B0, p + 64, p_stride);
+      _tile_dpbf16ps(C10, A0, B0);
+    }
+    if (NG2 > 3) {
+      _tile_loadd(B1, p + 96, p_stride);
+      _tile_dpbf16ps(C11, A0, B1);
+    }
+  }
+  _tile_stored(C00, C, c_stride);
+  if (NG2 > 1) _tile_stored(C01, C + 16, c_stride);
+  if (NG2 > 2) _tile_stored(C10, C + 32, c_stride);
+  if (NG2 > 3) _tile_stored(C11, C + 48, c_stride);
+}
+
+// C[rows, ng*16] (+)= A[rows, 2 K2] P, P as in rnn_avx512bf16.cc: pairs of row blocks with the
+// gate blocks two at a time, then a last row block with all of them.
+static void gemm_tiles(const bf16_t* A, int64_t lda, int rows, const bf16_t* P, int K2, int ng,
+                       float* C, int64_t ldc, int accumulate) {
+  int r = 0;
+  for (; r + 32 <= rows; r += 32) {
     const bf16_t* a = A + (int64_t)r * lda;
-    for (int k2 = 0; k2 < K2; k2 += 16) {
-      const bf16_t* p = P + (int64_t)k2 * NG * 32;  // 16 lanes x 2 values per gate and pair
-      JAXRNN_TOUCH(a + 2 * k2, a_stride);
-      for (int g = 0; g < NG; ++g) JAXRNN_TOUCH(p + 32 * g, p_stride);
-      _tile_loadd(4, a + 2 * k2, a_stride);
-      _tile_loadd(5, p, p_stride);
-      _tile_dpbf16ps(0, 4, 5);
-      if (NG > 1) {
-        _tile_loadd(6, p + 32, p_stride);
-        _tile_dpbf16ps(1, 4, 6);
-      }
-      if (NG > 2) {
-        _tile_loadd(7, p + 64, p_stride);
-        _tile_dpbf16ps(2, 4, 7);
-      }
-      if (NG > 3) {
-        _tile_loadd(5, p + 96, p_stride);
-        _tile_dpbf16ps(3, 4, 5);
-      }
+    float* c = C + (int64_t)r * ldc;
+    int g = 0;
+    for (; g + 2 <= ng; g += 2) block32<2>(a, lda, P + 32 * g, ng, K2, c + 16 * g, ldc, accumulate);
+    if (g < ng) block32<1>(a, lda, P + 32 * g, ng, K2, c + 16 * g, ldc, accumulate);
+  }
+  if (r < rows) {
+    const bf16_t* a = A + (int64_t)r * lda;
+    float* c = C + (int64_t)r * ldc;
+    switch (ng) {
+      case 1: block16<1>(a, lda, P, ng, K2, c, ldc, accumulate); break;
+      case 2: block16<2>(a, lda, P, ng, K2, c, ldc, accumulate); break;
+      case 3: block16<3>(a, lda, P, ng, K2, c, ldc, accumulate); break;
+      default: block16<4>(a, lda, P, ng, K2, c, ldc, accumulate); break;
     }
-    _tile_stored(0, c, c_stride);
-    if (NG > 1) _tile_stored(1, c + 16, c_stride);
-    if (NG > 2) _tile_stored(2, c + 32, c_stride);
-    if (NG > 3) _tile_stored(3, c + 48, c_stride);
   }
 }
 
 void gemm(const bf16_t* A, int64_t lda, int rows, const bf16_t* P, int K2, int ng, float* C,
           int64_t ldc, int accumulate) {
   configure();
-  switch (ng) {
-    case 1: gemm_ng<1>(A, lda, rows, P, K2, C, ldc, accumulate); break;
-    case 2: gemm_ng<2>(A, lda, rows, P, K2, C, ldc, accumulate); break;
-    case 3: gemm_ng<3>(A, lda, rows, P, K2, C, ldc, accumulate); break;
-    default: gemm_ng<4>(A, lda, rows, P, K2, C, ldc, accumulate); break;
-  }
+  gemm_tiles(A, lda, rows, P, K2, ng, C, ldc, accumulate);
 }
 
 // Linux hands out the 8 KiB of tile state only to processes that ask for it

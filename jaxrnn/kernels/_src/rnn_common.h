@@ -38,10 +38,10 @@ struct SeqArgs {
   const float* dhn;  // (B, H)
   const float* dcn;  // (B, H) LSTM only
   float* dg;         // (T, B, G*H) gate pre-activation cotangents (GRU reset_after: recurrent side)
-  float* dpn;        // (T, B, H) GRU reset_after: candidate pre-activation cotangent; else null
-  float* rh;         // (T, B, H) GRU reset_before: r_t * h_{t-1}, the operand of dW_hn (0 past
-                     // each row's length); else null
-  // dg may be acts itself, and with reset_after dpn cs itself (the cotangents are written in
+  float* gru_aux;    // (T, B, H) GRU: with reset_after the candidate pre-activation cotangent;
+                     // with the reset gate before the matmul r_t * h_{t-1}, the operand of
+                     // dW_hn (0 past each row's length). LSTM: null
+  // dg may be acts itself, and with reset_after gru_aux cs itself (the cotangents are written in
   // place of what they are computed from, each element read before it is written).
   float* dh0;        // (B, H)
   float* dc0;        // (B, H) LSTM only

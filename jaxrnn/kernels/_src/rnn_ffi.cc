@@ -366,8 +366,7 @@ ffi::Error GruBackward(ffi::AnyBuffer acts, ffi::AnyBuffer hns, ffi::AnyBuffer y
                        ffi::AnyBuffer w_hh, ffi::AnyBuffer lengths, ffi::AnyBuffer dys,
                        ffi::AnyBuffer dhn, int32_t reverse, int32_t reset_after,
                        int32_t batch_major, ffi::Result<ffi::AnyBuffer> dg,
-                       ffi::Result<ffi::AnyBuffer> dpn, ffi::Result<ffi::AnyBuffer> dh0,
-                       ffi::Result<ffi::AnyBuffer> rh) {
+                       ffi::Result<ffi::AnyBuffer> aux, ffi::Result<ffi::AnyBuffer> dh0) {
   SeqArgs a = header(reset_after ? kGruAfter : kGruBefore, reverse, batch_major);
   if (auto e = backward_sizes(ys, w_hh, 3, &a); e.failure()) return e;
   if (auto e = check_state(&a, {&h0, &dhn}, lengths); e.failure()) return e;
@@ -379,8 +378,7 @@ ffi::Error GruBackward(ffi::AnyBuffer acts, ffi::AnyBuffer hns, ffi::AnyBuffer y
   a.dys = f32(dys);
   a.dhn = f32(dhn);
   a.dg = f32(*dg);
-  a.dpn = reset_after ? f32(*dpn) : nullptr;
-  a.rh = reset_after ? nullptr : f32(*rh);
+  a.gru_aux = f32(*aux);  // dpn (reset_after) or r * h
   a.dh0 = f32(*dh0);
   pass_through(a, {{a.dh0, a.dhn}});
   return run(a, 1);
@@ -458,14 +456,13 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxrnn_gru_backward, jaxrnn::GruBackward,
                                   .Attr<int32_t>("batch_major")
                                   .Ret<ffi::AnyBuffer>()
                                   .Ret<ffi::AnyBuffer>()
-                                  .Ret<ffi::AnyBuffer>()
                                   .Ret<ffi::AnyBuffer>());
 
 // Introspection and test switches, called through ctypes.
 // The targets' calling convention; _library.py's ABI must equal it (2: the GRU saves
 // h W_hn + b_hn apart from r, z, n, and its backward takes them as a second operand; 3: the
 // GRU backward returns r * h too; 4: AMX tiles, jaxrnn_kernel_amx and the amx switch of
-// jaxrnn_kernel_configure).
+// jaxrnn_kernel_configure, and the GRU backward's dpn and r * h are one result).
 EXPORT int jaxrnn_kernel_abi() { return 4; }
 
 EXPORT const char* jaxrnn_kernel_isa() {
