@@ -34,6 +34,8 @@ def _extensions() -> list[Extension]:
                 f"{_SRC}/rnn_amx.cc",
                 f"{_SRC}/rnn_avx2.cc",
             ],
+            # Included by the sources: a change to them rebuilds the library.
+            depends=[f"{_SRC}/rnn_impl.inc", f"{_SRC}/rnn_common.h"],
             include_dirs=[_SRC],
             language="c++",
             extra_compile_args=["-std=c++17", "-O3", "-Wno-return-type", "-Wno-sign-compare"],

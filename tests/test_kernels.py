@@ -50,8 +50,9 @@ def isa(request):
         pytest.skip("no AVX-512 here")
     if ident == "avx512-noamx" and not status.amx:
         pytest.skip("no AMX here: the same kernels as 'best'")
-    _library.configure(isa=name, bf16_dot=dot, amx=amx)
-    yield name
+    settings = dict(isa=name, bf16_dot=dot, amx=amx)
+    _library.configure(**settings)
+    yield settings
     _library.configure()
 
 
@@ -188,6 +189,26 @@ def test_bfloat16_over_several_tiles(isa, name):
     lengths = jnp.array([5, 0, 3, 1, 5, 2, 4, 5, 0, 5, 1, 3, 5, 5, 2, 4, 5, 3])
     carry = _carry(cell, (18,), jax.random.key(22))
     _compare(cell, params, xs, carry, 2e-2, 2e-2, lengths=lengths, reverse=True)
+
+
+@pytest.mark.parametrize("name", list(CELLS))
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16], ids=["f32", "bf16"])
+@pytest.mark.parametrize("time_major", [False, True], ids=["batch-major", "time-major"])
+def test_hoisted_input_projection(isa, name, dtype, time_major):
+    """The forward kernel's input projection run for all steps before its loop (what it does
+    where the weights outgrow the cache) against the XLA path, in reverse, with zero lengths
+    and more rows than one AMX tile."""
+    _library.configure(**isa, hoist=True)
+    cell = CELLS[name](6, 21, dtype=dtype)
+    params = _random_params(cell, jax.random.key(23), scale=0.1)
+    xs = jax.random.normal(jax.random.key(24), (17, 4, 6))
+    lengths = jnp.array([4, 0, 3, 1, 4, 2, 4, 4, 0, 4, 1, 3, 4, 4, 2, 4, 3])
+    if time_major:
+        xs = xs.swapaxes(0, 1)
+    carry = _carry(cell, (17,), jax.random.key(25))
+    tol = 1e-5 if dtype == jnp.float32 else 2e-2
+    opts = dict(lengths=lengths, reverse=True, time_major=time_major)
+    _compare(cell, params, xs, carry, tol, tol / 10 if dtype == jnp.float32 else tol, **opts)
 
 
 def test_bfloat16_close_to_float32():

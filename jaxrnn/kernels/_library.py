@@ -114,15 +114,24 @@ def require() -> None:
 
 
 def configure(
-    *, isa: str = "best", bf16_dot: bool = True, amx: bool = True, threads: int = 0
+    *,
+    isa: str = "best",
+    bf16_dot: bool = True,
+    amx: bool = True,
+    hoist: bool | None = None,
+    threads: int = 0,
 ) -> None:
     """Switches for tests and benchmarks: the instruction set (``"best"``, ``"avx512"``,
     ``"avx2"``), whether bf16 matmuls may use AVX512-BF16 dot products and, with them, AMX
-    tiles, and the threads per call (0: the CPUs this process may run on). They apply to calls
-    executed afterwards, compiled or not."""
+    tiles, whether the forward kernel runs the input projection of all steps before its loop
+    (``None``: where the weights would not stay in cache), and the threads per call (0: the
+    CPUs this process may run on). They apply to calls executed afterwards, compiled or not."""
     require()
     lib, _ = _load()
     codes = {"best": 0, "avx512": 1, "avx2": 2}
     if isa not in codes:
         raise ValueError(f"isa: expected one of {', '.join(codes)}, got {isa!r}")
-    lib.jaxrnn_kernel_configure(codes[isa], int(bool(bf16_dot)), int(bool(amx)), int(threads))
+    hoist_code = 0 if hoist is None else (1 if hoist else 2)
+    lib.jaxrnn_kernel_configure(
+        codes[isa], int(bool(bf16_dot)), int(bool(amx)), hoist_code, int(threads)
+    )

@@ -18,6 +18,8 @@ struct SeqArgs {
   int reverse;      // run from t = T - 1 down to 0 (each row from its own last valid step)
   int batch_major;  // sequence arrays are (B, T, ...), else (T, B, ...)
   int bf16;         // x and the weights are bfloat16 (uint16 bit patterns), else float32
+  int hoist;        // the input projection of all steps as one GEMM before the loop: 0 where
+                    // the weights would not stay in cache (rnn_impl.inc), 1 always, 2 never
   const int32_t* lengths;  // (B,) valid steps per row, in [0, T]
   const void* w_ih;   // (I, G*H) input weights, row-major; gate blocks as jr.lstm / jr.gru
   const void* w_hh;   // (H, G*H) recurrent weights
@@ -53,8 +55,9 @@ enum CellKind { kLstm = 0, kGruAfter = 1, kGruBefore = 2 };
 struct Isa {
   const char* name;
   int lanes;  // floats per vector: hidden units per packed panel
-  // Bytes of workspace one call needs (packed weights, state buffers), given nthreads.
-  int64_t (*workspace_bytes)(const SeqArgs* a, int nthreads, int backward);
+  // Bytes of workspace one call needs (packed weights, state buffers), given nthreads; the
+  // first *zeroed of them must be zero when the call starts (the rest it writes before reading).
+  int64_t (*workspace_bytes)(const SeqArgs* a, int nthreads, int backward, int64_t* zeroed);
   // What thread `tid` of `nthreads` runs; all threads share the zeroed workspace `ws`, and
   // share the work through it (rnn_impl.inc, run_phases): any thread may start late or not at
   // all, as long as thread 0 runs.

@@ -45,6 +45,7 @@ std::atomic<int> g_isa_choice{0};   // 0 best available, 1 AVX-512, 2 AVX2
 std::atomic<int> g_threads{0};      // 0: the CPUs this process may run on
 std::atomic<int> g_bf16_dot{1};     // use AVX512-BF16 dot products where the CPU has them
 std::atomic<int> g_amx{1};          // and AMX tiles for them where it has those
+std::atomic<int> g_hoist{0};        // SeqArgs::hoist: 0 where it pays, 1 always, 2 never
 
 const Isa* chosen_isa() {
   int choice = g_isa_choice.load();
@@ -183,9 +184,10 @@ void run_team(void (*fn)(const SeqArgs*, void*, int, int), const SeqArgs& a,
   std::unique_lock<std::mutex> lock(g_team_mu);
   if (nth > 1 && (!g_team || g_team->size() < nth)) g_team = new Team(team_size() - 1);
   if (nth > 1) nth = std::min(nth, g_team->size());
-  int64_t bytes = isa->workspace_bytes(&a, nth, backward);
+  int64_t zeroed = 0;
+  int64_t bytes = isa->workspace_bytes(&a, nth, backward, &zeroed);
   void* ws = workspace((size_t)bytes);
-  memset(ws, 0, (size_t)bytes);
+  memset(ws, 0, (size_t)zeroed);
   if (nth == 1) {
     fn(&a, ws, 0, 1);
   } else {
@@ -268,6 +270,7 @@ SeqArgs header(int cell, int32_t reverse, int32_t batch_major) {
   a.cell = cell;
   a.reverse = reverse;
   a.batch_major = batch_major;
+  a.hoist = g_hoist.load();
   return a;
 }
 
@@ -462,7 +465,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxrnn_gru_backward, jaxrnn::GruBackward,
 // The targets' calling convention; _library.py's ABI must equal it (2: the GRU saves
 // h W_hn + b_hn apart from r, z, n, and its backward takes them as a second operand; 3: the
 // GRU backward returns r * h too; 4: AMX tiles, jaxrnn_kernel_amx and the amx switch of
-// jaxrnn_kernel_configure, and the GRU backward's dpn and r * h are one result).
+// jaxrnn_kernel_configure, the GRU backward's dpn and r * h are one result, and the hoist
+// switch).
 EXPORT int jaxrnn_kernel_abi() { return 4; }
 
 EXPORT const char* jaxrnn_kernel_isa() {
@@ -479,9 +483,11 @@ EXPORT int jaxrnn_kernel_amx() { return jaxrnn_kernel_bf16_dot() && jaxrnn::g_am
 
 EXPORT int jaxrnn_kernel_threads() { return jaxrnn::team_size(); }
 
-// isa: 0 best, 1 AVX-512, 2 AVX2; bf16_dot, amx: 0/1; threads: 0 for the usable CPUs.
-EXPORT void jaxrnn_kernel_configure(int isa, int bf16_dot, int amx, int threads) {
+// isa: 0 best, 1 AVX-512, 2 AVX2; bf16_dot, amx: 0/1; hoist: 0 where it pays, 1 always,
+// 2 never; threads: 0 for the usable CPUs.
+EXPORT void jaxrnn_kernel_configure(int isa, int bf16_dot, int amx, int hoist, int threads) {
   jaxrnn::g_isa_choice.store(isa);
+  jaxrnn::g_hoist.store(hoist);
   jaxrnn::g_bf16_dot.store(bf16_dot);
   jaxrnn::g_amx.store(amx);
   jaxrnn::g_threads.store(threads);
