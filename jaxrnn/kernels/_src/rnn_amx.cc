@@ -84,14 +84,25 @@ static void touch_rows(const void* p, int64_t stride) {
 #define B0 6
 #define B1 7
 
-// C (+)= A P for 32 rows (two row blocks) and the gate blocks [g, g + NG2), NG2 = 1 or 2: each
-// weight tile loaded serves both row blocks, each row tile both gates.
+// One or two products summed into the same tiles: C (+)= A[0] P[0] (+ A[1] P[1]), each A
+// (rows, 2 K2[i]) with rows lda[i] apart and its P packed for the same ng gate blocks (the
+// LSTM's x_t W_ih + h_{t-1} W_hh without storing and reloading the sums in between).
+struct Sources {
+  const bf16_t* A[2];
+  int64_t lda[2];
+  const bf16_t* P[2];
+  int K2[2];
+  int n;
+};
+
+// C (+)= sum of A P for 32 rows (two row blocks) and the gate blocks [g, g + NG2), NG2 = 1
+// or 2: each weight tile loaded serves both row blocks, each row tile both gates.
 template <int NG2>
-static inline void block32(const bf16_t* A, int64_t lda, const bf16_t* P, int ng, int K2,
-                           float* C, int64_t ldc, int accumulate) {
-  const int64_t a_stride = lda * 2, c_stride = ldc * 4, p_stride = (int64_t)ng * 64;
-  float* c0 = C;
-  float* c1 = C + 16 * ldc;
+static inline void block32(const Sources& src, int r, int g, int ng, float* C, int64_t ldc,
+                           int accumulate) {
+  const int64_t c_stride = ldc * 4, p_stride = (int64_t)ng * 64;
+  float* c0 = C + (int64_t)r * ldc + 16 * g;
+  float* c1 = c0 + 16 * ldc;
   JAXRNN_TOUCH(c0, c_stride);
   JAXRNN_TOUCH(c1, c_stride);
   if (NG2 > 1) {
@@ -113,22 +124,27 @@ static inline void block32(const bf16_t* A, int64_t lda, const bf16_t* P, int ng
       _tile_zero(C11);
     }
   }
-  for (int k2 = 0; k2 < K2; k2 += 16) {
-    const bf16_t* p = P + (int64_t)k2 * ng * 32;  // 16 lanes x 2 values per gate and pair
-    const bf16_t* a = A + 2 * k2;
-    JAXRNN_TOUCH(a, a_stride);
-    JAXRNN_TOUCH(a + 16 * lda, a_stride);
-    JAXRNN_TOUCH(p, p_stride);
-    if (NG2 > 1) JAXRNN_TOUCH(p + 32, p_stride);
-    _tile_loadd(B0, p, p_stride);
-    _tile_loadd(A0, a, a_stride);
-    _tile_dpbf16ps(C00, A0, B0);
-    _tile_loadd(A1, a + 16 * lda, a_stride);
-    _tile_dpbf16ps(C10, A1, B0);
-    if (NG2 > 1) {
-      _tile_loadd(B1, p + 32, p_stride);
-      _tile_dpbf16ps(C01, A0, B1);
-      _tile_dpbf16ps(C11, A1, B1);
+  for (int i = 0; i < src.n; ++i) {
+    const int64_t lda = src.lda[i], a_stride = lda * 2;
+    const bf16_t* A = src.A[i] + (int64_t)r * lda;
+    const bf16_t* P = src.P[i] + 32 * g;
+    for (int k2 = 0; k2 < src.K2[i]; k2 += 16) {
+      const bf16_t* p = P + (int64_t)k2 * ng * 32;  // 16 lanes x 2 values per gate and pair
+      const bf16_t* a = A + 2 * k2;
+      JAXRNN_TOUCH(a, a_stride);
+      JAXRNN_TOUCH(a + 16 * lda, a_stride);
+      JAXRNN_TOUCH(p, p_stride);
+      if (NG2 > 1) JAXRNN_TOUCH(p + 32, p_stride);
+      _tile_loadd(B0, p, p_stride);
+      _tile_loadd(A0, a, a_stride);
+      _tile_dpbf16ps(C00, A0, B0);
+      _tile_loadd(A1, a + 16 * lda, a_stride);
+      _tile_dpbf16ps(C10, A1, B0);
+      if (NG2 > 1) {
+        _tile_loadd(B1, p + 32, p_stride);
+        _tile_dpbf16ps(C01, A0, B1);
+        _tile_dpbf16ps(C11, A1, B1);
+      }
     }
   }
   _tile_stored(C00, c0, c_stride);
@@ -139,77 +155,84 @@ static inline void block32(const bf16_t* A, int64_t lda, const bf16_t* P, int ng
   }
 }
 
-// The same for 16 rows (one row block) and gate blocks [g, g + NG2), NG2 = 1 to 4.
-template <int NG2>
-static inline void block16(const bf16_t* A, int64_t lda, const bf16_t* P, int ng, int K2,
-                           float* C, int64_t ldc, int accumulate) {
-  const int64_t a_stride = lda * 2, c_stride = ldc * 4, p_stride = (int64_t)ng * 64;
-  for (int g = 0; g < NG2; ++g) JAXRNN_TOUCH(C + 16 * g, c_stride);
+// The same for 16 rows (one row block) and all ng = NG gate blocks (1 to 4).
+template <int NG>
+static inline void block16(const Sources& src, int r, float* C, int64_t ldc, int accumulate) {
+  const int64_t c_stride = ldc * 4, p_stride = (int64_t)NG * 64;
+  float* c = C + (int64_t)r * ldc;
+  for (int g = 0; g < NG; ++g) JAXRNN_TOUCH(c + 16 * g, c_stride);
   if (accumulate) {
-    _tile_loadd(C00, C, c_stride);
-    if (NG2 > 1) _tile_loadd(C01, C + 16, c_stride);
-    if (NG2 > 2) _tile_loadd(C10, C + 32, c_stride);
-    if (NG2 > 3) _tile_loadd(C11, C + 48, c_stride);
+    _tile_loadd(C00, c, c_stride);
+    if (NG > 1) _tile_loadd(C01, c + 16, c_stride);
+    if (NG > 2) _tile_loadd(C10, c + 32, c_stride);
+    if (NG > 3) _tile_loadd(C11, c + 48, c_stride);
   } else {
     _tile_zero(C00);
-    if (NG2 > 1) _tile_zero(C01);
-    if (NG2 > 2) _tile_zero(C10);
-    if (NG2 > 3) _tile_zero(C11);
+    if (NG > 1) _tile_zero(C01);
+    if (NG > 2) _tile_zero(C10);
+    if (NG > 3) _tile_zero(C11);
   }
-  for (int k2 = 0; k2 < K2; k2 += 16) {
-    const bf16_t* p = P + (int64_t)k2 * ng * 32;
-    JAXRNN_TOUCH(A + 2 * k2, a_stride);
-    for (int g = 0; g < NG2; ++g) JAXRNN_TOUCH(p + 32 * g, p_stride);
-    _tile_loadd(A0, A + 2 * k2, a_stride);
-    _tile_loadd(B0, p, p_stride);
-    _tile_dpbf16ps(C00, A0, B0);
-    if (NG2 > 1) {
-      _tile_loadd(B1, p + 32, p_stride);
-      _tile_dpbf16ps(C01, A0, B1);
-    }
-    if (NG2 > 2) {
-      _tile_loadd(B0, p + 64, p_stride);
-      _tile_dpbf16ps(C10, A0, B0);
-    }
-    if (NG2 > 3) {
-      _tile_loadd(B1, p + 96, p_stride);
-      _tile_dpbf16ps(C11, A0, B1);
+  for (int i = 0; i < src.n; ++i) {
+    const int64_t a_stride = src.lda[i] * 2;
+    const bf16_t* A = src.A[i] + (int64_t)r * src.lda[i];
+    for (int k2 = 0; k2 < src.K2[i]; k2 += 16) {
+      const bf16_t* p = src.P[i] + (int64_t)k2 * NG * 32;
+      JAXRNN_TOUCH(A + 2 * k2, a_stride);
+      for (int g = 0; g < NG; ++g) JAXRNN_TOUCH(p + 32 * g, p_stride);
+      _tile_loadd(A0, A + 2 * k2, a_stride);
+      _tile_loadd(B0, p, p_stride);
+      _tile_dpbf16ps(C00, A0, B0);
+      if (NG > 1) {
+        _tile_loadd(B1, p + 32, p_stride);
+        _tile_dpbf16ps(C01, A0, B1);
+      }
+      if (NG > 2) {
+        _tile_loadd(B0, p + 64, p_stride);
+        _tile_dpbf16ps(C10, A0, B0);
+      }
+      if (NG > 3) {
+        _tile_loadd(B1, p + 96, p_stride);
+        _tile_dpbf16ps(C11, A0, B1);
+      }
     }
   }
-  _tile_stored(C00, C, c_stride);
-  if (NG2 > 1) _tile_stored(C01, C + 16, c_stride);
-  if (NG2 > 2) _tile_stored(C10, C + 32, c_stride);
-  if (NG2 > 3) _tile_stored(C11, C + 48, c_stride);
+  _tile_stored(C00, c, c_stride);
+  if (NG > 1) _tile_stored(C01, c + 16, c_stride);
+  if (NG > 2) _tile_stored(C10, c + 32, c_stride);
+  if (NG > 3) _tile_stored(C11, c + 48, c_stride);
 }
 
-// C[rows, ng*16] (+)= A[rows, 2 K2] P, P as in rnn_avx512bf16.cc: pairs of row blocks with the
-// gate blocks two at a time, then a last row block with all of them.
-static void gemm_tiles(const bf16_t* A, int64_t lda, int rows, const bf16_t* P, int K2, int ng,
-                       float* C, int64_t ldc, int accumulate) {
+// C[rows, ng*16] (+)= the sources' products: pairs of row blocks with the gate blocks two at
+// a time, then a last row block with all of them.
+static void gemm_tiles(const Sources& src, int rows, int ng, float* C, int64_t ldc,
+                       int accumulate) {
+  configure();
   int r = 0;
   for (; r + 32 <= rows; r += 32) {
-    const bf16_t* a = A + (int64_t)r * lda;
-    float* c = C + (int64_t)r * ldc;
     int g = 0;
-    for (; g + 2 <= ng; g += 2) block32<2>(a, lda, P + 32 * g, ng, K2, c + 16 * g, ldc, accumulate);
-    if (g < ng) block32<1>(a, lda, P + 32 * g, ng, K2, c + 16 * g, ldc, accumulate);
+    for (; g + 2 <= ng; g += 2) block32<2>(src, r, g, ng, C, ldc, accumulate);
+    if (g < ng) block32<1>(src, r, g, ng, C, ldc, accumulate);
   }
   if (r < rows) {
-    const bf16_t* a = A + (int64_t)r * lda;
-    float* c = C + (int64_t)r * ldc;
     switch (ng) {
-      case 1: block16<1>(a, lda, P, ng, K2, c, ldc, accumulate); break;
-      case 2: block16<2>(a, lda, P, ng, K2, c, ldc, accumulate); break;
-      case 3: block16<3>(a, lda, P, ng, K2, c, ldc, accumulate); break;
-      default: block16<4>(a, lda, P, ng, K2, c, ldc, accumulate); break;
+      case 1: block16<1>(src, r, C, ldc, accumulate); break;
+      case 2: block16<2>(src, r, C, ldc, accumulate); break;
+      case 3: block16<3>(src, r, C, ldc, accumulate); break;
+      default: block16<4>(src, r, C, ldc, accumulate); break;
     }
   }
 }
 
+// C (+)= A P: the panel GEMM of rnn_avx512bf16.cc, with the conditions above.
 void gemm(const bf16_t* A, int64_t lda, int rows, const bf16_t* P, int K2, int ng, float* C,
           int64_t ldc, int accumulate) {
-  configure();
-  gemm_tiles(A, lda, rows, P, K2, ng, C, ldc, accumulate);
+  gemm_tiles(Sources{{A, 0}, {lda, 0}, {P, 0}, {K2, 0}, 1}, rows, ng, C, ldc, accumulate);
+}
+
+// C = Ax Px + Ah Ph, both products in the same tiles.
+void gemm2(const bf16_t* Ax, int64_t ldx, const bf16_t* Px, int K2x, const bf16_t* Ah,
+           int64_t ldh, const bf16_t* Ph, int K2h, int rows, int ng, float* C, int64_t ldc) {
+  gemm_tiles(Sources{{Ax, Ah}, {ldx, ldh}, {Px, Ph}, {K2x, K2h}, 2}, rows, ng, C, ldc, 0);
 }
 
 // Linux hands out the 8 KiB of tile state only to processes that ask for it
@@ -235,6 +258,8 @@ namespace amx {
 typedef unsigned short bf16_t;
 void end_thread() {}
 void gemm(const bf16_t*, int64_t, int, const bf16_t*, int, int, float*, int64_t, int) {}
+void gemm2(const bf16_t*, int64_t, const bf16_t*, int, const bf16_t*, int64_t, const bf16_t*, int,
+           int, int, float*, int64_t) {}
 int supported() { return 0; }
 }  // namespace amx
 }  // namespace jaxrnn

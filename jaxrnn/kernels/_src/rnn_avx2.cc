@@ -98,6 +98,9 @@ static void (*const gemm_bf16_fn)(const unsigned short*, int64_t, int, const uns
                                   int, int, float*, int64_t, int) = 0;
 static void (*const gemm_amx_fn)(const unsigned short*, int64_t, int, const unsigned short*,
                                  int, int, float*, int64_t, int) = 0;
+static void (*const gemm_amx2_fn)(const unsigned short*, int64_t, const unsigned short*, int,
+                                  const unsigned short*, int64_t, const unsigned short*, int, int,
+                                  int, float*, int64_t) = 0;
 static inline void amx_done() {}
 
 #include "rnn_impl.inc"

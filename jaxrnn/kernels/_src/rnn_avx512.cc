@@ -22,6 +22,8 @@ namespace amx {
 typedef unsigned short bf16_t;
 void gemm(const bf16_t* A, int64_t lda, int rows, const bf16_t* P, int K2, int ng, float* C,
           int64_t ldc, int accumulate);
+void gemm2(const bf16_t* Ax, int64_t ldx, const bf16_t* Px, int K2x, const bf16_t* Ah,
+           int64_t ldh, const bf16_t* Ph, int K2h, int rows, int ng, float* C, int64_t ldc);
 int supported();
 void end_thread();
 }  // namespace amx
@@ -112,6 +114,9 @@ static void (*gemm_bf16_fn)(const unsigned short*, int64_t, int, const unsigned 
                             float*, int64_t, int) = 0;
 static void (*gemm_amx_fn)(const unsigned short*, int64_t, int, const unsigned short*, int, int,
                            float*, int64_t, int) = 0;
+static void (*gemm_amx2_fn)(const unsigned short*, int64_t, const unsigned short*, int,
+                            const unsigned short*, int64_t, const unsigned short*, int, int, int,
+                            float*, int64_t) = 0;
 static inline void amx_done() { amx::end_thread(); }
 
 #include "rnn_impl.inc"
@@ -143,6 +148,7 @@ const Isa* isa_avx512() {
 void avx512_use_bf16(int dot, int amx) {
   avx512::gemm_bf16_fn = dot && avx512bf16::supported() ? avx512bf16::gemm : 0;
   avx512::gemm_amx_fn = dot && amx && amx::supported() ? amx::gemm : 0;
+  avx512::gemm_amx2_fn = dot && amx && amx::supported() ? amx::gemm2 : 0;
 }
 
 }  // namespace jaxrnn
