@@ -135,8 +135,7 @@ def report(args, rounds: list[dict]) -> str:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--size", type=lambda s: tuple(int(v) for v in s.split("x")),
-                   default=(32, 128, 128, 256), help="BxTxIxH")  # fmt: skip
+    p.add_argument("--size", type=harness.parse_size, default=(32, 128, 128, 256), help="BxTxIxH")
     p.add_argument("--cells", nargs="+", choices=("lstm", "gru"), default=["lstm", "gru"])
     p.add_argument("--rounds", type=int, default=5, help="child-process pairs")
     p.add_argument("--child", action="store_true", help="time in this process (internal)")

@@ -102,19 +102,8 @@ PROCESS_S = 10.0  # starting a child: imports, building weights
 SAMPLE_MS = 50.0  # default: enough calls per round for a sample of at least this long
 
 
-def parse_size(text: str) -> tuple[int, int, int, int]:
-    """``"32x128x128x256"`` -> ``(32, 128, 128, 256)`` (B, T, I, H)."""
-    try:
-        size = tuple(int(v) for v in text.lower().split("x"))
-    except ValueError:
-        size = ()
-    if len(size) != 4 or min(size) < 1:
-        raise argparse.ArgumentTypeError(f"expected BxTxIxH with positive ints, got {text!r}")
-    return size
-
-
-def size_name(size: Sequence[int]) -> str:
-    return "x".join(str(v) for v in size)
+parse_size = harness.parse_size
+size_name = harness.size_name
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

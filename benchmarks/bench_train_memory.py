@@ -63,8 +63,7 @@ def run(sizes, cells) -> list[dict]:
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--sizes", nargs="+", type=lambda s: tuple(int(v) for v in s.split("x")),
-                   default=list(SIZES), help="BxTxIxH")  # fmt: skip
+    harness.add_sizes(p, SIZES)
     p.add_argument("--cells", nargs="+", choices=list(CELLS), default=list(CELLS))
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)

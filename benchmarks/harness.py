@@ -279,6 +279,27 @@ def cpu_model() -> str | None:
     return platform.processor() or None
 
 
+def parse_size(text: str) -> tuple[int, int, int, int]:
+    """``"32x128x128x256"`` -> ``(32, 128, 128, 256)`` (B, T, I, H)."""
+    try:
+        size = tuple(int(v) for v in text.lower().split("x"))
+    except ValueError:
+        size = ()
+    if len(size) != 4 or min(size) < 1:
+        raise argparse.ArgumentTypeError(f"expected BxTxIxH with positive ints, got {text!r}")
+    return size
+
+
+def size_name(size: Sequence[int]) -> str:
+    return "x".join(str(v) for v in size)
+
+
+def add_sizes(parser: argparse.ArgumentParser, default: Sequence[Sequence[int]]) -> None:
+    """``--sizes BxTxIxH ...`` (parsed by :func:`parse_size`), ``default`` when not given."""
+    parser.add_argument("--sizes", nargs="+", type=parse_size, default=list(default),
+                        help="BxTxIxH")  # fmt: skip
+
+
 def cpu_flags() -> set[str]:
     """The CPU's feature flags, e.g. ``avx512_bf16`` (``/proc/cpuinfo``; empty elsewhere)."""
     try:

@@ -499,3 +499,27 @@ def test_train_memory_quick_run(tmp_path):
     assert [r["cell"] for r in results["rows"]] == list(bench.CELLS)
     assert all(r["kernel_mib"] >= 0 and r["xla_mib"] >= 0 for r in results["rows"])
     assert out.is_file()
+
+
+@pytest.mark.skipif(not jr.kernels.available(), reason="needs the native kernels")
+def test_kernel_choices_quick_run(tmp_path):
+    """``bench_kernel_choices.py`` at a tiny size: both sides of every kernel choice that exists
+    on this CPU, in both precisions and modes, timed with their paired ratio; the kernels'
+    switches are back at their defaults afterwards."""
+    bench = load("bench_kernel_choices")
+    out = tmp_path / "choices.json"
+    results = bench.main(["--quick", "--json", str(out)])
+    status = jr.kernels.status()
+    expected = {
+        (cell, prec, choice, mode)
+        for cell in bench.CELLS
+        for prec in bench.PRECISIONS
+        for choice in bench.CHOICES
+        for mode in ("infer", "train")
+        if bench.applies(choice, prec, status)
+    }
+    got = {(r["cell"], r["precision"], r["choice"], r["mode"]) for r in results["rows"]}
+    assert got == expected
+    assert all(r["a_ms"] > 0 and r["b_ms"] > 0 and r["ratio"] > 0 for r in results["rows"])
+    assert status.amx == results["kernels"]["amx"]
+    assert out.is_file()
