@@ -539,6 +539,8 @@ def _kernels_text(status: dict | None) -> str:
     if not status["available"]:
         return f"not available ({status['reason']})"
     dot = "AVX512-BF16 dot products" if status["bf16_dot"] else "bf16 as f32 FMAs"
+    if status.get("amx"):
+        dot = "bf16 on AMX tiles (AVX512-BF16 dot products at B = 1)"
     return f"{status['isa']}, {dot}, {status['threads']} thread(s)"
 
 
