@@ -9,8 +9,8 @@ that set their switch and call the same jitted LSTM or GRU layer (inference, and
 step: ``jax.grad`` of the mean of the outputs). The table gives each side's median ms and the
 paired ratio A / B (median and IQR of the per-round ratios); below 1, A is faster.
 
-- ``hoist``: A hoisted, B fused (the kernels hoist for B = 1, and for a float32 LSTM whose
-  packed weights exceed 16 MiB per thread, ``rnn_impl.inc``);
+- ``hoist``: A hoisted, B fused (the kernels hoist for an LSTM at B = 1, and for a float32
+  LSTM whose packed weights exceed 16 MiB per thread, ``rnn_impl.inc``);
 - ``amx``: A AMX tiles, B AVX512-BF16 dot products (bf16 rows; only where the CPU has AMX).
 
 Run from the repository root::
