@@ -33,6 +33,7 @@ if __name__ == "__main__":
     harness.pin_from_argv()  # before JAX sizes its thread pools
 
 import argparse  # noqa: E402
+import itertools  # noqa: E402
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -83,38 +84,26 @@ def applies(choice: str, precision: str, status) -> bool:
     return True
 
 
+def time_choice(choice: str, call, args) -> dict:
+    """A's and B's median ms and their paired ratio for one call."""
+    a_set, b_set = CHOICES[choice]
+    tasks = {"A": switched(a_set, call), "B": switched(b_set, call)}
+    stats, _ = harness.time_interleaved(tasks, args.repeats, args.calls, args.seed)
+    _library.configure()
+    ratio = harness.paired_ratio(stats["A"]["samples_ms"], stats["B"]["samples_ms"])
+    return {"a_ms": stats["A"]["median_ms"], "b_ms": stats["B"]["median_ms"], **ratio}
+
+
 def run(args, status) -> list[dict]:
     rows = []
-    for size in args.sizes:
-        for cell_name in args.cells:
-            for prec in args.precisions:
-                cell = CELLS[cell_name](size[2], size[3], PRECISIONS[prec])
-                calls = layer_calls(cell, size, args.seed)
-                for choice in args.choices:
-                    if not applies(choice, prec, status):
-                        continue
-                    a_set, b_set = CHOICES[choice]
-                    for mode, call in calls.items():
-                        tasks = {"A": switched(a_set, call), "B": switched(b_set, call)}
-                        stats, _ = harness.time_interleaved(
-                            tasks, args.repeats, args.calls, args.seed
-                        )
-                        _library.configure()
-                        a_ms, b_ms = stats["A"]["samples_ms"], stats["B"]["samples_ms"]
-                        ratio = harness.paired_ratio(a_ms, b_ms)
-                        rows.append(
-                            {
-                                "size": list(size),
-                                "cell": cell_name,
-                                "precision": prec,
-                                "choice": choice,
-                                "mode": mode,
-                                "a_ms": stats["A"]["median_ms"],
-                                "b_ms": stats["B"]["median_ms"],
-                                **ratio,
-                            }
-                        )
-                        print(f"  {rows[-1]}", flush=True)
+    for size, cell_name, prec in itertools.product(args.sizes, args.cells, args.precisions):
+        cell = CELLS[cell_name](size[2], size[3], PRECISIONS[prec])
+        calls = layer_calls(cell, size, args.seed)
+        for choice in (c for c in args.choices if applies(c, prec, status)):
+            for mode, call in calls.items():
+                row = {"size": list(size), "cell": cell_name, "precision": prec, "choice": choice}
+                rows.append({**row, "mode": mode, **time_choice(choice, call, args)})
+                print(f"  {rows[-1]}", flush=True)
     return rows
 
 

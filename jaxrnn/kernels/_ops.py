@@ -67,13 +67,19 @@ def _operands(xs, w_ih, dtype):
     return x, w
 
 
+def _on_bf16_units(dtype) -> bool:
+    """Whether the backward pass's matmuls take bf16 cotangents: ``dtype`` is bfloat16 and the
+    CPU has bf16 units (``jr.kernels.status().bf16_dot``), as the backward kernel decides too."""
+    return dtype == jnp.bfloat16 and _library.status().bf16_dot
+
+
 def _t_matmul(a, g, dtype):
     """``a^T g`` over the leading (T, B) axes, ``a`` rounded to the matmul ``dtype``, with
     ``a^T`` materialised: XLA:CPU runs the standard-form GEMM much faster than the
     transposed-LHS one (see :func:`jaxrnn.precision._weight_dot`)."""
     a = a.reshape(-1, a.shape[-1]).astype(dtype)
     g = g.reshape(-1, g.shape[-1])
-    if dtype == jnp.bfloat16 and _library.status().bf16_dot:
+    if _on_bf16_units(dtype):
         g = g.astype(dtype)  # both operands bf16, on the CPU's bf16 units
     else:
         a = a.astype(_F32)
@@ -114,7 +120,7 @@ def _previous(ys, h0, lengths, reverse, batch_major):
 def _input_grads(xs, w_ih, dg, dtype):
     """``(dxs, dw_ih, db)`` from the gate cotangents of the input side ``dg (T, B, G H)``."""
     w = w_ih.astype(dtype)
-    if dtype == jnp.bfloat16 and _library.status().bf16_dot:
+    if _on_bf16_units(dtype):
         dxs = jnp.matmul(dg.astype(dtype), w.T, preferred_element_type=_F32)
     else:
         dxs = jnp.matmul(dg, w.astype(_F32).T)
