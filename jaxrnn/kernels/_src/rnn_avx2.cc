@@ -31,6 +31,9 @@ static inline V vsub(V a, V b) { return _mm256_sub_ps(a, b); }
 static inline V vmul(V a, V b) { return _mm256_mul_ps(a, b); }
 static inline V vfma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
 static inline V vdiv(V a, V b) { return _mm256_div_ps(a, b); }
+// min and max return b where either is NaN: vmin(limit, x) keeps a NaN x.
+static inline V vmin(V a, V b) { return _mm256_min_ps(a, b); }
+static inline V vmax(V a, V b) { return _mm256_max_ps(a, b); }
 
 // e^x as in rnn_avx512.cc; 2^n is built in the exponent field (n in [-127, 127] after the
 // clamp; 2^-127 flushes to zero, where e^x < 1e-38 anyway).
@@ -51,7 +54,7 @@ static inline V vexp(V x) {
   return vmul(y, _mm256_castsi256_ps(e));
 }
 
-// 1 / x for x >= 1: the 12-bit estimate and one Newton step, r (2 - x r), good to
+// 1 / x for positive normal x: the 12-bit estimate and one Newton step, r (2 - x r), good to
 // a few ulp at a fraction of a division's cost (the gates take a few per unit and step).
 static inline V vrecip(V x) {
   V r = _mm256_rcp_ps(x);
@@ -59,23 +62,6 @@ static inline V vrecip(V x) {
 }
 
 static inline V vsigmoid(V x) { return vrecip(vadd(vset1(1.0f), vexp(vsub(vzero(), x)))); }
-
-static inline V vtanh(V x) {
-  V signbit = _mm256_castsi256_ps(_mm256_set1_epi32(0x80000000));
-  V sign = _mm256_and_ps(x, signbit);
-  V ax = _mm256_andnot_ps(signbit, x);
-  V e = vexp(vmul(ax, vset1(-2.0f)));
-  V big = vmul(vsub(vset1(1.0f), e), vrecip(vadd(vset1(1.0f), e)));
-  V x2 = vmul(ax, ax);
-  V s = vset1(-1382.0f / 155925.0f);
-  s = vfma(s, x2, vset1(62.0f / 2835.0f));
-  s = vfma(s, x2, vset1(-17.0f / 315.0f));
-  s = vfma(s, x2, vset1(2.0f / 15.0f));
-  s = vfma(s, x2, vset1(-1.0f / 3.0f));
-  V small = vfma(vmul(s, x2), ax, ax);
-  V t = _mm256_blendv_ps(big, small, _mm256_cmp_ps(ax, vset1(0.25f), _CMP_LT_OQ));
-  return _mm256_or_ps(t, sign);
-}
 
 static inline __m256i bf16_bits(V x) {
   __m256i bits = _mm256_castps_si256(x);

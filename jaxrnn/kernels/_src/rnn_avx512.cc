@@ -46,6 +46,9 @@ static inline V vsub(V a, V b) { return _mm512_sub_ps(a, b); }
 static inline V vmul(V a, V b) { return _mm512_mul_ps(a, b); }
 static inline V vfma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
 static inline V vdiv(V a, V b) { return _mm512_div_ps(a, b); }
+// min and max return b where either is NaN: vmin(limit, x) keeps a NaN x.
+static inline V vmin(V a, V b) { return _mm512_min_ps(a, b); }
+static inline V vmax(V a, V b) { return _mm512_max_ps(a, b); }
 
 // e^x: Cody-Waite reduction by ln 2 and Cephes' degree-6 polynomial (about 1 ulp), scaled by
 // 2^n with vscalefps. The clamp keeps NaN (max/min return their second operand on NaN).
@@ -65,7 +68,7 @@ static inline V vexp(V x) {
   return _mm512_scalef_ps(y, n);
 }
 
-// 1 / x for x >= 1: the 14-bit estimate and one Newton step, r (2 - x r), good to
+// 1 / x for positive normal x: the 14-bit estimate and one Newton step, r (2 - x r), good to
 // about 1 ulp at a fraction of a division's cost (the gates take a few per unit and step).
 static inline V vrecip(V x) {
   V r = _mm512_rcp14_ps(x);
@@ -73,26 +76,6 @@ static inline V vrecip(V x) {
 }
 
 static inline V vsigmoid(V x) { return vrecip(vadd(vset1(1.0f), vexp(vsub(vzero(), x)))); }
-
-// tanh: (1 - e^{-2|x|}) / (1 + e^{-2|x|}) with the sign of x; below |x| = 0.25, where that
-// difference cancels, the Taylor series to x^11 (its first omitted term is below 1e-8 |x|).
-static inline V vtanh(V x) {
-  __m512i sign = _mm512_and_si512(_mm512_castps_si512(x), _mm512_set1_epi32(0x80000000));
-  V ax = _mm512_castsi512_ps(_mm512_andnot_si512(_mm512_set1_epi32(0x80000000),
-                                                 _mm512_castps_si512(x)));
-  V e = vexp(vmul(ax, vset1(-2.0f)));
-  V big = vmul(vsub(vset1(1.0f), e), vrecip(vadd(vset1(1.0f), e)));
-  V x2 = vmul(ax, ax);
-  V s = vset1(-1382.0f / 155925.0f);
-  s = vfma(s, x2, vset1(62.0f / 2835.0f));
-  s = vfma(s, x2, vset1(-17.0f / 315.0f));
-  s = vfma(s, x2, vset1(2.0f / 15.0f));
-  s = vfma(s, x2, vset1(-1.0f / 3.0f));
-  V small = vfma(vmul(s, x2), ax, ax);
-  __mmask16 tiny = _mm512_cmp_ps_mask(ax, vset1(0.25f), _CMP_LT_OQ);
-  V t = _mm512_mask_blend_ps(tiny, big, small);
-  return _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(t), sign));
-}
 
 // Round to the nearest bfloat16, ties to even (what XLA's f32 -> bf16 conversion does).
 static inline __m512i bf16_bits(V x) {
