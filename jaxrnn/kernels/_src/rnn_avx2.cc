@@ -35,21 +35,21 @@ static inline V vdiv(V a, V b) { return _mm256_div_ps(a, b); }
 static inline V vmin(V a, V b) { return _mm256_min_ps(a, b); }
 static inline V vmax(V a, V b) { return _mm256_max_ps(a, b); }
 
-// e^x as in rnn_avx512.cc; 2^n is built in the exponent field (n in [-127, 127] after the
-// clamp; 2^-127 flushes to zero, where e^x < 1e-38 anyway).
-static inline V vexp(V x) {
+// e^-x as in rnn_avx512.cc; 2^n is built in the exponent field (n in [-127, 127] after the
+// clamp; 2^-127 flushes to zero, where e^-x < 1e-38 anyway).
+static inline V vexp_neg(V x) {
   x = _mm256_min_ps(vset1(88.0f), _mm256_max_ps(vset1(-88.0f), x));
-  V n = _mm256_round_ps(vmul(x, vset1(1.44269504088896341f)),
+  V n = _mm256_round_ps(vmul(x, vset1(-1.44269504088896341f)),
                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  V r = _mm256_fnmadd_ps(n, vset1(0.693359375f), x);
-  r = _mm256_fnmadd_ps(n, vset1(-2.12194440e-4f), r);
-  V p = vset1(1.9875691500e-4f);
+  V r = _mm256_fmadd_ps(n, vset1(0.693359375f), x);
+  r = _mm256_fmadd_ps(n, vset1(-2.12194440e-4f), r);
+  V p = vset1(-1.9875691500e-4f);
   p = vfma(p, r, vset1(1.3981999507e-3f));
-  p = vfma(p, r, vset1(8.3334519073e-3f));
+  p = vfma(p, r, vset1(-8.3334519073e-3f));
   p = vfma(p, r, vset1(4.1665795894e-2f));
-  p = vfma(p, r, vset1(1.6666665459e-1f));
+  p = vfma(p, r, vset1(-1.6666665459e-1f));
   p = vfma(p, r, vset1(5.0000001201e-1f));
-  V y = vfma(vmul(p, r), r, vadd(r, vset1(1.0f)));
+  V y = vfma(vmul(p, r), r, vsub(vset1(1.0f), r));
   __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
   return vmul(y, _mm256_castsi256_ps(e));
 }
@@ -61,7 +61,7 @@ static inline V vrecip(V x) {
   return vmul(r, _mm256_fnmadd_ps(x, r, vset1(2.0f)));
 }
 
-static inline V vsigmoid(V x) { return vrecip(vadd(vset1(1.0f), vexp(vsub(vzero(), x)))); }
+static inline V vsigmoid(V x) { return vrecip(vadd(vset1(1.0f), vexp_neg(x))); }
 
 static inline __m256i bf16_bits(V x) {
   __m256i bits = _mm256_castps_si256(x);

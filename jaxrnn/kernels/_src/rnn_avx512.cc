@@ -50,21 +50,24 @@ static inline V vdiv(V a, V b) { return _mm512_div_ps(a, b); }
 static inline V vmin(V a, V b) { return _mm512_min_ps(a, b); }
 static inline V vmax(V a, V b) { return _mm512_max_ps(a, b); }
 
-// e^x: Cody-Waite reduction by ln 2 and Cephes' degree-6 polynomial (about 1 ulp), scaled by
-// 2^n with vscalefps. The clamp keeps NaN (max/min return their second operand on NaN).
-static inline V vexp(V x) {
-  x = _mm512_min_ps(vset1(88.0f), _mm512_max_ps(vset1(-88.0f), x));
-  V n = _mm512_roundscale_ps(vmul(x, vset1(1.44269504088896341f)),
+// e^-x, for the logistic function: Cody-Waite reduction by ln 2 and Cephes' degree-6
+// polynomial (about 1 ulp), scaled by 2^n with vscalefps, which flushes to zero by itself
+// (x > 88). Reduced from x itself, to save a negation: n = round(-x / ln 2) and r = x + n ln 2
+// (minus the usual reduced argument), so the polynomial's odd terms change sign. The clamp
+// keeps e^-x finite and NaN a NaN (max returns its second operand on NaN).
+static inline V vexp_neg(V x) {
+  x = _mm512_max_ps(vset1(-88.0f), x);
+  V n = _mm512_roundscale_ps(vmul(x, vset1(-1.44269504088896341f)),
                              _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  V r = _mm512_fnmadd_ps(n, vset1(0.693359375f), x);  // ln 2 = 0.693359375 - 2.12194440e-4
-  r = _mm512_fnmadd_ps(n, vset1(-2.12194440e-4f), r);
-  V p = vset1(1.9875691500e-4f);
+  V r = _mm512_fmadd_ps(n, vset1(0.693359375f), x);  // ln 2 = 0.693359375 - 2.12194440e-4
+  r = _mm512_fmadd_ps(n, vset1(-2.12194440e-4f), r);
+  V p = vset1(-1.9875691500e-4f);
   p = vfma(p, r, vset1(1.3981999507e-3f));
-  p = vfma(p, r, vset1(8.3334519073e-3f));
+  p = vfma(p, r, vset1(-8.3334519073e-3f));
   p = vfma(p, r, vset1(4.1665795894e-2f));
-  p = vfma(p, r, vset1(1.6666665459e-1f));
+  p = vfma(p, r, vset1(-1.6666665459e-1f));
   p = vfma(p, r, vset1(5.0000001201e-1f));
-  V y = vfma(vmul(p, r), r, vadd(r, vset1(1.0f)));
+  V y = vfma(vmul(p, r), r, vsub(vset1(1.0f), r));
   return _mm512_scalef_ps(y, n);
 }
 
@@ -75,7 +78,7 @@ static inline V vrecip(V x) {
   return vmul(r, _mm512_fnmadd_ps(x, r, vset1(2.0f)));
 }
 
-static inline V vsigmoid(V x) { return vrecip(vadd(vset1(1.0f), vexp(vsub(vzero(), x)))); }
+static inline V vsigmoid(V x) { return vrecip(vadd(vset1(1.0f), vexp_neg(x))); }
 
 // Round to the nearest bfloat16, ties to even (what XLA's f32 -> bf16 conversion does).
 static inline __m512i bf16_bits(V x) {
