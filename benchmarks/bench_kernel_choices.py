@@ -1,17 +1,24 @@
 """The native kernels' own choices, each against its alternative in one process.
 
 One idea: the kernels choose, per call, how to run a layer: whether the forward pass hoists the
-input projection ``x W_ih`` of all steps out of its loop or fuses it into each step's tile, and
-whether bf16 matmuls run on AMX tiles or on AVX512-BF16 dot products. The test switches of
+input projection ``x W_ih`` of all steps out of its loop or fuses it into each step's tile,
+whether bf16 matmuls run on AMX tiles or on AVX512-BF16 dot products, and how the weight
+gradients' matmuls take their transposed operand. The test switches of
 ``jaxrnn.kernels._library.configure`` apply to calls executed after them, compiled or not, so
 one compiled function runs both ways: each choice is two tasks of ``harness.time_interleaved``
 that set their switch and call the same jitted LSTM or GRU layer (inference, and a training
-step: ``jax.grad`` of the mean of the outputs). The table gives each side's median ms and the
-paired ratio A / B (median and IQR of the per-round ratios); below 1, A is faster.
+step: ``jax.grad`` of the mean of the outputs). The weight-gradient choice is made when a call
+is traced, so each of its tasks has its own jitted layer, traced under its setting. The table
+gives each side's median ms and the paired ratio A / B (median and IQR of the per-round
+ratios); below 1, A is faster.
 
 - ``hoist``: A hoisted, B fused (the kernels hoist for an LSTM at B = 1, and for a float32
   LSTM whose packed weights exceed 16 MiB per thread, ``rnn_impl.inc``);
-- ``amx``: A AMX tiles, B AVX512-BF16 dot products (bf16 rows; only where the CPU has AMX).
+- ``amx``: A AMX tiles, B AVX512-BF16 dot products (bf16 rows; only where the CPU has AMX);
+- ``transpose``: the training step only; A materialises the transposed operand of the weight
+  gradients' matmuls (``sum_t h_{t-1}^T dG_t``, ``sum_t x_t^T dG_t``) row-major, B leaves
+  the contraction over rows to XLA's ``dot_general`` (``jaxrnn.kernels._ops._t_matmul``: A on
+  bf16 units, B otherwise).
 
 Run from the repository root::
 
@@ -39,7 +46,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 import jaxrnn as jr  # noqa: E402
-from jaxrnn.kernels import _library  # noqa: E402
+from jaxrnn.kernels import _library, _ops  # noqa: E402
 
 SIZES = ((32, 128, 128, 256), (64, 64, 512, 1024), (16, 1024, 32, 64))
 CELLS = {
@@ -51,7 +58,9 @@ PRECISIONS = {"f32": jnp.float32, "bf16": jnp.bfloat16}
 CHOICES = {
     "hoist": ({"hoist": True}, {"hoist": False}),
     "amx": ({"amx": True}, {"amx": False}),
+    "transpose": ({"materialise": True}, {"materialise": False}),
 }
+TRACED = {"materialise"}  # switches read when a call is traced, not when it runs
 
 
 def layer_calls(cell, size, seed):
@@ -68,26 +77,35 @@ def layer_calls(cell, size, seed):
 
 
 def switched(settings, call):
-    """``call`` run under the kernels' ``settings``."""
+    """``call`` run under the kernels' ``settings`` (traced under them, for a traced switch:
+    ``call`` is then its own jitted function, traced at its first run)."""
 
     def run():
-        _library.configure(**settings)
-        return call()
+        _library.configure(**{k: v for k, v in settings.items() if k not in TRACED})
+        _ops.MATERIALISE_T = settings.get("materialise")
+        try:
+            return call()
+        finally:
+            _ops.MATERIALISE_T = None
 
     return run
 
 
-def applies(choice: str, precision: str, status) -> bool:
-    """Whether the choice exists for this precision on this CPU."""
+def applies(choice: str, precision: str, mode: str, status) -> bool:
+    """Whether the choice exists for this precision and mode on this CPU."""
     if choice == "amx":
         return precision == "bf16" and status.amx
+    if choice == "transpose":
+        return mode == "train"
     return True
 
 
-def time_choice(choice: str, call, args) -> dict:
-    """A's and B's median ms and their paired ratio for one call."""
+def time_choice(choice: str, calls, args) -> dict:
+    """A's and B's median ms and their paired ratio for one call: ``calls`` is the call, or
+    A's and B's own (a traced choice)."""
     a_set, b_set = CHOICES[choice]
-    tasks = {"A": switched(a_set, call), "B": switched(b_set, call)}
+    call_a, call_b = calls if isinstance(calls, tuple) else (calls, calls)
+    tasks = {"A": switched(a_set, call_a), "B": switched(b_set, call_b)}
     stats, _ = harness.time_interleaved(tasks, args.repeats, args.calls, args.seed)
     _library.configure()
     ratio = harness.paired_ratio(stats["A"]["samples_ms"], stats["B"]["samples_ms"])
@@ -99,11 +117,15 @@ def run(args, status) -> list[dict]:
     for size, cell_name, prec in itertools.product(args.sizes, args.cells, args.precisions):
         cell = CELLS[cell_name](size[2], size[3], PRECISIONS[prec])
         calls = layer_calls(cell, size, args.seed)
-        for choice in (c for c in args.choices if applies(c, prec, status)):
-            for mode, call in calls.items():
-                row = {"size": list(size), "cell": cell_name, "precision": prec, "choice": choice}
-                rows.append({**row, "mode": mode, **time_choice(choice, call, args)})
-                print(f"  {rows[-1]}", flush=True)
+        for choice, mode in itertools.product(args.choices, calls):
+            if not applies(choice, prec, mode, status):
+                continue
+            call = calls[mode]
+            if TRACED & set(CHOICES[choice][0]):  # A and B each trace a layer of their own
+                call = tuple(layer_calls(cell, size, args.seed)[mode] for _ in "AB")
+            row = {"size": list(size), "cell": cell_name, "precision": prec, "choice": choice}
+            rows.append({**row, "mode": mode, **time_choice(choice, call, args)})
+            print(f"  {rows[-1]}", flush=True)
     return rows
 
 
@@ -132,7 +154,11 @@ def main(argv=None) -> dict:
     print(f"kernels: {status.isa}, bf16 dot products {status.bf16_dot}, AMX tiles {status.amx}")
     rows = run(args, status)
     header = ["B x T x I x H", "cell", "prec", "mode", "A / B", "A ms", "B ms", "A / B (IQR)"]
-    names = {"hoist": "hoisted / fused", "amx": "AMX / dot products"}
+    names = {
+        "hoist": "hoisted / fused",
+        "amx": "AMX / dot products",
+        "transpose": "a^T materialised / dot_general",
+    }
     table = [
         [
             "x".join(map(str, r["size"])),

@@ -505,7 +505,7 @@ def test_train_memory_quick_run(tmp_path):
 def test_kernel_choices_quick_run(tmp_path):
     """``bench_kernel_choices.py`` at a tiny size: both sides of every kernel choice that exists
     on this CPU, in both precisions and modes, timed with their paired ratio; the kernels'
-    switches are back at their defaults afterwards."""
+    switches, the traced one too, are back at their defaults afterwards."""
     bench = load("bench_kernel_choices")
     out = tmp_path / "choices.json"
     results = bench.main(["--quick", "--json", str(out)])
@@ -516,10 +516,13 @@ def test_kernel_choices_quick_run(tmp_path):
         for prec in bench.PRECISIONS
         for choice in bench.CHOICES
         for mode in ("infer", "train")
-        if bench.applies(choice, prec, status)
+        if bench.applies(choice, prec, mode, status)
     }
     got = {(r["cell"], r["precision"], r["choice"], r["mode"]) for r in results["rows"]}
     assert got == expected
     assert all(r["a_ms"] > 0 and r["b_ms"] > 0 and r["ratio"] > 0 for r in results["rows"])
     assert status.amx == results["kernels"]["amx"]
+    assert ("lstm", "f32", "transpose", "train") in got
+    assert bench._ops.MATERIALISE_T is None
+    assert jr.kernels.status() == status
     assert out.is_file()

@@ -73,17 +73,32 @@ def _on_bf16_units(dtype) -> bool:
     return dtype == jnp.bfloat16 and _library.status().bf16_dot
 
 
+# Whether _t_matmul materialises a^T: None, where it pays (bf16 on the CPU's bf16 units);
+# benchmarks/bench_kernel_choices.py sets it to time both ways (read when a call is traced).
+MATERIALISE_T: bool | None = None
+
+
 def _t_matmul(a, g, dtype):
-    """``a^T g`` over the leading (T, B) axes, ``a`` rounded to the matmul ``dtype``, with
-    ``a^T`` materialised: XLA:CPU runs the standard-form GEMM much faster than the
-    transposed-LHS one (see :func:`jaxrnn.precision._weight_dot`)."""
+    """``a^T g`` over the leading (T, B) axes, ``a`` rounded to the matmul ``dtype``.
+
+    In float32 (and bf16 emulated as float32 products) one ``dot_general`` contracting the
+    rows of both: XLA:CPU's GEMM packs its operands itself, and a transpose materialised
+    before it costs more than it saves (``a`` is an XLA fusion here, whose transpose XLA
+    computes in a slow loop). On the CPU's bf16 units it is the other way round, and ``a^T``
+    is materialised row-major. Measured with ``bench_kernel_choices.py --choices transpose``
+    (benchmarks/README.md).
+    """
     a = a.reshape(-1, a.shape[-1]).astype(dtype)
     g = g.reshape(-1, g.shape[-1])
-    if _on_bf16_units(dtype):
-        g = g.astype(dtype)  # both operands bf16, on the CPU's bf16 units
+    units = _on_bf16_units(dtype)
+    if units:  # both operands bf16, on the CPU's bf16 units
+        g = g.astype(dtype)
     else:
         a = a.astype(_F32)
-    return jnp.matmul(_materialised_t(a), g, preferred_element_type=_F32)
+    if units if MATERIALISE_T is None else MATERIALISE_T:
+        return jnp.matmul(_materialised_t(a), g, preferred_element_type=_F32)
+    rows = (((0,), (0,)), ((), ()))
+    return jax.lax.dot_general(a, g, rows, preferred_element_type=_F32)
 
 
 def _materialised_t(a):
