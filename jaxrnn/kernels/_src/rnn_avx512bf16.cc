@@ -65,10 +65,17 @@ template <int NG>
 static void gemm_rows(const bf16_t* A, int64_t lda, int rows, const bf16_t* P, int K2, float* C,
                       int64_t ldc, int acc) {
   constexpr int MR = rows_for<NG>();
+  // A short last block split with the full one before it, as in rnn_impl.inc's gemm_rows.
+  int full = rows / MR, rem = rows - full * MR;
+  if (full > 0 && rem > 0 && 2 * rem < MR) --full;
   int r = 0;
-  for (; r + MR <= rows; r += MR)
+  for (int i = 0; i < full; ++i, r += MR)
     microkernel<MR, NG>(A + r * lda, lda, P, K2, C + r * ldc, ldc, acc);
-  if (r < rows) tail_rows<NG, MR - 1>(rows - r, A + r * lda, lda, P, K2, C + r * ldc, ldc, acc);
+  while (r < rows) {
+    int n = rows - r > MR ? (rows - r + 1) / 2 : rows - r;
+    tail_rows<NG, MR>(n, A + r * lda, lda, P, K2, C + r * ldc, ldc, acc);
+    r += n;
+  }
 }
 
 // C (+)= A P for all rows; accumulate: add to C's values instead of overwriting them.
