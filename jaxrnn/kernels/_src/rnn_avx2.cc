@@ -30,7 +30,6 @@ static inline V vadd(V a, V b) { return _mm256_add_ps(a, b); }
 static inline V vsub(V a, V b) { return _mm256_sub_ps(a, b); }
 static inline V vmul(V a, V b) { return _mm256_mul_ps(a, b); }
 static inline V vfma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
-static inline V vdiv(V a, V b) { return _mm256_div_ps(a, b); }
 // min and max return b where either is NaN: vmin(limit, x) keeps a NaN x.
 static inline V vmin(V a, V b) { return _mm256_min_ps(a, b); }
 static inline V vmax(V a, V b) { return _mm256_max_ps(a, b); }

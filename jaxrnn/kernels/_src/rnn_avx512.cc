@@ -45,7 +45,6 @@ static inline V vadd(V a, V b) { return _mm512_add_ps(a, b); }
 static inline V vsub(V a, V b) { return _mm512_sub_ps(a, b); }
 static inline V vmul(V a, V b) { return _mm512_mul_ps(a, b); }
 static inline V vfma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
-static inline V vdiv(V a, V b) { return _mm512_div_ps(a, b); }
 // min and max return b where either is NaN: vmin(limit, x) keeps a NaN x.
 static inline V vmin(V a, V b) { return _mm512_min_ps(a, b); }
 static inline V vmax(V a, V b) { return _mm512_max_ps(a, b); }

@@ -65,16 +65,9 @@ template <int NG>
 static void gemm_rows(const bf16_t* A, int64_t lda, int rows, const bf16_t* P, int K2, float* C,
                       int64_t ldc, int acc) {
   constexpr int MR = rows_for<NG>();
-  // A short last block split with the full one before it, as in rnn_impl.inc's gemm_rows.
-  int full = rows / MR, rem = rows - full * MR;
-  if (full > 0 && rem > 0 && 2 * rem < MR) --full;
-  int r = 0;
-  for (int i = 0; i < full; ++i, r += MR)
-    microkernel<MR, NG>(A + r * lda, lda, P, K2, C + r * ldc, ldc, acc);
-  while (r < rows) {
-    int n = rows - r > MR ? (rows - r + 1) / 2 : rows - r;
+  for (int r = 0, n = 0; r < rows; r += n) {
+    n = block_rows(rows, r, MR);
     tail_rows<NG, MR>(n, A + r * lda, lda, P, K2, C + r * ldc, ldc, acc);
-    r += n;
   }
 }
 

@@ -1,8 +1,8 @@
 // jaxrnn native kernels: what the FFI handlers (rnn_ffi.cc) and the per-ISA implementations
-// (rnn_avx2.cc, rnn_avx512.cc) share. Plain C structs and function pointers only: the ISA
-// translation units are compiled for other instruction sets and must not share inline C++
-// library code with the baseline one (an inline function compiled for AVX-512 could be the
-// copy the linker keeps).
+// (rnn_avx2.cc, rnn_avx512.cc) share. Plain C structs, function pointers and static functions
+// only: the ISA translation units are compiled for other instruction sets and must not share
+// inline C++ library code with the baseline one (an inline function compiled for AVX-512 could
+// be the copy the linker keeps; a static one is each translation unit's own).
 #ifndef JAXRNN_KERNELS_RNN_COMMON_H_
 #define JAXRNN_KERNELS_RNN_COMMON_H_
 
@@ -50,6 +50,15 @@ struct SeqArgs {
 };
 
 enum CellKind { kLstm = 0, kGruAfter = 1, kGruBefore = 2 };
+
+// The rows of the register-tiled GEMMs' block that starts at row r of `rows`, in blocks of at
+// most mr: each block streams the packed weights again, so a short last block (under mr / 2
+// rows) and the full one before it are split in halves instead (32 rows of 6: 6, 6, 6, 6, 4, 4).
+static inline int block_rows(int rows, int r, int mr) {
+  int left = rows - r;
+  if (left > mr && left < 2 * mr && 2 * (left - mr) < mr) return (left + 1) / 2;
+  return left < mr ? left : mr;
+}
 
 // Implementations of one instruction set.
 struct Isa {
