@@ -161,7 +161,7 @@ def main(argv=None) -> dict:
     }
     table = [
         [
-            "x".join(map(str, r["size"])),
+            harness.size_name(r["size"]),
             r["cell"],
             r["precision"],
             r["mode"],

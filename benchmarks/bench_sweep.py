@@ -102,20 +102,16 @@ PROCESS_S = 10.0  # starting a child: imports, building weights
 SAMPLE_MS = 50.0  # default: enough calls per round for a sample of at least this long
 
 
-parse_size = harness.parse_size
-size_name = harness.size_name
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     # No abbreviations: the pinning above looks for the literal ``--in-process``.
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     p.add_argument(
         "--sizes",
-        type=parse_size,
+        type=harness.parse_size,
         nargs="+",
         default=None,
-        help="sizes BxTxIxH (default: " + " ".join(size_name(s) for s in SIZES) + "; "
-        "with --quick: " + " ".join(size_name(s) for s in QUICK_SIZES) + ")",
+        help="sizes BxTxIxH (default: " + " ".join(harness.size_name(s) for s in SIZES) + "; "
+        "with --quick: " + " ".join(harness.size_name(s) for s in QUICK_SIZES) + ")",
     )
     p.add_argument(
         "--cores",
@@ -463,7 +459,7 @@ def short_flax(impl: str | None) -> str:
 
 def progress_line(s: dict) -> str:
     return (
-        f"  {size_name(s['size'])} {s['cell']} {s['precision']} {s['mode']}: "
+        f"  {harness.size_name(s['size'])} {s['cell']} {s['precision']} {s['mode']}: "
         f"jaxrnn {fmt_ms(s['jaxrnn_ms'])} ms, torch {fmt_ms(s['torch_ms'])} ms, "
         f"jaxrnn/torch {fmt_ratio(s['vs_torch'])}"
     )
@@ -507,7 +503,7 @@ def report_run(run: dict) -> str:
         diff = "n/a" if s["max_abs_diff"] is None else f"{s['max_abs_diff']:.1e}"
         body.append(
             [
-                size_name(s["size"]),
+                harness.size_name(s["size"]),
                 s["cell"].upper(),
                 s["mode"],
                 s["precision"],
@@ -560,7 +556,7 @@ def report(results: dict) -> str:
 
 def child_argv(args) -> list[str]:
     """The command line of one child: this run's options, in process (``--cores`` added)."""
-    argv = ["--in-process", "--sizes", *map(size_name, args.sizes), "--cells", *args.cells]
+    argv = ["--in-process", "--sizes", *map(harness.size_name, args.sizes), "--cells", *args.cells]
     argv += ["--precisions", *args.precisions, "--seed", str(args.seed)]
     if args.skip:
         argv += ["--skip", *args.skip]
@@ -581,7 +577,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
             header = ["B x T x I x H", "cell", "prec", "mode", "entries", "rounds x calls", "s"]
             body = [
                 [
-                    size_name(g["size"]),
+                    harness.size_name(g["size"]),
                     g["cell"],
                     g["precision"],
                     g["mode"],

@@ -112,7 +112,7 @@ LABELS = {"cudnn": "cuDNN", "scan": "scan", "flax": "Flax OptimizedLSTMCell", "t
 
 def lstm_group(group, deadline: Deadline, args, device, no_torch: str) -> list[dict]:
     size, mode = group
-    name = f"LSTM {bench_sweep.size_name(size)} {mode}"
+    name = f"LSTM {harness.size_name(size)} {mode}"
     entries, missing = lstm_entries(size, args.seed, device)
     if device is None:
         missing["torch"] = no_torch
@@ -144,7 +144,7 @@ def part_lstm_speed(args, deadline: Deadline) -> list[dict]:
     device, no_torch = torch_device(args.dry_run)
     groups = [(size, mode) for size in sizes for mode in peers.MODES]
     run = lambda group, gd: lstm_group(group, gd, args, device, no_torch)
-    name = lambda group: f"LSTM {bench_sweep.size_name(group[0])} {group[1]}"
+    name = lambda group: f"LSTM {harness.size_name(group[0])} {group[1]}"
     with cudnn_backend(args.dry_run):
         return groups_in_turn("lstm_speed", groups, [1.0] * len(groups), deadline, run, name)
 

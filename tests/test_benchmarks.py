@@ -269,10 +269,11 @@ def test_sweep_plan_and_sizes():
     assert len(groups) == 4 * 2 * 2 * 2  # sizes x cells x precisions x modes
     assert all(g["calls"] == 1 and g["repeats"] <= 9 for g in groups if g["size"][3] == 1024)
     assert results["estimate"]["total_s"] > 0 and "runs" not in results
-    assert bench.parse_size("32x128x128x256") == (32, 128, 128, 256)
+    harness = load("harness")  # --sizes is parsed by harness.parse_size
+    assert harness.parse_size("32x128x128x256") == (32, 128, 128, 256)
     for bad in ("32x128x128", "0x1x1x1", "axbxcxd"):
         with pytest.raises(argparse.ArgumentTypeError):
-            bench.parse_size(bad)
+            harness.parse_size(bad)
 
 
 @pytest.mark.parametrize("cell_name", ["lstm", "gru"])
