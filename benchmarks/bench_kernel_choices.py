@@ -18,7 +18,11 @@ ratios); below 1, A is faster.
 - ``transpose``: the training step only; A materialises the transposed operand of the weight
   gradients' matmuls (``sum_t h_{t-1}^T dG_t``, ``sum_t x_t^T dG_t``) row-major, B leaves
   the contraction over rows to XLA's ``dot_general`` (``jaxrnn.kernels._ops._t_matmul``: A on
-  bf16 units, B otherwise).
+  bf16 units, B otherwise), both on XLA;
+- ``gemm``: bf16 training steps where the CPU has AMX; A runs the backward pass's matmuls over
+  all steps (the weight gradients and ``dx_t = dG_t W_ih^T``) on the library's GEMMs on AMX
+  tiles (``jaxrnn_tn_matmul``, ``jaxrnn_nt_matmul``: the default there), B on XLA's (the
+  transposed operand materialised, as ``transpose``'s A).
 
 Run from the repository root::
 
@@ -58,9 +62,13 @@ PRECISIONS = {"f32": jnp.float32, "bf16": jnp.bfloat16}
 CHOICES = {
     "hoist": ({"hoist": True}, {"hoist": False}),
     "amx": ({"amx": True}, {"amx": False}),
-    "transpose": ({"materialise": True}, {"materialise": False}),
+    "transpose": (
+        {"materialise": True, "native_gemm": False},
+        {"materialise": False, "native_gemm": False},
+    ),
+    "gemm": ({"native_gemm": True}, {"native_gemm": False}),
 }
-TRACED = {"materialise"}  # switches read when a call is traced, not when it runs
+TRACED = {"materialise", "native_gemm"}  # switches read when a call is traced, not when it runs
 
 
 def layer_calls(cell, size, seed):
@@ -83,10 +91,11 @@ def switched(settings, call):
     def run():
         _library.configure(**{k: v for k, v in settings.items() if k not in TRACED})
         _ops.MATERIALISE_T = settings.get("materialise")
+        _ops.NATIVE_GEMM = settings.get("native_gemm")
         try:
             return call()
         finally:
-            _ops.MATERIALISE_T = None
+            _ops.MATERIALISE_T = _ops.NATIVE_GEMM = None
 
     return run
 
@@ -97,6 +106,8 @@ def applies(choice: str, precision: str, mode: str, status) -> bool:
         return precision == "bf16" and status.amx
     if choice == "transpose":
         return mode == "train"
+    if choice == "gemm":
+        return mode == "train" and precision == "bf16" and status.amx
     return True
 
 
@@ -158,6 +169,7 @@ def main(argv=None) -> dict:
         "hoist": "hoisted / fused",
         "amx": "AMX / dot products",
         "transpose": "a^T materialised / dot_general",
+        "gemm": "AMX GEMMs / XLA",
     }
     table = [
         [

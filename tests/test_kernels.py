@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 import jaxrnn as jr
-from jaxrnn.kernels import _library
+from jaxrnn.kernels import _library, _ops
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -438,6 +438,81 @@ def test_the_kernel_is_what_runs():
     assert "jaxrnn_lstm_forward" not in text and "scan[" in text
 
 
+def test_bf16_backward_matmuls_run_on_the_tiles():
+    """Where the CPU has AMX, a bf16 training step's matmuls over all steps are the library's
+    GEMMs: the weight gradients (two for the LSTM and the GRU with reset_after, three for the
+    GRU with the reset gate before the matmul) and dx. Elsewhere, and in float32, XLA's."""
+    xs = jnp.ones((2, 3, 3))
+    amx = jr.kernels.status().amx
+    for cell, tn in (
+        (jr.lstm(3, 4, dtype=jnp.bfloat16), 2),
+        (jr.gru(3, 4, reset_after=True, dtype=jnp.bfloat16), 2),
+        (jr.gru(3, 4, reset_after=False, dtype=jnp.bfloat16), 3),
+    ):
+        params = cell.init(jax.random.key(33))
+        loss = lambda p, x, c=cell: jr.scan(c, p, x)[1].astype(jnp.float32).sum()
+        text = str(jax.make_jaxpr(jax.grad(loss, argnums=(0, 1)))(params, xs))
+        assert text.count("jaxrnn_tn_matmul") == (tn if amx else 0)
+        assert text.count("jaxrnn_nt_matmul") == (1 if amx else 0)
+    cell = jr.lstm(3, 4)
+    params = cell.init(jax.random.key(34))
+    text = str(jax.make_jaxpr(jax.grad(lambda p: jr.scan(cell, p, xs)[1].sum()))(params))
+    assert "tn_matmul" not in text and "nt_matmul" not in text
+
+
+# (R, K, N): a single element; sizes that are no multiple of the 32 x 32 blocks of the result or
+# of the 32 values of a tile's row; a contraction longer than one pass over the result sums
+# (1024); more rows and columns of the result than one item of the product (256); no rows.
+GEMM_SIZES = [(1, 1, 1), (33, 17, 5), (64, 32, 32), (70, 300, 40), (1100, 48, 64), (0, 3, 4)]
+
+
+def _native_gemm(target, a, g, tiles):
+    """The library's ``target`` under vmap, on the tiles or (turned off after tracing, as a
+    test's switch can do) without them."""
+    if target == "jaxrnn_tn_matmul":  # a^T g
+        shape, args = (a.shape[-1], g.shape[-1]), (a, g)
+    else:  # g a^T
+        shape, args = (g.shape[-2], a.shape[-2]), (g, a)
+    call = jax.jit(jax.vmap(lambda x, y: _ops._ffi(target, [shape], x, y)[0]))
+    _library.configure(amx=tiles)
+    try:
+        return np.asarray(call(*args))
+    finally:
+        _library.configure()
+
+
+@pytest.mark.parametrize("tiles", [True, False], ids=["tiles", "without-tiles"])
+@pytest.mark.parametrize("size", GEMM_SIZES, ids=lambda s: "x".join(map(str, s)))
+def test_backward_gemms_against_float64(size, tiles):
+    """jaxrnn_tn_matmul (``a^T g``, the weight gradients) and jaxrnn_nt_matmul (``g a^T``, dx)
+    against float64 NumPy on the same bf16 operands, on AMX tiles and without them, under vmap.
+    """
+    if tiles and not jr.kernels.status().amx:
+        pytest.skip("no AMX here")
+    rows, k, n = size
+    keys = jax.random.split(jax.random.key(35), 3)
+    g = jax.random.normal(keys[0], (2, rows, n))
+    g16 = np.asarray(g.astype(jnp.bfloat16), np.float64)
+    a = jax.random.normal(keys[1], (2, rows, k)).astype(jnp.bfloat16)
+    want = np.einsum("brk,brn->bkn", np.asarray(a, np.float64), g16)
+    got = _native_gemm("jaxrnn_tn_matmul", a, g, tiles)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6 * max(rows, 1))
+    w = jax.random.normal(keys[2], (2, k, n)).astype(jnp.bfloat16)
+    want = np.einsum("brn,bkn->brk", g16, np.asarray(w, np.float64))
+    got = _native_gemm("jaxrnn_nt_matmul", w, g, tiles)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6 * max(n, 1))
+
+
+def test_backward_gemms_check_their_operands():
+    a, g = jnp.ones((4, 3), jnp.bfloat16), jnp.ones((4, 5))
+    with pytest.raises(Exception, match=r"expected a \(R, K\) bfloat16 and g \(R, N\) float32"):
+        _ops._ffi("jaxrnn_tn_matmul", [(3, 5)], a.astype(jnp.float32), g)
+    with pytest.raises(Exception, match=r"expected a \(R, K\) bfloat16"):
+        _ops._ffi("jaxrnn_tn_matmul", [(3, 5)], a, jnp.ones((5, 5)))
+    with pytest.raises(Exception, match=r"expected g \(R, N\) float32 and a \(K, N\)"):
+        _ops._ffi("jaxrnn_nt_matmul", [(4, 3)], g, a)
+
+
 def test_higher_order_derivatives_say_what_to_do():
     cell = jr.gru(3, 4)
     params = cell.init(jax.random.key(30))
@@ -471,7 +546,7 @@ def test_a_library_from_other_sources_is_refused():
         """
         import jax, jax.numpy as jnp
         import jaxrnn as jr
-        from jaxrnn.kernels import _library
+        from jaxrnn.kernels import _library, _ops
         _library.ABI += 1
         status = jr.kernels.status()
         assert not status.available and "rebuild" in status.reason, status

@@ -2,7 +2,7 @@
 
 ``pip install`` compiles ``_src/*.cc`` into ``jaxrnn/kernels/_rnn<suffix>.so`` (``setup.py``;
 the build is optional: without a compiler, or where it fails, the install still succeeds). At
-first use this module loads it with :mod:`ctypes`, registers its four FFI targets with XLA for
+first use this module loads it with :mod:`ctypes`, registers its FFI targets with XLA for
 the CPU platform and checks that the CPU has an instruction set the library was built for.
 Every failure is remembered as a sentence (:func:`status`), and the dispatch then keeps the XLA
 path.
@@ -28,11 +28,13 @@ TARGETS = (
     "jaxrnn_lstm_backward",
     "jaxrnn_gru_forward",
     "jaxrnn_gru_backward",
+    "jaxrnn_tn_matmul",
+    "jaxrnn_nt_matmul",
 )
 # The calling convention of those targets (their operands and results), which _ops.py follows.
 # The library returns the one it was built with (jaxrnn_kernel_abi in _src/rnn_ffi.cc); a
 # library left over from older sources (an editable install not rebuilt) is refused, not run.
-ABI = 4
+ABI = 5
 
 
 class Status(NamedTuple):

@@ -9,9 +9,10 @@ carries ``(B, H)``, ``lengths (B,)`` in ``[0, T]``. Work is split where each par
   units split across the cores;
 * the backward kernel runs the recurrence backwards, producing the gate pre-activation
   cotangents :math:`\delta G_t` of every step; the weight and input gradients then are single
-  XLA matmuls over all steps: :math:`\partial W_{hh} = \sum_t h_{t-1}^\top \delta G_t`,
+  matmuls over all steps: :math:`\partial W_{hh} = \sum_t h_{t-1}^\top \delta G_t`,
   :math:`\partial W_{ih} = \sum_t x_t^\top \delta G_t`, :math:`\partial x_t = \delta G_t
-  W_{ih}^\top` (large enough for XLA's GEMM to run near the machine's peak).
+  W_{ih}^\top` (large enough for XLA's GEMM to run near the machine's peak; in bf16 on AMX
+  tiles they run on the library's own GEMMs, ``jaxrnn_tn_matmul`` and ``jaxrnn_nt_matmul``).
 
 Precision follows :mod:`jaxrnn.precision`: ``dtype`` is the matmul operand dtype (float32, or
 bfloat16 with float32 sums); the carry, gates and cotangents are float32. In bfloat16, where the
@@ -73,15 +74,28 @@ def _on_bf16_units(dtype) -> bool:
     return dtype == jnp.bfloat16 and _library.status().bf16_dot
 
 
-# Whether _t_matmul materialises a^T: None, where it pays (bf16 on the CPU's bf16 units);
-# benchmarks/bench_kernel_choices.py sets it to time both ways (read when a call is traced).
+# Whether _t_matmul materialises a^T for XLA: None, where it pays (bf16 on the CPU's bf16
+# units). Whether the backward pass's matmuls over all steps run on the library's own GEMMs on
+# AMX tiles (jaxrnn_tn_matmul, jaxrnn_nt_matmul): None, in bf16 where the CPU's bf16 units are
+# AMX tiles. benchmarks/bench_kernel_choices.py sets both to time each way; they are read when
+# a call is traced.
 MATERIALISE_T: bool | None = None
+NATIVE_GEMM: bool | None = None
+
+
+def _native_gemm(dtype) -> bool:
+    """Whether the backward pass's matmuls in ``dtype`` run on the library's AMX GEMMs."""
+    on_tiles = dtype == jnp.bfloat16 and _library.status().amx
+    return on_tiles if NATIVE_GEMM is None else bool(NATIVE_GEMM) and on_tiles
 
 
 def _t_matmul(a, g, dtype):
     """``a^T g`` over the leading (T, B) axes, ``a`` rounded to the matmul ``dtype``.
 
-    In float32 (and bf16 emulated as float32 products) one ``dot_general`` contracting the
+    Where the CPU has AMX tiles, a bf16 product runs on the library's GEMM on them
+    (``jaxrnn_tn_matmul``: both operands packed into tiles, ``g`` rounded to bf16 as it is
+    packed), which beats XLA's there (``bench_kernel_choices.py --choices gemm``). Elsewhere,
+    in float32 (and bf16 emulated as float32 products) one ``dot_general`` contracting the
     rows of both: XLA:CPU's GEMM packs its operands itself, and a transpose materialised
     before it costs more than it saves (``a`` is an XLA fusion here, whose transpose XLA
     computes in a slow loop). On the CPU's bf16 units it is the other way round, and ``a^T``
@@ -90,6 +104,8 @@ def _t_matmul(a, g, dtype):
     """
     a = a.reshape(-1, a.shape[-1]).astype(dtype)
     g = g.reshape(-1, g.shape[-1])
+    if _native_gemm(dtype):
+        return _ffi("jaxrnn_tn_matmul", [(a.shape[1], g.shape[1])], a, g.astype(_F32))[0]
     units = _on_bf16_units(dtype)
     if units:  # both operands bf16, on the CPU's bf16 units
         g = g.astype(dtype)
@@ -135,7 +151,11 @@ def _previous(ys, h0, lengths, reverse, batch_major):
 def _input_grads(xs, w_ih, dg, dtype):
     """``(dxs, dw_ih, db)`` from the gate cotangents of the input side ``dg (T, B, G H)``."""
     w = w_ih.astype(dtype)
-    if _on_bf16_units(dtype):
+    if _native_gemm(dtype):  # dG W_ih^T on the library's AMX GEMM, as _t_matmul's products
+        rows = dg.reshape(-1, dg.shape[-1]).astype(_F32)
+        dxs = _ffi("jaxrnn_nt_matmul", [(rows.shape[0], w.shape[0])], rows, w)[0]
+        dxs = dxs.reshape(*dg.shape[:-1], w.shape[0])
+    elif _on_bf16_units(dtype):
         dxs = jnp.matmul(dg.astype(dtype), w.T, preferred_element_type=_F32)
     else:
         dxs = jnp.matmul(dg, w.astype(_F32).T)

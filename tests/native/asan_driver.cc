@@ -5,9 +5,12 @@
 // Configurations: both instruction sets, bf16 dot products off, on, and on AMX tiles, five sizes (hidden sizes
 // that are and are not multiples of the vector widths, B = T = H = 1), the three cells, f32 and
 // bf16, both directions, both layouts, random lengths in [0, T] (zero included), the input
-// projection hoisted and not.
+// projection hoisted and not. Then, where the CPU has AMX, the GEMMs of the weight gradients
+// and of dx on the tiles (amx::grad_matmul), at sizes that are and are not multiples of their
+// tiles, against a plain loop.
 #include "rnn_common.h"
 #include <atomic>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -17,6 +20,37 @@ using namespace jaxrnn;
 namespace jaxrnn { void avx512_use_bf16(int dot, int amx); }
 template <class T> static std::vector<T>* buf(size_t n, T v) { return new std::vector<T>(n, v); }
 static unsigned short tobf(float f) { unsigned u; memcpy(&u, &f, 4); return (unsigned short)((u + 0x7fff + ((u >> 16) & 1)) >> 16); }
+static float frombf(unsigned short h) { unsigned u = (unsigned)h << 16; float f; memcpy(&f, &u, 4); return f; }
+// The backward GEMM of kind on the tiles with nth threads over exactly sized buffers, against
+// a plain loop: c (K, N) = a^T g with a (R, K), or c (R, K) = g a^T with a (K, N).
+static bool check_grad(int kind, int R, int K, int N, int nth) {
+  bool weight = kind == kWeightGrad;
+  std::vector<unsigned short> A((size_t)(weight ? R : N) * K); std::vector<float> G((size_t)R * N), C((size_t)K * (weight ? N : R));
+  for (auto& v : A) v = tobf(rand() / (float)RAND_MAX - 0.5f);
+  for (auto& v : G) v = rand() / (float)RAND_MAX - 0.5f;
+  GradArgs t{kind, R, K, N, A.data(), G.data(), C.data()};
+  int64_t zeroed = 0, bytes = amx::grad_workspace_bytes(&t, &zeroed);
+  std::vector<char> ws(bytes + 64); char* base = ws.data() + ((64 - (uintptr_t)ws.data() % 64) % 64);
+  memset(base, 0, (size_t)zeroed);
+  memset(base + zeroed, 0xff, (size_t)(bytes - zeroed));  // NaNs: written before they are read
+  std::vector<std::thread> th;
+  for (int i = 1; i < nth; ++i) th.emplace_back([&, i] { amx::grad_matmul(&t, base, i, nth); });
+  amx::grad_matmul(&t, base, 0, nth);
+  for (auto& x : th) x.join();
+  int rows = weight ? K : R, cols = weight ? N : K, inner = weight ? R : N;
+  for (int i = 0; i < rows; ++i) for (int j = 0; j < cols; ++j) {
+    double want = 0;
+    for (int q = 0; q < inner; ++q) {
+      float g = frombf(tobf(weight ? G[(size_t)q * N + j] : G[(size_t)i * N + q]));
+      want += (double)g * frombf(weight ? A[(size_t)q * K + i] : A[(size_t)j * N + q]);
+    }
+    if (!(std::fabs(C[(size_t)i * cols + j] - want) <= 1e-5 * (1 + std::fabs(want)) * inner)) {
+      printf("grad_matmul kind %d, %dx%dx%d, %d threads: c[%d, %d] = %g, expected %g\n", kind, R, K, N, nth, i, j, C[(size_t)i * cols + j], want);
+      return false;
+    }
+  }
+  return true;
+}
 int main() {
   int sizes[][4] = {{1, 1, 2, 1}, {3, 5, 4, 37}, {2, 4, 6, 16}, {5, 3, 2, 17}, {4, 6, 8, 33}};
   int runs = 0;
@@ -64,6 +98,13 @@ int main() {
       if (pass) for (float v : dh0) if (!(v == v)) { printf("NaN in dh0\n"); return 1; }
     }
     ++runs;
+  }
+  if (amx::supported()) {
+    int gemm_sizes[][3] = {{1, 1, 1}, {33, 17, 5}, {64, 32, 32}, {70, 40, 300}, {40, 260, 20}, {300, 20, 1100}, {1100, 48, 64}};
+    for (int kind = 0; kind < 2; ++kind) for (auto& sz : gemm_sizes) for (int nth = 1; nth <= 3; ++nth) {
+      if (!check_grad(kind, sz[0], sz[1], sz[2], nth)) return 1;
+      ++runs;
+    }
   }
   printf("asan driver: %d configurations, forward and backward, no error\n", runs);
 }

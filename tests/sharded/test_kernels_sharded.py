@@ -57,9 +57,14 @@ def test_kernels_run_per_shard(name, reverse, time_major, set_mesh, explicit_mes
     (_, (_, ys)), grads = out
     assert tuple(jax.typeof(ys).sharding.spec)[: len(spec)] == spec
     assert all(p is None for g in jax.tree.leaves(grads) for p in g.sharding.spec)
-    # Each device's kernel call sees its own 2 rows of the 16.
+    # Each device's kernel calls see its own 2 rows of the 16; the weight gradients' GEMMs (bf16
+    # on AMX tiles; dx is not needed here) its 2 x 6 rows of steps.
     calls = [ln for ln in hlo.splitlines() if "custom-call" in ln and "jaxrnn_" in ln]
-    assert calls and all(("f32[2,6," if not time_major else "f32[6,2,") in ln for ln in calls)
+    seq = [ln for ln in calls if "_matmul" not in ln]
+    assert seq and all(("f32[2,6," if not time_major else "f32[6,2,") in ln for ln in seq)
+    gemms = [ln for ln in calls if "_matmul" in ln]
+    assert len(gemms) == (2 if name == "lstm_bf16" and jr.kernels.status().amx else 0)
+    assert all("[12," in ln for ln in gemms)
 
 
 def test_two_batch_axes_split_over_a_two_axis_mesh():

@@ -12,7 +12,7 @@
 #include <unistd.h>
 
 #pragma GCC push_options
-#pragma GCC target("amx-tile,amx-bf16,avx512f")
+#pragma GCC target("amx-tile,amx-bf16,avx512f,avx512bw,avx512bf16")
 #include <immintrin.h>
 
 namespace jaxrnn {
@@ -235,6 +235,232 @@ void gemm2(const bf16_t* Ax, int64_t ldx, const bf16_t* Px, int K2x, const bf16_
   gemm_tiles(Sources{{Ax, Ah}, {ldx, ldh}, {Px, Ph}, {K2x, K2h}, 2}, rows, ng, C, ldc, 0);
 }
 
+
+// ---------------------------------------------------------------------------------------------
+// The backward pass's matmuls over all steps (GradArgs, rnn_common.h), as one product
+// C[M, P] = sum over q of A[m, q] B[q, p]:
+//   kWeightGrad: M = K, P = N, the contraction over the R rows; A = a^T, B = g;
+//   kInputGrad:  M = R, P = K, the contraction over N; A = g, B = w^T.
+// Both operands are packed into whole tiles first, zero padded to multiples of 32: A as
+// [M / 16][Q / 32] tiles of 16 rows x 32 values, B as [P / 16][Q / 32] tiles of 16 pairs x 16
+// columns (each pair interleaved, as TDPBF16PS reads its second operand); g is rounded to bf16
+// on the way. Then each item of the product owns a block of C and sums over the contraction in
+// chunks, so that A's chunk for the item's rows stays in L2, and B's chunk for a pair of column
+// blocks in L1 and L2 while the item's rows are swept.
+static constexpr int kChunk = 1024;  // contraction per pass over an item's C (A: 512 KiB)
+static constexpr int kItem = 256;    // rows and columns of C per item of the product
+static constexpr int kPackQ = 64;    // contraction per item of the packing phase
+
+struct GradWs {
+  Sync* pack;  // the packing phase's items, then the product's
+  Sync* mul;
+  bf16_t* ap;  // A's tiles
+  bf16_t* bp;  // B's tiles
+  float* c;    // the result: GradArgs::c, or (padded sizes) a buffer it is copied from
+  int64_t ldc;
+  int M, P, Q;     // C's rows and columns, the contraction
+  int Mp, Pp, Qp;  // the same, padded to multiples of 32
+};
+
+static inline int64_t round_up64(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+static inline int min_int(int a, int b) { return a < b ? a : b; }
+
+// The workspace's parts, in order (sizes only when base is null); returns its bytes.
+static int64_t carve_grad(const GradArgs* t, char* base, GradWs* w, int64_t* zeroed) {
+  const int weight = t->kind == kWeightGrad;
+  w->M = weight ? t->K : t->R;
+  w->P = weight ? t->N : t->K;
+  w->Q = weight ? t->R : t->N;
+  w->Mp = (int)round_up64(w->M, 32);
+  w->Pp = (int)round_up64(w->P, 32);
+  w->Qp = (int)round_up64(w->Q, 32);
+  const int padded = w->Mp != w->M || w->Pp != w->P;
+  int64_t at = 0;
+  auto take = [&](int64_t bytes) {
+    char* p = base ? base + at : nullptr;
+    at = round_up64(at + bytes, 64);
+    return p;
+  };
+  w->pack = (Sync*)take(sizeof(Sync));
+  w->mul = (Sync*)take(sizeof(Sync));
+  *zeroed = at;
+  w->ap = (bf16_t*)take((int64_t)w->Mp * w->Qp * 2);
+  w->bp = (bf16_t*)take((int64_t)w->Pp * w->Qp * 2);
+  w->c = padded ? (float*)take((int64_t)w->Mp * w->Pp * 4) : t->c;
+  w->ldc = padded ? w->Pp : w->P;
+  return at;
+}
+
+int64_t grad_workspace_bytes(const GradArgs* t, int64_t* zeroed) {
+  GradWs w;
+  return carve_grad(t, nullptr, &w, zeroed);
+}
+
+// Pairs (x_i, y_i) of bf16 values from a vector holding x_0..x_15 then y_0..y_15.
+static inline __m512i interleave_pairs(__m512i xy) {
+  const __m512i order =
+      _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7, 22, 6,
+                       21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+  return _mm512_permutexvar_epi16(order, xy);
+}
+
+// n float32 values from p (0 <= n <= 16; zeros past them).
+static inline __m512 load_f32(const float* p, int n) {
+  if (n <= 0) return _mm512_setzero_ps();
+  return _mm512_maskz_loadu_ps(n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1), p);
+}
+
+// kWeightGrad, A's tile (mb, qb): a's rows q0 .. q0 + 31, columns m0 .. m0 + 15, transposed.
+static void pack_a_transposed(const GradArgs* t, bf16_t* tile, int m0, int q0) {
+  const int nq = min_int(t->R - q0, 32), nm = min_int(t->K - m0, 16);
+  if (nq < 32 || nm < 16) __builtin_memset(tile, 0, 1024);
+  for (int j = 0; j < nq; ++j) {
+    const bf16_t* row = t->a + (int64_t)(q0 + j) * t->K + m0;
+    for (int i = 0; i < nm; ++i) tile[i * 32 + j] = row[i];
+  }
+}
+
+// kWeightGrad, B's tile (pb, qb): g's rows q0 .. q0 + 31 in pairs, columns p0 .. p0 + 15.
+static void pack_b_rows(const GradArgs* t, bf16_t* tile, int p0, int q0) {
+  for (int i = 0; i < 16; ++i) {
+    const int q = q0 + 2 * i;
+    const float* g = t->g + (int64_t)q * t->N + p0;
+    __m512 x = q < t->R ? load_f32(g, t->N - p0) : _mm512_setzero_ps();
+    __m512 y = q + 1 < t->R ? load_f32(g + t->N, t->N - p0) : _mm512_setzero_ps();
+    __m512i xy = (__m512i)_mm512_cvtne2ps_pbh(y, x);  // x's 16 values, then y's
+    _mm512_store_si512((__m512i*)(tile + i * 32), interleave_pairs(xy));
+  }
+}
+
+// kInputGrad, A's tile (mb, qb): g's rows m0 .. m0 + 15, columns q0 .. q0 + 31.
+static void pack_a_rows(const GradArgs* t, bf16_t* tile, int m0, int q0) {
+  for (int i = 0; i < 16; ++i) {
+    const float* g = t->g + (int64_t)(m0 + i) * t->N + q0;
+    const int live = m0 + i < t->R;
+    __m512 x = live ? load_f32(g, t->N - q0) : _mm512_setzero_ps();
+    __m512 y = live ? load_f32(g + 16, t->N - q0 - 16) : _mm512_setzero_ps();
+    _mm512_store_si512((__m512i*)(tile + i * 32), (__m512i)_mm512_cvtne2ps_pbh(y, x));
+  }
+}
+
+// kInputGrad, B's tile (pb, qb): w's rows p0 .. p0 + 15 (columns of C), its columns
+// q0 .. q0 + 31 in pairs.
+static void pack_b_transposed(const GradArgs* t, bf16_t* tile, int p0, int q0) {
+  const int np = min_int(t->K - p0, 16), nq = min_int(t->N - q0, 32);
+  if (np < 16 || nq < 32) __builtin_memset(tile, 0, 1024);
+  for (int j = 0; j < np; ++j) {
+    const bf16_t* row = t->a + (int64_t)(p0 + j) * t->N + q0;
+    for (int q = 0; q < nq; ++q) tile[(q >> 1) * 32 + 2 * j + (q & 1)] = row[q];
+  }
+}
+
+// The tiles of both operands over the contraction block qb (32 values).
+static void pack_grad_block(const GradArgs* t, const GradWs& w, int qb) {
+  const int QB = w.Qp / 32, weight = t->kind == kWeightGrad;
+  for (int mb = 0; mb < w.Mp / 16; ++mb) {
+    bf16_t* tile = w.ap + ((int64_t)mb * QB + qb) * 512;
+    if (weight) {
+      pack_a_transposed(t, tile, mb * 16, qb * 32);
+    } else {
+      pack_a_rows(t, tile, mb * 16, qb * 32);
+    }
+  }
+  for (int pb = 0; pb < w.Pp / 16; ++pb) {
+    bf16_t* tile = w.bp + ((int64_t)pb * QB + qb) * 512;
+    if (weight) {
+      pack_b_rows(t, tile, pb * 16, qb * 32);
+    } else {
+      pack_b_transposed(t, tile, pb * 16, qb * 32);
+    }
+  }
+}
+
+// C's 32 x 32 block at row block mb and column block pb (+)= the product over contraction
+// blocks [qb0, qb1): 2 x 2 sum tiles, each A tile loaded serving two column blocks, each B
+// tile two row blocks.
+static inline void grad_block(const GradWs& w, int mb, int pb, int qb0, int qb1) {
+  const int QB = w.Qp / 32;
+  const int64_t stride = w.ldc * 4;
+  float* c0 = w.c + (int64_t)mb * 16 * w.ldc + pb * 16;
+  float* c1 = c0 + 16 * w.ldc;
+  JAXRNN_TOUCH(c0, stride);
+  JAXRNN_TOUCH(c0 + 16, stride);
+  JAXRNN_TOUCH(c1, stride);
+  JAXRNN_TOUCH(c1 + 16, stride);
+  if (qb0 == 0) {
+    _tile_zero(C00);
+    _tile_zero(C01);
+    _tile_zero(C10);
+    _tile_zero(C11);
+  } else {
+    _tile_loadd(C00, c0, stride);
+    _tile_loadd(C01, c0 + 16, stride);
+    _tile_loadd(C10, c1, stride);
+    _tile_loadd(C11, c1 + 16, stride);
+  }
+  const bf16_t* a0 = w.ap + (int64_t)mb * QB * 512;
+  const bf16_t* a1 = a0 + (int64_t)QB * 512;
+  const bf16_t* b0 = w.bp + (int64_t)pb * QB * 512;
+  const bf16_t* b1 = b0 + (int64_t)QB * 512;
+  for (int qb = qb0; qb < qb1; ++qb) {
+    const int64_t at = (int64_t)qb * 512;
+    JAXRNN_TOUCH(b0 + at, 64);
+    JAXRNN_TOUCH(a0 + at, 64);
+    JAXRNN_TOUCH(a1 + at, 64);
+    JAXRNN_TOUCH(b1 + at, 64);
+    _tile_loadd(B0, b0 + at, 64);
+    _tile_loadd(A0, a0 + at, 64);
+    _tile_dpbf16ps(C00, A0, B0);
+    _tile_loadd(A1, a1 + at, 64);
+    _tile_dpbf16ps(C10, A1, B0);
+    _tile_loadd(B1, b1 + at, 64);
+    _tile_dpbf16ps(C01, A0, B1);
+    _tile_dpbf16ps(C11, A1, B1);
+  }
+  _tile_stored(C00, c0, stride);
+  _tile_stored(C01, c0 + 16, stride);
+  _tile_stored(C10, c1, stride);
+  _tile_stored(C11, c1 + 16, stride);
+}
+
+// Item i of the product: C's rows [m0, m1) and columns [p0, p1), over the whole contraction
+// in chunks; with padded sizes, then its part of GradArgs::c.
+static void grad_item(const GradArgs* t, const GradWs& w, int i) {
+  const int rows = (w.Mp + kItem - 1) / kItem, QB = w.Qp / 32;
+  const int m0 = (i % rows) * kItem, m1 = min_int(m0 + kItem, w.Mp);
+  const int p0 = (i / rows) * kItem, p1 = min_int(p0 + kItem, w.Pp);
+  for (int qb0 = 0; qb0 < QB; qb0 += kChunk / 32) {
+    const int qb1 = min_int(qb0 + kChunk / 32, QB);
+    for (int p = p0; p < p1; p += 32)
+      for (int m = m0; m < m1; m += 32) grad_block(w, m / 16, p / 16, qb0, qb1);
+  }
+  if (w.c == t->c) return;
+  const int mend = min_int(m1, w.M), pend = min_int(p1, w.P);
+  for (int m = m0; m < mend && p0 < pend; ++m)
+    __builtin_memcpy(t->c + (int64_t)m * w.P + p0, w.c + (int64_t)m * w.ldc + p0,
+                     (size_t)(pend - p0) * 4);
+}
+
+int grad_items(const GradArgs* t) {
+  GradWs w;
+  int64_t zeroed;
+  carve_grad(t, nullptr, &w, &zeroed);
+  return (int)(((w.Mp + kItem - 1) / kItem) * ((w.Pp + kItem - 1) / kItem));
+}
+
+void grad_matmul(const GradArgs* t, void* ws, int tid, int nth) {
+  GradWs w;
+  int64_t zeroed;
+  carve_grad(t, (char*)ws, &w, &zeroed);
+  const int QB = w.Qp / 32, per = kPackQ / 32;
+  run_phases(w.pack, 1, (QB + per - 1) / per, tid, nth, [&](int64_t, int i) {
+    for (int qb = i * per; qb < QB && qb < (i + 1) * per; ++qb) pack_grad_block(t, w, qb);
+  });
+  configure();
+  run_phases(w.mul, 1, grad_items(t), tid, nth, [&](int64_t, int i) { grad_item(t, w, i); });
+  end_thread();
+}
+
 // Linux hands out the 8 KiB of tile state only to processes that ask for it
 // (arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)); asking twice is harmless.
 static int request_tiles() {
@@ -244,7 +470,8 @@ static int request_tiles() {
 
 int supported() {
   static const int ok = __builtin_cpu_supports("amx-tile") && __builtin_cpu_supports("amx-bf16") &&
-                        __builtin_cpu_supports("avx512f") && request_tiles();
+                        __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                        __builtin_cpu_supports("avx512bf16") && request_tiles();
   return ok;
 }
 
@@ -261,6 +488,12 @@ void gemm(const bf16_t*, int64_t, int, const bf16_t*, int, int, float*, int64_t,
 void gemm2(const bf16_t*, int64_t, const bf16_t*, int, const bf16_t*, int64_t, const bf16_t*, int,
            int, int, float*, int64_t) {}
 int supported() { return 0; }
+int64_t grad_workspace_bytes(const GradArgs*, int64_t* zeroed) {
+  *zeroed = 0;
+  return 0;
+}
+int grad_items(const GradArgs*) { return 1; }
+void grad_matmul(const GradArgs*, void*, int, int) {}
 }  // namespace amx
 }  // namespace jaxrnn
 #endif

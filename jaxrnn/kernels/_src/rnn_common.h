@@ -6,6 +6,7 @@
 #ifndef JAXRNN_KERNELS_RNN_COMMON_H_
 #define JAXRNN_KERNELS_RNN_COMMON_H_
 
+#include <sched.h>
 #include <stdint.h>
 
 namespace jaxrnn {
@@ -59,6 +60,85 @@ static inline int block_rows(int rows, int r, int mr) {
   if (left > mr && left < 2 * mr && 2 * (left - mr) < mr) return (left + 1) / 2;
   return left < mr ? left : mr;
 }
+
+// Work sharing. Every pass over the units (a step, or a part of one) is a phase of N items
+// (panels, or groups of them). Item ranges have a home thread each, in order, so a thread
+// keeps its slice of the weights in its cache as long as the threads keep pace; a thread that
+// finishes its range takes what is left of the others', and one that starts late (or never)
+// costs nothing but its share. A phase ends when all its items are done (one counter for all
+// phases); no thread ever waits for another to start, only for claimed items to finish.
+static constexpr int kMaxThreads = 64;
+
+struct Sync {
+  int64_t done;                       // items finished, over all phases
+  char pad[56];
+  int64_t next[kMaxThreads * 8];      // range j's claim counter at [j * 8]: one cache line each
+};
+
+static inline int64_t range_lo(int64_t n, int j, int nth) { return n * j / nth; }
+
+// An item of phase k for thread tid (its own range first, then the others'), or -1.
+static inline int64_t claim(Sync* s, int64_t k, int tid, int nth, int64_t n) {
+  for (int d = 0; d < nth; ++d) {
+    int j = (tid + d) % nth;
+    int64_t lo = range_lo(n, j, nth), r = range_lo(n, j + 1, nth) - lo;
+    int64_t* next = &s->next[j * 8];
+    int64_t v = __atomic_load_n(next, __ATOMIC_RELAXED);
+    while (v < (k + 1) * r) {
+      if (__atomic_compare_exchange_n(next, &v, v + 1, false, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
+        return lo + v - k * r;
+    }
+  }
+  return -1;
+}
+
+static inline void wait_for(Sync* s, int64_t done) {
+  for (int spin = 0; __atomic_load_n(&s->done, __ATOMIC_ACQUIRE) < done; ++spin) {
+    if (spin < 2000) {
+      __builtin_ia32_pause();
+    } else {
+      sched_yield();
+    }
+  }
+}
+
+// Runs phases [0, phases) of n items each; item(k, i) does item i of phase k.
+template <class Item>
+static void run_phases(Sync* s, int64_t phases, int64_t n, int tid, int nth, Item&& item) {
+  if (nth > kMaxThreads) nth = kMaxThreads;
+  for (int64_t k = __atomic_load_n(&s->done, __ATOMIC_ACQUIRE) / n; k < phases; ++k) {
+    for (int64_t i; (i = claim(s, k, tid, nth, n)) >= 0;) {
+      item(k, (int)i);
+      __atomic_fetch_add(&s->done, 1, __ATOMIC_RELEASE);
+    }
+    wait_for(s, (k + 1) * n);
+  }
+}
+
+// The bf16 backward pass's matmuls over all steps, on AMX tiles (rnn_amx.cc), with the (T, B)
+// axes flattened to R rows; g is rounded to bfloat16 (to nearest, ties to even) as it is
+// packed, and the products are summed in float32:
+//   kWeightGrad: c (K, N) = a^T g, a (R, K) (h_{t-1} or x_t), g (R, N) (dG_t): dW_hh, dW_ih;
+//   kInputGrad:  c (R, K) = g a^T, g (R, N) (dG_t), a (K, N) (W_ih): dx_t.
+enum GradKind { kWeightGrad = 0, kInputGrad = 1 };
+
+struct GradArgs {
+  int kind;
+  int R, K, N;
+  const unsigned short* a;  // bfloat16 bit patterns, row-major
+  const float* g;
+  float* c;
+};
+
+namespace amx {
+int supported();  // the CPU has AMX-BF16 and Linux granted this process the tile state
+// The workspace of grad_matmul (its first *zeroed bytes zero when a call starts), how many
+// items (blocks of c) its product has, and what thread tid of nth runs of it (any thread may
+// start late or not at all, as long as thread 0 runs).
+int64_t grad_workspace_bytes(const GradArgs* t, int64_t* zeroed);
+int grad_items(const GradArgs* t);
+void grad_matmul(const GradArgs* t, void* ws, int tid, int nth);
+}  // namespace amx
 
 // Implementations of one instruction set.
 struct Isa {

@@ -81,9 +81,12 @@ int team_size() {
 // work at the sizes the kernels are for, short enough not to hold a core another thread needs.
 constexpr int kSpins = 2000;
 
+// What each member runs: fn(args, ws, tid, nth).
+typedef void (*JobFn)(const void* args, void* ws, int tid, int nth);
+
 struct Job {
-  void (*fn)(const SeqArgs*, void*, int, int);
-  const SeqArgs* args;
+  JobFn fn;
+  const void* args;
   void* ws;
   int nth;
 };
@@ -174,25 +177,44 @@ void* workspace(size_t bytes) {
   return g_workspace;
 }
 
-// Runs fn over the team: nth members (at most the panels of hidden units). Calls that XLA
-// runs at the same time (e.g. the two directions of a bidirectional layer) take turns: each
-// uses every core, and no more threads spin than there are cores.
-void run_team(void (*fn)(const SeqArgs*, void*, int, int), const SeqArgs& a,
-              const Isa* isa, int backward) {
-  int panels = (a.H + isa->lanes - 1) / isa->lanes;
-  int nth = std::max(1, std::min(team_size(), panels));
+// Runs fn on nth members of the team (at most its size), with the shared workspace of
+// bytes(nth, &zeroed) bytes, the first zeroed of them zero. Calls that XLA runs at the same
+// time (e.g. the two directions of a bidirectional layer) take turns: each uses every core,
+// and no more threads spin than there are cores.
+template <class Bytes>
+void run_job(JobFn fn, const void* args, int nth, Bytes&& bytes) {
   std::unique_lock<std::mutex> lock(g_team_mu);
+  nth = std::max(1, std::min(team_size(), nth));
   if (nth > 1 && (!g_team || g_team->size() < nth)) g_team = new Team(team_size() - 1);
   if (nth > 1) nth = std::min(nth, g_team->size());
   int64_t zeroed = 0;
-  int64_t bytes = isa->workspace_bytes(&a, nth, backward, &zeroed);
-  void* ws = workspace((size_t)bytes);
+  void* ws = workspace((size_t)bytes(nth, &zeroed));
   memset(ws, 0, (size_t)zeroed);
   if (nth == 1) {
-    fn(&a, ws, 0, 1);
+    fn(args, ws, 0, 1);
   } else {
-    g_team->Run(Job{fn, &a, ws, nth});
+    g_team->Run(Job{fn, args, ws, nth});
   }
+}
+
+// One direction of a layer: a SeqArgs and the kernel that runs it.
+struct SeqJob {
+  const SeqArgs* a;
+  void (*kernel)(const SeqArgs*, void*, int, int);
+};
+
+void run_seq_job(const void* job, void* ws, int tid, int nth) {
+  const SeqJob* j = (const SeqJob*)job;
+  j->kernel(j->a, ws, tid, nth);
+}
+
+// Runs the forward or backward kernel over the team, a member per panel of hidden units at most.
+void run_team(const SeqArgs& a, const Isa* isa, int backward) {
+  SeqJob job{&a, backward ? isa->backward : isa->forward};
+  int panels = (a.H + isa->lanes - 1) / isa->lanes;
+  run_job(run_seq_job, &job, panels, [&](int nth, int64_t* zeroed) {
+    return isa->workspace_bytes(&a, nth, backward, zeroed);
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -285,7 +307,7 @@ ffi::Error run(const SeqArgs& a, int backward) {
   if (!isa) return ffi::Error::Internal("jaxrnn kernel: this CPU has neither AVX2+FMA nor AVX-512");
   if (a.T == 0 || a.B == 0) return ffi::Error::Success();
   try {
-    run_team(backward ? isa->backward : isa->forward, a, isa, backward);
+    run_team(a, isa, backward);
   } catch (const std::exception& e) {
     return ffi::Error::Internal(std::string("jaxrnn kernel: ") + e.what());
   }
@@ -387,6 +409,100 @@ ffi::Error GruBackward(ffi::AnyBuffer acts, ffi::AnyBuffer hns, ffi::AnyBuffer y
   return run(a, 1);
 }
 
+// Whether bf16 matmuls run on AMX tiles here and now (jaxrnn_kernel_configure may turn them off).
+int amx_on() {
+  const Isa* isa = chosen_isa();
+  return isa && isa->lanes == 16 && g_bf16_dot.load() && g_amx.load() && amx::supported();
+}
+
+// bf16 rounding of a float32 (to nearest, ties to even; NaN stays NaN), as XLA converts.
+float round_bf16(float x) {
+  uint32_t u;
+  memcpy(&u, &x, 4);
+  if ((u & 0x7FFFFFFFu) > 0x7F800000u) return x;
+  u = (u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u;
+  memcpy(&x, &u, 4);
+  return x;
+}
+
+float from_bf16(unsigned short h) {
+  uint32_t bits = (uint32_t)h << 16;
+  float x;
+  memcpy(&x, &bits, 4);
+  return x;
+}
+
+// The products without the tiles, for a call traced while they were on and run after a test
+// turned them off (jaxrnn_kernel_configure): the same products, row by row, slowly.
+void grad_without_tiles(const GradArgs& t) {
+  std::vector<float> g(t.N);
+  if (t.kind == kWeightGrad) {  // c (K, N) = a^T g
+    memset(t.c, 0, sizeof(float) * t.K * t.N);
+    for (int r = 0; r < t.R; ++r) {
+      for (int n = 0; n < t.N; ++n) g[n] = round_bf16(t.g[(int64_t)r * t.N + n]);
+      for (int k = 0; k < t.K; ++k) {
+        const float a = from_bf16(t.a[(int64_t)r * t.K + k]);
+        float* c = t.c + (int64_t)k * t.N;
+        for (int n = 0; n < t.N; ++n) c[n] += a * g[n];
+      }
+    }
+    return;
+  }
+  for (int r = 0; r < t.R; ++r) {  // c (R, K) = g a^T
+    for (int n = 0; n < t.N; ++n) g[n] = round_bf16(t.g[(int64_t)r * t.N + n]);
+    for (int k = 0; k < t.K; ++k) {
+      float sum = 0;
+      for (int n = 0; n < t.N; ++n) sum += g[n] * from_bf16(t.a[(int64_t)k * t.N + n]);
+      t.c[(int64_t)r * t.K + k] = sum;
+    }
+  }
+}
+
+void run_grad_job(const void* t, void* ws, int tid, int nth) {
+  amx::grad_matmul((const GradArgs*)t, ws, tid, nth);
+}
+
+ffi::Error grad_matmul(const GradArgs& t) {
+  if ((int64_t)t.K * (t.kind == kWeightGrad ? t.N : t.R) == 0) return ffi::Error::Success();
+  if ((t.kind == kWeightGrad ? t.R : t.N) == 0 || !amx_on()) {
+    grad_without_tiles(t);
+    return ffi::Error::Success();
+  }
+  try {  // as many members as the product has items (blocks of c), at most the team
+    run_job(run_grad_job, &t, amx::grad_items(&t), [&](int, int64_t* zeroed) {
+      return amx::grad_workspace_bytes(&t, zeroed);
+    });
+  } catch (const std::exception& e) {
+    return ffi::Error::Internal(std::string("jaxrnn kernel: ") + e.what());
+  }
+  return ffi::Error::Success();
+}
+
+bool bf16_and_f32(const ffi::AnyBuffer& a, const ffi::AnyBuffer& g) {
+  return a.element_type() == ffi::DataType::BF16 && g.element_type() == ffi::DataType::F32 &&
+         a.dimensions().size() == 2 && g.dimensions().size() == 2;
+}
+
+// c = a^T g: a (R, K) bfloat16, g (R, N) float32 (rounded to bf16), c (K, N) float32.
+ffi::Error TnMatmul(ffi::AnyBuffer a, ffi::AnyBuffer g, ffi::Result<ffi::AnyBuffer> c) {
+  if (!bf16_and_f32(a, g) || dim(a, 0) != dim(g, 0))
+    return bad("expected a (R, K) bfloat16 and g (R, N) float32");
+  if (!has_shape(*c, {dim(a, 1), dim(g, 1)})) return bad("the result is not (K, N)");
+  return grad_matmul(GradArgs{kWeightGrad, (int)dim(a, 0), (int)dim(a, 1), (int)dim(g, 1),
+                              reinterpret_cast<const unsigned short*>(a.untyped_data()), f32(g),
+                              f32(*c)});
+}
+
+// c = g a^T: g (R, N) float32 (rounded to bf16), a (K, N) bfloat16, c (R, K) float32.
+ffi::Error NtMatmul(ffi::AnyBuffer g, ffi::AnyBuffer a, ffi::Result<ffi::AnyBuffer> c) {
+  if (!bf16_and_f32(a, g) || dim(a, 1) != dim(g, 1))
+    return bad("expected g (R, N) float32 and a (K, N) bfloat16");
+  if (!has_shape(*c, {dim(g, 0), dim(a, 0)})) return bad("the result is not (R, K)");
+  return grad_matmul(GradArgs{kInputGrad, (int)dim(g, 0), (int)dim(a, 0), (int)dim(g, 1),
+                              reinterpret_cast<const unsigned short*>(a.untyped_data()), f32(g),
+                              f32(*c)});
+}
+
 }  // namespace
 }  // namespace jaxrnn
 
@@ -461,13 +577,25 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxrnn_gru_backward, jaxrnn::GruBackward,
                                   .Ret<ffi::AnyBuffer>()
                                   .Ret<ffi::AnyBuffer>());
 
+XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxrnn_tn_matmul, jaxrnn::TnMatmul,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxrnn_nt_matmul, jaxrnn::NtMatmul,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>());
+
 // Introspection and test switches, called through ctypes.
 // The targets' calling convention; _library.py's ABI must equal it (2: the GRU saves
 // h W_hn + b_hn apart from r, z, n, and its backward takes them as a second operand; 3: the
 // GRU backward returns r * h too; 4: AMX tiles, jaxrnn_kernel_amx and the amx switch of
 // jaxrnn_kernel_configure, the GRU backward's dpn and r * h are one result, and the hoist
-// switch).
-EXPORT int jaxrnn_kernel_abi() { return 4; }
+// switch; 5: jaxrnn_tn_matmul and jaxrnn_nt_matmul).
+EXPORT int jaxrnn_kernel_abi() { return 5; }
 
 EXPORT const char* jaxrnn_kernel_isa() {
   const jaxrnn::Isa* isa = jaxrnn::chosen_isa();
@@ -479,7 +607,7 @@ EXPORT int jaxrnn_kernel_bf16_dot() {
   return isa && isa->lanes == 16 && __builtin_cpu_supports("avx512bf16") && jaxrnn::g_bf16_dot.load();
 }
 
-EXPORT int jaxrnn_kernel_amx() { return jaxrnn_kernel_bf16_dot() && jaxrnn::g_amx.load() && jaxrnn::amx::supported(); }
+EXPORT int jaxrnn_kernel_amx() { return jaxrnn::amx_on(); }
 
 EXPORT int jaxrnn_kernel_threads() { return jaxrnn::team_size(); }
 
