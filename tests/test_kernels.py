@@ -238,6 +238,20 @@ def test_hoisted_input_projection(isa, name, dtype, time_major):
     _compare(cell, params, xs, carry, tol, tol / 10 if dtype == jnp.float32 else tol, **opts)
 
 
+@pytest.mark.parametrize("name", list(CELLS))
+@pytest.mark.parametrize("hoist", [None, True], ids=["default", "hoisted"])
+def test_bfloat16_single_sequence(isa, name, hoist):
+    """bf16 over a single sequence (B = 1), whose steps run on the dot products: the hoisted
+    input projection (an LSTM's default there) runs on AMX tiles where the CPU has them, its
+    T rows (no multiple of a tile's 16) and odd input size padded with zeros."""
+    _library.configure(**isa, hoist=hoist)
+    cell = CELLS[name](5, 20, dtype=jnp.bfloat16)
+    params = _random_params(cell, jax.random.key(26), scale=0.1)
+    xs = jax.random.normal(jax.random.key(27), (1, 37, 5))
+    carry = _carry(cell, (1,), jax.random.key(28))
+    _compare(cell, params, xs, carry, 2e-2, 2e-2, lengths=jnp.array([29]), reverse=True)
+
+
 def test_bfloat16_close_to_float32():
     cell16, cell32 = jr.lstm(8, 32, dtype=jnp.bfloat16), jr.lstm(8, 32)
     params = cell32.init(jax.random.key(11))

@@ -21,7 +21,7 @@ one direction of one layer over the whole sequence:
 * the backward kernel runs the recurrence in reverse for the gate cotangents; the weight
   gradients are then single matmuls over all steps. In bfloat16 on a CPU with bf16 units, the
   backward pass's matmuls take the gate cotangents rounded to bf16 too, and run on those
-  units.
+  units (with AMX, on the library's own GEMMs on the tiles).
 
 When it is used (``kernel=None``, the default of every function above): an unmodified
 ``jr.lstm`` without ``peephole``, ``coupled`` or ``proj_size``, or a ``jr.gru`` (either
@@ -40,9 +40,9 @@ the XLA path: derivatives are reverse-mode only (``jax.grad``, ``jax.vjp``); for
 ``kernel=False`` (where the ``jvp`` is itself inside ``jax.jit``, JAX's own ``TypeError``:
 "can't apply forward-mode autodiff (jvp) to a custom_vjp function"). Under ``jax.vmap`` the
 kernel runs once per mapped element (fold the mapped axis into the batch where possible).
-Under a sharded batch (:func:`jaxrnn.train.data_mesh`), XLA gathers the kernel's operands and
-every device computes the whole batch: the result is right, the speed-up is lost. ``unroll``
-does not apply.
+With the batch split over an explicit mesh (:func:`jaxrnn.train.data_mesh`), each device runs
+the kernels on its own rows (``jax.shard_map``, the weights replicated and their gradients
+summed); weights split over a mesh axis keep the XLA path. ``unroll`` does not apply.
 
 Building. ``pip install`` compiles the C++ in ``jaxrnn/kernels/_src`` for the machine it runs
 on (``setup.py``): one library holding an AVX2 and an AVX-512 version of each kernel, the one
