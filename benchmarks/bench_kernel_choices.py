@@ -12,8 +12,9 @@ is traced, so each of its tasks has its own jitted layer, traced under its setti
 gives each side's median ms and the paired ratio A / B (median and IQR of the per-round
 ratios); below 1, A is faster.
 
-- ``hoist``: A hoisted, B fused (the kernels hoist for an LSTM at B = 1, and for a float32
-  LSTM whose packed weights exceed 16 MiB per thread, ``rnn_impl.inc``);
+- ``hoist``: A hoisted, B fused (the kernels hoist for an LSTM at B = 1, a bf16 GRU at B = 1
+  where the CPU has AMX, and a float32 LSTM whose packed weights exceed 16 MiB per thread,
+  ``rnn_impl.inc``);
 - ``amx``: A AMX tiles, B AVX512-BF16 dot products (bf16 rows; only where the CPU has AMX);
 - ``transpose``: the training step only; A materialises the transposed operand of the weight
   gradients' matmuls (``sum_t h_{t-1}^T dG_t``, ``sum_t x_t^T dG_t``) row-major, B leaves

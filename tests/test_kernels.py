@@ -242,8 +242,9 @@ def test_hoisted_input_projection(isa, name, dtype, time_major):
 @pytest.mark.parametrize("hoist", [None, True], ids=["default", "hoisted"])
 def test_bfloat16_single_sequence(isa, name, hoist):
     """bf16 over a single sequence (B = 1), whose steps run on the dot products: the hoisted
-    input projection (an LSTM's default there) runs on AMX tiles where the CPU has them, its
-    T rows (no multiple of a tile's 16) and odd input size padded with zeros."""
+    input projection (the default there, for the GRU where the CPU has AMX) runs on AMX tiles
+    where the CPU has them, its T rows (no multiple of a tile's 16) and odd input size padded
+    with zeros."""
     _library.configure(**isa, hoist=hoist)
     cell = CELLS[name](5, 20, dtype=jnp.bfloat16)
     params = _random_params(cell, jax.random.key(26), scale=0.1)

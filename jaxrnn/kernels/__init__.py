@@ -10,8 +10,8 @@ one direction of one layer over the whole sequence:
   register tile holds every gate of the same hidden units, and the gate nonlinearities and the
   state update run on that tile while it is in registers;
 * the input projection :math:`x_t W_{ih}` joins the same tile, except for an LSTM over a
-  single sequence or, in float32, with weights far larger than the cores' caches: there it is
-  one matmul over all steps before the loop;
+  single sequence (in bf16 on AMX tiles, a GRU too) or, in float32, with weights far larger
+  than the cores' caches: there it is one matmul over all steps before the loop;
 * the threads (one per CPU this process may use) each own a slice of the hidden units, and with
   it a slice of :math:`W_{hh}` that stays in that core's cache for all steps; they meet once
   per step;
