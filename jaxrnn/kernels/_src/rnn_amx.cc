@@ -249,7 +249,7 @@ void gemm2(const bf16_t* Ax, int64_t ldx, const bf16_t* Px, int K2x, const bf16_
 // blocks in L1 and L2 while the item's rows are swept.
 static constexpr int kChunk = 1024;  // contraction per pass over an item's C (A: 512 KiB)
 static constexpr int kItem = 256;    // rows and columns of C per item of the product
-static constexpr int kPackQ = 64;    // contraction per item of the packing phase
+static constexpr int kPackQ = 64;    // kWeightGrad: rows of a and g per item of the packing
 
 struct GradWs {
   Sync* pack;  // the packing phase's items, then the product's
@@ -310,10 +310,36 @@ static inline __m512 load_f32(const float* p, int n) {
   return _mm512_maskz_loadu_ps(n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1), p);
 }
 
+// A whole tile of rows rows[0 .. 31] (16 values from each), transposed: the rows' pairs of
+// values interleaved into 32-bit words (pairs[p][i] = (rows[2p][i], rows[2p + 1][i])), then the
+// 16 x 16 words transposed by gathers (tile row i = pairs[0..15][i]).
+static inline void transpose_tile(const bf16_t* const* rows, bf16_t* tile) {
+  alignas(64) uint32_t pairs[16][16];
+  for (int p = 0; p < 16; ++p) {
+    __m512i lo = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)rows[2 * p]));
+    __m512i hi = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)rows[2 * p + 1]));
+    _mm512_store_si512((__m512i*)pairs[p], _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
+  }
+  const __m512i column = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5,
+                                                             4, 3, 2, 1, 0),
+                                            _mm512_set1_epi32(16));
+  for (int i = 0; i < 16; ++i) {
+    __m512i words = _mm512_i32gather_epi32(_mm512_add_epi32(column, _mm512_set1_epi32(i)),
+                                           (const void*)pairs, 4);
+    _mm512_store_si512((__m512i*)(tile + i * 32), words);
+  }
+}
+
 // kWeightGrad, A's tile (mb, qb): a's rows q0 .. q0 + 31, columns m0 .. m0 + 15, transposed.
 static void pack_a_transposed(const GradArgs* t, bf16_t* tile, int m0, int q0) {
   const int nq = min_int(t->R - q0, 32), nm = min_int(t->K - m0, 16);
-  if (nq < 32 || nm < 16) __builtin_memset(tile, 0, 1024);
+  if (nq == 32 && nm == 16) {
+    const bf16_t* rows[32];
+    for (int j = 0; j < 32; ++j) rows[j] = t->a + (int64_t)(q0 + j) * t->K + m0;
+    transpose_tile(rows, tile);
+    return;
+  }
+  __builtin_memset(tile, 0, 1024);
   for (int j = 0; j < nq; ++j) {
     const bf16_t* row = t->a + (int64_t)(q0 + j) * t->K + m0;
     for (int i = 0; i < nm; ++i) tile[i * 32 + j] = row[i];
@@ -344,34 +370,51 @@ static void pack_a_rows(const GradArgs* t, bf16_t* tile, int m0, int q0) {
 }
 
 // kInputGrad, B's tile (pb, qb): w's rows p0 .. p0 + 15 (columns of C), its columns
-// q0 .. q0 + 31 in pairs.
+// q0 .. q0 + 31 in pairs. A whole tile is a 16 x 16 transpose of 32-bit pairs: tile row i
+// gathers pair i of each of the 16 rows.
 static void pack_b_transposed(const GradArgs* t, bf16_t* tile, int p0, int q0) {
   const int np = min_int(t->K - p0, 16), nq = min_int(t->N - q0, 32);
-  if (np < 16 || nq < 32) __builtin_memset(tile, 0, 1024);
+  if (np == 16 && nq == 32) {
+    const bf16_t* w = t->a + (int64_t)p0 * t->N + q0;
+    const __m512i rows = _mm512_mullo_epi32(
+        _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+        _mm512_set1_epi32(2 * t->N));  // byte offsets of the rows
+    for (int i = 0; i < 16; ++i) {
+      __m512i pairs = _mm512_i32gather_epi32(rows, (const void*)(w + 2 * i), 1);
+      _mm512_store_si512((__m512i*)(tile + i * 32), pairs);
+    }
+    return;
+  }
+  __builtin_memset(tile, 0, 1024);
   for (int j = 0; j < np; ++j) {
     const bf16_t* row = t->a + (int64_t)(p0 + j) * t->N + q0;
     for (int q = 0; q < nq; ++q) tile[(q >> 1) * 32 + 2 * j + (q & 1)] = row[q];
   }
 }
 
-// The tiles of both operands over the contraction block qb (32 values).
-static void pack_grad_block(const GradArgs* t, const GradWs& w, int qb) {
-  const int QB = w.Qp / 32, weight = t->kind == kWeightGrad;
-  for (int mb = 0; mb < w.Mp / 16; ++mb) {
-    bf16_t* tile = w.ap + ((int64_t)mb * QB + qb) * 512;
-    if (weight) {
-      pack_a_transposed(t, tile, mb * 16, qb * 32);
-    } else {
-      pack_a_rows(t, tile, mb * 16, qb * 32);
+// Items of the packing phase, each reading whole rows of its operand in order: kWeightGrad,
+// the tiles of both operands over kPackQ rows of a and g; kInputGrad, all tiles of 16 rows of
+// g, or of 16 rows of w.
+static int pack_items(const GradArgs* t, const GradWs& w) {
+  if (t->kind == kWeightGrad) return (w.Qp + kPackQ - 1) / kPackQ;
+  return w.Mp / 16 + w.Pp / 16;
+}
+
+static void pack_item(const GradArgs* t, const GradWs& w, int i) {
+  const int QB = w.Qp / 32;
+  if (t->kind == kWeightGrad) {
+    for (int qb = i * kPackQ / 32; qb < QB && qb < (i + 1) * kPackQ / 32; ++qb) {
+      for (int mb = 0; mb < w.Mp / 16; ++mb)
+        pack_a_transposed(t, w.ap + ((int64_t)mb * QB + qb) * 512, mb * 16, qb * 32);
+      for (int pb = 0; pb < w.Pp / 16; ++pb)
+        pack_b_rows(t, w.bp + ((int64_t)pb * QB + qb) * 512, pb * 16, qb * 32);
     }
-  }
-  for (int pb = 0; pb < w.Pp / 16; ++pb) {
-    bf16_t* tile = w.bp + ((int64_t)pb * QB + qb) * 512;
-    if (weight) {
-      pack_b_rows(t, tile, pb * 16, qb * 32);
-    } else {
-      pack_b_transposed(t, tile, pb * 16, qb * 32);
-    }
+  } else if (i < w.Mp / 16) {
+    for (int qb = 0; qb < QB; ++qb) pack_a_rows(t, w.ap + ((int64_t)i * QB + qb) * 512, i * 16, qb * 32);
+  } else {
+    const int pb = i - w.Mp / 16;
+    for (int qb = 0; qb < QB; ++qb)
+      pack_b_transposed(t, w.bp + ((int64_t)pb * QB + qb) * 512, pb * 16, qb * 32);
   }
 }
 
@@ -452,10 +495,7 @@ void grad_matmul(const GradArgs* t, void* ws, int tid, int nth) {
   GradWs w;
   int64_t zeroed;
   carve_grad(t, (char*)ws, &w, &zeroed);
-  const int QB = w.Qp / 32, per = kPackQ / 32;
-  run_phases(w.pack, 1, (QB + per - 1) / per, tid, nth, [&](int64_t, int i) {
-    for (int qb = i * per; qb < QB && qb < (i + 1) * per; ++qb) pack_grad_block(t, w, qb);
-  });
+  run_phases(w.pack, 1, pack_items(t, w), tid, nth, [&](int64_t, int i) { pack_item(t, w, i); });
   configure();
   run_phases(w.mul, 1, grad_items(t), tid, nth, [&](int64_t, int i) { grad_item(t, w, i); });
   end_thread();
