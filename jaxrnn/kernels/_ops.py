@@ -58,10 +58,18 @@ def _ffi(target: str, shapes, *args, aliases=None, **attrs):
     return outs
 
 
+def _kernel_weight(w, dtype):
+    """A weight as the kernels take it: in the matmul ``dtype``, except float32 weights of bf16
+    matmuls, which the kernels round to bf16 themselves as they pack them (as ``astype`` does:
+    to nearest, ties to even), saving a pass over the weights and their bf16 copy."""
+    return w if dtype == jnp.bfloat16 and w.dtype == _F32 else w.astype(dtype)
+
+
 def _operands(xs, w_ih, dtype):
-    """``xs`` and ``w_ih`` in the matmul dtype; in bfloat16 an odd input size is padded to even
-    with a zero feature (bf16 dot products read pairs), which changes no sum."""
-    x, w = xs.astype(dtype), w_ih.astype(dtype)
+    """``xs`` and ``w_ih`` as the kernels take them (:func:`_kernel_weight`); in bfloat16 an odd
+    input size is padded to even with a zero feature (bf16 dot products read pairs), which
+    changes no sum."""
+    x, w = xs.astype(dtype), _kernel_weight(w_ih, dtype)
     if dtype == jnp.bfloat16 and x.shape[-1] % 2:
         x = jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, 1)])
         w = jnp.pad(w, [(0, 1), (0, 0)])
@@ -186,7 +194,7 @@ def _lstm_forward(xs, w_ih, w_hh, b, h0, c0, lengths, reverse, dtype, batch_majo
         shapes,
         x,
         w_x,
-        w_hh.astype(dtype),
+        _kernel_weight(w_hh, dtype),
         b.astype(_F32),
         h0,
         c0,
@@ -230,7 +238,7 @@ def _lstm_bwd(reverse, dtype, batch_major, residuals, cotangents):
         acts,
         cs,
         c0,
-        w_hh.astype(dtype),
+        _kernel_weight(w_hh, dtype),
         lengths,
         dys.astype(_F32),
         dhn.astype(_F32),
@@ -238,6 +246,7 @@ def _lstm_bwd(reverse, dtype, batch_major, residuals, cotangents):
         aliases={0: 0},
         reverse=reverse,
         batch_major=batch_major,
+        bf16=dtype == jnp.bfloat16,
     )
     dxs, dw_ih, db = _input_grads(xs, w_ih, dg, dtype)
     hprev = _previous(ys, h0, lengths, reverse, batch_major)
@@ -264,7 +273,7 @@ def _gru_forward(xs, w_ih, w_hh, b_ih, b_hh, h0, lengths, reverse, reset_after, 
         shapes,
         x,
         w_x,
-        w_hh.astype(dtype),
+        _kernel_weight(w_hh, dtype),
         b_ih.astype(_F32),
         b_hh.astype(_F32),
         h0,
@@ -309,7 +318,7 @@ def _gru_bwd(reverse, reset_after, dtype, bm, residuals, cotangents):
         hns,
         ys,
         h0,
-        w_hh.astype(dtype),
+        _kernel_weight(w_hh, dtype),
         lengths,
         dys.astype(_F32),
         dhn.astype(_F32),
@@ -317,6 +326,7 @@ def _gru_bwd(reverse, reset_after, dtype, bm, residuals, cotangents):
         reverse=reverse,
         reset_after=reset_after,
         batch_major=bm,
+        bf16=dtype == jnp.bfloat16,
     )
     hprev = _previous(ys, h0, lengths, reverse, bm)
     if reset_after:  # dg is the recurrent side [dr, dz, r * dn]; the input side has dn

@@ -4,7 +4,7 @@
 // use of freed memory or undefined behaviour in the kernels stops it with a report.
 // Configurations: both instruction sets, bf16 dot products off, on, and on AMX tiles, five sizes (hidden sizes
 // that are and are not multiples of the vector widths, B = T = H = 1), the three cells, f32 and
-// bf16, both directions, both layouts, random lengths in [0, T] (zero included), the input
+// bf16 (with bf16 and with float32 weights), both directions, both layouts, random lengths in [0, T] (zero included), the input
 // projection hoisted and not. Then, where the CPU has AMX, the GEMMs of the weight gradients
 // and of dx on the tiles (amx::grad_matmul), at sizes that are and are not multiples of their
 // tiles, against a plain loop.
@@ -76,7 +76,9 @@ int main() {
     std::vector<float> acts((size_t)T * B * G * H), cs((size_t)T * B * H), dys((size_t)T * B * H, 0.1f), dg((size_t)T * B * G * H), aux((size_t)T * B * H), dh0((size_t)B * H), dc0((size_t)B * H), dhn((size_t)B * H, 0.5f), dcn((size_t)B * H, 0.5f);
     SeqArgs a{}; a.cell = cell; a.T = T; a.B = B; a.H = H; a.I = I; a.reverse = rev; a.batch_major = bm; a.bf16 = bf16;
     a.hoist = 1 + runs % 2;  // the input projection hoisted before the loop, or fused into it
-    a.lengths = len.data(); a.w_ih = bf16 ? (void*)wib.data() : (void*)wif.data(); a.w_hh = bf16 ? (void*)wb.data() : (void*)wf.data();
+    a.w_f32 = bf16 && runs % 3 == 1;  // bf16 matmuls over float32 weights, rounded as packed
+    bool wb16 = bf16 && !a.w_f32;
+    a.lengths = len.data(); a.w_ih = wb16 ? (void*)wib.data() : (void*)wif.data(); a.w_hh = wb16 ? (void*)wb.data() : (void*)wf.data();
     a.b = b.data(); a.b_hh = cell ? bhh.data() : nullptr; a.x = bf16 ? (void*)xb.data() : (void*)x.data();
     a.h0 = h0.data(); a.c0 = cell ? nullptr : c0.data(); a.ys = ys.data(); a.hn = hn.data(); a.cn = cell ? nullptr : cn.data();
     a.acts = acts.data(); a.cs = cell == 2 ? nullptr : cs.data();

@@ -18,7 +18,9 @@ struct SeqArgs {
   int T, B, H, I;   // steps, flattened batch, hidden size, input size
   int reverse;      // run from t = T - 1 down to 0 (each row from its own last valid step)
   int batch_major;  // sequence arrays are (B, T, ...), else (T, B, ...)
-  int bf16;         // x and the weights are bfloat16 (uint16 bit patterns), else float32
+  int bf16;         // the matmuls take bfloat16 operands (uint16 bit patterns), else float32
+  int w_f32;        // with bf16: the weights are float32, rounded to bfloat16 (to nearest,
+                    // ties to even, as XLA converts) as they are packed; else bf16 too
   int hoist;        // the input projection of all steps as one GEMM before the loop: 0 where
                     // the weights would not stay in cache (rnn_impl.inc), 1 always, 2 never
   const int32_t* lengths;  // (B,) valid steps per row, in [0, T]

@@ -234,7 +234,8 @@ bool has_shape(const ffi::AnyBuffer& x, std::initializer_list<int64_t> shape) {
 }
 
 // Reads T, B, I from x ((T, B, I), or (B, T, I) batch-major) and H from w_hh (H, G*H), and
-// checks the weights' shapes and that x and both weights are all float32 or all bfloat16.
+// checks the weights' shapes and dtypes: float32 x and weights, or bfloat16 x (the bf16
+// matmuls) with bfloat16 weights, or float32 ones that the kernel rounds (SeqArgs::w_f32).
 ffi::Error sizes(const ffi::AnyBuffer& x, const ffi::AnyBuffer& w_ih, const ffi::AnyBuffer& w_hh,
                  int G, SeqArgs* a) {
   if (x.dimensions().size() != 3 || w_ih.dimensions().size() != 2 || w_hh.dimensions().size() != 2)
@@ -245,26 +246,36 @@ ffi::Error sizes(const ffi::AnyBuffer& x, const ffi::AnyBuffer& w_ih, const ffi:
   a->H = (int)dim(w_hh, 0);
   if (dim(w_hh, 1) != (int64_t)G * a->H || !has_shape(w_ih, {a->I, (int64_t)G * a->H}))
     return bad("w_ih or w_hh disagrees with x's input size or w_hh's hidden size");
-  auto type = w_hh.element_type();
+  auto type = w_hh.element_type(), x_type = x.element_type();
   if (type != ffi::DataType::BF16 && type != ffi::DataType::F32)
     return bad("the weights must be float32 or bfloat16");
-  if (x.element_type() != type || w_ih.element_type() != type)
-    return bad("x, w_ih and w_hh must have one dtype");
-  a->bf16 = type == ffi::DataType::BF16;
+  if (w_ih.element_type() != type) return bad("w_ih and w_hh must have one dtype");
+  if (x_type != ffi::DataType::BF16 && x_type != ffi::DataType::F32)
+    return bad("x must be float32 or bfloat16");
+  if (x_type == ffi::DataType::F32 && type != ffi::DataType::F32)
+    return bad("float32 x needs float32 weights");
+  a->bf16 = x_type == ffi::DataType::BF16;
+  a->w_f32 = a->bf16 && type == ffi::DataType::F32;
   if (a->bf16 && a->I % 2) return bad("bfloat16 x needs an even input size (pad it)");
   return ffi::Error::Success();
 }
 
-// T, B from a (T, B, H) sequence array, H from w_hh, for the backward handlers.
+// T, B from a (T, B, H) sequence array, H from w_hh, for the backward handlers; bf16: whether
+// the forward pass's matmuls took bf16 operands (then float32 w_hh is rounded as it is packed).
 ffi::Error backward_sizes(const ffi::AnyBuffer& seq, const ffi::AnyBuffer& w_hh, int G,
-                          SeqArgs* a) {
+                          int32_t bf16, SeqArgs* a) {
   if (seq.dimensions().size() != 3 || w_hh.dimensions().size() != 2)
     return bad("expected a (T, B, H) sequence array and w_hh (H, G*H)");
   a->T = (int)dim(seq, a->batch_major ? 1 : 0);
   a->B = (int)dim(seq, a->batch_major ? 0 : 1);
   a->H = (int)dim(w_hh, 0);
   if (dim(w_hh, 1) != (int64_t)G * a->H) return bad("w_hh is not (H, G*H)");
-  a->bf16 = w_hh.element_type() == ffi::DataType::BF16;
+  auto type = w_hh.element_type();
+  if (type != ffi::DataType::BF16 && type != ffi::DataType::F32)
+    return bad("w_hh must be float32 or bfloat16");
+  if (type == ffi::DataType::BF16 && !bf16) return bad("bfloat16 w_hh needs bf16=1");
+  a->bf16 = bf16 != 0;
+  a->w_f32 = a->bf16 && type == ffi::DataType::F32;
   return ffi::Error::Success();
 }
 
@@ -342,10 +353,10 @@ ffi::Error LstmForward(ffi::AnyBuffer x, ffi::AnyBuffer w_ih, ffi::AnyBuffer w_h
 ffi::Error LstmBackward(ffi::AnyBuffer acts, ffi::AnyBuffer cs, ffi::AnyBuffer c0,
                         ffi::AnyBuffer w_hh, ffi::AnyBuffer lengths, ffi::AnyBuffer dys,
                         ffi::AnyBuffer dhn, ffi::AnyBuffer dcn, int32_t reverse,
-                        int32_t batch_major, ffi::Result<ffi::AnyBuffer> dg,
+                        int32_t batch_major, int32_t bf16, ffi::Result<ffi::AnyBuffer> dg,
                         ffi::Result<ffi::AnyBuffer> dh0, ffi::Result<ffi::AnyBuffer> dc0) {
   SeqArgs a = header(kLstm, reverse, batch_major);
-  if (auto e = backward_sizes(cs, w_hh, 4, &a); e.failure()) return e;
+  if (auto e = backward_sizes(cs, w_hh, 4, bf16, &a); e.failure()) return e;
   if (auto e = check_state(&a, {&c0, &dhn, &dcn}, lengths); e.failure()) return e;
   a.w_hh = w_hh.untyped_data();
   a.acts = f32(acts);
@@ -390,10 +401,10 @@ ffi::Error GruBackward(ffi::AnyBuffer acts, ffi::AnyBuffer hns, ffi::AnyBuffer y
                        ffi::AnyBuffer h0,
                        ffi::AnyBuffer w_hh, ffi::AnyBuffer lengths, ffi::AnyBuffer dys,
                        ffi::AnyBuffer dhn, int32_t reverse, int32_t reset_after,
-                       int32_t batch_major, ffi::Result<ffi::AnyBuffer> dg,
+                       int32_t batch_major, int32_t bf16, ffi::Result<ffi::AnyBuffer> dg,
                        ffi::Result<ffi::AnyBuffer> aux, ffi::Result<ffi::AnyBuffer> dh0) {
   SeqArgs a = header(reset_after ? kGruAfter : kGruBefore, reverse, batch_major);
-  if (auto e = backward_sizes(ys, w_hh, 3, &a); e.failure()) return e;
+  if (auto e = backward_sizes(ys, w_hh, 3, bf16, &a); e.failure()) return e;
   if (auto e = check_state(&a, {&h0, &dhn}, lengths); e.failure()) return e;
   a.w_hh = w_hh.untyped_data();
   a.acts = f32(acts);
@@ -538,6 +549,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxrnn_lstm_backward, jaxrnn::LstmBackward,
                                   .Arg<ffi::AnyBuffer>()
                                   .Attr<int32_t>("reverse")
                                   .Attr<int32_t>("batch_major")
+                                  .Attr<int32_t>("bf16")
                                   .Ret<ffi::AnyBuffer>()
                                   .Ret<ffi::AnyBuffer>()
                                   .Ret<ffi::AnyBuffer>());
@@ -573,6 +585,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxrnn_gru_backward, jaxrnn::GruBackward,
                                   .Attr<int32_t>("reverse")
                                   .Attr<int32_t>("reset_after")
                                   .Attr<int32_t>("batch_major")
+                                  .Attr<int32_t>("bf16")
                                   .Ret<ffi::AnyBuffer>()
                                   .Ret<ffi::AnyBuffer>()
                                   .Ret<ffi::AnyBuffer>());
@@ -594,8 +607,9 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxrnn_nt_matmul, jaxrnn::NtMatmul,
 // h W_hn + b_hn apart from r, z, n, and its backward takes them as a second operand; 3: the
 // GRU backward returns r * h too; 4: AMX tiles, jaxrnn_kernel_amx and the amx switch of
 // jaxrnn_kernel_configure, the GRU backward's dpn and r * h are one result, and the hoist
-// switch; 5: jaxrnn_tn_matmul and jaxrnn_nt_matmul).
-EXPORT int jaxrnn_kernel_abi() { return 5; }
+// switch; 5: jaxrnn_tn_matmul and jaxrnn_nt_matmul; 6: float32 weights with bf16 x, rounded
+// by the kernels, and the backward handlers' bf16 attribute).
+EXPORT int jaxrnn_kernel_abi() { return 6; }
 
 EXPORT const char* jaxrnn_kernel_isa() {
   const jaxrnn::Isa* isa = jaxrnn::chosen_isa();
