@@ -528,6 +528,42 @@ def test_backward_gemms_check_their_operands():
         _ops._ffi("jaxrnn_nt_matmul", [(4, 3)], g, a)
 
 
+def test_sequence_kernels_check_their_dtypes():
+    """The kernels take float32 x and weights, or bf16 x with bf16 or float32 weights (which they
+    round as they pack them); the backward handlers are told which by their bf16 attribute."""
+    steps, batch, n_in, hidden = 3, 2, 4, 5
+    bf16 = jnp.bfloat16
+    w_ih, w_hh = jnp.ones((n_in, 4 * hidden)), jnp.ones((hidden, 4 * hidden))
+    state, lengths = jnp.zeros((batch, hidden)), jnp.full((batch,), steps, jnp.int32)
+    shapes = [(steps, batch, hidden), (batch, hidden), (batch, hidden), (0,), (0,)]
+    opts = dict(reverse=0, train=0, batch_major=0)
+
+    def forward(x, w_i, w_h):
+        args = (x, w_i, w_h, jnp.zeros(4 * hidden), state, state, lengths)
+        return _ops._ffi("jaxrnn_lstm_forward", shapes, *args, **opts)[0]
+
+    x = jnp.ones((steps, batch, n_in))
+    with pytest.raises(Exception, match="float32 x needs float32 weights"):
+        forward(x, w_ih.astype(bf16), w_hh.astype(bf16))
+    with pytest.raises(Exception, match="w_ih and w_hh must have one dtype"):
+        forward(x.astype(bf16), w_ih, w_hh.astype(bf16))
+    ys16 = forward(x.astype(bf16), w_ih.astype(bf16), w_hh.astype(bf16))
+    np.testing.assert_array_equal(forward(x.astype(bf16), w_ih, w_hh), ys16)
+    seq = jnp.zeros((steps, batch, hidden))
+    args = (jnp.zeros((steps, batch, 4 * hidden)), seq, state, w_hh.astype(bf16), lengths, seq)
+    with pytest.raises(Exception, match="bfloat16 w_hh needs bf16=1"):
+        _ops._ffi(
+            "jaxrnn_lstm_backward",
+            [(steps, batch, 4 * hidden), (batch, hidden), (batch, hidden)],
+            *args,
+            state,
+            state,
+            reverse=0,
+            batch_major=0,
+            bf16=0,
+        )
+
+
 def test_higher_order_derivatives_say_what_to_do():
     cell = jr.gru(3, 4)
     params = cell.init(jax.random.key(30))
