@@ -235,7 +235,6 @@ void gemm2(const bf16_t* Ax, int64_t ldx, const bf16_t* Px, int K2x, const bf16_
   gemm_tiles(Sources{{Ax, Ah}, {ldx, ldh}, {Px, Ph}, {K2x, K2h}, 2}, rows, ng, C, ldc, 0);
 }
 
-
 // ---------------------------------------------------------------------------------------------
 // The backward pass's matmuls over all steps (GradArgs, rnn_common.h), as one product
 // C[M, P] = sum over q of A[m, q] B[q, p]:
@@ -262,8 +261,6 @@ struct GradWs {
   int Mp, Pp, Qp;  // the same, padded to multiples of 32
 };
 
-static inline int64_t round_up64(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
-static inline int min_int(int a, int b) { return a < b ? a : b; }
 
 // The workspace's parts, in order (sizes only when base is null); returns its bytes.
 static int64_t carve_grad(const GradArgs* t, char* base, GradWs* w, int64_t* zeroed) {
@@ -271,14 +268,14 @@ static int64_t carve_grad(const GradArgs* t, char* base, GradWs* w, int64_t* zer
   w->M = weight ? t->K : t->R;
   w->P = weight ? t->N : t->K;
   w->Q = weight ? t->R : t->N;
-  w->Mp = (int)round_up64(w->M, 32);
-  w->Pp = (int)round_up64(w->P, 32);
-  w->Qp = (int)round_up64(w->Q, 32);
+  w->Mp = (int)round_up(w->M, 32);
+  w->Pp = (int)round_up(w->P, 32);
+  w->Qp = (int)round_up(w->Q, 32);
   const int padded = w->Mp != w->M || w->Pp != w->P;
   int64_t at = 0;
   auto take = [&](int64_t bytes) {
     char* p = base ? base + at : nullptr;
-    at = round_up64(at + bytes, 64);
+    at = round_up(at + bytes, 64);
     return p;
   };
   w->pack = (Sync*)take(sizeof(Sync));
@@ -332,7 +329,7 @@ static inline void transpose_tile(const bf16_t* const* rows, bf16_t* tile) {
 
 // kWeightGrad, A's tile (mb, qb): a's rows q0 .. q0 + 31, columns m0 .. m0 + 15, transposed.
 static void pack_a_transposed(const GradArgs* t, bf16_t* tile, int m0, int q0) {
-  const int nq = min_int(t->R - q0, 32), nm = min_int(t->K - m0, 16);
+  const int nq = imin(t->R - q0, 32), nm = imin(t->K - m0, 16);
   if (nq == 32 && nm == 16) {
     const bf16_t* rows[32];
     for (int j = 0; j < 32; ++j) rows[j] = t->a + (int64_t)(q0 + j) * t->K + m0;
@@ -373,7 +370,7 @@ static void pack_a_rows(const GradArgs* t, bf16_t* tile, int m0, int q0) {
 // q0 .. q0 + 31 in pairs. A whole tile is a 16 x 16 transpose of 32-bit pairs: tile row i
 // gathers pair i of each of the 16 rows.
 static void pack_b_transposed(const GradArgs* t, bf16_t* tile, int p0, int q0) {
-  const int np = min_int(t->K - p0, 16), nq = min_int(t->N - q0, 32);
+  const int np = imin(t->K - p0, 16), nq = imin(t->N - q0, 32);
   if (np == 16 && nq == 32) {
     const bf16_t* w = t->a + (int64_t)p0 * t->N + q0;
     const __m512i rows = _mm512_mullo_epi32(
@@ -470,25 +467,30 @@ static inline void grad_block(const GradWs& w, int mb, int pb, int qb0, int qb1)
 // in chunks; with padded sizes, then its part of GradArgs::c.
 static void grad_item(const GradArgs* t, const GradWs& w, int i) {
   const int rows = (w.Mp + kItem - 1) / kItem, QB = w.Qp / 32;
-  const int m0 = (i % rows) * kItem, m1 = min_int(m0 + kItem, w.Mp);
-  const int p0 = (i / rows) * kItem, p1 = min_int(p0 + kItem, w.Pp);
+  const int m0 = (i % rows) * kItem, m1 = imin(m0 + kItem, w.Mp);
+  const int p0 = (i / rows) * kItem, p1 = imin(p0 + kItem, w.Pp);
   for (int qb0 = 0; qb0 < QB; qb0 += kChunk / 32) {
-    const int qb1 = min_int(qb0 + kChunk / 32, QB);
+    const int qb1 = imin(qb0 + kChunk / 32, QB);
     for (int p = p0; p < p1; p += 32)
       for (int m = m0; m < m1; m += 32) grad_block(w, m / 16, p / 16, qb0, qb1);
   }
   if (w.c == t->c) return;
-  const int mend = min_int(m1, w.M), pend = min_int(p1, w.P);
+  const int mend = imin(m1, w.M), pend = imin(p1, w.P);
   for (int m = m0; m < mend && p0 < pend; ++m)
     __builtin_memcpy(t->c + (int64_t)m * w.P + p0, w.c + (int64_t)m * w.ldc + p0,
                      (size_t)(pend - p0) * 4);
+}
+
+// Items of the product: blocks of kItem x kItem of C.
+static int product_items(const GradWs& w) {
+  return (int)(((w.Mp + kItem - 1) / kItem) * ((w.Pp + kItem - 1) / kItem));
 }
 
 int grad_items(const GradArgs* t) {
   GradWs w;
   int64_t zeroed;
   carve_grad(t, nullptr, &w, &zeroed);
-  return (int)(((w.Mp + kItem - 1) / kItem) * ((w.Pp + kItem - 1) / kItem));
+  return product_items(w);
 }
 
 void grad_matmul(const GradArgs* t, void* ws, int tid, int nth) {
@@ -497,7 +499,7 @@ void grad_matmul(const GradArgs* t, void* ws, int tid, int nth) {
   carve_grad(t, (char*)ws, &w, &zeroed);
   run_phases(w.pack, 1, pack_items(t, w), tid, nth, [&](int64_t, int i) { pack_item(t, w, i); });
   configure();
-  run_phases(w.mul, 1, grad_items(t), tid, nth, [&](int64_t, int i) { grad_item(t, w, i); });
+  run_phases(w.mul, 1, product_items(w), tid, nth, [&](int64_t, int i) { grad_item(t, w, i); });
   end_thread();
 }
 

@@ -24,7 +24,6 @@ void gemm(const bf16_t* A, int64_t lda, int rows, const bf16_t* P, int K2, int n
           int64_t ldc, int accumulate);
 void gemm2(const bf16_t* Ax, int64_t ldx, const bf16_t* Px, int K2x, const bf16_t* Ah,
            int64_t ldh, const bf16_t* Ph, int K2h, int rows, int ng, float* C, int64_t ldc);
-int supported();
 void end_thread();
 }  // namespace amx
 

@@ -54,6 +54,26 @@ struct SeqArgs {
 
 enum CellKind { kLstm = 0, kGruAfter = 1, kGruBefore = 2 };
 
+static inline int imin(int a, int b) { return a < b ? a : b; }
+static inline int imax(int a, int b) { return a > b ? a : b; }
+static inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+// bfloat16 values as uint16 bit patterns: a float32 rounded to the nearest bf16, ties to even,
+// as XLA converts (a NaN stays a NaN); and a bf16's float32 value.
+static inline unsigned short f32_to_bf16(float x) {
+  unsigned int u;
+  __builtin_memcpy(&u, &x, 4);
+  if ((u & 0x7FFFFFFFu) > 0x7F800000u) return (unsigned short)((u >> 16) | 0x40);
+  return (unsigned short)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+}
+
+static inline float bf16_to_f32(unsigned short h) {
+  unsigned int u = (unsigned int)h << 16;
+  float x;
+  __builtin_memcpy(&x, &u, 4);
+  return x;
+}
+
 // The rows of the register-tiled GEMMs' block that starts at row r of `rows`, in blocks of at
 // most mr: each block streams the packed weights again, so a short last block (under mr / 2
 // rows) and the full one before it are split in halves instead (32 rows of 6: 6, 6, 6, 6, 4, 4).

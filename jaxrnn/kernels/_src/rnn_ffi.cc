@@ -32,9 +32,6 @@ namespace ffi = xla::ffi;
 namespace jaxrnn {
 
 void avx512_use_bf16(int dot, int amx);
-namespace amx {
-int supported();
-}
 
 namespace {
 
@@ -426,23 +423,6 @@ int amx_on() {
   return isa && isa->lanes == 16 && g_bf16_dot.load() && g_amx.load() && amx::supported();
 }
 
-// bf16 rounding of a float32 (to nearest, ties to even; NaN stays NaN), as XLA converts.
-float round_bf16(float x) {
-  uint32_t u;
-  memcpy(&u, &x, 4);
-  if ((u & 0x7FFFFFFFu) > 0x7F800000u) return x;
-  u = (u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u;
-  memcpy(&x, &u, 4);
-  return x;
-}
-
-float from_bf16(unsigned short h) {
-  uint32_t bits = (uint32_t)h << 16;
-  float x;
-  memcpy(&x, &bits, 4);
-  return x;
-}
-
 // The products without the tiles, for a call traced while they were on and run after a test
 // turned them off (jaxrnn_kernel_configure): the same products, row by row, slowly.
 void grad_without_tiles(const GradArgs& t) {
@@ -450,9 +430,9 @@ void grad_without_tiles(const GradArgs& t) {
   if (t.kind == kWeightGrad) {  // c (K, N) = a^T g
     memset(t.c, 0, sizeof(float) * t.K * t.N);
     for (int r = 0; r < t.R; ++r) {
-      for (int n = 0; n < t.N; ++n) g[n] = round_bf16(t.g[(int64_t)r * t.N + n]);
+      for (int n = 0; n < t.N; ++n) g[n] = bf16_to_f32(f32_to_bf16(t.g[(int64_t)r * t.N + n]));
       for (int k = 0; k < t.K; ++k) {
-        const float a = from_bf16(t.a[(int64_t)r * t.K + k]);
+        const float a = bf16_to_f32(t.a[(int64_t)r * t.K + k]);
         float* c = t.c + (int64_t)k * t.N;
         for (int n = 0; n < t.N; ++n) c[n] += a * g[n];
       }
@@ -460,10 +440,10 @@ void grad_without_tiles(const GradArgs& t) {
     return;
   }
   for (int r = 0; r < t.R; ++r) {  // c (R, K) = g a^T
-    for (int n = 0; n < t.N; ++n) g[n] = round_bf16(t.g[(int64_t)r * t.N + n]);
+    for (int n = 0; n < t.N; ++n) g[n] = bf16_to_f32(f32_to_bf16(t.g[(int64_t)r * t.N + n]));
     for (int k = 0; k < t.K; ++k) {
       float sum = 0;
-      for (int n = 0; n < t.N; ++n) sum += g[n] * from_bf16(t.a[(int64_t)k * t.N + n]);
+      for (int n = 0; n < t.N; ++n) sum += g[n] * bf16_to_f32(t.a[(int64_t)k * t.N + n]);
       t.c[(int64_t)r * t.K + k] = sum;
     }
   }
