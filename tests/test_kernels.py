@@ -380,6 +380,73 @@ def test_backward_twice_from_the_same_residuals(name):
             np.testing.assert_allclose(a / scale, b, rtol=1e-5, atol=1e-5)
 
 
+def _carries_in(ys, h0, lengths, reverse):
+    """Float64 reference of the carry entering each valid step of ``ys (T, B, H)``: ``h0`` at a
+    row's first step, else the output of the step before it (NaN where the step is past the
+    row's length, which the comparison skips)."""
+    steps = ys.shape[0]
+    out = np.full(ys.shape, np.nan)
+    for b, length in enumerate(lengths):
+        for t in range(length):
+            first = t == (length - 1 if reverse else 0)
+            out[t, b] = h0[b] if first else ys[t + 1 if reverse else t - 1, b]
+    return out
+
+
+@pytest.mark.parametrize("name", list(CELLS))
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("batch_major", [False, True], ids=["time-major", "batch-major"])
+def test_backward_returns_the_carries_entering_each_step(isa, name, reverse, batch_major):
+    """The backward kernels write h_{t-1} of every valid step (dW_hh's operand) over the LSTM's
+    saved cell states or the GRU's outputs: against the forward pass's outputs shifted by one
+    step, with h0 at each row's first, for lengths 0, partial and T, both directions."""
+    steps, batch, n_in, hidden = 7, 4, 3, 20
+    cell = CELLS[name](n_in, hidden)
+    p = _random_params(cell, jax.random.key(50))
+    xs = jax.random.normal(jax.random.key(51), (steps, batch, n_in))
+    h0 = jax.random.normal(jax.random.key(52), (batch, hidden))
+    lengths = jnp.array([7, 0, 3, 1], jnp.int32)
+    x = jnp.swapaxes(xs, 0, 1) if batch_major else xs
+    seq = (batch, steps) if batch_major else (steps, batch)
+    opts = dict(reverse=reverse, batch_major=batch_major, bf16=False)
+    f32 = jnp.float32
+    if name == "lstm":
+        ys, _, _, acts, cs = _ops._lstm_forward(
+            x, p.w_ih, p.w_hh, p.b, h0, h0, lengths, reverse, f32, batch_major, True
+        )
+        zeros = jnp.zeros_like(h0)
+        outs = _ops._ffi(
+            "jaxrnn_lstm_backward",
+            [acts.shape, ys.shape, h0.shape, h0.shape],
+            *(acts, cs, h0, h0, p.w_hh, lengths, jnp.ones((*seq, hidden)), zeros, zeros),
+            aliases={0: 0, 1: 1},
+            **opts,
+        )
+        hprev = outs[1]
+    else:
+        after = name == "gru-after"
+        ys, _, acts, hns = _ops._gru_forward(
+            x, p.w_ih, p.w_hh, p.b_ih, p.b_hh, h0, lengths, reverse, after, f32, batch_major, True
+        )
+        outs = _ops._ffi(
+            "jaxrnn_gru_backward",
+            [acts.shape, ys.shape, ys.shape, h0.shape],
+            *(acts, hns, ys, h0, p.w_hh, lengths, jnp.ones((*seq, hidden)), jnp.zeros_like(h0)),
+            aliases={0: 0, 1: 1, 2: 2} if after else {0: 0, 2: 2},
+            reset_after=after,
+            **opts,
+        )
+        hprev = outs[2]
+    if batch_major:
+        ys, hprev = jnp.swapaxes(ys, 0, 1), jnp.swapaxes(hprev, 0, 1)
+    want = _carries_in(np.asarray(ys, np.float64), np.asarray(h0), np.asarray(lengths), reverse)
+    valid = ~np.isnan(want)
+    assert valid.any()
+    # The LSTM's h_t is recomputed as o_t tanh(c_t) (the forward pass's expression; a compiler
+    # may contract it differently in the two kernels), the GRU's copied.
+    np.testing.assert_allclose(np.asarray(hprev)[valid], want[valid], rtol=1e-6, atol=1e-7)
+
+
 def test_inside_train_fit():
     """jr.train.fit of a GRU model: the same losses, step for step, on either path."""
     import optax
@@ -550,11 +617,12 @@ def test_sequence_kernels_check_their_dtypes():
     ys16 = forward(x.astype(bf16), w_ih.astype(bf16), w_hh.astype(bf16))
     np.testing.assert_array_equal(forward(x.astype(bf16), w_ih, w_hh), ys16)
     seq = jnp.zeros((steps, batch, hidden))
-    args = (jnp.zeros((steps, batch, 4 * hidden)), seq, state, w_hh.astype(bf16), lengths, seq)
+    acts = jnp.zeros((steps, batch, 4 * hidden))
+    args = (acts, seq, state, state, w_hh.astype(bf16), lengths, seq)
     with pytest.raises(Exception, match="bfloat16 w_hh needs bf16=1"):
         _ops._ffi(
             "jaxrnn_lstm_backward",
-            [(steps, batch, 4 * hidden), (batch, hidden), (batch, hidden)],
+            [acts.shape, seq.shape, (batch, hidden), (batch, hidden)],
             *args,
             state,
             state,

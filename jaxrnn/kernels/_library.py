@@ -34,7 +34,7 @@ TARGETS = (
 # The calling convention of those targets (their operands and results), which _ops.py follows.
 # The library returns the one it was built with (jaxrnn_kernel_abi in _src/rnn_ffi.cc); a
 # library left over from older sources (an editable install not rebuilt) is refused, not run.
-ABI = 6
+ABI = 7
 
 
 class Status(NamedTuple):

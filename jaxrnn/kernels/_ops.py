@@ -136,26 +136,6 @@ def _materialised_t(a):
     return jax.lax.optimization_barrier(a.T.reshape(rows, cols // 16, 16)).reshape(rows, cols)
 
 
-def _previous(ys, h0, lengths, reverse, batch_major):
-    """The carry entering each step: ``h0`` at a row's first step, else the previous output.
-
-    Only valid steps matter (the others have zero gate cotangents): forward, step ``t``'s
-    predecessor is ``t - 1``; in reverse it is ``t + 1``, and a row's first step is its last
-    valid one.
-    """
-    axis = 1 if batch_major else 0
-    first = jnp.expand_dims(h0, axis)
-    num_steps = ys.shape[axis]
-    if not reverse:
-        rest = jax.lax.slice_in_dim(ys, 0, num_steps - 1, axis=axis)
-        return jnp.concatenate([first, rest], axis=axis)
-    shifted = jnp.concatenate([jax.lax.slice_in_dim(ys, 1, num_steps, axis=axis), first], axis)
-    follows = jnp.arange(1, num_steps + 1)[:, None] < lengths[None, :]  # (T, B): t + 1 valid
-    if batch_major:
-        follows = follows.T
-    return jnp.where(follows[..., None], shifted, first)
-
-
 def _input_grads(xs, w_ih, dg, dtype):
     """``(dxs, dw_ih, db)`` from the gate cotangents of the input side ``dg (T, B, G H)``."""
     w = w_ih.astype(dtype)
@@ -221,35 +201,37 @@ def _lstm_fwd(xs, w_ih, w_hh, b, h0, c0, lengths, reverse, dtype, batch_major):
     ys, hn, cn, acts, cs = _lstm_forward(
         xs, w_ih, w_hh, b, h0, c0, lengths, reverse, dtype, batch_major, True
     )
-    residuals = (xs, w_ih, w_hh, b, h0, c0, lengths, ys, acts, cs)
+    residuals = (xs, w_ih, w_hh, b, h0, c0, lengths, acts, cs)
     return (ys.astype(dtype), hn, cn), residuals
 
 
 def _lstm_bwd(reverse, dtype, batch_major, residuals, cotangents):
-    xs, w_ih, w_hh, b, h0, c0, lengths, ys, acts, cs = residuals
+    xs, w_ih, w_hh, b, h0, c0, lengths, acts, cs = residuals
     dys, dhn, dcn = cotangents
     steps, batch, hidden = _sizes(xs, w_hh, batch_major)
-    shapes = (_seq(steps, batch, 4 * hidden, batch_major), (batch, hidden), (batch, hidden))
-    # The gate cotangents overwrite the saved activations, whose shape they share (each is
-    # read just before it is written): one (T, B, 4H) buffer less in the training step.
-    dg, dh0, dc0 = _ffi(
+    seq = functools.partial(_seq, steps, batch, batch_major=batch_major)
+    shapes = (seq(4 * hidden), seq(hidden), (batch, hidden), (batch, hidden))
+    # Written in place, each element read before it is written: the gate cotangents over the
+    # saved activations, and the carries h_{t-1} entering each step (dW_hh's operand) over the
+    # saved cell states. The training step keeps no (T, B, 4H) or (T, B, H) buffer more.
+    dg, hprev, dh0, dc0 = _ffi(
         "jaxrnn_lstm_backward",
         shapes,
         acts,
         cs,
+        h0,
         c0,
         _kernel_weight(w_hh, dtype),
         lengths,
         dys.astype(_F32),
         dhn.astype(_F32),
         dcn.astype(_F32),
-        aliases={0: 0},
+        aliases={0: 0, 1: 1},
         reverse=reverse,
         batch_major=batch_major,
         bf16=dtype == jnp.bfloat16,
     )
     dxs, dw_ih, db = _input_grads(xs, w_ih, dg, dtype)
-    hprev = _previous(ys, h0, lengths, reverse, batch_major)
     dw_hh = _t_matmul(hprev, dg, dtype).astype(w_hh.dtype)
     return dxs, dw_ih, dw_hh, db.astype(b.dtype), dh0, dc0, None
 
@@ -310,10 +292,11 @@ def _gru_bwd(reverse, reset_after, dtype, bm, residuals, cotangents):
     seq = functools.partial(_seq, steps, batch, batch_major=bm)
     # The cotangents overwrite what they are computed from, as the LSTM's do: dg the saved
     # r, z, n (each read before it is written). The second result, (T, B, H), is dpn with
-    # reset_after (written over the saved h W_hn + b_hn), else r * h, the operand of dW_hn.
-    dg, aux, dh0 = _ffi(
+    # reset_after (written over the saved h W_hn + b_hn), else r * h, the operand of dW_hn; the
+    # third the carries h_{t-1} entering each step, written over the outputs.
+    dg, aux, hprev, dh0 = _ffi(
         "jaxrnn_gru_backward",
-        (seq(3 * hidden), seq(hidden), (batch, hidden)),
+        (seq(3 * hidden), seq(hidden), seq(hidden), (batch, hidden)),
         acts,
         hns,
         ys,
@@ -322,13 +305,12 @@ def _gru_bwd(reverse, reset_after, dtype, bm, residuals, cotangents):
         lengths,
         dys.astype(_F32),
         dhn.astype(_F32),
-        aliases={0: 0, 1: 1} if reset_after else {0: 0},
+        aliases={0: 0, 1: 1, 2: 2} if reset_after else {0: 0, 2: 2},
         reverse=reverse,
         reset_after=reset_after,
         batch_major=bm,
         bf16=dtype == jnp.bfloat16,
     )
-    hprev = _previous(ys, h0, lengths, reverse, bm)
     if reset_after:  # dg is the recurrent side [dr, dz, r * dn]; the input side has dn
         dgx = jnp.concatenate([dg[..., : 2 * hidden], aux], axis=-1)
         dw_hh = _t_matmul(hprev, dg, dtype)

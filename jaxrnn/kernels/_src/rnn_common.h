@@ -38,7 +38,7 @@ struct SeqArgs {
   float* acts;      // (T, B, G*H) saved gate activations for the backward pass, or null
   float* cs;        // (T, B, H) saved for the backward pass, or null: LSTM cell states c_t;
                     // GRU reset_after: h_{t-1} W_hn + b_hn; GRU reset_before: unused
-  // backward (reads acts, cs, ys of the forward pass, h0, c0)
+  // backward (reads acts, cs, ys of the forward pass, h0, c0; writes over cs or ys, below)
   const float* dys;  // (T, B, H) output cotangents
   const float* dhn;  // (B, H)
   const float* dcn;  // (B, H) LSTM only
@@ -47,7 +47,10 @@ struct SeqArgs {
                      // with the reset gate before the matmul r_t * h_{t-1}, the operand of
                      // dW_hn (0 past each row's length). LSTM: null
   // dg may be acts itself, and with reset_after gru_aux cs itself (the cotangents are written in
-  // place of what they are computed from, each element read before it is written).
+  // place of what they are computed from, each element read before it is written). The backward
+  // pass also writes the carry h_{t-1} entering each valid step (h0 at a row's first, the operand
+  // of dW_hh) over the LSTM's cs or the GRU's ys, as they are read for the last time (past a
+  // row's length: zeros, or the LSTM's h_t).
   float* dh0;        // (B, H)
   float* dc0;        // (B, H) LSTM only
 };

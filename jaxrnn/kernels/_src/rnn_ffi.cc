@@ -230,6 +230,11 @@ bool has_shape(const ffi::AnyBuffer& x, std::initializer_list<int64_t> shape) {
   return true;
 }
 
+bool same_shape(const ffi::AnyBuffer& x, const ffi::AnyBuffer& y) {
+  auto a = x.dimensions(), b = y.dimensions();
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin());
+}
+
 // Reads T, B, I from x ((T, B, I), or (B, T, I) batch-major) and H from w_hh (H, G*H), and
 // checks the weights' shapes and dtypes: float32 x and weights, or bfloat16 x (the bf16
 // matmuls) with bfloat16 weights, or float32 ones that the kernel rounds (SeqArgs::w_f32).
@@ -304,6 +309,15 @@ SeqArgs header(int cell, int32_t reverse, int32_t batch_major) {
   return a;
 }
 
+// The buffer of a result that XLA aliases to an operand (input_output_aliases), which the
+// kernel reads and then writes over: XLA passes the operand's own buffer; were it another, the
+// operand is copied into it first.
+float* in_place(ffi::AnyBuffer& in, ffi::Result<ffi::AnyBuffer>& out) {
+  float* o = f32(*out);
+  if (o != f32(in)) memcpy(o, in.untyped_data(), in.size_bytes());
+  return o;
+}
+
 // An empty sequence or batch: each (B, H) carry, or its cotangent, passes through unchanged.
 void pass_through(const SeqArgs& a, std::initializer_list<std::pair<float*, const float*>> pairs) {
   if (a.T != 0 && a.B != 0) return;
@@ -347,17 +361,20 @@ ffi::Error LstmForward(ffi::AnyBuffer x, ffi::AnyBuffer w_ih, ffi::AnyBuffer w_h
   return run(a, 0);
 }
 
-ffi::Error LstmBackward(ffi::AnyBuffer acts, ffi::AnyBuffer cs, ffi::AnyBuffer c0,
-                        ffi::AnyBuffer w_hh, ffi::AnyBuffer lengths, ffi::AnyBuffer dys,
-                        ffi::AnyBuffer dhn, ffi::AnyBuffer dcn, int32_t reverse,
-                        int32_t batch_major, int32_t bf16, ffi::Result<ffi::AnyBuffer> dg,
+ffi::Error LstmBackward(ffi::AnyBuffer acts, ffi::AnyBuffer cs, ffi::AnyBuffer h0,
+                        ffi::AnyBuffer c0, ffi::AnyBuffer w_hh, ffi::AnyBuffer lengths,
+                        ffi::AnyBuffer dys, ffi::AnyBuffer dhn, ffi::AnyBuffer dcn,
+                        int32_t reverse, int32_t batch_major, int32_t bf16,
+                        ffi::Result<ffi::AnyBuffer> dg, ffi::Result<ffi::AnyBuffer> hprev,
                         ffi::Result<ffi::AnyBuffer> dh0, ffi::Result<ffi::AnyBuffer> dc0) {
   SeqArgs a = header(kLstm, reverse, batch_major);
   if (auto e = backward_sizes(cs, w_hh, 4, bf16, &a); e.failure()) return e;
-  if (auto e = check_state(&a, {&c0, &dhn, &dcn}, lengths); e.failure()) return e;
+  if (auto e = check_state(&a, {&h0, &c0, &dhn, &dcn}, lengths); e.failure()) return e;
+  if (!same_shape(*hprev, cs)) return bad("hprev is not shaped as cs");
   a.w_hh = w_hh.untyped_data();
   a.acts = f32(acts);
-  a.cs = f32(cs);
+  a.cs = in_place(cs, hprev);  // h_{t-1} of each step is written over the cell states
+  a.h0 = f32(h0);
   a.c0 = f32(c0);
   a.dys = f32(dys);
   a.dhn = f32(dhn);
@@ -395,18 +412,19 @@ ffi::Error GruForward(ffi::AnyBuffer x, ffi::AnyBuffer w_ih, ffi::AnyBuffer w_hh
 }
 
 ffi::Error GruBackward(ffi::AnyBuffer acts, ffi::AnyBuffer hns, ffi::AnyBuffer ys,
-                       ffi::AnyBuffer h0,
-                       ffi::AnyBuffer w_hh, ffi::AnyBuffer lengths, ffi::AnyBuffer dys,
-                       ffi::AnyBuffer dhn, int32_t reverse, int32_t reset_after,
-                       int32_t batch_major, int32_t bf16, ffi::Result<ffi::AnyBuffer> dg,
-                       ffi::Result<ffi::AnyBuffer> aux, ffi::Result<ffi::AnyBuffer> dh0) {
+                       ffi::AnyBuffer h0, ffi::AnyBuffer w_hh, ffi::AnyBuffer lengths,
+                       ffi::AnyBuffer dys, ffi::AnyBuffer dhn, int32_t reverse,
+                       int32_t reset_after, int32_t batch_major, int32_t bf16,
+                       ffi::Result<ffi::AnyBuffer> dg, ffi::Result<ffi::AnyBuffer> aux,
+                       ffi::Result<ffi::AnyBuffer> hprev, ffi::Result<ffi::AnyBuffer> dh0) {
   SeqArgs a = header(reset_after ? kGruAfter : kGruBefore, reverse, batch_major);
   if (auto e = backward_sizes(ys, w_hh, 3, bf16, &a); e.failure()) return e;
   if (auto e = check_state(&a, {&h0, &dhn}, lengths); e.failure()) return e;
+  if (!same_shape(*hprev, ys)) return bad("hprev is not shaped as ys");
   a.w_hh = w_hh.untyped_data();
   a.acts = f32(acts);
   a.cs = reset_after ? f32(hns) : nullptr;
-  a.ys = f32(ys);
+  a.ys = in_place(ys, hprev);  // h_{t-1} of each step is written over the outputs
   a.h0 = f32(h0);
   a.dys = f32(dys);
   a.dhn = f32(dhn);
@@ -527,9 +545,11 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxrnn_lstm_backward, jaxrnn::LstmBackward,
                                   .Arg<ffi::AnyBuffer>()
                                   .Arg<ffi::AnyBuffer>()
                                   .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
                                   .Attr<int32_t>("reverse")
                                   .Attr<int32_t>("batch_major")
                                   .Attr<int32_t>("bf16")
+                                  .Ret<ffi::AnyBuffer>()
                                   .Ret<ffi::AnyBuffer>()
                                   .Ret<ffi::AnyBuffer>()
                                   .Ret<ffi::AnyBuffer>());
@@ -568,6 +588,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxrnn_gru_backward, jaxrnn::GruBackward,
                                   .Attr<int32_t>("bf16")
                                   .Ret<ffi::AnyBuffer>()
                                   .Ret<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>()
                                   .Ret<ffi::AnyBuffer>());
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxrnn_tn_matmul, jaxrnn::TnMatmul,
@@ -588,8 +609,10 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(jaxrnn_nt_matmul, jaxrnn::NtMatmul,
 // GRU backward returns r * h too; 4: AMX tiles, jaxrnn_kernel_amx and the amx switch of
 // jaxrnn_kernel_configure, the GRU backward's dpn and r * h are one result, and the hoist
 // switch; 5: jaxrnn_tn_matmul and jaxrnn_nt_matmul; 6: float32 weights with bf16 x, rounded
-// by the kernels, and the backward handlers' bf16 attribute).
-EXPORT int jaxrnn_kernel_abi() { return 6; }
+// by the kernels, and the backward handlers' bf16 attribute; 7: the backward handlers return
+// h_{t-1} of every step, written over the LSTM's cell states or the GRU's outputs, and the
+// LSTM's takes h0).
+EXPORT int jaxrnn_kernel_abi() { return 7; }
 
 EXPORT const char* jaxrnn_kernel_isa() {
   const jaxrnn::Isa* isa = jaxrnn::chosen_isa();
