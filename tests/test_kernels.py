@@ -384,7 +384,6 @@ def _carries_in(ys, h0, lengths, reverse):
     """Float64 reference of the carry entering each valid step of ``ys (T, B, H)``: ``h0`` at a
     row's first step, else the output of the step before it (NaN where the step is past the
     row's length, which the comparison skips)."""
-    steps = ys.shape[0]
     out = np.full(ys.shape, np.nan)
     for b, length in enumerate(lengths):
         for t in range(length):
