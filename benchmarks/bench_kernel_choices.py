@@ -185,7 +185,7 @@ def main(argv=None) -> dict:
         ]
         for r in rows
     ]
-    print(harness.fmt_table(header, table))
+    print(harness.fmt_table(header, table) if table else "(no choice applies here)")
     results = {
         "config": harness.config(args),
         "environment": harness.environment(("jax", "jaxrnn")),
