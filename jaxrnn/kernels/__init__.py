@@ -18,8 +18,10 @@ one direction of one layer over the whole sequence:
 * with ``dtype=jnp.bfloat16`` (:mod:`jaxrnn.precision`) the step's matmul takes bfloat16
   operands with float32 sums, on AMX tiles or AVX512-BF16 dot-product instructions where the
   CPU has them (:func:`status` says which);
-* the backward kernel runs the recurrence in reverse for the gate cotangents; the weight
-  gradients are then single matmuls over all steps. In bfloat16 on a CPU with bf16 units, the
+* the backward kernel runs the recurrence in reverse for the gate cotangents, written over the
+  saved activations, and the carries :math:`h_{t-1}` entering each step, written over the
+  saved cell states (LSTM) or outputs (GRU); the weight gradients are then single matmuls
+  over all steps. In bfloat16 on a CPU with bf16 units, the
   backward pass's matmuls take the gate cotangents rounded to bf16 too, and run on those
   units (with AMX, on the library's own GEMMs on the tiles).
 
