@@ -631,6 +631,43 @@ def test_sequence_kernels_check_their_dtypes():
         )
 
 
+def test_backward_kernels_check_the_carries_result():
+    """The carries h_{t-1} a backward handler returns take the shape of the array they are
+    written over (the LSTM's cell states, the GRU's outputs), and the LSTM's h0 is (B, H)."""
+    steps, batch, hidden = 3, 2, 5
+    seq, state = jnp.zeros((steps, batch, hidden)), jnp.zeros((batch, hidden))
+    lengths = jnp.full((batch,), steps, jnp.int32)
+    w_hh = jnp.zeros((hidden, 4 * hidden))
+    acts = jnp.zeros((steps, batch, 4 * hidden))
+    opts = dict(reverse=0, batch_major=0, bf16=0)
+    lstm = (acts, seq, state, state, w_hh, lengths, seq, state, state)
+    with pytest.raises(Exception, match="hprev is not shaped as cs"):
+        _ops._ffi(
+            "jaxrnn_lstm_backward",
+            [acts.shape, (steps, batch), state.shape, state.shape],
+            *lstm,
+            **opts,
+        )
+    wrong_h0 = (acts, seq, jnp.zeros((batch, hidden + 1)), *lstm[3:])
+    with pytest.raises(Exception, match=r"a carry is not \(B, H\)"):
+        _ops._ffi(
+            "jaxrnn_lstm_backward",
+            [acts.shape, seq.shape, state.shape, state.shape],
+            *wrong_h0,
+            **opts,
+        )
+    gru = (jnp.zeros((steps, batch, 3 * hidden)), seq, seq, state)
+    gru += (jnp.zeros((hidden, 3 * hidden)), lengths, seq, state)
+    with pytest.raises(Exception, match="hprev is not shaped as ys"):
+        _ops._ffi(
+            "jaxrnn_gru_backward",
+            [gru[0].shape, seq.shape, (steps, batch), state.shape],
+            *gru,
+            reset_after=1,
+            **opts,
+        )
+
+
 def test_higher_order_derivatives_say_what_to_do():
     cell = jr.gru(3, 4)
     params = cell.init(jax.random.key(30))
