@@ -493,13 +493,26 @@ def test_malloc_child_and_report(tmp_path, monkeypatch):
 
 def test_train_memory_quick_run(tmp_path):
     """``bench_train_memory.py`` at a tiny size: a compiled training step's temp memory for
-    every cell on both paths, written to JSON."""
+    every cell in both precisions on both paths, written to JSON."""
     bench = load("bench_train_memory")
     out = tmp_path / "train_memory.json"
     results = bench.main(["--sizes", "2x5x3x4", "--json", str(out)])
-    assert [r["cell"] for r in results["rows"]] == list(bench.CELLS)
+    expected = [(cell, prec) for cell in bench.CELLS for prec in bench.PRECISIONS]
+    assert [(r["cell"], r["precision"]) for r in results["rows"]] == expected
     assert all(r["kernel_mib"] >= 0 and r["xla_mib"] >= 0 for r in results["rows"])
     assert out.is_file()
+
+
+@pytest.mark.parametrize("mode", ["infer", "train"])
+def test_profile_step_quick_run(mode):
+    """``profile_step.py`` at a tiny size: compiles one call, calls it at least once more and
+    reports what it timed, for the cell, precision and mode asked for."""
+    bench = load("profile_step")
+    args = ["--size", "2x5x3x4", "--cell", "gru", "--precision", "bf16", "--mode", mode]
+    result = bench.main([*args, "--seconds", "0"])
+    assert (result["cell"], result["precision"], result["mode"]) == ("gru", "bf16", mode)
+    assert result["size"] == [2, 5, 3, 4]
+    assert result["calls"] >= 1 and 0 < result["min_ms"] <= result["median_ms"]
 
 
 @pytest.mark.skipif(not jr.kernels.available(), reason="needs the native kernels")

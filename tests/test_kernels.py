@@ -631,6 +631,30 @@ def test_sequence_kernels_check_their_dtypes():
         )
 
 
+@pytest.mark.parametrize("name", list(CELLS))
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16], ids=["f32", "bf16"])
+def test_training_step_keeps_no_cotangent_copy(name, dtype):
+    """XLA's temporaries of a kernel training step (compiled, never run), in (T, B, H) float32
+    arrays: the saved gates (4 or 3) and one array more (cell states, ``h W_hn + b_hn`` or
+    outputs), the outputs or the GRU's ``r * h``, the loss's two arrays, and in bf16 the
+    rounded inputs: at most 7.5. The cotangents are written over the saved values, and the
+    GRU's two sides share one buffer (``_ops._after``); a (T, B, 3H) concatenation or column
+    slice alive beside them makes 8 to 11 (as before ``_after``), and at the sweep's sizes
+    pushes the step's temporaries past the 32 MiB glibc serves from its heap."""
+    steps, batch, n_in, hidden = 64, 8, 16, 32
+    cell = CELLS[name](n_in, hidden, dtype=dtype)
+    params = cell.init(jax.random.key(0))
+    xs = jax.ShapeDtypeStruct((batch, steps, n_in), jnp.float32)
+    target = jax.ShapeDtypeStruct((batch, steps, hidden), jnp.float32)
+
+    def loss(p, x, y):
+        return jnp.mean((jr.scan(cell, p, x)[1].astype(jnp.float32) - y) ** 2)
+
+    compiled = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(params, xs, target).compile()
+    arrays = compiled.memory_analysis().temp_size_in_bytes / (steps * batch * hidden * 4)
+    assert arrays <= 7.5, f"{name}: temporaries of {arrays:.2f} (T, B, H) float32 arrays"
+
+
 def test_backward_kernels_check_the_carries_result():
     """The carries h_{t-1} a backward handler returns take the shape of the array they are
     written over (the LSTM's cell states, the GRU's outputs), and the LSTM's h0 is (B, H)."""

@@ -136,6 +136,18 @@ def _materialised_t(a):
     return jax.lax.optimization_barrier(a.T.reshape(rows, cols // 16, 16)).reshape(rows, cols)
 
 
+def _after(x, *deps):
+    """``x`` unchanged, but computed after ``deps``: a zero made of one element of each is
+    added (``nan_to_num`` keeps it zero for any value). XLA:CPU drops optimization barriers
+    before it schedules, so only a data dependency orders two operations; the backward passes
+    order their passes over (T, B, *) arrays with it, so that a buffer is free before the next
+    is made or can take its place. A training step whose temporaries exceed 32 MiB, the most
+    glibc's malloc serves from its heap, maps and faults in fresh pages at every step
+    (benchmarks/bench_malloc.py)."""
+    zero = sum(jnp.nan_to_num(d.ravel()[0].astype(_F32)) for d in deps) * 0
+    return x + zero.astype(x.dtype)
+
+
 def _input_grads(xs, w_ih, dg, dtype):
     """``(dxs, dw_ih, db)`` from the gate cotangents of the input side ``dg (T, B, G H)``."""
     w = w_ih.astype(dtype)
@@ -311,20 +323,22 @@ def _gru_bwd(reverse, reset_after, dtype, bm, residuals, cotangents):
         batch_major=bm,
         bf16=dtype == jnp.bfloat16,
     )
+    # Each order below keeps one (T, B, *) array fewer alive than XLA's own schedule would: a
+    # training step's temporaries above 32 MiB are fresh pages at every step (see _after).
     if reset_after:  # dg is the recurrent side [dr, dz, r * dn]; the input side has dn
-        dgx = jnp.concatenate([dg[..., : 2 * hidden], aux], axis=-1)
         dw_hh = _t_matmul(hprev, dg, dtype)
+        db_hh = dg.sum(axis=(0, 1))
+        # The input side, [dr, dz, dn], written over dg once the recurrent side's reads are done.
+        n_block = jnp.arange(3 * hidden) >= 2 * hidden
+        dgx = jnp.where(n_block, jnp.tile(_after(aux, dw_hh, db_hh), 3), dg)
     else:  # dg = [dr, dz, dn] on both sides; W_hn reads r * h
         dgx = dg
-        dw_hh = jnp.concatenate(
-            [
-                _t_matmul(hprev, dg[..., : 2 * hidden], dtype),
-                _t_matmul(aux, dg[..., 2 * hidden :], dtype),
-            ],
-            axis=-1,
-        )
+        db_hh = dg.sum(axis=(0, 1))
+        dw_hn = _t_matmul(aux, dg[..., 2 * hidden :], dtype)
+        # Each column slice is a copy for XLA's matmul: the second is made once the first is free.
+        dw_hrz = _t_matmul(hprev, _after(dg[..., : 2 * hidden], dw_hn), dtype)
+        dw_hh = jnp.concatenate([dw_hrz, dw_hn], axis=-1)
     dxs, dw_ih, db_ih = _input_grads(xs, w_ih, dgx, dtype)
-    db_hh = dg.sum(axis=(0, 1))
     return (
         dxs,
         dw_ih,
