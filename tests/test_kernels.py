@@ -655,6 +655,22 @@ def test_training_step_keeps_no_cotangent_copy(name, dtype):
     assert arrays <= 7.5, f"{name}: temporaries of {arrays:.2f} (T, B, H) float32 arrays"
 
 
+def test_after_leaves_its_value_unchanged():
+    """``_ops._after(x, *deps)`` is ``x`` whatever the dependencies hold (NaN, infinities, no
+    element at all), in float32 and bfloat16."""
+    deps = (
+        jnp.array([jnp.nan, 1.0]),
+        jnp.array([-jnp.inf]),
+        jnp.zeros((0, 3)),
+        jnp.full((2, 2), jnp.inf, jnp.bfloat16),
+    )
+    for dtype in (jnp.float32, jnp.bfloat16):
+        x = jnp.array([1.5, -2.0, 0.0, jnp.inf], dtype)
+        out = jax.jit(_ops._after)(x, *deps)
+        assert out.dtype == x.dtype
+        np.testing.assert_array_equal(np.asarray(out, np.float32), np.asarray(x, np.float32))
+
+
 def test_backward_kernels_check_the_carries_result():
     """The carries h_{t-1} a backward handler returns take the shape of the array they are
     written over (the LSTM's cell states, the GRU's outputs), and the LSTM's h0 is (B, H)."""

@@ -137,14 +137,14 @@ def _materialised_t(a):
 
 
 def _after(x, *deps):
-    """``x`` unchanged, but computed after ``deps``: a zero made of one element of each is
-    added (``nan_to_num`` keeps it zero for any value). XLA:CPU drops optimization barriers
-    before it schedules, so only a data dependency orders two operations; the backward passes
-    order their passes over (T, B, *) arrays with it, so that a buffer is free before the next
-    is made or can take its place. A training step whose temporaries exceed 32 MiB, the most
-    glibc's malloc serves from its heap, maps and faults in fresh pages at every step
-    (benchmarks/bench_malloc.py)."""
-    zero = sum(jnp.nan_to_num(d.ravel()[0].astype(_F32)) for d in deps) * 0
+    """``x`` unchanged, but computed after ``deps``: a zero made of the first element of each
+    (none of an empty one) is added, ``nan_to_num`` keeping it zero for any value. XLA:CPU
+    drops optimization barriers before it schedules, so only a data dependency orders two
+    operations; the backward passes order their passes over (T, B, *) arrays with it, so that
+    a buffer is free before the next is made or can take its place. A training step whose
+    temporaries exceed 32 MiB, the most glibc's malloc serves from its heap, maps and faults
+    in fresh pages at every step (benchmarks/bench_malloc.py)."""
+    zero = sum(jnp.nan_to_num(d.ravel()[:1].astype(_F32).sum()) for d in deps) * 0
     return x + zero.astype(x.dtype)
 
 
