@@ -37,33 +37,11 @@ import statistics  # noqa: E402
 import time  # noqa: E402
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
+from bench_kernel_choices import CELLS, PRECISIONS, layer_calls  # noqa: E402
 
 import jaxrnn as jr  # noqa: E402
 
-CELLS = {
-    "lstm": lambda i, h, dtype: jr.lstm(i, h, dtype=dtype),
-    "gru": lambda i, h, dtype: jr.gru(i, h, reset_after=True, dtype=dtype),
-}
-PRECISIONS = {"f32": jnp.float32, "bf16": jnp.bfloat16}
 MODES = ("infer", "train")
-
-
-def step_call(cell_name: str, precision: str, mode: str, size):
-    """The blocked call of one layer on random inputs, batch-major as the sweep's."""
-    batch, steps, n_in, hidden = size
-    cell = CELLS[cell_name](n_in, hidden, PRECISIONS[precision])
-    params = cell.init(jax.random.key(0))
-    xs = jax.random.normal(jax.random.key(1), (batch, steps, n_in))
-
-    def outputs(p, x):
-        return jr.scan(cell, p, x)[1]
-
-    if mode == "infer":
-        fn = jax.jit(outputs)
-    else:
-        fn = jax.jit(jax.grad(lambda p, x: jnp.mean(outputs(p, x).astype(jnp.float32))))
-    return harness.jax_call(fn, params, xs)
 
 
 def run(call, seconds: float) -> list[float]:
@@ -93,7 +71,8 @@ def main(argv=None) -> dict:
     cores = harness.pinned_cores() or harness.usable_cpus()
     print(f"jax {jax.__version__}; {cores} core(s); CPU flags: {flags}")
     print(f"kernels: {status.isa or status.reason}")
-    times = run(step_call(args.cell, args.precision, args.mode, args.size), args.seconds)
+    cell = CELLS[args.cell](args.size[2], args.size[3], PRECISIONS[args.precision])
+    times = run(layer_calls(cell, args.size, seed=0)[args.mode], args.seconds)
     result = {
         "size": list(args.size),
         "cell": args.cell,
