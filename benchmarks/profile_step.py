@@ -1,12 +1,13 @@
-"""One sweep call, repeated for a while, for a sampling profiler to look at.
+"""One layer call, repeated for a while, for a sampling profiler to look at.
 
 One idea: where a layer call's time goes is a question for ``perf``, not for a timer. This
-script compiles one of ``bench_sweep.py``'s calls (``jr.scan`` of an LSTM or a GRU with
-``reset_after``, float32 or the bf16 policy, inference or a training step: ``jax.grad`` of
-the mean of the outputs), runs it once to compile, then calls it until ``--seconds`` have
-passed and prints the median and fastest call. Run under ``perf record``, the report splits
-the time between the kernels' matmuls (``microkernel``), their gate functions
-(``lstm_epilogue``, ``backward_rows``), XLA's own code and the rest of the process::
+script compiles one of ``bench_kernel_choices.py``'s layer calls (``jr.scan`` of the sweep's
+LSTM or GRU with ``reset_after``, float32 or the bf16 policy, inference or a training step:
+``jax.grad`` of the mean of the outputs), runs it once to compile, then calls it until
+``--seconds`` have passed and prints the median and fastest call. Run under ``perf record``,
+the report splits the time between the kernels' matmuls (``microkernel``), their gate
+functions (``lstm_epilogue``, ``backward_rows``), XLA's own code and the rest of the
+process::
 
     perf record -o step.data python benchmarks/profile_step.py --cores 1 \\
         --size 16x1024x32x64 --cell lstm --precision bf16 --mode infer --seconds 6
