@@ -325,15 +325,14 @@ def _gru_bwd(reverse, reset_after, dtype, bm, residuals, cotangents):
     )
     # Each order below keeps one (T, B, *) array fewer alive than XLA's own schedule would: a
     # training step's temporaries above 32 MiB are fresh pages at every step (see _after).
+    db_hh = dg.sum(axis=(0, 1))
     if reset_after:  # dg is the recurrent side [dr, dz, r * dn]; the input side has dn
         dw_hh = _t_matmul(hprev, dg, dtype)
-        db_hh = dg.sum(axis=(0, 1))
         # The input side, [dr, dz, dn], written over dg once the recurrent side's reads are done.
         n_block = jnp.arange(3 * hidden) >= 2 * hidden
         dgx = jnp.where(n_block, jnp.tile(_after(aux, dw_hh, db_hh), 3), dg)
     else:  # dg = [dr, dz, dn] on both sides; W_hn reads r * h
         dgx = dg
-        db_hh = dg.sum(axis=(0, 1))
         dw_hn = _t_matmul(aux, dg[..., 2 * hidden :], dtype)
         # Each column slice is a copy for XLA's matmul: the second is made once the first is free.
         dw_hrz = _t_matmul(hprev, _after(dg[..., : 2 * hidden], dw_hn), dtype)
