@@ -160,7 +160,7 @@ def main(argv=None) -> dict:
     status = jr.kernels.status()
     if not status.available:
         raise SystemExit(f"jaxrnn kernels not available: {status.reason}")
-    flags = " ".join(sorted(f for f in harness.cpu_flags() if f.startswith(("avx", "amx", "fma"))))
+    flags = harness.simd_flags()
     cores = harness.pinned_cores() or harness.usable_cpus()
     print(f"jax {jax.__version__}; {cores} core(s); CPU flags: {flags}")
     print(f"kernels: {status.isa}, bf16 dot products {status.bf16_dot}, AMX tiles {status.amx}")

@@ -107,7 +107,7 @@ def ratio_text(values: list[float]) -> str:
 
 def report(args, rounds: list[dict]) -> str:
     env = harness.environment(("jax", "torch", "jaxrnn"))
-    flags = " ".join(sorted(f for f in harness.cpu_flags() if f.startswith(("avx", "fma"))))
+    flags = harness.simd_flags(("avx", "fma"))
     lines = [
         f"{env.get('cpu_model')}, CPU flags: {flags}; {args.cores or harness.usable_cpus()} "
         f"core(s); size {'x'.join(map(str, args.size))}; {len(rounds)} rounds; kept: "

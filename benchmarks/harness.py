@@ -312,6 +312,12 @@ def cpu_flags() -> set[str]:
     return set()
 
 
+def simd_flags(prefixes: Sequence[str] = ("avx", "amx", "fma")) -> str:
+    """The CPU's vector-unit flags (those starting with one of ``prefixes``), sorted, as one
+    line for a benchmark's header."""
+    return " ".join(sorted(f for f in cpu_flags() if f.startswith(tuple(prefixes))))
+
+
 def environment(packages: Sequence[str] = ("jax", "flax", "equinox", "torch", "jaxrnn")) -> dict:
     """Where the numbers come from: Python, platform, CPU, cores, threads, package versions.
 

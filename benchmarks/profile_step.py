@@ -67,7 +67,7 @@ def main(argv=None) -> dict:
     p.add_argument("--cores", type=int, default=None, help="CPUs to pin to (command line only)")
     args = p.parse_args(argv)
     harness.require_pinned(args.cores, "profile_step.py")
-    flags = " ".join(sorted(f for f in harness.cpu_flags() if f.startswith(("avx", "amx", "fma"))))
+    flags = harness.simd_flags()
     status = jr.kernels.status()
     cores = harness.pinned_cores() or harness.usable_cpus()
     print(f"jax {jax.__version__}; {cores} core(s); CPU flags: {flags}")

@@ -418,6 +418,14 @@ def test_fmt_table(harness):
     assert harness.mib(3 * 2**20) == "3.0 MiB" and harness.mib(512) == "0.5 KiB"
 
 
+def test_simd_flags(harness, monkeypatch):
+    """``simd_flags`` keeps the CPU flags with the given prefixes, sorted, on one line."""
+    flags = {"fma", "avx2", "sse4_2", "amx_tile", "avx512_bf16", "f16c"}
+    monkeypatch.setattr(harness, "cpu_flags", lambda: flags)
+    assert harness.simd_flags() == "amx_tile avx2 avx512_bf16 fma"
+    assert harness.simd_flags(("avx", "fma")) == "avx2 avx512_bf16 fma"
+
+
 def test_environment(harness):
     env = harness.environment()
     assert env["jax"] == jax.__version__ and env["jax_backend"] == jax.default_backend()
